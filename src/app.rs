@@ -1,0 +1,126 @@
+//! Start-up: open the store, build the CPU pool, bind the API and render listeners (port 0 in
+//! tests) and run both servers until they stop.
+
+use crate::config::Config;
+use crate::pool::CpuPool;
+use crate::service::Services;
+use crate::storage::Store;
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Stops a running appliance.
+#[derive(Clone)]
+pub struct AppHandle {
+    api: actix_web::dev::ServerHandle,
+    render: actix_web::dev::ServerHandle,
+}
+
+impl AppHandle {
+    /// Stops accepting connections and, when `graceful`, waits for in-flight requests.
+    pub async fn stop(&self, graceful: bool) {
+        futures_util::future::join(self.api.stop(graceful), self.render.stop(graceful)).await;
+    }
+}
+
+/// A built, bound, not yet running appliance.
+pub struct Application {
+    api_port: u16,
+    render_port: u16,
+    api: Server,
+    render: Server,
+    services: web::Data<Services>,
+}
+
+impl Application {
+    /// Opens the data folder and binds both listeners.
+    pub fn build(config: Config) -> Result<Application, String> {
+        let store = Store::open(&config.storage.path, config.storage.cache_mb)
+            .map_err(|e| e.to_string())?;
+        let pool = CpuPool::new(
+            config.render_threads(),
+            config.render.queue,
+            Duration::from_millis(config.render.timeout_ms),
+        )?;
+        let services = web::Data::new(Services {
+            config: Arc::new(config.clone()),
+            store: Arc::new(store),
+            pool: Arc::new(pool),
+        });
+        let workers = if config.server.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.server.workers
+        };
+        let bind =
+            |addr| TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"));
+        let api_listener = bind(config.server.api_bind)?;
+        let render_listener = bind(config.server.render_bind)?;
+        let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string());
+        let (api_port, render_port) = (port(&api_listener)?, port(&render_listener)?);
+        let timeout = config.server.shutdown_timeout_secs;
+
+        let data = services.clone();
+        let api = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::Logger::new("api %s %b %Dms \"%r\"").exclude("/healthz"))
+                .app_data(data.clone())
+                .configure(crate::http::api::routes)
+        })
+        .workers(workers)
+        .shutdown_timeout(timeout)
+        .listen(api_listener)
+        .map_err(|e| e.to_string())?
+        .run();
+
+        let data = services.clone();
+        let render = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::Logger::new("render %s %b %Dms \"%r\""))
+                .app_data(data.clone())
+                .configure(crate::http::render::routes)
+        })
+        .workers(workers)
+        .shutdown_timeout(timeout)
+        .listen(render_listener)
+        .map_err(|e| e.to_string())?
+        .run();
+
+        Ok(Application {
+            api_port,
+            render_port,
+            api,
+            render,
+            services,
+        })
+    }
+
+    /// The bound port of the API listener.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// The bound port of the render listener.
+    pub fn render_port(&self) -> u16 {
+        self.render_port
+    }
+
+    /// A handle that stops both servers (used by tests and the shutdown path).
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            api: self.api.handle(),
+            render: self.render.handle(),
+        }
+    }
+
+    /// Runs both servers until both stop (SIGTERM or SIGINT), then flushes the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (a, r) = futures_util::future::join(self.api, self.render).await;
+        let flushed = self.services.store.flush().await;
+        a?;
+        r?;
+        flushed.map_err(std::io::Error::other)
+    }
+}

@@ -1,0 +1,344 @@
+//! Typed configuration mirroring `appliance.toml`. Layers, later wins: built-in defaults, the
+//! TOML file (`--config PATH`, else `./appliance.toml` when present), then environment
+//! variables `DARKROOM__SECTION__KEY`. Unknown keys and invalid values stop start-up with a
+//! message naming the key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub images: ImagesConfig,
+    pub render: RenderConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Management API listener.
+    pub api_bind: SocketAddr,
+    /// Public render listener.
+    pub render_bind: SocketAddr,
+    /// HTTP worker threads per listener; 0 = number of cores.
+    pub workers: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The data folder: sled database and blob files.
+    pub path: PathBuf,
+    /// sled page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A key with every right on every organization; empty disables it.
+    pub root_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted upload, per file, in bytes.
+    pub max_upload_bytes: u64,
+    /// Largest accepted width × height of a source image.
+    pub max_pixels: u64,
+    /// Largest accepted width or height of a source image.
+    pub max_dimension: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Days a soft-deleted image stays restorable.
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenderConfig {
+    /// Render threads; 0 = number of cores.
+    pub threads: usize,
+    /// CPU jobs (renders, upload checks) allowed to wait; past it requests get 503.
+    pub queue: usize,
+    /// Longest a render may take before the request is answered 503.
+    pub timeout_ms: u64,
+    /// Host form of render URLs, e.g. `{organization}.img.example.com`; empty = path form only.
+    pub host_template: String,
+    /// `Cache-Control` max-age of render 404s, so an edge cache replaces a stale 200 soon.
+    pub not_found_max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter used when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            images: ImagesConfig::default(),
+            render: RenderConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            api_bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            render_bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            workers: 0,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("data"),
+            cache_mb: 64,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_upload_bytes: 100_000_000,
+            max_pixels: 100_000_000,
+            max_dimension: 30_000,
+        }
+    }
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig { retention_days: 30 }
+    }
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            threads: 0,
+            queue: 64,
+            timeout_ms: 30_000,
+            host_template: String::new(),
+            not_found_max_age_secs: 60,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "DARKROOM__";
+
+impl Config {
+    /// Loads the layered configuration. `explicit` is `--config PATH` (must exist); without it
+    /// `./appliance.toml` is read when present.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
+        let mut table = match explicit {
+            Some(path) => read_toml(path)?,
+            None => {
+                let default = Path::new("appliance.toml");
+                if default.exists() {
+                    read_toml(default)?
+                } else {
+                    toml::Table::new()
+                }
+            }
+        };
+        apply_env(&mut table, std::env::vars())?;
+        Config::from_table(table)
+    }
+
+    /// Builds a configuration from a TOML table, naming the key of any error.
+    pub fn from_table(table: toml::Table) -> Result<Config, String> {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("configuration key {}: {}", e.path(), e.inner()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let checks: [(&str, bool, &str); 5] = [
+            (
+                "limits.max_upload_bytes",
+                self.limits.max_upload_bytes > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_pixels",
+                self.limits.max_pixels > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_dimension",
+                self.limits.max_dimension > 0,
+                "must be positive",
+            ),
+            ("render.queue", self.render.queue > 0, "must be positive"),
+            (
+                "render.timeout_ms",
+                self.render.timeout_ms > 0,
+                "must be positive",
+            ),
+        ];
+        for (key, ok, why) in checks {
+            if !ok {
+                return Err(format!("configuration key {key}: {why}"));
+            }
+        }
+        if !self.render.host_template.is_empty()
+            && !self.render.host_template.contains("{organization}")
+        {
+            return Err(
+                "configuration key render.host_template: must contain {organization}".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Render threads after resolving 0 to the number of cores.
+    pub fn render_threads(&self) -> usize {
+        if self.render.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.render.threads
+        }
+    }
+}
+
+fn read_toml(path: &Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| format!("configuration file {}: {e}", path.display()))
+}
+
+/// Applies `DARKROOM__SECTION__KEY=value` overrides. A value is read as a TOML value when it
+/// parses as one (numbers, booleans, quoted strings, arrays) and as a plain string otherwise,
+/// so `DARKROOM__SERVER__API_BIND=127.0.0.1:9000` needs no quoting.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), String> {
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let [section, key] = parts.as_slice() else {
+            return Err(format!(
+                "environment variable {name}: expected {ENV_PREFIX}SECTION__KEY"
+            ));
+        };
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.clone(), value);
+            }
+            _ => return Err(format!("configuration key {section}: expected a section")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn no_file_and_no_environment_gives_the_defaults() {
+        let config = Config::from_table(toml::Table::new()).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_win_over_the_file() {
+        let mut table: toml::Table = "[server]\napi_bind = \"127.0.0.1:7000\"".parse().unwrap();
+        apply_env(
+            &mut table,
+            env(&[
+                ("DARKROOM__SERVER__API_BIND", "127.0.0.1:9000"),
+                ("DARKROOM__AUTH__ROOT_KEY", "secret"),
+                ("DARKROOM__LIMITS__MAX_PIXELS", "5000"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        let config = Config::from_table(table).unwrap();
+        assert_eq!(config.server.api_bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.auth.root_key, "secret");
+        assert_eq!(config.limits.max_pixels, 5000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let table: toml::Table = "[server]\napi_bnd = \"127.0.0.1:7000\"".parse().unwrap();
+        let err = Config::from_table(table).unwrap_err();
+        assert!(err.contains("api_bnd"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_value_is_named_in_the_error() {
+        let table: toml::Table = "[server]\napi_bind = \"not an address\"".parse().unwrap();
+        let err = Config::from_table(table).unwrap_err();
+        assert!(err.contains("server.api_bind"), "{err}");
+        let table: toml::Table = "[limits]\nmax_pixels = 0".parse().unwrap();
+        assert!(Config::from_table(table)
+            .unwrap_err()
+            .contains("limits.max_pixels"));
+    }
+
+    #[test]
+    fn the_shipped_appliance_toml_equals_the_defaults() {
+        let text = include_str!("../appliance.toml");
+        let config = Config::from_table(text.parse().unwrap()).unwrap();
+        assert_eq!(config, Config::default());
+    }
+}

@@ -1,0 +1,251 @@
+//! Handlers for `/`, `/organizations` and `/user`: parse, call `service::accounts`, answer.
+
+use super::{json_body, json_response, no_content, principal};
+use crate::error::{Error, Result};
+use crate::model::ids::OrgName;
+use crate::service::accounts::{self as acc, MemberChange, Principal};
+use crate::service::Services;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Map, Value};
+
+type Svc = web::Data<Services>;
+
+fn org_name(raw: &str) -> Result<OrgName> {
+    OrgName::parse(raw).map_err(Error::Invalid)
+}
+
+fn string_field(body: &Value, key: &str) -> Result<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::Invalid(format!("{key} must be a string"))),
+    }
+}
+
+/// `GET /`: the resource list (rokka-go validates keys with it).
+pub async fn root(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    principal(&req, &svc)?;
+    Ok(json_response(
+        200,
+        &json!({
+            "resources": ["/operations", "/organizations", "/sourceimages", "/stacks", "/stackoptions", "/users", "/stats"],
+            "environment": "production"
+        }),
+    ))
+}
+
+/// `PUT /organizations/{org}` (root key only).
+pub async fn create_org(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    if who != Principal::Root {
+        return Err(Error::Forbidden(
+            "only the root key can create organizations".into(),
+        ));
+    }
+    let name = org_name(&path)?;
+    let body = json_body(payload).await?;
+    let email = string_field(&body, "billing_email")?.unwrap_or_default();
+    let display = string_field(&body, "display_name")?.unwrap_or_default();
+    let org = acc::create_org(&svc.store, &name, &email, &display)?;
+    svc.store.flush().await?;
+    Ok(json_response(201, &acc::org_json(&org, true)))
+}
+
+/// `GET /organizations/{org}`.
+pub async fn get_org(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(
+        200,
+        &acc::get_org(&svc.store, &who, &org_name(&path)?)?,
+    ))
+}
+
+/// `PUT /organizations/{org}/options`.
+pub async fn set_options(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let body = json_body(payload).await?;
+    let Value::Object(changes) = body else {
+        return Err(Error::Invalid(
+            "the body must be a JSON object of options".into(),
+        ));
+    };
+    let org = acc::set_org_options(&svc.store, &who, &org_name(&path)?, &changes)?;
+    svc.store.flush().await?;
+    Ok(json_response(200, &org))
+}
+
+/// `PUT /organizations/{org}/options/{name}`.
+pub async fn set_option(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, option) = path.into_inner();
+    let mut changes = Map::new();
+    changes.insert(option, json_body(payload).await?);
+    let org = acc::set_org_options(&svc.store, &who, &org_name(&org)?, &changes)?;
+    svc.store.flush().await?;
+    Ok(json_response(200, &org))
+}
+
+fn roles_from(body: &Value) -> Result<Vec<crate::model::account::Role>> {
+    let raw: Vec<String> = match (body.get("roles"), body.get("role")) {
+        (Some(Value::Array(a)), _) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        (_, Some(Value::String(r))) => vec![r.clone()],
+        _ => Vec::new(),
+    };
+    acc::parse_roles(&raw)
+}
+
+/// `POST /organizations/{org}/memberships`: a new user and key with these roles.
+pub async fn create_member(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let org = org_name(&path)?;
+    acc::authorize(&svc.store, &who, &org, crate::model::account::Right::Admin)?;
+    let body = json_body(payload).await?;
+    let roles = roles_from(&body)?;
+    let member = acc::create_member(&svc.store, &org, roles, string_field(&body, "comment")?)?;
+    svc.store.flush().await?;
+    Ok(json_response(201, &member.json))
+}
+
+/// `GET /organizations/{org}/memberships`.
+pub async fn list_members(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(
+        200,
+        &acc::list_members(&svc.store, &who, &org_name(&path)?)?,
+    ))
+}
+
+/// `GET /organizations/{org}/memberships/{user}`.
+pub async fn get_member(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, user) = path.into_inner();
+    Ok(json_response(
+        200,
+        &acc::get_member(&svc.store, &who, &org_name(&org)?, &user)?,
+    ))
+}
+
+/// `PUT /organizations/{org}/memberships/{user}`.
+pub async fn put_member(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, user) = path.into_inner();
+    let org = org_name(&org)?;
+    acc::authorize(&svc.store, &who, &org, crate::model::account::Right::Admin)?;
+    let body = json_body(payload).await?;
+    let change = acc::put_member(
+        &svc.store,
+        &who,
+        &org,
+        &user,
+        roles_from(&body)?,
+        string_field(&body, "comment")?,
+    )?;
+    svc.store.flush().await?;
+    Ok(match change {
+        MemberChange::Created(v) => json_response(201, &v),
+        MemberChange::Updated(v) => json_response(200, &v),
+        MemberChange::Unchanged => no_content(),
+    })
+}
+
+/// `DELETE /organizations/{org}/memberships/{user}`.
+pub async fn delete_member(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, user) = path.into_inner();
+    acc::delete_member(&svc.store, &who, &org_name(&org)?, &user)?;
+    svc.store.flush().await?;
+    Ok(no_content())
+}
+
+/// `GET /user`.
+pub async fn get_user(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(200, &acc::get_user(&svc.store, &who)?))
+}
+
+/// `GET /user/apikeys`.
+pub async fn list_keys(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(200, &acc::list_user_keys(&svc.store, &who)?))
+}
+
+/// `GET /user/apikeys/current`.
+pub async fn current_key(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(200, &acc::current_key(&svc.store, &who)?))
+}
+
+/// `POST /user/apikeys`.
+pub async fn add_key(req: HttpRequest, svc: Svc, payload: web::Payload) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let body = json_body(payload).await?;
+    let key = acc::add_user_key(
+        &svc.store,
+        &who,
+        string_field(&body, "comment")?.unwrap_or_default(),
+    )?;
+    svc.store.flush().await?;
+    Ok(json_response(200, &key))
+}
+
+/// `DELETE /user/apikeys/{id}`.
+pub async fn delete_key(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    acc::delete_user_key(&svc.store, &who, &path)?;
+    svc.store.flush().await?;
+    Ok(no_content())
+}
+
+/// `GET /user/memberships`.
+pub async fn my_memberships(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(
+        200,
+        &acc::user_memberships(&svc.store, &who)?,
+    ))
+}

@@ -1,0 +1,137 @@
+//! The route table of the management API listener (spec §3, §4, §9).
+
+use super::{accounts, images, not_found};
+use actix_web::http::Method;
+use actix_web::web;
+
+/// Registers every API route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
+    cfg.route("/", web::get().to(accounts::root))
+        // organizations and memberships
+        .route("/organizations/{org}", web::put().to(accounts::create_org))
+        .route("/organizations/{org}", web::get().to(accounts::get_org))
+        .route(
+            "/organizations/{org}/options",
+            web::put().to(accounts::set_options),
+        )
+        .route(
+            "/organizations/{org}/options/{name}",
+            web::put().to(accounts::set_option),
+        )
+        .route(
+            "/organizations/{org}/memberships",
+            web::post().to(accounts::create_member),
+        )
+        .route(
+            "/organizations/{org}/memberships",
+            web::get().to(accounts::list_members),
+        )
+        .route(
+            "/organizations/{org}/memberships/{user}",
+            web::get().to(accounts::get_member),
+        )
+        .route(
+            "/organizations/{org}/memberships/{user}",
+            web::put().to(accounts::put_member),
+        )
+        .route(
+            "/organizations/{org}/memberships/{user}",
+            web::delete().to(accounts::delete_member),
+        )
+        // the calling user
+        .route("/user", web::get().to(accounts::get_user))
+        .route("/user/apikeys", web::get().to(accounts::list_keys))
+        .route("/user/apikeys", web::post().to(accounts::add_key))
+        .route(
+            "/user/apikeys/current",
+            web::get().to(accounts::current_key),
+        )
+        .route("/user/apikeys/{id}", web::delete().to(accounts::delete_key))
+        .route("/user/memberships", web::get().to(accounts::my_memberships))
+        // source images
+        .route("/sourceimages/{org}", web::post().to(images::upload))
+        .route("/sourceimages/{org}", web::get().to(images::list))
+        .route(
+            "/sourceimages/{org}",
+            web::delete().to(images::delete_by_binary),
+        )
+        .route(
+            "/sourceimages/{org}/copy",
+            web::post().to(images::copy_many),
+        )
+        .route(
+            "/sourceimages/{org}/binaryhash/{sha1}",
+            web::get().to(images::by_binary),
+        )
+        .route("/sourceimages/{org}/{hash}", web::get().to(images::get))
+        .route(
+            "/sourceimages/{org}/{hash}",
+            web::delete().to(images::delete),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}",
+            web::route().method(copy()).to(images::copy),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/copy",
+            web::post().to(images::copy),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/restore",
+            web::post().to(images::restore),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/download",
+            web::get().to(images::download),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/name",
+            web::put().to(images::rename),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user",
+            web::get().to(images::get_user_meta),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user",
+            web::put().to(images::replace_user_meta),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user",
+            web::patch().to(images::merge_user_meta),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user",
+            web::delete().to(images::clear_user_meta),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user/{field}",
+            web::get().to(images::get_user_field),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user/{field}",
+            web::put().to(images::set_user_field),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/user/{field}",
+            web::delete().to(images::delete_user_field),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/dynamic/{name}",
+            web::put().to(images::set_dynamic),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/meta/dynamic/{name}",
+            web::delete().to(images::delete_dynamic),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/options/protected",
+            web::put().to(images::set_protected),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/options/locked",
+            web::put().to(images::set_locked),
+        )
+        .default_service(web::to(not_found));
+}

@@ -1,0 +1,628 @@
+//! Handlers for `/sourceimages`: multipart upload, reads, lists, deletes, downloads, metadata,
+//! protection, locking and copies. Parsing of client quirks (double-encoded JSON, any file
+//! field name, `deletePrevious` in the body) happens here, at the boundary.
+
+use super::{
+    header, json_body, json_response, no_content, principal, query_pairs, query_value, read_body,
+    MAX_JSON_BODY,
+};
+use crate::error::{Error, Result};
+use crate::model::ids::OrgName;
+use crate::service::images::{
+    self as img, Copied, HashChange, HashChangeFlags, MetaChange, UploadFile, UploadMeta,
+};
+use crate::service::Services;
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+type Svc = web::Data<Services>;
+
+fn org_name(raw: &str) -> Result<OrgName> {
+    OrgName::parse(raw).map_err(Error::Invalid)
+}
+
+/// What a multipart field name means.
+#[derive(Debug, PartialEq)]
+enum FormField {
+    UserMeta(usize),
+    DynamicMeta(usize),
+    DynamicMetaEntry(usize, String),
+    Options(usize),
+    Url,
+    Ignored,
+    File,
+}
+
+/// Parses `meta_user[0]`, `meta_dynamic[0][subject_area]`, `options[]`, … A field with a
+/// filename is always a file, whatever its name.
+fn classify(name: &str, has_filename: bool) -> FormField {
+    if has_filename {
+        return FormField::File;
+    }
+    let (base, rest) = name.split_once('[').map_or((name, ""), |(b, r)| (b, r));
+    let mut parts = rest.split('[').map(|p| p.trim_end_matches(']'));
+    let index = parts
+        .next()
+        .map(|i| i.parse::<usize>().unwrap_or(0))
+        .unwrap_or(0);
+    let sub = parts.next().map(str::to_string);
+    match (base, sub) {
+        ("meta_user", _) => FormField::UserMeta(index),
+        ("meta_dynamic", Some(entry)) => FormField::DynamicMetaEntry(index, entry),
+        ("meta_dynamic", None) => FormField::DynamicMeta(index),
+        ("options", _) => FormField::Options(index),
+        ("url", _) => FormField::Url,
+        ("meta_static" | "optimize_source", _) => FormField::Ignored,
+        _ => FormField::File,
+    }
+}
+
+/// Reads a JSON value that may have been encoded twice.
+fn decode_twice(what: &str, raw: &str) -> Result<Value> {
+    let v: Value = serde_json::from_str(raw)
+        .map_err(|e| Error::Invalid(format!("{what} is not valid JSON: {e}")))?;
+    Ok(match v {
+        Value::String(inner) => serde_json::from_str(&inner).unwrap_or(Value::String(inner)),
+        other => other,
+    })
+}
+
+/// `POST /sourceimages/{org}`: multipart upload of one or more files.
+pub async fn upload(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let org = org_name(&path)?;
+    crate::service::accounts::authorize(
+        &svc.store,
+        &who,
+        &org,
+        crate::model::account::Right::Upload,
+    )?;
+    let max = svc.config.limits.max_upload_bytes;
+    let mut form = Multipart::new(req.headers(), payload);
+    let mut files: Vec<UploadFile> = Vec::new();
+    let mut meta: BTreeMap<usize, UploadMeta> = BTreeMap::new();
+    let result: Result<()> = async {
+        while let Some(field) = form.next().await {
+            let mut field =
+                field.map_err(|e| Error::Invalid(format!("malformed multipart body: {e}")))?;
+            let (name, filename) = match field.content_disposition() {
+                Some(cd) => (
+                    cd.get_name().unwrap_or("").to_string(),
+                    cd.get_filename().map(str::to_string),
+                ),
+                None => (String::new(), None),
+            };
+            match classify(&name, filename.is_some()) {
+                FormField::File => {
+                    let mut up = svc.store.blobs.begin().await.map_err(Error::internal)?;
+                    while let Some(chunk) = field.next().await {
+                        let chunk = match chunk {
+                            Ok(c) => c,
+                            Err(e) => {
+                                up.abort().await;
+                                return Err(Error::Invalid(format!(
+                                    "malformed multipart body: {e}"
+                                )));
+                            }
+                        };
+                        if up.size() + chunk.len() as u64 > max {
+                            up.abort().await;
+                            return Err(Error::TooLarge(format!(
+                                "the file is larger than the limit of {max} bytes"
+                            )));
+                        }
+                        if let Err(e) = up.write(&chunk).await {
+                            up.abort().await;
+                            return Err(Error::internal(e));
+                        }
+                    }
+                    let blob = up.finish().await.map_err(Error::internal)?;
+                    let filename = filename
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or_else(|| format!("{}.bin", &blob.id[..8.min(blob.id.len())]));
+                    files.push(UploadFile { blob, filename });
+                }
+                kind => {
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = field.next().await {
+                        let chunk = chunk.map_err(|e| {
+                            Error::Invalid(format!("malformed multipart body: {e}"))
+                        })?;
+                        if bytes.len() + chunk.len() > MAX_JSON_BODY {
+                            return Err(Error::TooLarge(format!(
+                                "the form field '{name}' is too large"
+                            )));
+                        }
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    let text = String::from_utf8_lossy(&bytes).to_string();
+                    match kind {
+                        FormField::UserMeta(i) => {
+                            meta.entry(i).or_default().user =
+                                Some(img::parse_json_object("meta_user", &text)?);
+                        }
+                        FormField::DynamicMeta(i) => {
+                            let m = img::parse_json_object("meta_dynamic", &text)?;
+                            meta.entry(i).or_default().dynamic.extend(m);
+                        }
+                        FormField::DynamicMetaEntry(i, entry) => {
+                            let v = decode_twice(&format!("meta_dynamic[{i}][{entry}]"), &text)?;
+                            meta.entry(i).or_default().dynamic.insert(entry, v);
+                        }
+                        FormField::Options(i) => {
+                            let opts = img::parse_json_object("options", &text)?;
+                            let protected = match opts.get("protected") {
+                                None | Some(Value::Null) => false,
+                                Some(v) => img::parse_bool_body(v).map_err(|_| {
+                                    Error::Invalid("options.protected must be true or false".into())
+                                })?,
+                            };
+                            meta.entry(i).or_default().protected = protected;
+                        }
+                        FormField::Url => {
+                            return Err(Error::Invalid(
+                                "importing images from URLs is not supported; upload the file"
+                                    .into(),
+                            ))
+                        }
+                        FormField::Ignored | FormField::File => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        files.iter().for_each(|f| f.blob.discard());
+        return Err(e);
+    }
+    let meta: Vec<UploadMeta> = (0..files.len())
+        .map(|i| meta.remove(&i).unwrap_or_default())
+        .collect();
+    let body = img::upload(&svc, &who, &org, files, meta).await?;
+    Ok(json_response(200, &body))
+}
+
+/// `GET /sourceimages/{org}`.
+pub async fn list(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    Ok(json_response(
+        200,
+        &img::list(&svc, &who, &org_name(&path)?, &query_pairs(&req))?,
+    ))
+}
+
+/// `DELETE /sourceimages/{org}?binaryHash=`.
+pub async fn delete_by_binary(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let bh = query_value(&query_pairs(&req), "binaryHash").ok_or_else(|| {
+        Error::Invalid("DELETE on an organization's images needs ?binaryHash=".into())
+    })?;
+    img::delete_by_binary_hash(&svc, &who, &org_name(&path)?, &bh).await?;
+    Ok(no_content())
+}
+
+/// `GET /sourceimages/{org}/binaryhash/{sha1}`.
+pub async fn by_binary(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, bh) = path.into_inner();
+    Ok(json_response(
+        200,
+        &img::by_binary_hash(&svc, &who, &org_name(&org)?, &bh)?,
+    ))
+}
+
+/// `GET /sourceimages/{org}/{hash}`.
+pub async fn get(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let deleted = query_value(&query_pairs(&req), "deleted").is_some_and(|v| v == "true");
+    Ok(json_response(
+        200,
+        &img::get(&svc, &who, &org_name(&org)?, &hash, deleted)?,
+    ))
+}
+
+/// `DELETE /sourceimages/{org}/{hash}`.
+pub async fn delete(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    img::delete(&svc, &who, &org_name(&org)?, &hash).await?;
+    Ok(no_content())
+}
+
+/// `POST /sourceimages/{org}/{hash}/restore`.
+pub async fn restore(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    Ok(json_response(
+        200,
+        &img::restore(&svc, &who, &org_name(&org)?, &hash).await?,
+    ))
+}
+
+/// Makes a file name safe inside a quoted header parameter.
+fn header_filename(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// `GET /sourceimages/{org}/{hash}/download`: the original bytes, streamed from the file.
+pub async fn download(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    use tokio::io::AsyncReadExt;
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let d = img::download(&svc, &who, &org_name(&org)?, &hash)?;
+    let file = tokio::fs::File::open(&d.path)
+        .await
+        .map_err(Error::internal)?;
+    let stream = futures_util::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(d.mimetype)
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{}\"", header_filename(&d.name)),
+        ))
+        .no_chunking(d.size)
+        .streaming(stream))
+}
+
+/// `PUT /sourceimages/{org}/{hash}/name`.
+pub async fn rename(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let body = json_body(payload).await?;
+    img::rename(&svc, &who, &org_name(&org)?, &hash, &body).await?;
+    Ok(no_content())
+}
+
+/// `GET /sourceimages/{org}/{hash}/meta/user`.
+pub async fn get_user_meta(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    Ok(json_response(
+        200,
+        &img::get_user_meta(&svc, &who, &org_name(&org)?, &hash, None)?,
+    ))
+}
+
+/// `GET /sourceimages/{org}/{hash}/meta/user/{field}`.
+pub async fn get_user_field(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash, field) = path.into_inner();
+    Ok(json_response(
+        200,
+        &img::get_user_meta(&svc, &who, &org_name(&org)?, &hash, Some(&field))?,
+    ))
+}
+
+async fn change_meta(
+    req: &HttpRequest,
+    svc: &Services,
+    org: &str,
+    hash: &str,
+    change: MetaChange,
+) -> Result<HttpResponse> {
+    let who = principal(req, svc)?;
+    img::change_user_meta(svc, &who, &org_name(org)?, hash, change).await?;
+    Ok(no_content())
+}
+
+/// `PUT /sourceimages/{org}/{hash}/meta/user`.
+pub async fn replace_user_meta(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let (org, hash) = path.into_inner();
+    let body = json_body(payload).await?;
+    change_meta(&req, &svc, &org, &hash, MetaChange::Replace(body)).await
+}
+
+/// `PATCH /sourceimages/{org}/{hash}/meta/user`.
+pub async fn merge_user_meta(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let (org, hash) = path.into_inner();
+    let body = json_body(payload).await?;
+    change_meta(&req, &svc, &org, &hash, MetaChange::Merge(body)).await
+}
+
+/// `DELETE /sourceimages/{org}/{hash}/meta/user`.
+pub async fn clear_user_meta(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (org, hash) = path.into_inner();
+    change_meta(&req, &svc, &org, &hash, MetaChange::Clear).await
+}
+
+/// `PUT /sourceimages/{org}/{hash}/meta/user/{field}`.
+pub async fn set_user_field(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let (org, hash, field) = path.into_inner();
+    let body = json_body(payload).await?;
+    change_meta(&req, &svc, &org, &hash, MetaChange::SetField(field, body)).await
+}
+
+/// `DELETE /sourceimages/{org}/{hash}/meta/user/{field}`.
+pub async fn delete_user_field(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse> {
+    let (org, hash, field) = path.into_inner();
+    change_meta(&req, &svc, &org, &hash, MetaChange::DeleteField(field)).await
+}
+
+/// `deletePrevious`/`keepHash` from the query, or (rokka.js quirk) from a JSON body.
+fn hash_flags(req: &HttpRequest, body: Option<&Value>) -> HashChangeFlags {
+    let pairs = query_pairs(req);
+    let truthy = |key: &str| -> bool {
+        let from_query = query_value(&pairs, key).map(|v| v == "true");
+        let from_body = body
+            .and_then(|b| b.get(key))
+            .map(|v| v == &Value::Bool(true) || v.as_str() == Some("true"));
+        from_query.or(from_body).unwrap_or(false)
+    };
+    HashChangeFlags {
+        delete_previous: truthy("deletePrevious"),
+        keep_hash: truthy("keepHash"),
+    }
+}
+
+fn hash_change_response(org: &str, change: HashChange) -> HttpResponse {
+    match change {
+        HashChange::Unchanged(_) => no_content(),
+        HashChange::Changed {
+            hash,
+            image,
+            kept_hash,
+        } => {
+            let mut resp = json_response(201, &image);
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!(
+                "/sourceimages/{org}/{hash}"
+            )) {
+                resp.headers_mut()
+                    .insert(actix_web::http::header::LOCATION, v);
+            }
+            if kept_hash {
+                if let Ok(v) = actix_web::http::header::HeaderValue::from_str(
+                    "299 - \"keepHash: the image changed but kept its hash; cached renders may be stale\"",
+                ) {
+                    resp.headers_mut().insert(actix_web::http::header::WARNING, v);
+                }
+            }
+            resp
+        }
+    }
+}
+
+/// `PUT /sourceimages/{org}/{hash}/meta/dynamic/{name}`.
+pub async fn set_dynamic(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash, name) = path.into_inner();
+    let body = json_body(payload).await?;
+    let flags = hash_flags(&req, None);
+    let change = img::set_dynamic_meta(
+        &svc,
+        &who,
+        &org_name(&org)?,
+        &hash,
+        &name,
+        Some(body),
+        flags,
+    )
+    .await?;
+    Ok(hash_change_response(&org, change))
+}
+
+/// `DELETE /sourceimages/{org}/{hash}/meta/dynamic/{name}`.
+pub async fn delete_dynamic(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash, name) = path.into_inner();
+    let body = super::parse_json(&read_body(payload, MAX_JSON_BODY).await?).unwrap_or(Value::Null);
+    let flags = hash_flags(&req, Some(&body));
+    let change =
+        img::set_dynamic_meta(&svc, &who, &org_name(&org)?, &hash, &name, None, flags).await?;
+    Ok(hash_change_response(&org, change))
+}
+
+/// `PUT /sourceimages/{org}/{hash}/options/protected`.
+pub async fn set_protected(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let protected = img::parse_bool_body(&json_body(payload).await?)?;
+    let flags = hash_flags(&req, None);
+    match img::set_protected(&svc, &who, &org_name(&org)?, &hash, protected, flags).await? {
+        HashChange::Unchanged(image) => Ok(json_response(200, &image)),
+        change => Ok(hash_change_response(&org, change)),
+    }
+}
+
+/// `PUT /sourceimages/{org}/{hash}/options/locked`.
+pub async fn set_locked(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let locked = img::parse_bool_body(&json_body(payload).await?)?;
+    Ok(json_response(
+        200,
+        &img::set_locked(&svc, &who, &org_name(&org)?, &hash, locked).await?,
+    ))
+}
+
+fn copy_headers(req: &HttpRequest) -> Result<(String, bool)> {
+    let dest = header(req, "destination")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            Error::Invalid("the Destination header must name the target organization".into())
+        })?;
+    // rokka.js sends the organization name; accept a URL ending in it too.
+    let dest = dest
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(dest)
+        .to_string();
+    let overwrite = !header(req, "overwrite").is_some_and(|v| v.trim().eq_ignore_ascii_case("f"));
+    Ok((dest, overwrite))
+}
+
+/// `COPY /sourceimages/{org}/{hash}` and `POST …/{hash}/copy`.
+pub async fn copy(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let (dest, overwrite) = copy_headers(&req)?;
+    Ok(
+        match img::copy(&svc, &who, &org_name(&org)?, &hash, &dest, overwrite).await? {
+            Copied::Created => HttpResponse::Created().finish(),
+            Copied::Overwritten | Copied::Existing => no_content(),
+        },
+    )
+}
+
+/// `POST /sourceimages/{org}/copy` with a JSON array of hashes.
+pub async fn copy_many(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (dest, overwrite) = copy_headers(&req)?;
+    let body = json_body(payload).await?;
+    Ok(json_response(
+        200,
+        &img::copy_many(&svc, &who, &org_name(&path)?, &body, &dest, overwrite).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    #[test]
+    fn form_fields_are_classified_by_name() {
+        assert_eq!(classify("filedata", true), FormField::File);
+        assert_eq!(classify("anything", false), FormField::File);
+        assert_eq!(classify("meta_user[0]", false), FormField::UserMeta(0));
+        assert_eq!(
+            classify("meta_dynamic[2]", false),
+            FormField::DynamicMeta(2)
+        );
+        assert_eq!(
+            classify("meta_dynamic[0][subject_area]", false),
+            FormField::DynamicMetaEntry(0, "subject_area".into())
+        );
+        assert_eq!(classify("options[]", false), FormField::Options(0));
+        assert_eq!(classify("options[1]", false), FormField::Options(1));
+        assert_eq!(classify("meta_static[0]", false), FormField::Ignored);
+    }
+
+    #[test]
+    fn twice_encoded_json_is_decoded() {
+        let v = decode_twice("x", r#""{\"x\":1,\"y\":2}""#).unwrap();
+        assert_eq!(v["x"], 1);
+        let m: Map<String, Value> = img::parse_json_object("m", r#""{\"a\":\"b\"}""#).unwrap();
+        assert_eq!(m["a"], "b");
+    }
+}

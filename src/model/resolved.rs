@@ -1,0 +1,20 @@
+//! The resolved render pipeline: what a render URL means once the stack, URL overrides,
+//! variables and defaults are applied. Its canonical form is part of the render key.
+
+use serde_json::{Map, Value};
+
+/// One operation with every option of its schema filled in (given value or default);
+/// options without a default that were not given are absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedOp {
+    pub name: String,
+    pub options: Map<String, Value>,
+}
+
+/// Operations in the order they run, and the effective stack options
+/// (every option of the stack-option schema present, with its default if not set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPipeline {
+    pub operations: Vec<ResolvedOp>,
+    pub options: Map<String, Value>,
+}

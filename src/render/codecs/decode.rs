@@ -1,0 +1,517 @@
+//! Decoding a source image under limits. The order matters: sniff the magic bytes, read the
+//! dimensions from the header, check them against [`Limits`] before any pixel buffer exists,
+//! and only then decode, inside `catch_unwind` because the `image` decoders document that
+//! hostile input can make them panic. Pixels come out normalised to 8-bit RGB, or RGBA when
+//! the image really has transparency, since every later step is faster on three channels.
+
+use std::io::Cursor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
+
+use super::format::{sniff, SourceFormat};
+use super::jpeg;
+use crate::render::error::{RenderError, Result};
+use crate::render::limits::Limits;
+
+/// The smallest size, in oriented pixels, the pipeline needs from the source. A zero in
+/// either field means the full size is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeHint {
+    /// Smallest width needed after EXIF orientation; 0 = full size.
+    pub min_width: u32,
+    /// Smallest height needed after EXIF orientation; 0 = full size.
+    pub min_height: u32,
+}
+
+/// A decoded source image ready for the render pipeline.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Always `ImageRgb8` (opaque) or `ImageRgba8`, with EXIF orientation already applied.
+    pub image: DynamicImage,
+    /// The ICC profile embedded in the source, if any.
+    pub icc: Option<Vec<u8>>,
+    /// Decoded size divided by the oriented source size: 1.0 unless the JPEG was decoded
+    /// DCT-scaled, then 1/2, 1/4 or 1/8 (rounded up to whole pixels).
+    pub scale: f64,
+}
+
+/// Decodes `bytes` for rendering. With a `hint` far below the source size, JPEGs are decoded
+/// at 1/2, 1/4 or 1/8 size, never below the hint; other formats always decode at full size.
+/// Animated GIF and WebP yield their first frame.
+///
+/// Errors: `Unsupported` for unknown formats and AVIF, `TooLarge` when the header exceeds
+/// `limits`, `Unprocessable` for truncated or corrupt data.
+pub fn decode(bytes: &[u8], limits: &Limits, hint: Option<DecodeHint>) -> Result<Decoded> {
+    let need = hint
+        .filter(|h| h.min_width > 0 && h.min_height > 0)
+        .map(|h| (h.min_width, h.min_height));
+    let source = read_source(bytes, limits, need)?;
+    let oriented_width = if swaps_axes(source.orientation) {
+        source.height
+    } else {
+        source.width
+    };
+    let mut image = source.image;
+    image.apply_orientation(source.orientation);
+    let scale = if source.scaled && oriented_width > 0 {
+        f64::from(image.width()) / f64::from(oriented_width)
+    } else {
+        1.0
+    };
+    Ok(Decoded {
+        image,
+        icc: source.icc,
+        scale,
+    })
+}
+
+/// A source decoded once, with what its header said; shared by [`decode`] and the probe.
+pub(crate) struct Source {
+    pub format: SourceFormat,
+    /// Width as stored, before orientation.
+    pub width: u32,
+    /// Height as stored, before orientation.
+    pub height: u32,
+    pub orientation: Orientation,
+    /// The raw EXIF block (TIFF structure), if the source has one.
+    pub exif: Option<Vec<u8>>,
+    pub icc: Option<Vec<u8>>,
+    /// Normalised to `ImageRgb8`/`ImageRgba8`, not yet oriented.
+    pub image: DynamicImage,
+    /// No pixel has alpha below 255.
+    pub opaque: bool,
+    /// Whether the pixels were decoded DCT-scaled (smaller than `width`×`height`).
+    pub scaled: bool,
+}
+
+/// Sniffs, checks limits, and decodes once. `need` is the smallest useful size in oriented
+/// pixels; only JPEGs make use of it.
+pub(crate) fn read_source(
+    bytes: &[u8],
+    limits: &Limits,
+    need: Option<(u32, u32)>,
+) -> Result<Source> {
+    let format = sniff(bytes).ok_or_else(|| {
+        RenderError::Unsupported("the uploaded file is not a supported image format".to_owned())
+    })?;
+    let Some(image_format) = format.image_format() else {
+        return Err(RenderError::Unsupported(format!(
+            "{} sources cannot be decoded by this build",
+            format.name()
+        )));
+    };
+    // The default JPEG decoder fills a missing tail with grey and reports success.
+    if format == SourceFormat::Jpeg && !jpeg::is_complete(bytes) {
+        return Err(RenderError::Unprocessable(
+            "the JPEG data is truncated (it has no end-of-image marker)".to_owned(),
+        ));
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        decode_guarded(bytes, format, image_format, limits, need)
+    }));
+    match outcome {
+        Ok(result) => result,
+        Err(_) => Err(RenderError::Unprocessable(format!(
+            "the {} data is corrupt and could not be decoded",
+            format.name()
+        ))),
+    }
+}
+
+fn decode_guarded(
+    bytes: &[u8],
+    format: SourceFormat,
+    image_format: image::ImageFormat,
+    limits: &Limits,
+    need: Option<(u32, u32)>,
+) -> Result<Source> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format);
+    // Only the allocation budget at first: the dimension check below gives a better message
+    // than the decoder's own limit error.
+    reader.limits(image_limits(limits, false));
+    let mut decoder = reader.into_decoder().map_err(|e| map_error(format, e))?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+    decoder
+        .set_limits(image_limits(limits, true))
+        .map_err(|e| map_error(format, e))?;
+
+    // Metadata is read before the pixels because decoding consumes the decoder. Broken
+    // metadata does not make the image unusable, so its errors are ignored.
+    let exif = decoder.exif_metadata().ok().flatten();
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = decoder.icc_profile().ok().flatten();
+
+    let mut scaled = None;
+    if let (SourceFormat::Jpeg, Some((need_w, need_h))) = (format, need) {
+        let (need_w, need_h) = if swaps_axes(orientation) {
+            (need_h, need_w)
+        } else {
+            (need_w, need_h)
+        };
+        if let Some(denominator) = jpeg::scale_denominator(width, height, need_w, need_h) {
+            let budget = usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX);
+            // A panic in the alternative decoder only means falling back to the default one.
+            scaled = catch_unwind(AssertUnwindSafe(|| {
+                jpeg::decode_scaled(bytes, width, height, denominator, budget)
+            }))
+            .ok()
+            .flatten();
+        }
+    }
+    let is_scaled = scaled.is_some();
+    let image = match scaled {
+        Some(image) => image,
+        None => DynamicImage::from_decoder(decoder).map_err(|e| map_error(format, e))?,
+    };
+    let (image, opaque) = normalise(image);
+    Ok(Source {
+        format,
+        width,
+        height,
+        orientation,
+        exif,
+        icc,
+        image,
+        opaque,
+        scaled: is_scaled,
+    })
+}
+
+/// Rejects empty images and images beyond `limits`, from header dimensions alone.
+pub(crate) fn check_dimensions(width: u32, height: u32, limits: &Limits) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(RenderError::Unprocessable(format!(
+            "the image has no pixels ({width}x{height})"
+        )));
+    }
+    if width > limits.max_dimension || height > limits.max_dimension {
+        return Err(RenderError::TooLarge(format!(
+            "the image is {width}x{height} pixels; the largest accepted side is {} pixels",
+            limits.max_dimension
+        )));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels {
+        return Err(RenderError::TooLarge(format!(
+            "the image is {width}x{height} = {pixels} pixels; at most {} pixels are accepted",
+            limits.max_pixels
+        )));
+    }
+    Ok(())
+}
+
+/// The `image` crate's limits derived from ours. The allocation budget allows the largest
+/// accepted image at 16 bits per RGBA channel plus room for metadata.
+fn image_limits(limits: &Limits, with_dimensions: bool) -> image::Limits {
+    let mut out = image::Limits::default();
+    out.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    if with_dimensions {
+        out.max_image_width = Some(limits.max_dimension);
+        out.max_image_height = Some(limits.max_dimension);
+    }
+    out
+}
+
+fn map_error(format: SourceFormat, error: ImageError) -> RenderError {
+    let name = format.name();
+    match error {
+        ImageError::Limits(e) => {
+            RenderError::TooLarge(format!("the {name} image exceeds the decoding limits: {e}"))
+        }
+        ImageError::Unsupported(e) => {
+            RenderError::Unsupported(format!("this kind of {name} image is not supported: {e}"))
+        }
+        ImageError::IoError(e) => {
+            RenderError::Unprocessable(format!("the {name} data is truncated or corrupt: {e}"))
+        }
+        other => RenderError::Unprocessable(format!("the {name} data is corrupt: {other}")),
+    }
+}
+
+/// Whether an EXIF orientation exchanges width and height.
+pub(crate) fn swaps_axes(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Converts any decoded layout to 8-bit RGB, or RGBA when some pixel is not fully opaque.
+/// Returns the image and whether it is opaque.
+fn normalise(image: DynamicImage) -> (DynamicImage, bool) {
+    let rgba = match image {
+        DynamicImage::ImageRgb8(_) => return (image, true),
+        DynamicImage::ImageRgba8(buffer) => buffer,
+        other if !other.color().has_alpha() => {
+            return (DynamicImage::ImageRgb8(other.to_rgb8()), true)
+        }
+        other => other.to_rgba8(),
+    };
+    let opaque = rgba
+        .as_raw()
+        .chunks_exact(4)
+        .all(|px| px.get(3) == Some(&255));
+    let rgba = DynamicImage::ImageRgba8(rgba);
+    if opaque {
+        (DynamicImage::ImageRgb8(rgba.to_rgb8()), true)
+    } else {
+        (rgba, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::codecs::testdata;
+    use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage};
+
+    fn decode_ok(bytes: &[u8], hint: Option<DecodeHint>) -> Decoded {
+        match decode(bytes, &Limits::default(), hint) {
+            Ok(decoded) => decoded,
+            Err(e) => panic!("decode failed: {e:?}"),
+        }
+    }
+
+    fn close(a: [u8; 3], b: [u8; 3]) -> bool {
+        a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 6)
+    }
+
+    #[test]
+    fn a_16_bit_png_decodes_to_rgb8() {
+        let img =
+            DynamicImage::ImageRgb16(DynamicImage::ImageRgb8(testdata::gradient(8, 4)).to_rgb16());
+        let bytes = testdata::with_image(&img, ImageFormat::Png);
+
+        let decoded = decode_ok(&bytes, None);
+
+        assert_eq!(decoded.image.as_rgb8(), Some(&testdata::gradient(8, 4)));
+        assert_eq!(decoded.scale, 1.0);
+    }
+
+    #[test]
+    fn an_opaque_rgba_png_decodes_to_rgb8_and_a_translucent_one_keeps_alpha() {
+        let opaque =
+            DynamicImage::ImageRgba8(DynamicImage::ImageRgb8(testdata::gradient(8, 4)).to_rgba8());
+        let translucent = DynamicImage::ImageRgba8(testdata::translucent(8, 4));
+
+        let opaque = decode_ok(&testdata::with_image(&opaque, ImageFormat::Png), None);
+        let translucent = decode_ok(&testdata::with_image(&translucent, ImageFormat::Png), None);
+
+        assert!(matches!(opaque.image, DynamicImage::ImageRgb8(_)));
+        assert_eq!(
+            translucent.image.as_rgba8(),
+            Some(&testdata::translucent(8, 4))
+        );
+    }
+
+    #[test]
+    fn a_palette_png_with_transparency_decodes_to_rgba8() {
+        let decoded = decode_ok(&testdata::palette_png(true), None);
+
+        let rgba = decoded
+            .image
+            .as_rgba8()
+            .map(|b| (b.get_pixel(0, 0).0, b.get_pixel(1, 0).0));
+        assert_eq!(rgba, Some(([255, 0, 0, 255], [0, 0, 255, 0])));
+    }
+
+    #[test]
+    fn an_interlaced_png_decodes_to_the_same_pixels() {
+        let decoded = decode_ok(&testdata::interlaced_png(13, 11), None);
+
+        assert_eq!(decoded.image.as_rgb8(), Some(&testdata::gradient(13, 11)));
+    }
+
+    #[test]
+    fn a_gray_jpeg_decodes_to_rgb8() {
+        let gray = DynamicImage::ImageRgb8(testdata::gradient(16, 16)).to_luma8();
+        let bytes = testdata::with_image(&DynamicImage::ImageLuma8(gray), ImageFormat::Jpeg);
+
+        let decoded = decode_ok(&bytes, None);
+
+        assert!(matches!(decoded.image, DynamicImage::ImageRgb8(_)));
+    }
+
+    #[test]
+    fn cmyk_jpegs_decode_to_the_right_rgb() {
+        // Full cyan ink is (0, 255, 255); 50% black on white is mid grey.
+        for ycck in [false, true] {
+            for (ink, expected) in [
+                ([255, 0, 0, 0], [0, 255, 255]),
+                ([0, 0, 0, 128], [127, 127, 127]),
+            ] {
+                let bytes = testdata::cmyk_jpeg(16, 16, ink, ycck);
+
+                let full = decode_ok(&bytes, None);
+                let scaled = decode_ok(
+                    &bytes,
+                    Some(DecodeHint {
+                        min_width: 2,
+                        min_height: 2,
+                    }),
+                );
+
+                for decoded in [full, scaled] {
+                    let px = decoded.image.as_rgb8().map(|b| b.get_pixel(1, 1).0);
+                    assert!(
+                        px.is_some_and(|px| close(px, expected)),
+                        "{ink:?} ycck={ycck}: {px:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn orientation_6_swaps_the_dimensions() {
+        let exif = testdata::exif_block(6, "TestCam");
+        let bytes = testdata::jpeg(40, 20, false, Some(&exif));
+
+        let decoded = decode_ok(&bytes, None);
+
+        assert_eq!(decoded.image.dimensions(), (20, 40));
+    }
+
+    #[test]
+    fn orientation_6_rotates_clockwise() {
+        // Left half black, right half white; after a quarter turn clockwise the top is white.
+        let img = RgbImage::from_fn(32, 16, |x, _| {
+            if x < 16 {
+                Rgb([0, 0, 0])
+            } else {
+                Rgb([255; 3])
+            }
+        });
+        let exif = testdata::exif_block(6, "TestCam");
+        let mut bytes = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut bytes, 95);
+        enc.add_exif_metadata(&exif).unwrap();
+        enc.encode(img.as_raw(), 32, 16, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+
+        let decoded = decode_ok(&bytes, None);
+
+        let rgb = decoded.image.as_rgb8().unwrap();
+        assert!(close(rgb.get_pixel(8, 4).0, [255; 3]));
+        assert!(close(rgb.get_pixel(8, 28).0, [0; 3]));
+    }
+
+    #[test]
+    fn a_large_jpeg_with_a_small_hint_decodes_dct_scaled() {
+        let bytes = testdata::jpeg(2000, 1500, false, None);
+
+        let decoded = decode_ok(
+            &bytes,
+            Some(DecodeHint {
+                min_width: 300,
+                min_height: 225,
+            }),
+        );
+
+        let (w, h) = decoded.image.dimensions();
+        assert!(w >= 300 && h >= 225, "{w}x{h}");
+        assert!(decoded.scale < 1.0);
+        assert_eq!((w, h, decoded.scale), (500, 375, 0.25));
+    }
+
+    #[test]
+    fn dct_scaling_accounts_for_orientation() {
+        // Stored 2000x1500, shown 1500x2000 after a quarter turn.
+        let exif = testdata::exif_block(6, "TestCam");
+        let bytes = testdata::jpeg(2000, 1500, false, Some(&exif));
+
+        let decoded = decode_ok(
+            &bytes,
+            Some(DecodeHint {
+                min_width: 300,
+                min_height: 500,
+            }),
+        );
+
+        assert_eq!(decoded.image.dimensions(), (375, 500));
+        assert_eq!(decoded.scale, 0.25);
+    }
+
+    #[test]
+    fn a_hint_near_the_source_size_decodes_at_full_size() {
+        let bytes = testdata::jpeg(200, 100, false, None);
+
+        let decoded = decode_ok(
+            &bytes,
+            Some(DecodeHint {
+                min_width: 150,
+                min_height: 10,
+            }),
+        );
+
+        assert_eq!(
+            (decoded.image.dimensions(), decoded.scale),
+            ((200, 100), 1.0)
+        );
+    }
+
+    #[test]
+    fn a_progressive_jpeg_decodes_dct_scaled() {
+        let bytes = testdata::jpeg(400, 200, true, None);
+
+        let decoded = decode_ok(
+            &bytes,
+            Some(DecodeHint {
+                min_width: 100,
+                min_height: 50,
+            }),
+        );
+
+        assert_eq!(
+            (decoded.image.dimensions(), decoded.scale),
+            ((100, 50), 0.25)
+        );
+    }
+
+    #[test]
+    fn an_animated_gif_decodes_its_first_frame() {
+        let decoded = decode_ok(&testdata::gif(12, 8, 2), None);
+
+        assert_eq!(decoded.image.dimensions(), (12, 8));
+        assert!(matches!(decoded.image, DynamicImage::ImageRgb8(_)));
+    }
+
+    #[test]
+    fn an_animated_webp_decodes_its_first_frame() {
+        let decoded = decode_ok(&testdata::animated_webp(30, 20), None);
+
+        assert_eq!(decoded.image.as_rgb8(), Some(&testdata::gradient(30, 20)));
+    }
+
+    #[test]
+    fn a_webp_with_alpha_decodes_to_rgba8() {
+        let decoded = decode_ok(&testdata::webp(30, 20, true, true), None);
+
+        assert_eq!(
+            decoded.image.as_rgba8(),
+            Some(&testdata::translucent(30, 20))
+        );
+    }
+
+    #[test]
+    fn decode_checks_limits_before_decoding() {
+        let bytes = testdata::jpeg(200, 100, false, None);
+        let tight = Limits {
+            max_dimension: 150,
+            max_pixels: 1_000_000,
+        };
+
+        let result = decode(&bytes, &tight, None);
+
+        assert!(
+            matches!(&result, Err(RenderError::TooLarge(m)) if m.contains("200x100")),
+            "{result:?}"
+        );
+    }
+}

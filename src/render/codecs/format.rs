@@ -1,0 +1,241 @@
+//! Image formats: the source formats recognised from magic bytes, the output formats a render
+//! can be encoded to, and their file extensions and MIME types. Sniffing looks at the bytes
+//! only, never at a file name, so a text file named `.jpg` is still rejected.
+
+/// A source image format recognised by [`sniff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceFormat {
+    /// JPEG / JFIF / EXIF.
+    Jpeg,
+    /// PNG, including APNG.
+    Png,
+    /// GIF 87a / 89a, static or animated.
+    Gif,
+    /// WebP, lossy, lossless or animated.
+    Webp,
+    /// TIFF, classic or BigTIFF.
+    Tiff,
+    /// Windows bitmap.
+    Bmp,
+    /// AVIF: recognised, but this build has no decoder for it.
+    Avif,
+}
+
+impl SourceFormat {
+    /// The canonical file extension, as used in API responses (`"jpg"`, `"png"`, …).
+    pub fn ext(&self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "jpg",
+            SourceFormat::Png => "png",
+            SourceFormat::Gif => "gif",
+            SourceFormat::Webp => "webp",
+            SourceFormat::Tiff => "tiff",
+            SourceFormat::Bmp => "bmp",
+            SourceFormat::Avif => "avif",
+        }
+    }
+
+    /// The MIME type of the format.
+    pub fn mime(&self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "image/jpeg",
+            SourceFormat::Png => "image/png",
+            SourceFormat::Gif => "image/gif",
+            SourceFormat::Webp => "image/webp",
+            SourceFormat::Tiff => "image/tiff",
+            SourceFormat::Bmp => "image/bmp",
+            SourceFormat::Avif => "image/avif",
+        }
+    }
+
+    /// A human-readable name for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "JPEG",
+            SourceFormat::Png => "PNG",
+            SourceFormat::Gif => "GIF",
+            SourceFormat::Webp => "WebP",
+            SourceFormat::Tiff => "TIFF",
+            SourceFormat::Bmp => "BMP",
+            SourceFormat::Avif => "AVIF",
+        }
+    }
+
+    /// The matching `image` crate format, for the formats this build can decode.
+    pub(crate) fn image_format(&self) -> Option<image::ImageFormat> {
+        match self {
+            SourceFormat::Jpeg => Some(image::ImageFormat::Jpeg),
+            SourceFormat::Png => Some(image::ImageFormat::Png),
+            SourceFormat::Gif => Some(image::ImageFormat::Gif),
+            SourceFormat::Webp => Some(image::ImageFormat::WebP),
+            SourceFormat::Tiff => Some(image::ImageFormat::Tiff),
+            SourceFormat::Bmp => Some(image::ImageFormat::Bmp),
+            SourceFormat::Avif => None,
+        }
+    }
+}
+
+/// Recognises a source format from its leading magic bytes; `None` for anything else.
+pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Some(SourceFormat::Jpeg);
+    }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Some(SourceFormat::Png);
+    }
+    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        return Some(SourceFormat::Gif);
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP".as_slice()) {
+        return Some(SourceFormat::Webp);
+    }
+    // Classic TIFF has version 42, BigTIFF 43, in the byte order the first two bytes name.
+    if bytes.starts_with(b"II*\0")
+        || bytes.starts_with(b"MM\0*")
+        || bytes.starts_with(b"II+\0")
+        || bytes.starts_with(b"MM\0+")
+    {
+        return Some(SourceFormat::Tiff);
+    }
+    if is_bmp(bytes) {
+        return Some(SourceFormat::Bmp);
+    }
+    if is_avif(bytes) {
+        return Some(SourceFormat::Avif);
+    }
+    None
+}
+
+/// "BM" alone would match ordinary text, so the DIB header size must also be one of the
+/// sizes the BMP variants define.
+fn is_bmp(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(b"BM") {
+        return false;
+    }
+    match bytes.get(14..18) {
+        Some(&[a, b, c, d]) => {
+            matches!(
+                u32::from_le_bytes([a, b, c, d]),
+                12 | 16 | 40 | 52 | 56 | 64 | 108 | 124
+            )
+        }
+        _ => false,
+    }
+}
+
+/// An ISO-BMFF `ftyp` box whose major or compatible brands include `avif` or `avis`.
+fn is_avif(bytes: &[u8]) -> bool {
+    if bytes.get(4..8) != Some(b"ftyp".as_slice()) {
+        return false;
+    }
+    let size = match bytes.get(0..4) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]) as usize,
+        _ => return false,
+    };
+    // Brands: the major brand at 8..12, the minor version at 12..16, compatible brands after.
+    let end = size.min(bytes.len()).min(256);
+    let Some(major) = bytes.get(8..12) else {
+        return false;
+    };
+    let is_avif_brand = |brand: &[u8]| brand == b"avif" || brand == b"avis";
+    if is_avif_brand(major) {
+        return true;
+    }
+    bytes
+        .get(16..end)
+        .map(|brands| brands.chunks_exact(4).any(is_avif_brand))
+        .unwrap_or(false)
+}
+
+/// An output format a render can be encoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    /// Baseline JPEG (4:2:0 below quality 90, optimised Huffman tables).
+    Jpeg,
+    /// PNG, 8 bits per channel, RGB or RGBA.
+    Png,
+    /// Single-frame GIF with a quantised palette.
+    Gif,
+    /// WebP, lossy or lossless.
+    Webp,
+    /// AVIF (AV1 still image).
+    Avif,
+}
+
+impl OutputFormat {
+    /// Parses a render-URL extension (`jpg`, `jpeg`, `png`, `gif`, `webp`, `avif`; any case).
+    pub fn from_ext(ext: &str) -> Option<Self> {
+        let ext = ext.to_ascii_lowercase();
+        match ext.as_str() {
+            "jpg" | "jpeg" => Some(OutputFormat::Jpeg),
+            "png" => Some(OutputFormat::Png),
+            "gif" => Some(OutputFormat::Gif),
+            "webp" => Some(OutputFormat::Webp),
+            "avif" => Some(OutputFormat::Avif),
+            _ => None,
+        }
+    }
+
+    /// The MIME type for the `Content-Type` of a render.
+    pub fn mime(&self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+            OutputFormat::Gif => "image/gif",
+            OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
+        }
+    }
+
+    /// The canonical extension (`"jpg"` for JPEG).
+    pub fn ext(&self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Png => "png",
+            OutputFormat::Gif => "gif",
+            OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniff_recognises_each_magic() {
+        assert_eq!(sniff(b"\xFF\xD8\xFF\xE0rest"), Some(SourceFormat::Jpeg));
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest"), Some(SourceFormat::Png));
+        assert_eq!(sniff(b"GIF89a...."), Some(SourceFormat::Gif));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(SourceFormat::Webp));
+        assert_eq!(sniff(b"II*\0\x08\0\0\0"), Some(SourceFormat::Tiff));
+        assert_eq!(sniff(b"MM\0*\0\0\0\x08"), Some(SourceFormat::Tiff));
+        let mut bmp = b"BM".to_vec();
+        bmp.extend_from_slice(&[0; 12]);
+        bmp.extend_from_slice(&40u32.to_le_bytes());
+        assert_eq!(sniff(&bmp), Some(SourceFormat::Bmp));
+        assert_eq!(
+            sniff(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"),
+            Some(SourceFormat::Avif)
+        );
+    }
+
+    #[test]
+    fn sniff_rejects_text_and_empty_input() {
+        assert_eq!(sniff(b""), None);
+        assert_eq!(sniff(b"BMW is a car maker, not a bitmap"), None);
+        assert_eq!(sniff(b"<html>not an image</html>"), None);
+        assert_eq!(sniff(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom"), None);
+    }
+
+    #[test]
+    fn output_formats_parse_from_extensions_in_any_case() {
+        assert_eq!(OutputFormat::from_ext("jpeg"), Some(OutputFormat::Jpeg));
+        assert_eq!(OutputFormat::from_ext("JPG"), Some(OutputFormat::Jpeg));
+        assert_eq!(OutputFormat::from_ext("avif"), Some(OutputFormat::Avif));
+        assert_eq!(OutputFormat::from_ext("tiff"), None);
+        assert_eq!(OutputFormat::Webp.mime(), "image/webp");
+        assert_eq!(OutputFormat::Jpeg.ext(), "jpg");
+    }
+}

@@ -1,0 +1,156 @@
+//! JPEG specifics the generic decoder does not cover: a marker walk that detects truncated files
+//! (the default decoder fills missing scan data with grey and reports success), and
+//! shrink-on-load, which decodes the DCT coefficients at 1/2, 1/4 or 1/8 size when the pipeline
+//! needs far fewer pixels than the source has.
+
+use image::{DynamicImage, GrayImage, RgbImage};
+use std::io::Cursor;
+
+/// Walks the marker segments and entropy-coded data of a JPEG and reports whether it reaches
+/// the end-of-image marker. Segment lengths are followed rather than searching for `FF D9`,
+/// so an embedded EXIF thumbnail cannot make a truncated file look complete.
+pub(crate) fn is_complete(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut pos = 2usize;
+    loop {
+        // Find the next marker: libjpeg tolerates stray bytes between segments, so do we.
+        while bytes.get(pos).is_some_and(|&b| b != 0xFF) {
+            pos += 1;
+        }
+        // Any number of 0xFF fill bytes may precede the marker code.
+        while bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos + 1) else {
+            return false;
+        };
+        match marker {
+            0xD9 => return true,
+            // Standalone markers without a length.
+            0x01 | 0xD0..=0xD8 => pos += 2,
+            _ => {
+                let len = match bytes.get(pos + 2..pos + 4) {
+                    Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]) as usize,
+                    _ => return false,
+                };
+                if len < 2 || pos + 2 + len > bytes.len() {
+                    return false;
+                }
+                pos += 2 + len;
+                if marker == 0xDA {
+                    pos = skip_entropy_coded_data(bytes, pos);
+                }
+            }
+        }
+    }
+}
+
+/// Returns the position of the first marker after a scan's entropy-coded data: stuffed
+/// `FF 00` bytes and restart markers belong to the scan.
+fn skip_entropy_coded_data(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(&b) = bytes.get(pos) {
+        if b == 0xFF {
+            match bytes.get(pos + 1) {
+                Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => pos += 1,
+                _ => return pos,
+            }
+        }
+        pos += 1;
+    }
+    pos
+}
+
+/// The DCT scale denominator (2, 4 or 8) giving the smallest decode that still covers
+/// `need_w`×`need_h`, or `None` when only a full-size decode does.
+pub(crate) fn scale_denominator(width: u32, height: u32, need_w: u32, need_h: u32) -> Option<u32> {
+    [8u32, 4, 2]
+        .into_iter()
+        .find(|&d| width.div_ceil(d) >= need_w && height.div_ceil(d) >= need_h)
+}
+
+/// Decodes a JPEG at 1/`denominator` size with jpeg-decoder's DCT scaling. `None` whenever
+/// that decoder cannot help (unusual pixel formats, errors): the caller then decodes at full
+/// size with the default decoder, which also produces the proper error for broken files.
+pub(crate) fn decode_scaled(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    denominator: u32,
+    max_buffer: usize,
+) -> Option<DynamicImage> {
+    let want_w = u16::try_from(width.div_ceil(denominator)).ok()?;
+    let want_h = u16::try_from(height.div_ceil(denominator)).ok()?;
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(max_buffer);
+    let (w, h) = decoder.scale(want_w, want_h).ok()?;
+    if (w, h) != (want_w, want_h) {
+        return None;
+    }
+    let pixels = decoder.decode().ok()?;
+    let info = decoder.info()?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(w, h, pixels).map(Into::into),
+        jpeg_decoder::PixelFormat::L8 => GrayImage::from_raw(w, h, pixels).map(Into::into),
+        jpeg_decoder::PixelFormat::CMYK32 => {
+            RgbImage::from_raw(w, h, cmyk_ink_to_rgb(&pixels)).map(Into::into)
+        }
+        jpeg_decoder::PixelFormat::L16 => None,
+    }
+}
+
+/// jpeg-decoder returns CMYK as ink amounts (it undoes Adobe's inverted storage for both CMYK
+/// and YCCK files); this is the naive conversion every browser without colour management uses.
+fn cmyk_ink_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        if let &[c, m, y, k] = px {
+            let white = 255 - u32::from(k);
+            for ink in [c, m, y] {
+                let v = (255 - u32::from(ink)) * white;
+                rgb.push(((v + 127) / 255) as u8);
+            }
+        }
+    }
+    rgb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jpeg_reaching_its_end_marker_is_complete() {
+        // SOI, an APP0 of length 4, SOS of length 3 with some scan bytes, EOI.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12,
+            0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xD9,
+        ];
+        assert!(is_complete(&jpeg));
+        assert!(!is_complete(&jpeg[..jpeg.len() - 2]));
+    }
+
+    #[test]
+    fn an_end_marker_inside_a_segment_does_not_count() {
+        // APP1 that contains FF D9 (as an embedded thumbnail would), then nothing.
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD8, 0xFF, 0xD9];
+        assert!(!is_complete(&jpeg));
+    }
+
+    #[test]
+    fn the_scale_denominator_is_the_largest_that_still_covers_the_need() {
+        assert_eq!(scale_denominator(2000, 1500, 300, 225), Some(4));
+        assert_eq!(scale_denominator(2000, 1500, 250, 100), Some(8));
+        assert_eq!(scale_denominator(2000, 1500, 1200, 10), None);
+    }
+
+    #[test]
+    fn cmyk_ink_converts_to_rgb() {
+        assert_eq!(
+            cmyk_ink_to_rgb(&[255, 0, 0, 0, 0, 0, 0, 255]),
+            vec![0, 255, 255, 0, 0, 0]
+        );
+    }
+}

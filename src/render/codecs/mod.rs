@@ -1,0 +1,20 @@
+//! The codec layer: recognising source formats from their bytes, decoding them under limits
+//! into 8-bit RGB(A) with EXIF orientation applied, and encoding rendered pixels into every
+//! output format. It knows nothing of operations or HTTP; the probe (`render::probe`) and the
+//! render pipeline are its callers.
+
+pub(crate) mod container;
+mod decode;
+mod encode;
+mod exif;
+mod format;
+mod jpeg;
+#[cfg(test)]
+pub(crate) mod testdata;
+
+pub use decode::{decode, DecodeHint, Decoded};
+pub use encode::{encode, EncodeOptions};
+pub use format::{sniff, OutputFormat, SourceFormat};
+
+pub(crate) use decode::read_source;
+pub(crate) use exif::summary as exif_summary;

@@ -1,0 +1,8 @@
+//! Pure, synchronous pixel work: sniffing and probing sources, decoding under limits,
+//! operations, encoding. Nothing here knows about HTTP, sled or async runtimes; the service
+//! layer runs it on the CPU pool.
+
+pub mod codecs;
+pub mod error;
+pub mod limits;
+pub mod probe;

@@ -1,0 +1,782 @@
+//! Source-image use cases (spec §4): upload with dedupe, read, list, delete and restore,
+//! download, name and user metadata, dynamic metadata and protection (new hashes), locking and
+//! copies between organizations.
+
+use super::accounts::{authorize, require_org, Principal};
+use super::listing::ListQuery;
+use super::Services;
+use crate::error::{Error, Result};
+use crate::model::account::Right;
+use crate::model::ids::{parse_binary_hash, HashPrefix, OrgName};
+use crate::model::image::{self, image_hash, ImageRecord};
+use crate::model::time;
+use crate::storage::{Inserted, ReceivedBlob, Store};
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+/// One file of an upload, already received into a temporary file.
+pub struct UploadFile {
+    pub blob: ReceivedBlob,
+    pub filename: String,
+}
+
+/// Metadata sent with the file of the same index.
+#[derive(Debug, Default, Clone)]
+pub struct UploadMeta {
+    pub user: Option<Map<String, Value>>,
+    pub dynamic: Map<String, Value>,
+    pub protected: bool,
+}
+
+/// Finds an image by full or short hash. Soft-deleted images are found only with
+/// `include_deleted`.
+pub fn find(
+    store: &Store,
+    org: &OrgName,
+    raw_hash: &str,
+    include_deleted: bool,
+) -> Result<ImageRecord> {
+    let not_found = || {
+        Error::NotFound(format!(
+            "source image '{}' not found",
+            crate::model::ids::truncate(raw_hash, 48)
+        ))
+    };
+    let prefix = HashPrefix::parse(raw_hash).ok_or_else(not_found)?;
+    let rec = if prefix.is_full() {
+        store.get_image(org.as_str(), prefix.as_str())?
+    } else {
+        let hashes = store.hashes_with_prefix(org.as_str(), prefix.as_str(), 2)?;
+        match hashes.as_slice() {
+            [one] => store.get_image(org.as_str(), one)?,
+            [] => None,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "the short hash '{}' matches several images",
+                    prefix.as_str()
+                )))
+            }
+        }
+    };
+    rec.filter(|r| include_deleted || !r.deleted)
+        .ok_or_else(not_found)
+}
+
+fn to_json(store: &Store, rec: &ImageRecord) -> Result<Value> {
+    Ok(rec.to_json(&store.short_hash(&rec.organization, &rec.hash)?))
+}
+
+/// `GET /sourceimages/{org}/{hash}`.
+pub fn get(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    deleted: bool,
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    to_json(&svc.store, &find(&svc.store, org, hash, deleted)?)
+}
+
+/// `GET /sourceimages/{org}?…` and `?binaryHash=`.
+pub fn list(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    query: &[(String, String)],
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    let binary = query
+        .iter()
+        .find(|(k, v)| k == "binaryHash" && !v.is_empty())
+        .map(|(_, v)| v.clone());
+    if let Some(bh) = binary {
+        return by_binary_hash(svc, who, org, &bh);
+    }
+    let q = ListQuery::parse(query)?;
+    let records = svc.store.list_images(org.as_str())?;
+    q.run(org.as_str(), records, |r| {
+        Ok(svc.store.short_hash(&r.organization, &r.hash)?)
+    })
+}
+
+/// `GET /sourceimages/{org}/binaryhash/{sha1}`: every live image with these bytes.
+pub fn by_binary_hash(svc: &Services, who: &Principal, org: &OrgName, raw: &str) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    let bh = parse_binary_hash(raw)
+        .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
+    let items: Vec<Value> = svc
+        .store
+        .images_by_binary(org.as_str(), &bh)?
+        .iter()
+        .filter(|r| !r.deleted)
+        .map(|r| to_json(&svc.store, r))
+        .collect::<Result<_>>()?;
+    Ok(json!({ "total": items.len(), "items": items }))
+}
+
+/// Accepts a JSON object given directly or as a JSON string that contains one (rokka.js
+/// encodes multipart metadata twice).
+pub fn parse_json_object(what: &str, raw: &str) -> Result<Map<String, Value>> {
+    let bad = || Error::Invalid(format!("{what} must be a JSON object"));
+    let mut v: Value = serde_json::from_str(raw)
+        .map_err(|e| Error::Invalid(format!("{what} is not valid JSON: {e}")))?;
+    if let Value::String(inner) = &v {
+        v = serde_json::from_str(inner).map_err(|_| bad())?;
+    }
+    match v {
+        Value::Object(m) => Ok(m),
+        // PHP clients send empty arrays for empty objects.
+        Value::Array(a) if a.is_empty() => Ok(Map::new()),
+        _ => Err(bad()),
+    }
+}
+
+/// Uploads files. Every file is checked (format, limits, full decode) before any is stored,
+/// so a request with one broken file stores nothing. Each stored image is durable before the
+/// answer. Identical bytes with identical dynamic metadata give the existing image back.
+pub async fn upload(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    files: Vec<UploadFile>,
+    meta: Vec<UploadMeta>,
+) -> Result<Value> {
+    let discard_all = |files: &[UploadFile]| files.iter().for_each(|f| f.blob.discard());
+    if let Err(e) = authorize(&svc.store, who, org, Right::Upload)
+        .and_then(|_| require_org(&svc.store, org).map(|_| ()))
+    {
+        discard_all(&files);
+        return Err(e);
+    }
+    if files.is_empty() {
+        return Err(Error::Invalid("the upload contains no file".into()));
+    }
+    // Validate metadata first: it is cheap and fails fast.
+    let mut metas = Vec::with_capacity(files.len());
+    for i in 0..files.len() {
+        let m = meta.get(i).cloned().unwrap_or_default();
+        let checked = check_upload_meta(m);
+        match checked {
+            Ok(m) => metas.push(m),
+            Err(e) => {
+                discard_all(&files);
+                return Err(e);
+            }
+        }
+    }
+    let mut infos = Vec::with_capacity(files.len());
+    for f in &files {
+        if f.blob.size == 0 {
+            discard_all(&files);
+            return Err(Error::Invalid(format!(
+                "the file '{}' is empty",
+                f.filename
+            )));
+        }
+        let path = f.blob.temp_path.clone();
+        let limits = svc.limits();
+        let probed = svc
+            .pool
+            .run(move || -> Result<crate::render::probe::ImageInfo> {
+                let bytes = std::fs::read(&path).map_err(Error::internal)?;
+                Ok(crate::render::probe::probe(&bytes, &limits)?)
+            })
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r);
+        match probed {
+            Ok(info) => infos.push(info),
+            Err(e) => {
+                discard_all(&files);
+                return Err(naming_file(e, &f.filename));
+            }
+        }
+    }
+    let mut items = Vec::with_capacity(files.len());
+    for ((f, m), info) in files.iter().zip(metas).zip(infos) {
+        let store = svc.store.clone();
+        let blob = ReceivedBlob {
+            temp_path: f.blob.temp_path.clone(),
+            id: f.blob.id.clone(),
+            sha1: f.blob.sha1.clone(),
+            size: f.blob.size,
+        };
+        tokio::task::spawn_blocking(move || store.blobs.commit(&blob))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)?;
+        let hash = image_hash(&f.blob.id, &m.dynamic, m.protected);
+        let now_ns = time::now_unix_nanos();
+        let rec = ImageRecord {
+            organization: org.to_string(),
+            hash: hash.clone(),
+            binary_hash: f.blob.sha1.clone(),
+            blob: f.blob.id.clone(),
+            name: f.filename.clone(),
+            format: info.format.ext().to_string(),
+            mimetype: info.format.mime().to_string(),
+            size: f.blob.size,
+            width: info.width,
+            height: info.height,
+            created: time::format_unix((now_ns / 1_000_000_000) as i64),
+            created_ns: now_ns,
+            user_metadata: m.user.clone().unwrap_or_default(),
+            dynamic_metadata: m.dynamic.clone(),
+            static_metadata: info.static_metadata.clone(),
+            deleted: false,
+            deleted_at: None,
+            protected: m.protected,
+            locked: false,
+            opaque: info.opaque,
+            animated: info.animated,
+        };
+        let stored = match svc.store.insert_image(&rec)? {
+            Inserted::Created => rec,
+            Inserted::Exists(mut existing) => {
+                // Re-uploading: provided user fields are set, others kept; a deleted image
+                // comes back.
+                let mut changed = false;
+                if let Some(user) = m.user {
+                    for (k, v) in user {
+                        existing.user_metadata.insert(k, v);
+                    }
+                    changed = true;
+                }
+                if existing.deleted {
+                    existing.deleted = false;
+                    existing.deleted_at = None;
+                    changed = true;
+                }
+                if changed {
+                    svc.store.update_image(&existing)?;
+                }
+                existing
+            }
+        };
+        items.push(stored);
+    }
+    svc.store.flush().await?;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|r| to_json(&svc.store, r))
+        .collect::<Result<_>>()?;
+    Ok(json!({ "total": items.len(), "items": items }))
+}
+
+/// Prefixes the message of a client error with the file it is about.
+fn naming_file(e: Error, filename: &str) -> Error {
+    let name = crate::model::ids::truncate(filename, 80);
+    match e {
+        Error::Invalid(m) => Error::Invalid(format!("{name}: {m}")),
+        Error::Unsupported(m) => Error::Unsupported(format!("{name}: {m}")),
+        Error::Unprocessable(m) => Error::Unprocessable(format!("{name}: {m}")),
+        other => other,
+    }
+}
+
+fn check_upload_meta(m: UploadMeta) -> Result<UploadMeta> {
+    let user = m
+        .user
+        .map(|u| image::check_user_metadata(&u).map_err(Error::Invalid))
+        .transpose()?;
+    let dynamic = image::check_dynamic(&m.dynamic).map_err(Error::Invalid)?;
+    Ok(UploadMeta {
+        user,
+        dynamic,
+        protected: m.protected,
+    })
+}
+
+/// Loads an image for a change: write right, found, and not locked when `guard_lock`.
+fn for_change(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    guard_lock: bool,
+) -> Result<ImageRecord> {
+    authorize(&svc.store, who, org, Right::Write)?;
+    let rec = find(&svc.store, org, hash, false)?;
+    if guard_lock && rec.locked {
+        return Err(Error::Forbidden(format!(
+            "source image '{}' is locked: unlock it (PUT …/options/locked false) before changing or deleting it",
+            rec.hash
+        )));
+    }
+    Ok(rec)
+}
+
+/// Marks an image deleted (restorable for the retention period).
+fn soft_delete(store: &Store, mut rec: ImageRecord) -> Result<()> {
+    rec.deleted = true;
+    rec.deleted_at = Some(time::now_unix());
+    store.update_image(&rec)?;
+    Ok(())
+}
+
+/// `DELETE /sourceimages/{org}/{hash}`.
+pub async fn delete(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<()> {
+    let rec = for_change(svc, who, org, hash, true)?;
+    soft_delete(&svc.store, rec)?;
+    svc.store.flush().await?;
+    Ok(())
+}
+
+/// `DELETE /sourceimages/{org}?binaryHash=`: every live image with these bytes. Nothing is
+/// deleted when one of them is locked.
+pub async fn delete_by_binary_hash(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    raw: &str,
+) -> Result<()> {
+    authorize(&svc.store, who, org, Right::Write)?;
+    let bh = parse_binary_hash(raw)
+        .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
+    let live: Vec<ImageRecord> = svc
+        .store
+        .images_by_binary(org.as_str(), &bh)?
+        .into_iter()
+        .filter(|r| !r.deleted)
+        .collect();
+    if live.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no source image with binary hash '{bh}'"
+        )));
+    }
+    if let Some(locked) = live.iter().find(|r| r.locked) {
+        return Err(Error::Forbidden(format!(
+            "source image '{}' is locked; nothing was deleted",
+            locked.hash
+        )));
+    }
+    for rec in live {
+        soft_delete(&svc.store, rec)?;
+    }
+    svc.store.flush().await?;
+    Ok(())
+}
+
+/// `POST /sourceimages/{org}/{hash}/restore`.
+pub async fn restore(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Write)?;
+    let mut rec = find(&svc.store, org, hash, true)?;
+    if rec.deleted {
+        let retention = i64::from(svc.config.images.retention_days) * 86_400;
+        if rec
+            .deleted_at
+            .is_some_and(|at| at + retention < time::now_unix())
+        {
+            return Err(Error::NotFound(format!(
+                "source image '{}' was deleted too long ago to restore",
+                rec.hash
+            )));
+        }
+        rec.deleted = false;
+        rec.deleted_at = None;
+        svc.store.update_image(&rec)?;
+        svc.store.flush().await?;
+    }
+    to_json(&svc.store, &rec)
+}
+
+/// What a download streams.
+pub struct Download {
+    pub path: PathBuf,
+    pub name: String,
+    pub mimetype: String,
+    pub size: u64,
+}
+
+/// `GET /sourceimages/{org}/{hash}/download`.
+pub fn download(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Download> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    let rec = find(&svc.store, org, hash, false)?;
+    Ok(Download {
+        path: svc.store.blobs.path(&rec.blob),
+        name: rec.name,
+        mimetype: rec.mimetype,
+        size: rec.size,
+    })
+}
+
+/// `PUT /sourceimages/{org}/{hash}/name` with a JSON string body.
+pub async fn rename(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    body: &Value,
+) -> Result<()> {
+    let name = match body {
+        Value::String(s) if !s.is_empty() && s.len() <= 255 && !s.contains(['/', '\0']) => {
+            s.clone()
+        }
+        _ => {
+            return Err(Error::Invalid(
+                "the name must be a JSON string of 1 to 255 characters without '/'".into(),
+            ))
+        }
+    };
+    let mut rec = for_change(svc, who, org, hash, false)?;
+    rec.name = name;
+    svc.store.update_image(&rec)?;
+    svc.store.flush().await?;
+    Ok(())
+}
+
+/// `GET …/meta/user[/{field}]`.
+pub fn get_user_meta(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    field: Option<&str>,
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    let rec = find(&svc.store, org, hash, false)?;
+    match field {
+        None => Ok(Value::Object(rec.user_metadata)),
+        Some(f) => {
+            let key = image::normalize_meta_key(f).map_err(Error::Invalid)?;
+            rec.user_metadata
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("user metadata '{f}' not found")))
+        }
+    }
+}
+
+/// A change to user metadata.
+pub enum MetaChange {
+    /// `PUT …/meta/user`: replace everything.
+    Replace(Value),
+    /// `PATCH …/meta/user`: merge; `null` deletes a field.
+    Merge(Value),
+    /// `PUT …/meta/user/{field}`.
+    SetField(String, Value),
+    /// `DELETE …/meta/user`.
+    Clear,
+    /// `DELETE …/meta/user/{field}`.
+    DeleteField(String),
+}
+
+/// Applies a user-metadata change; locked images refuse it.
+pub async fn change_user_meta(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    change: MetaChange,
+) -> Result<()> {
+    let mut rec = for_change(svc, who, org, hash, true)?;
+    let as_object = |v: Value| -> Result<Map<String, Value>> {
+        match v {
+            Value::Object(m) => Ok(m),
+            Value::Array(a) if a.is_empty() => Ok(Map::new()),
+            _ => Err(Error::Invalid("user metadata must be a JSON object".into())),
+        }
+    };
+    match change {
+        MetaChange::Replace(v) => {
+            rec.user_metadata =
+                image::check_user_metadata(&as_object(v)?).map_err(Error::Invalid)?
+        }
+        MetaChange::Merge(v) => {
+            for (k, val) in as_object(v)? {
+                let key = image::normalize_meta_key(&k).map_err(Error::Invalid)?;
+                if val.is_null() {
+                    rec.user_metadata.remove(&key);
+                } else {
+                    let checked = image::check_meta_value(&k, &val).map_err(Error::Invalid)?;
+                    rec.user_metadata.insert(key, checked);
+                }
+            }
+        }
+        MetaChange::SetField(k, val) => {
+            let key = image::normalize_meta_key(&k).map_err(Error::Invalid)?;
+            let checked = image::check_meta_value(&k, &val).map_err(Error::Invalid)?;
+            rec.user_metadata.insert(key, checked);
+        }
+        MetaChange::Clear => rec.user_metadata.clear(),
+        MetaChange::DeleteField(k) => {
+            let key = image::normalize_meta_key(&k).map_err(Error::Invalid)?;
+            if rec.user_metadata.remove(&key).is_none() {
+                return Err(Error::NotFound(format!("user metadata '{k}' not found")));
+            }
+        }
+    }
+    svc.store.update_image(&rec)?;
+    svc.store.flush().await?;
+    Ok(())
+}
+
+/// Flags of a hash-changing request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashChangeFlags {
+    pub delete_previous: bool,
+    pub keep_hash: bool,
+}
+
+/// Outcome of a change that may create a new hash.
+pub enum HashChange {
+    /// Nothing changed.
+    Unchanged(Value),
+    /// A (new or existing) image under `hash`.
+    Changed {
+        hash: String,
+        image: Value,
+        kept_hash: bool,
+    },
+}
+
+/// Creates (or reuses) the variant of `old` with other dynamic metadata or protection.
+async fn derive_variant(
+    svc: &Services,
+    old: ImageRecord,
+    dynamic: Map<String, Value>,
+    protected: bool,
+    flags: HashChangeFlags,
+) -> Result<HashChange> {
+    if flags.keep_hash && flags.delete_previous {
+        return Err(Error::Invalid(
+            "keepHash and deletePrevious cannot be combined".into(),
+        ));
+    }
+    if old.dynamic_metadata == dynamic && old.protected == protected {
+        return Ok(HashChange::Unchanged(to_json(&svc.store, &old)?));
+    }
+    if flags.keep_hash {
+        let mut rec = old;
+        rec.dynamic_metadata = dynamic;
+        rec.protected = protected;
+        svc.store.update_image(&rec)?;
+        svc.store.flush().await?;
+        let image = to_json(&svc.store, &rec)?;
+        return Ok(HashChange::Changed {
+            hash: rec.hash,
+            image,
+            kept_hash: true,
+        });
+    }
+    let new_hash = image_hash(&old.blob, &dynamic, protected);
+    let now_ns = time::now_unix_nanos();
+    let mut rec = old.clone();
+    rec.hash = new_hash.clone();
+    rec.dynamic_metadata = dynamic;
+    rec.protected = protected;
+    rec.locked = false;
+    rec.created_ns = now_ns;
+    rec.created = time::format_unix((now_ns / 1_000_000_000) as i64);
+    let stored = match svc.store.insert_image(&rec)? {
+        Inserted::Created => rec,
+        Inserted::Exists(existing) if existing.deleted => {
+            let mut revived = existing;
+            revived.deleted = false;
+            revived.deleted_at = None;
+            svc.store.update_image(&revived)?;
+            revived
+        }
+        Inserted::Exists(existing) => existing,
+    };
+    if flags.delete_previous && old.hash != stored.hash {
+        if old.locked {
+            return Err(Error::Forbidden(format!(
+                "source image '{}' is locked and was not deleted",
+                old.hash
+            )));
+        }
+        soft_delete(&svc.store, old)?;
+    }
+    svc.store.flush().await?;
+    let image = to_json(&svc.store, &stored)?;
+    Ok(HashChange::Changed {
+        hash: stored.hash,
+        image,
+        kept_hash: false,
+    })
+}
+
+/// `PUT …/meta/dynamic/{name}` (`value` = Some) and `DELETE …/meta/dynamic/{name}` (None).
+pub async fn set_dynamic_meta(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    name: &str,
+    value: Option<Value>,
+    flags: HashChangeFlags,
+) -> Result<HashChange> {
+    let old = for_change(svc, who, org, hash, false)?;
+    let mut dynamic = old.dynamic_metadata.clone();
+    match value {
+        Some(v) => {
+            let checked = image::check_dynamic_metadata(name, &v).map_err(Error::Invalid)?;
+            dynamic.insert(name.to_string(), checked);
+        }
+        None => {
+            if dynamic.remove(name).is_none() {
+                return Err(Error::NotFound(format!(
+                    "dynamic metadata '{name}' not set on this image"
+                )));
+            }
+        }
+    }
+    let protected = old.protected;
+    derive_variant(svc, old, dynamic, protected, flags).await
+}
+
+/// `PUT …/options/protected` with body `true`/`false`.
+pub async fn set_protected(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    protected: bool,
+    flags: HashChangeFlags,
+) -> Result<HashChange> {
+    let old = for_change(svc, who, org, hash, false)?;
+    let dynamic = old.dynamic_metadata.clone();
+    derive_variant(
+        svc,
+        old,
+        dynamic,
+        protected,
+        HashChangeFlags {
+            keep_hash: false,
+            ..flags
+        },
+    )
+    .await
+}
+
+/// `PUT …/options/locked` with body `true`/`false` (admin only).
+pub async fn set_locked(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    locked: bool,
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Admin)?;
+    let mut rec = find(&svc.store, org, hash, false)?;
+    if rec.locked != locked {
+        rec.locked = locked;
+        svc.store.update_image(&rec)?;
+        svc.store.flush().await?;
+    }
+    to_json(&svc.store, &rec)
+}
+
+/// Reads a JSON boolean body (`true`, `false`, or those as strings).
+pub fn parse_bool_body(body: &Value) -> Result<bool> {
+    match body {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
+        _ => Err(Error::Invalid("the body must be true or false".into())),
+    }
+}
+
+/// Outcome of copying one image.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Copied {
+    Created,
+    Overwritten,
+    Existing,
+}
+
+fn copy_one(svc: &Services, src: &ImageRecord, dest: &OrgName, overwrite: bool) -> Result<Copied> {
+    let mut rec = src.clone();
+    rec.organization = dest.to_string();
+    rec.locked = false;
+    match svc.store.insert_image(&rec)? {
+        Inserted::Created => Ok(Copied::Created),
+        Inserted::Exists(existing) if overwrite => {
+            let mut merged = rec;
+            merged.created = existing.created;
+            merged.created_ns = existing.created_ns;
+            merged.locked = existing.locked;
+            svc.store.update_image(&merged)?;
+            Ok(Copied::Overwritten)
+        }
+        Inserted::Exists(_) => Ok(Copied::Existing),
+    }
+}
+
+fn check_copy_rights(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    dest: &str,
+) -> Result<OrgName> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    let dest = OrgName::parse(dest).map_err(Error::Invalid)?;
+    authorize(&svc.store, who, &dest, Right::Write)?;
+    if svc.store.get_org(dest.as_str())?.is_none() {
+        return Err(Error::Invalid(format!(
+            "destination organization '{dest}' does not exist"
+        )));
+    }
+    Ok(dest)
+}
+
+/// `COPY /sourceimages/{org}/{hash}` (`Destination`, `Overwrite: F`).
+pub async fn copy(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    dest: &str,
+    overwrite: bool,
+) -> Result<Copied> {
+    let dest = check_copy_rights(svc, who, org, dest)?;
+    let src = find(&svc.store, org, hash, false)?;
+    let outcome = copy_one(svc, &src, &dest, overwrite)?;
+    if outcome == Copied::Existing {
+        return Err(Error::PreconditionFailed(format!(
+            "source image '{}' already exists in '{dest}'",
+            src.hash
+        )));
+    }
+    svc.store.flush().await?;
+    Ok(outcome)
+}
+
+/// `POST /sourceimages/{org}/copy` with a JSON array of at most 100 hashes.
+pub async fn copy_many(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    body: &Value,
+    dest: &str,
+    overwrite: bool,
+) -> Result<Value> {
+    let dest = check_copy_rights(svc, who, org, dest)?;
+    let hashes: Vec<&str> = match body {
+        Value::Array(a) if a.len() <= 100 => a.iter().filter_map(Value::as_str).collect(),
+        Value::Array(_) => {
+            return Err(Error::Invalid(
+                "at most 100 hashes can be copied at once".into(),
+            ))
+        }
+        _ => {
+            return Err(Error::Invalid(
+                "the body must be a JSON array of hashes".into(),
+            ))
+        }
+    };
+    let (mut created, mut existing, mut notfound) = (Vec::new(), Vec::new(), Vec::new());
+    for h in hashes {
+        match find(&svc.store, org, h, false) {
+            Ok(src) => match copy_one(svc, &src, &dest, overwrite)? {
+                Copied::Created | Copied::Overwritten => created.push(src.hash),
+                Copied::Existing => existing.push(src.hash),
+            },
+            Err(Error::NotFound(_)) | Err(Error::Invalid(_)) => notfound.push(h.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    svc.store.flush().await?;
+    Ok(json!({ "created": created, "existing": existing, "notfound": notfound }))
+}

@@ -1,0 +1,43 @@
+//! Use cases shared by the HTTP API, the command line and background jobs. Each function takes
+//! typed input (parsed at the boundary), checks rights, and works through `storage` and the
+//! CPU `pool`; none of them knows about HTTP.
+
+pub mod accounts;
+pub mod images;
+pub mod listing;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::pool::CpuPool;
+use crate::render::error::RenderError;
+use crate::render::limits::Limits;
+use crate::storage::Store;
+use std::sync::Arc;
+
+/// Everything a use case needs, shared by all HTTP workers.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub pool: Arc<CpuPool>,
+}
+
+impl Services {
+    /// Decoding limits from the configuration.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_dimension: self.config.limits.max_dimension,
+            max_pixels: self.config.limits.max_pixels,
+        }
+    }
+}
+
+impl From<RenderError> for Error {
+    fn from(e: RenderError) -> Error {
+        match e {
+            RenderError::Invalid(m) => Error::Invalid(m),
+            RenderError::Unsupported(m) => Error::Unsupported(m),
+            RenderError::Unprocessable(m) | RenderError::TooLarge(m) => Error::Unprocessable(m),
+            RenderError::Internal(m) => Error::Internal(m),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Source bytes as content-addressed files beside the database: `blobs/ab/cd/<blake3>`.
+//! A blob is written to `tmp/`, fsynced and renamed into place before any metadata refers to
+//! it, so a crash leaves at worst an unreferenced file (which GC removes), never a reference
+//! without a file. Identical bytes are stored once, however many images refer to them.
+
+use sha1::Digest;
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// The blob files of one data folder.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+/// Bytes being received: a temporary file and the digests computed while writing it.
+pub struct BlobUpload {
+    path: PathBuf,
+    file: tokio::fs::File,
+    blake3: blake3::Hasher,
+    sha1: sha1::Sha1,
+    size: u64,
+}
+
+/// A fully received upload, not yet in the store.
+#[derive(Debug)]
+pub struct ReceivedBlob {
+    pub temp_path: PathBuf,
+    /// BLAKE3 hex: the blob id.
+    pub id: String,
+    /// SHA-1 hex: rokka's `binary_hash`.
+    pub sha1: String,
+    pub size: u64,
+}
+
+impl BlobStore {
+    /// Opens (creating) the blob folders under the data folder.
+    pub fn open(data: &Path) -> io::Result<BlobStore> {
+        let root = data.join("blobs");
+        let tmp = data.join("tmp");
+        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(&tmp)?;
+        Ok(BlobStore { root, tmp })
+    }
+
+    /// Where the blob with this id lives.
+    pub fn path(&self, id: &str) -> PathBuf {
+        let a = id.get(0..2).unwrap_or("00");
+        let b = id.get(2..4).unwrap_or("00");
+        self.root.join(a).join(b).join(id)
+    }
+
+    /// Starts receiving bytes into a temporary file.
+    pub async fn begin(&self) -> io::Result<BlobUpload> {
+        let mut name = [0u8; 16];
+        getrandom::fill(&mut name).map_err(|e| io::Error::other(e.to_string()))?;
+        let path = self.tmp.join(format!("up-{}", hex::encode(name)));
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(BlobUpload {
+            path,
+            file,
+            blake3: blake3::Hasher::new(),
+            sha1: sha1::Sha1::new(),
+            size: 0,
+        })
+    }
+
+    /// Moves a received upload into place (fsync + rename). Returns without writing when a
+    /// blob with the same id already exists; the temporary file is removed either way.
+    pub fn commit(&self, received: &ReceivedBlob) -> io::Result<()> {
+        let target = self.path(&received.id);
+        if target.exists() {
+            let _ = std::fs::remove_file(&received.temp_path);
+            return Ok(());
+        }
+        let dir = target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        std::fs::create_dir_all(&dir)?;
+        std::fs::File::open(&received.temp_path)?.sync_all()?;
+        std::fs::rename(&received.temp_path, &target)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Reads a whole blob into memory (for decoding).
+    pub fn read(&self, id: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path(id))
+    }
+
+    /// Whether the blob file exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Removes a blob file; a missing file is not an error (removal is idempotent).
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ids of every blob file, for verification and garbage collection.
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for a in std::fs::read_dir(&self.root)? {
+            let a = a?.path();
+            if !a.is_dir() {
+                continue;
+            }
+            for b in std::fs::read_dir(&a)? {
+                let b = b?.path();
+                if !b.is_dir() {
+                    continue;
+                }
+                for f in std::fs::read_dir(&b)? {
+                    if let Some(name) = f?.file_name().to_str() {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes temporary files left by interrupted uploads.
+    pub fn clear_tmp(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.tmp)? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        Ok(())
+    }
+}
+
+impl BlobUpload {
+    /// Appends a chunk.
+    pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.blake3.update(chunk);
+        self.sha1.update(chunk);
+        self.size += chunk.len() as u64;
+        self.file.write_all(chunk).await
+    }
+
+    /// Bytes received so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes receiving and returns the digests.
+    pub async fn finish(mut self) -> io::Result<ReceivedBlob> {
+        self.file.flush().await?;
+        Ok(ReceivedBlob {
+            temp_path: self.path,
+            id: self.blake3.finalize().to_hex().to_string(),
+            sha1: hex::encode(self.sha1.finalize()),
+            size: self.size,
+        })
+    }
+
+    /// Gives up on this upload and removes the temporary file.
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+impl ReceivedBlob {
+    /// Removes the temporary file of an upload that will not be stored.
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.temp_path);
+    }
+}

@@ -1,0 +1,579 @@
+//! The only place that names sled. Small structured data lives in sled trees (organizations,
+//! users, keys, memberships, image records and their indexes, counters); source bytes live in
+//! content-addressed files beside it (`blobs`). Changes that touch several trees go in one
+//! sled transaction, so indexes and counters never drift from the records they describe.
+//!
+//! Key layout: composite keys join their parts with a zero byte (`org \0 hash`), which sorts
+//! by the first part and allows prefix scans per organization.
+
+pub mod blobs;
+
+use crate::model::account::{ApiKey, Membership, Organization, User};
+use crate::model::image::ImageRecord;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+use std::path::{Path, PathBuf};
+
+pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
+
+/// Version of the data layout. Opening a store written by a newer version fails.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Storage failures. Callers treat them as internal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt { tree: &'static str, message: String },
+    #[error("{0}")]
+    Schema(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Billable usage of one organization: distinct blobs of its non-deleted images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgUsage {
+    pub space_in_bytes: u64,
+    pub number_of_files: u64,
+}
+
+/// Reference count of one blob over every image record (deleted or not) of every organization.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct BlobRef {
+    size: u64,
+    refs: u64,
+}
+
+/// What inserting an image record found.
+#[derive(Debug)]
+pub enum Inserted {
+    Created,
+    /// A record with that hash already exists (an expected race, not an error).
+    Exists(ImageRecord),
+}
+
+/// The data folder: sled database plus blob files.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    pub blobs: BlobStore,
+    meta: Tree,
+    orgs: Tree,
+    users: Tree,
+    keys: Tree,
+    user_keys: Tree,
+    members: Tree,
+    images: Tree,
+    img_binary: Tree,
+    blob_refs: Tree,
+    org_blobs: Tree,
+    org_usage: Tree,
+}
+
+fn key2(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
+    let mut k = key2(a, b);
+    k.push(0);
+    k.extend_from_slice(c.as_bytes());
+    k
+}
+
+fn prefix(a: &str) -> Vec<u8> {
+    let mut k = a.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising plain records to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
+        tree,
+        message: e.to_string(),
+    })
+}
+
+/// Aborts a transaction with a storage error (decoding failure inside the closure).
+type TxError = ConflictableTransactionError<StorageError>;
+
+fn tx_decode<T: DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> std::result::Result<T, TxError> {
+    decode(tree, bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+fn tx_result<T>(r: std::result::Result<T, TransactionError<StorageError>>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(StorageError::Db(e)),
+    }
+}
+
+/// Adds `delta` (±1) to the organization's reference count of a blob and keeps the usage
+/// counter in step: the blob's size counts once per organization while any live image of it
+/// refers to it.
+fn adjust_org_blob(
+    org_blobs: &TransactionalTree,
+    org_usage: &TransactionalTree,
+    org: &str,
+    blob: &str,
+    size: u64,
+    delta: i64,
+) -> std::result::Result<(), TxError> {
+    let k = key2(org, blob);
+    let before = match org_blobs.get(&k)? {
+        Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+        None => 0,
+    };
+    let after = if delta >= 0 {
+        before + delta as u64
+    } else {
+        before.saturating_sub(delta.unsigned_abs())
+    };
+    if after == 0 {
+        org_blobs.remove(k)?;
+    } else {
+        org_blobs.insert(k, &after.to_be_bytes())?;
+    }
+    let mut usage: OrgUsage = match org_usage.get(org.as_bytes())? {
+        Some(v) => tx_decode("org_usage", &v)?,
+        None => OrgUsage::default(),
+    };
+    if before == 0 && after > 0 {
+        usage.space_in_bytes += size;
+    } else if before > 0 && after == 0 {
+        usage.space_in_bytes = usage.space_in_bytes.saturating_sub(size);
+    }
+    if delta >= 0 {
+        usage.number_of_files += delta as u64;
+    } else {
+        usage.number_of_files = usage.number_of_files.saturating_sub(delta.unsigned_abs());
+    }
+    org_usage.insert(org.as_bytes(), encode(&usage))?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens the data folder, creating it on first use. Fails clearly when the data was
+    /// written by a newer version.
+    pub fn open(path: &Path, cache_mb: u64) -> Result<Store> {
+        std::fs::create_dir_all(path)?;
+        let db = sled::Config::new()
+            .path(path.join("sled"))
+            .cache_capacity(cache_mb.max(1) * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            Some(v) => {
+                let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
+                if found > SCHEMA_VERSION {
+                    return Err(StorageError::Schema(format!(
+                        "the data folder {} was written by a newer Darkroom (schema {found}, this binary reads up to {SCHEMA_VERSION}); upgrade the binary",
+                        path.display()
+                    )));
+                }
+            }
+            None => {
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        let blobs = BlobStore::open(path)?;
+        blobs.clear_tmp()?;
+        Ok(Store {
+            orgs: db.open_tree("orgs")?,
+            users: db.open_tree("users")?,
+            keys: db.open_tree("keys")?,
+            user_keys: db.open_tree("user_keys")?,
+            members: db.open_tree("members")?,
+            images: db.open_tree("images")?,
+            img_binary: db.open_tree("img_binary")?,
+            blob_refs: db.open_tree("blob_refs")?,
+            org_blobs: db.open_tree("org_blobs")?,
+            org_usage: db.open_tree("org_usage")?,
+            meta,
+            db,
+            path: path.to_path_buf(),
+            blobs,
+        })
+    }
+
+    /// The data folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking variant of [`Store::flush`], for the command line and shutdown.
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- organizations ----
+
+    /// Creates an organization; `false` when the name is taken.
+    pub fn create_org(&self, org: &Organization) -> Result<bool> {
+        let swapped = self.orgs.compare_and_swap(
+            org.name.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(org)),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    pub fn get_org(&self, name: &str) -> Result<Option<Organization>> {
+        self.orgs
+            .get(name.as_bytes())?
+            .map(|v| decode("orgs", &v))
+            .transpose()
+    }
+
+    pub fn put_org(&self, org: &Organization) -> Result<()> {
+        self.orgs.insert(org.name.as_bytes(), encode(org))?;
+        Ok(())
+    }
+
+    pub fn list_orgs(&self) -> Result<Vec<Organization>> {
+        self.orgs
+            .iter()
+            .values()
+            .map(|v| decode("orgs", &v?))
+            .collect()
+    }
+
+    /// Billable usage counters of an organization.
+    pub fn org_usage(&self, org: &str) -> Result<OrgUsage> {
+        Ok(self
+            .org_usage
+            .get(org.as_bytes())?
+            .map(|v| decode("org_usage", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    // ---- users, keys, memberships ----
+
+    pub fn put_user(&self, user: &User) -> Result<()> {
+        self.users.insert(user.id.as_bytes(), encode(user))?;
+        Ok(())
+    }
+
+    pub fn get_user(&self, id: &str) -> Result<Option<User>> {
+        self.users
+            .get(id.as_bytes())?
+            .map(|v| decode("users", &v))
+            .transpose()
+    }
+
+    /// Stores a key under the digest of its secret.
+    pub fn put_key(&self, digest: &str, key: &ApiKey) -> Result<()> {
+        tx_result(
+            (&self.keys, &self.user_keys).transaction(|(keys, user_keys)| {
+                keys.insert(digest.as_bytes(), encode(key))?;
+                user_keys.insert(key2(&key.user_id, &key.id), digest.as_bytes())?;
+                Ok::<_, TxError>(())
+            }),
+        )
+    }
+
+    /// Looks a key up by the digest of its secret.
+    pub fn get_key(&self, digest: &str) -> Result<Option<ApiKey>> {
+        self.keys
+            .get(digest.as_bytes())?
+            .map(|v| decode("keys", &v))
+            .transpose()
+    }
+
+    /// Keys of a user, oldest first.
+    pub fn user_keys(&self, user_id: &str) -> Result<Vec<(String, ApiKey)>> {
+        let mut out = Vec::new();
+        for item in self.user_keys.scan_prefix(prefix(user_id)) {
+            let (_, digest) = item?;
+            let digest = String::from_utf8_lossy(&digest).to_string();
+            if let Some(key) = self.get_key(&digest)? {
+                out.push((digest, key));
+            }
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    /// Deletes a key of a user; `false` if there is no such key.
+    pub fn delete_key(&self, user_id: &str, key_id: &str) -> Result<bool> {
+        let Some(digest) = self.user_keys.get(key2(user_id, key_id))? else {
+            return Ok(false);
+        };
+        tx_result(
+            (&self.keys, &self.user_keys).transaction(|(keys, user_keys)| {
+                keys.remove(digest.as_ref())?;
+                user_keys.remove(key2(user_id, key_id))?;
+                Ok::<_, TxError>(())
+            }),
+        )?;
+        Ok(true)
+    }
+
+    pub fn put_membership(&self, m: &Membership) -> Result<()> {
+        self.members
+            .insert(key2(&m.organization, &m.user_id), encode(m))?;
+        Ok(())
+    }
+
+    pub fn get_membership(&self, org: &str, user_id: &str) -> Result<Option<Membership>> {
+        self.members
+            .get(key2(org, user_id))?
+            .map(|v| decode("members", &v))
+            .transpose()
+    }
+
+    pub fn delete_membership(&self, org: &str, user_id: &str) -> Result<bool> {
+        Ok(self.members.remove(key2(org, user_id))?.is_some())
+    }
+
+    pub fn org_memberships(&self, org: &str) -> Result<Vec<Membership>> {
+        self.members
+            .scan_prefix(prefix(org))
+            .values()
+            .map(|v| decode("members", &v?))
+            .collect()
+    }
+
+    pub fn user_memberships(&self, user_id: &str) -> Result<Vec<Membership>> {
+        let mut out = Vec::new();
+        for v in self.members.iter().values() {
+            let m: Membership = decode("members", &v?)?;
+            if m.user_id == user_id {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- source images ----
+
+    pub fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>> {
+        self.images
+            .get(key2(org, hash))?
+            .map(|v| decode("images", &v))
+            .transpose()
+    }
+
+    /// Full hashes of the organization's images that start with `prefix` (at most `max`).
+    pub fn hashes_with_prefix(
+        &self,
+        org: &str,
+        hash_prefix: &str,
+        max: usize,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for k in self
+            .images
+            .scan_prefix(key2(org, hash_prefix))
+            .keys()
+            .take(max)
+        {
+            let k = k?;
+            let hash = k.get(org.len() + 1..).unwrap_or_default();
+            out.push(String::from_utf8_lossy(hash).to_string());
+        }
+        Ok(out)
+    }
+
+    /// The shortest prefix of `hash`, at least 6 characters, that no other image of the
+    /// organization shares.
+    pub fn short_hash(&self, org: &str, hash: &str) -> Result<String> {
+        for len in 6..hash.len() {
+            let p = hash.get(..len).unwrap_or(hash);
+            if self.hashes_with_prefix(org, p, 2)?.len() <= 1 {
+                return Ok(p.to_string());
+            }
+        }
+        Ok(hash.to_string())
+    }
+
+    /// Every image record of an organization.
+    pub fn list_images(&self, org: &str) -> Result<Vec<ImageRecord>> {
+        self.images
+            .scan_prefix(prefix(org))
+            .values()
+            .map(|v| decode("images", &v?))
+            .collect()
+    }
+
+    /// Image records of an organization with this SHA-1.
+    pub fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        for k in self.img_binary.scan_prefix(key2(org, binary_hash)).keys() {
+            let k = k?;
+            let hash = k
+                .get(org.len() + binary_hash.len() + 2..)
+                .unwrap_or_default();
+            if let Some(rec) = self.get_image(org, &String::from_utf8_lossy(hash))? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts a new image record with its indexes, blob reference and usage counters, in one
+    /// transaction. An existing record with the same hash is returned instead.
+    pub fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
+        let k = key2(&rec.organization, &rec.hash);
+        tx_result(
+            (
+                &self.images,
+                &self.img_binary,
+                &self.blob_refs,
+                &self.org_blobs,
+                &self.org_usage,
+            )
+                .transaction(
+                    |(images, img_binary, blob_refs, org_blobs, org_usage)| {
+                        if let Some(existing) = images.get(&k)? {
+                            return Ok(Inserted::Exists(tx_decode("images", &existing)?));
+                        }
+                        images.insert(k.as_slice(), encode(rec))?;
+                        img_binary
+                            .insert(key3(&rec.organization, &rec.binary_hash, &rec.hash), &[])?;
+                        let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
+                            Some(v) => tx_decode("blob_refs", &v)?,
+                            None => BlobRef {
+                                size: rec.size,
+                                refs: 0,
+                            },
+                        };
+                        r.refs += 1;
+                        blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
+                        if !rec.deleted {
+                            adjust_org_blob(
+                                org_blobs,
+                                org_usage,
+                                &rec.organization,
+                                &rec.blob,
+                                rec.size,
+                                1,
+                            )?;
+                        }
+                        Ok(Inserted::Created)
+                    },
+                ),
+        )
+    }
+
+    /// Replaces the record of an existing image whose identity (hash, blob) is unchanged, and
+    /// keeps the usage counters in step with its `deleted` flag.
+    pub fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
+        let k = key2(&rec.organization, &rec.hash);
+        tx_result(
+            (&self.images, &self.org_blobs, &self.org_usage).transaction(
+                |(images, org_blobs, org_usage)| {
+                    let Some(old) = images.get(&k)? else {
+                        return Ok(false);
+                    };
+                    let old: ImageRecord = tx_decode("images", &old)?;
+                    if old.deleted != rec.deleted {
+                        let delta = if rec.deleted { -1 } else { 1 };
+                        adjust_org_blob(
+                            org_blobs,
+                            org_usage,
+                            &rec.organization,
+                            &rec.blob,
+                            rec.size,
+                            delta,
+                        )?;
+                    }
+                    images.insert(k.as_slice(), encode(rec))?;
+                    Ok(true)
+                },
+            ),
+        )
+    }
+
+    /// Removes an image record for good. Returns the blob id when no record of any
+    /// organization refers to it any more, so the caller can remove the file.
+    pub fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
+        let k = key2(org, hash);
+        tx_result(
+            (
+                &self.images,
+                &self.img_binary,
+                &self.blob_refs,
+                &self.org_blobs,
+                &self.org_usage,
+            )
+                .transaction(
+                    |(images, img_binary, blob_refs, org_blobs, org_usage)| {
+                        let Some(old) = images.remove(k.as_slice())? else {
+                            return Ok(None);
+                        };
+                        let rec: ImageRecord = tx_decode("images", &old)?;
+                        img_binary.remove(key3(org, &rec.binary_hash, hash))?;
+                        if !rec.deleted {
+                            adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
+                        }
+                        let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
+                            Some(v) => tx_decode("blob_refs", &v)?,
+                            None => BlobRef {
+                                size: rec.size,
+                                refs: 1,
+                            },
+                        };
+                        r.refs = r.refs.saturating_sub(1);
+                        if r.refs == 0 {
+                            blob_refs.remove(rec.blob.as_bytes())?;
+                            Ok(Some(rec.blob))
+                        } else {
+                            blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
+                            Ok(None)
+                        }
+                    },
+                ),
+        )
+    }
+
+    /// Number of image records referring to a blob.
+    pub fn blob_refs(&self, blob: &str) -> Result<u64> {
+        Ok(self
+            .blob_refs
+            .get(blob.as_bytes())?
+            .map(|v| decode::<BlobRef>("blob_refs", &v))
+            .transpose()?
+            .map_or(0, |r| r.refs))
+    }
+
+    /// Every organization with image records, for background passes.
+    pub fn all_images(&self) -> impl Iterator<Item = Result<ImageRecord>> + '_ {
+        self.images.iter().values().map(|v| decode("images", &v?))
+    }
+
+    /// Reads the raw meta tree value (for tests of the schema check).
+    pub fn schema_version(&self) -> Result<Option<u32>> {
+        Ok(self
+            .meta
+            .get("schema_version")?
+            .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))))
+    }
+}

@@ -1,0 +1,275 @@
+//! Test harness: each test starts the real appliance on port 0 over its own temporary data
+//! folder and talks HTTP to it.
+
+use awc::Client;
+use darkroom::app::{AppHandle, Application};
+use darkroom::config::Config;
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+use serde_json::Value;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+pub const ROOT_KEY: &str = "test-root-key-0123456789";
+
+/// A running appliance.
+pub struct TestApp {
+    pub api: String,
+    pub render: String,
+    pub client: Client,
+    pub handle: AppHandle,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// An HTTP answer with its body read.
+pub struct Answer {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+pub fn test_config(data: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.api_bind = "127.0.0.1:0".parse().unwrap();
+    config.server.render_bind = "127.0.0.1:0".parse().unwrap();
+    config.server.workers = 1;
+    config.server.shutdown_timeout_secs = 5;
+    config.storage.path = data.to_path_buf();
+    config.auth.root_key = ROOT_KEY.to_string();
+    config.render.threads = 2;
+    config
+}
+
+/// Starts an appliance over a new temporary data folder.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts an appliance over a new temporary data folder, with a configuration tweak.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    let mut app = start(config).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts an appliance with exactly this configuration.
+pub async fn start(config: Config) -> TestApp {
+    let data = config.storage.path.clone();
+    let app = Application::build(config).expect("the appliance starts");
+    let api = format!("http://127.0.0.1:{}", app.api_port());
+    let render = format!("http://127.0.0.1:{}", app.render_port());
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        api,
+        render,
+        client: Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .finish(),
+        handle,
+        data,
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// Stops the appliance and returns its temporary folder so another can start on it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.handle.stop(true).await;
+        // Let the servers release the sled lock.
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        self._dir.take().expect("a temporary folder")
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.api, path)
+        };
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, url);
+        if let Some(k) = key {
+            req = req.insert_header(("Api-Key", k));
+        }
+        for (h, v) in headers {
+            req = req.insert_header((*h, *v));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .expect("the request is answered");
+        let body = resp
+            .body()
+            .limit(256 * 1024 * 1024)
+            .await
+            .expect("a body")
+            .to_vec();
+        Answer {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Answer {
+        self.send("GET", path, Some(key), &[], None).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Answer {
+        self.send("DELETE", path, Some(key), &[], None).await
+    }
+
+    /// Sends JSON without a Content-Type, as rokka.js does.
+    pub async fn json(&self, method: &str, path: &str, key: &str, body: &Value) -> Answer {
+        self.send(
+            method,
+            path,
+            Some(key),
+            &[],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// Creates an organization with the root key.
+    pub async fn create_org(&self, name: &str) -> Value {
+        let a = self
+            .json(
+                "PUT",
+                &format!("/organizations/{name}"),
+                ROOT_KEY,
+                &serde_json::json!({"billing_email": "ops@example.com"}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text());
+        a.json()
+    }
+
+    /// Creates a key with these roles on `org` and returns it.
+    pub async fn create_key(&self, org: &str, roles: &[&str]) -> String {
+        let a = self
+            .json(
+                "POST",
+                &format!("/organizations/{org}/memberships"),
+                ROOT_KEY,
+                &serde_json::json!({"roles": roles}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text());
+        a.json()["api_key"].as_str().unwrap().to_string()
+    }
+
+    /// Uploads files with extra form fields; each file is (field name, file name, bytes).
+    pub async fn upload(
+        &self,
+        org: &str,
+        key: &str,
+        files: &[(&str, &str, &[u8])],
+        fields: &[(&str, &str)],
+    ) -> Answer {
+        let (content_type, body) = multipart(files, fields);
+        self.send(
+            "POST",
+            &format!("/sourceimages/{org}"),
+            Some(key),
+            &[("Content-Type", &content_type)],
+            Some(body),
+        )
+        .await
+    }
+
+    /// Uploads one file as rokka.js does (`filedata`) and returns the image JSON.
+    pub async fn upload_one(&self, org: &str, key: &str, name: &str, bytes: &[u8]) -> Value {
+        let a = self
+            .upload(org, key, &[("filedata", name, bytes)], &[])
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["items"][0].clone()
+    }
+}
+
+/// Builds a multipart/form-data body.
+pub fn multipart(files: &[(&str, &str, &[u8])], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "----darkroomtestboundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+    }
+    for (field, filename, bytes) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A JPEG of a colour gradient; `seed` changes the bytes.
+pub fn jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        Rgb([
+            (x * 255 / width.max(1)) as u8 ^ seed,
+            (y * 255 / height.max(1)) as u8,
+            seed,
+        ])
+    });
+    encode(DynamicImage::ImageRgb8(img), ImageFormat::Jpeg)
+}
+
+/// A PNG with transparency.
+pub fn png_rgba(width: u32, height: u32) -> Vec<u8> {
+    let img = RgbaImage::from_fn(width, height, |x, _| {
+        Rgba([200, 10, 10, if x < width / 2 { 255 } else { 0 }])
+    });
+    encode(DynamicImage::ImageRgba8(img), ImageFormat::Png)
+}
+
+/// An opaque PNG.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(width, height, |x, y| Rgb([x as u8, y as u8, 128]));
+    encode(DynamicImage::ImageRgb8(img), ImageFormat::Png)
+}
+
+pub fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+/// SHA-1 hex of bytes, as rokka clients compute binary hashes.
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(bytes))
+}

@@ -1,0 +1,7 @@
+//! One integration-test binary: every test starts the real appliance on port 0 over its own
+//! temporary data folder and talks HTTP to it.
+
+mod accounts;
+mod helpers;
+mod images;
+mod quirks;
