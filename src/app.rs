@@ -48,6 +48,7 @@ impl Application {
             config: Arc::new(config.clone()),
             store: Arc::new(store),
             pool: Arc::new(pool),
+            renders: Default::default(),
         });
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())

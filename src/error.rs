@@ -4,7 +4,7 @@
 //! only "internal error".
 
 /// What went wrong, as the API reports it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// 400: the request is malformed or asks for something invalid.
     #[error("{0}")]

@@ -1,6 +1,6 @@
 //! The route table of the management API listener (spec §3, §4, §9).
 
-use super::{accounts, images, not_found};
+use super::{accounts, images, not_found, stacks};
 use actix_web::http::Method;
 use actix_web::web;
 
@@ -8,6 +8,8 @@ use actix_web::web;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
     cfg.route("/", web::get().to(accounts::root))
+        .route("/operations", web::get().to(stacks::operations))
+        .route("/stackoptions", web::get().to(stacks::stack_options))
         // organizations and memberships
         .route("/organizations/{org}", web::put().to(accounts::create_org))
         .route("/organizations/{org}", web::get().to(accounts::get_org))
@@ -133,5 +135,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/sourceimages/{org}/{hash}/options/locked",
             web::put().to(images::set_locked),
         )
+        // stacks
+        .route("/stacks/{org}", web::get().to(stacks::list))
+        .route("/stacks/{org}/{name}", web::put().to(stacks::put))
+        .route("/stacks/{org}/{name}", web::get().to(stacks::get))
+        .route("/stacks/{org}/{name}", web::delete().to(stacks::delete))
         .default_service(web::to(not_found));
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod error;
 pub mod images;
 pub mod render;
+pub mod stacks;
 
 use crate::error::{Error, Result};
 use crate::service::accounts::{authenticate, Principal};

@@ -1,9 +1,251 @@
-//! The route table of the public render listener: `/{org}/{stack}/…/{hash}.{format}`.
+//! The public render listener: `/{org}/{stack}/…/{hash}[/{slug}].{format}` (path form) or, when
+//! `render.host_template` matches the `Host`, `/{stack}/…` with the organization taken from the
+//! host. Renders are immutable: a year of `Cache-Control`, a strong `ETag`, `304` on
+//! `If-None-Match`. Errors are JSON with a short max-age so an edge cache replaces a stale 200.
 
-use super::not_found;
-use actix_web::web;
+use super::header;
+use crate::error::Error;
+use crate::service::renders::{self, RenderAnswer, RenderTarget, Served};
+use crate::service::Services;
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, ETAG, VARY};
+use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::io::AsyncReadExt;
+
+type Svc = web::Data<Services>;
+
+/// `Cache-Control` of every successful render.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// Registers every render route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.default_service(web::to(not_found));
+    cfg.default_service(web::to(serve));
+}
+
+/// Splits the request into organization and rokka-style path.
+fn target<'a>(req: &'a HttpRequest, template: &str) -> Option<(String, &'a str, bool)> {
+    let path = req.path();
+    if !template.is_empty() {
+        if let Some(host) = header(req, "host") {
+            let host = host.split(':').next().unwrap_or(host);
+            let (pre, post) = template.split_once("{organization}")?;
+            if let Some(org) = host.strip_prefix(pre).and_then(|h| h.strip_suffix(post)) {
+                if !org.is_empty() && !org.contains('.') {
+                    return Some((org.to_string(), path, false));
+                }
+            }
+        }
+    }
+    let (org, _) = path.strip_prefix('/')?.split_once('/')?;
+    Some((org.to_string(), path.get(org.len() + 1..)?, true))
+}
+
+fn quote_filename(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Serves one render URL.
+async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
+    if req.method() != actix_web::http::Method::GET && req.method() != actix_web::http::Method::HEAD
+    {
+        return error_response(
+            &svc,
+            &Error::NotFound("render URLs answer GET and HEAD only".into()),
+        );
+    }
+    let Some((org, path, path_form)) = target(&req, &svc.config.render.host_template) else {
+        return error_response(&svc, &Error::NotFound("not a render URL".into()));
+    };
+    let t = RenderTarget {
+        org: &org,
+        path,
+        query: req.query_string(),
+        org_prefix: path_form.then_some(org.as_str()),
+        accept: header(&req, "accept"),
+    };
+    match renders::render(&svc, t).await {
+        Ok(answer) => respond(&req, answer).await,
+        Err(e) => {
+            if e.status() >= 500 {
+                log::warn!("render of {} failed: {e}", req.path());
+            }
+            error_response(&svc, &e)
+        }
+    }
+}
+
+fn not_modified(req: &HttpRequest, etag: &str) -> bool {
+    header(req, "if-none-match")
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
+    match answer {
+        RenderAnswer::Render {
+            render,
+            served,
+            vary_accept,
+            attachment,
+            tags,
+        } => {
+            let etag = render.meta.etag.clone();
+            let content_type = render.meta.content_type.clone();
+            let mut resp = if not_modified(req, &etag) {
+                HttpResponse::NotModified()
+            } else {
+                HttpResponse::Ok()
+            };
+            resp.insert_header((CACHE_CONTROL, IMMUTABLE))
+                .insert_header((ETAG, etag.clone()));
+            resp.insert_header((
+                "X-Darkroom-Render",
+                match served {
+                    Served::Hit => "hit",
+                    Served::Rendered => "miss",
+                    Served::Joined => "joined",
+                },
+            ));
+            add_common(&mut resp, vary_accept, attachment.as_deref(), &tags);
+            if not_modified(req, &etag) {
+                return resp.finish();
+            }
+            let (raw, start) = render.into_parts();
+            let body = web::Bytes::from_owner(raw).slice(start..);
+            resp.content_type(content_type).body(body)
+        }
+        RenderAnswer::Original {
+            path,
+            mimetype,
+            size,
+            etag,
+            attachment,
+            tags,
+        } => {
+            let mut resp = if not_modified(req, &etag) {
+                HttpResponse::NotModified()
+            } else {
+                HttpResponse::Ok()
+            };
+            resp.insert_header((CACHE_CONTROL, IMMUTABLE))
+                .insert_header((ETAG, etag.clone()));
+            add_common(&mut resp, false, attachment.as_deref(), &tags);
+            if not_modified(req, &etag) {
+                return resp.finish();
+            }
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f,
+                Err(e) => return error_plain(&Error::internal(e)),
+            };
+            let stream = futures_util::stream::unfold(Some(file), |state| async move {
+                let mut file = state?;
+                let mut buf = vec![0u8; 64 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(file)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            });
+            resp.content_type(mimetype)
+                .no_chunking(size)
+                .streaming(stream)
+        }
+    }
+}
+
+fn add_common(
+    resp: &mut actix_web::HttpResponseBuilder,
+    vary_accept: bool,
+    attachment: Option<&str>,
+    tags: &[String],
+) {
+    if vary_accept {
+        resp.insert_header((VARY, "Accept"));
+    }
+    if let Some(name) = attachment {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            quote_filename(name)
+        )) {
+            resp.insert_header((CONTENT_DISPOSITION, v));
+        }
+    }
+    let joined = tags.join(" ");
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        resp.insert_header(("Surrogate-Key", v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&tags.join(",")) {
+        resp.insert_header(("Cache-Tag", v));
+    }
+}
+
+/// A JSON error; 4xx answers may be cached briefly so that an edge replaces a stale render.
+fn error_response(svc: &Services, e: &Error) -> HttpResponse {
+    let mut resp = error_plain(e);
+    if (400..500).contains(&e.status()) {
+        let value = format!(
+            "public, max-age={}",
+            svc.config.render.not_found_max_age_secs
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(CACHE_CONTROL, v);
+        }
+    } else if let Ok(v) = HeaderValue::from_str("no-store") {
+        resp.headers_mut().insert(CACHE_CONTROL, v);
+    }
+    resp
+}
+
+fn error_plain(e: &Error) -> HttpResponse {
+    actix_web::ResponseError::error_response(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_path_form_takes_the_organization_from_the_first_segment() {
+        let req = TestRequest::get()
+            .uri("/acme/thumb/abcdef.jpg")
+            .to_http_request();
+        let (org, path, path_form) = target(&req, "").unwrap();
+        assert_eq!(
+            (org.as_str(), path, path_form),
+            ("acme", "/thumb/abcdef.jpg", true)
+        );
+    }
+
+    #[test]
+    fn the_host_form_takes_the_organization_from_the_host() {
+        let req = TestRequest::get()
+            .uri("/thumb/abcdef.jpg")
+            .insert_header(("Host", "acme.img.example.com:8081"))
+            .to_http_request();
+        let (org, path, path_form) = target(&req, "{organization}.img.example.com").unwrap();
+        assert_eq!(
+            (org.as_str(), path, path_form),
+            ("acme", "/thumb/abcdef.jpg", false)
+        );
+    }
+
+    #[test]
+    fn a_host_that_does_not_match_falls_back_to_the_path_form() {
+        let req = TestRequest::get()
+            .uri("/acme/thumb/abcdef.jpg")
+            .insert_header(("Host", "localhost"))
+            .to_http_request();
+        let (org, _, path_form) = target(&req, "{organization}.img.example.com").unwrap();
+        assert_eq!((org.as_str(), path_form), ("acme", true));
+    }
 }

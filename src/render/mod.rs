@@ -5,4 +5,6 @@
 pub mod codecs;
 pub mod error;
 pub mod limits;
+pub mod ops;
+pub mod pipeline;
 pub mod probe;

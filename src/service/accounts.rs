@@ -255,7 +255,6 @@ pub fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
             roles.push(role);
         }
     }
-    roles.sort();
     Ok(roles)
 }
 
@@ -378,7 +377,12 @@ pub fn put_member(
         .ok_or_else(|| Error::NotFound(format!("user '{user_id}' not found")))?;
     match store.get_membership(org.as_str(), user_id)? {
         Some(mut m) => {
-            if m.roles == roles && (comment.is_none() || comment == m.comment) {
+            let sorted = |r: &[Role]| {
+                let mut v = r.to_vec();
+                v.sort();
+                v
+            };
+            if sorted(&m.roles) == sorted(&roles) && (comment.is_none() || comment == m.comment) {
                 return Ok(MemberChange::Unchanged);
             }
             if m.roles.contains(&Role::Admin)

@@ -5,6 +5,8 @@
 pub mod accounts;
 pub mod images;
 pub mod listing;
+pub mod renders;
+pub mod stacks;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -19,6 +21,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub pool: Arc<CpuPool>,
+    /// Single-flight and failure memory of the render path.
+    pub renders: renders::RenderState,
 }
 
 impl Services {

@@ -7,6 +7,8 @@
 //! by the first part and allows prefix scans per organization.
 
 pub mod blobs;
+pub mod renders;
+pub mod stacks;
 
 use crate::model::account::{ApiKey, Membership, Organization, User};
 use crate::model::image::ImageRecord;
@@ -16,6 +18,8 @@ use sled::{Transactional, Tree};
 use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
+pub use renders::{RenderMeta, StoredRender};
+pub use stacks::StoredStack;
 
 /// Version of the data layout. Opening a store written by a newer version fails.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -73,9 +77,11 @@ pub struct Store {
     blob_refs: Tree,
     org_blobs: Tree,
     org_usage: Tree,
+    stacks: Tree,
+    renders: Tree,
 }
 
-fn key2(a: &str, b: &str) -> Vec<u8> {
+pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);
     k.extend_from_slice(a.as_bytes());
     k.push(0);
@@ -90,18 +96,18 @@ fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
     k
 }
 
-fn prefix(a: &str) -> Vec<u8> {
+pub(crate) fn prefix(a: &str) -> Vec<u8> {
     let mut k = a.as_bytes().to_vec();
     k.push(0);
     k
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising plain records to JSON cannot fail (no maps with non-string keys).
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
         tree,
         message: e.to_string(),
@@ -208,6 +214,8 @@ impl Store {
             blob_refs: db.open_tree("blob_refs")?,
             org_blobs: db.open_tree("org_blobs")?,
             org_usage: db.open_tree("org_usage")?,
+            stacks: db.open_tree("stacks")?,
+            renders: db.open_tree("renders")?,
             meta,
             db,
             path: path.to_path_buf(),

@@ -5,3 +5,5 @@ mod accounts;
 mod helpers;
 mod images;
 mod quirks;
+mod renders;
+mod stacks;

@@ -166,13 +166,12 @@ pub(crate) fn webp_with_icc(
 
     let mut body: Vec<u8> = Vec::with_capacity(webp.len() + icc.len() + 40);
     body.extend_from_slice(b"WEBP");
-    let rest_start;
-    if &first.tag == b"VP8X" {
+    let rest_start = if &first.tag == b"VP8X" {
         let mut vp8x = webp.get(first.start..first.end)?.to_vec();
         // Byte 8 of the chunk (first payload byte) holds the feature flags; 0x20 = ICC.
         *vp8x.get_mut(8)? |= 0x20;
         body.extend_from_slice(&vp8x);
-        rest_start = first.end;
+        first.end
     } else {
         let w = width.checked_sub(1)?;
         let h = height.checked_sub(1)?;
@@ -185,8 +184,8 @@ pub(crate) fn webp_with_icc(
         body.extend_from_slice(&[0, 0, 0]);
         body.extend_from_slice(&w.to_le_bytes()[..3]);
         body.extend_from_slice(&h.to_le_bytes()[..3]);
-        rest_start = first.start;
-    }
+        first.start
+    };
     // The ICC chunk must come right after VP8X, before any image data.
     body.extend_from_slice(b"ICCP");
     body.extend_from_slice(&icc_len.to_le_bytes());

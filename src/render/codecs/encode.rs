@@ -1,8 +1,8 @@
 //! Encoding rendered pixels into the output formats. Every encoder here is deterministic (the
 //! same pixels and options give byte-identical files, which the render cache and ETags rely
 //! on) and writes no metadata except an ICC profile when one is given and the format can carry
-//! it. JPEG goes through jpeg-encoder (chroma subsampling, optimised Huffman tables, several
-//! times faster than `image`'s), lossy WebP through libwebp, the rest through `image`.
+//! it. JPEG goes through jpeg-encoder (chroma subsampling below quality 90, several times
+//! faster than `image`'s), lossy WebP through libwebp, the rest through `image`.
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,6 +20,12 @@ use crate::render::limits::Limits;
 /// rav1e speed preset for AVIF (1 slowest … 10 fastest). Speed 8 keeps a 300 px render at a few
 /// hundred milliseconds of one core while compressing close to the slower presets.
 const AVIF_SPEED: u8 = 8;
+
+/// Optimised Huffman tables save about 4% of a JPEG, but jpeg-encoder then writes one scan per
+/// component, and zune-jpeg 0.5.15 (the decoder behind `image` 0.25.10, widely used by other
+/// Rust services) decodes such 4:2:0 files to wrong colours without an error (zune-image issue
+/// #422). Standard interleaved scans decode correctly everywhere.
+const JPEG_OPTIMIZED_HUFFMAN: bool = false;
 
 /// WebP cannot describe a side longer than this.
 const WEBP_MAX_SIDE: u32 = 16_383;
@@ -153,7 +159,7 @@ fn encode_jpeg(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     // `new` picks 4:2:0 below quality 90 and 4:4:4 from 90 up.
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, opts.quality.clamp(1, 100));
-    encoder.set_optimized_huffman_tables(true);
+    encoder.set_optimized_huffman_tables(JPEG_OPTIMIZED_HUFFMAN);
     if let Some(icc) = opts.icc {
         // Only profiles beyond 16 MB fail; the pixels are still right without one.
         let _ = encoder.add_icc_profile(icc);

@@ -6,13 +6,27 @@
 use image::{DynamicImage, GrayImage, RgbImage};
 use std::io::Cursor;
 
-/// Walks the marker segments and entropy-coded data of a JPEG and reports whether it reaches
-/// the end-of-image marker. Segment lengths are followed rather than searching for `FF D9`,
-/// so an embedded EXIF thumbnail cannot make a truncated file look complete.
-pub(crate) fn is_complete(bytes: &[u8]) -> bool {
+/// What a walk over a JPEG's marker structure found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Layout {
+    /// The walk reached the end-of-image marker.
+    pub complete: bool,
+    /// A sequential (non-progressive) frame codes some component in a scan of its own. zune-jpeg
+    /// 0.5.15, behind `image`, silently decodes such files with subsampled chroma to wrong
+    /// colours (zune-image issue #422), while jpeg-decoder handles them.
+    pub non_interleaved_sequential: bool,
+}
+
+/// Walks the marker segments and entropy-coded data of a JPEG. Segment lengths are followed
+/// rather than searching for `FF D9`, so an embedded EXIF thumbnail cannot make a truncated
+/// file look complete.
+pub(crate) fn layout(bytes: &[u8]) -> Layout {
+    let mut found = Layout::default();
     if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return false;
+        return found;
     }
+    // Whether the frame is sequential, and its component count, from the SOF segment.
+    let mut sequential_components: Option<u8> = None;
     let mut pos = 2usize;
     loop {
         // Find the next marker: libjpeg tolerates stray bytes between segments, so do we.
@@ -24,19 +38,35 @@ pub(crate) fn is_complete(bytes: &[u8]) -> bool {
             pos += 1;
         }
         let Some(&marker) = bytes.get(pos + 1) else {
-            return false;
+            return found;
         };
         match marker {
-            0xD9 => return true,
+            0xD9 => {
+                found.complete = true;
+                return found;
+            }
             // Standalone markers without a length.
             0x01 | 0xD0..=0xD8 => pos += 2,
             _ => {
                 let len = match bytes.get(pos + 2..pos + 4) {
                     Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]) as usize,
-                    _ => return false,
+                    _ => return found,
                 };
                 if len < 2 || pos + 2 + len > bytes.len() {
-                    return false;
+                    return found;
+                }
+                // SOF0/SOF1: baseline and extended sequential Huffman frames; the component
+                // count follows precision (1 byte), height and width (2 bytes each).
+                if matches!(marker, 0xC0 | 0xC1) {
+                    sequential_components = bytes.get(pos + 9).copied();
+                }
+                if marker == 0xDA {
+                    let scan_components = bytes.get(pos + 4).copied();
+                    if let (Some(frame), Some(scan)) = (sequential_components, scan_components) {
+                        if scan < frame {
+                            found.non_interleaved_sequential = true;
+                        }
+                    }
                 }
                 pos += 2 + len;
                 if marker == 0xDA {
@@ -70,10 +100,10 @@ pub(crate) fn scale_denominator(width: u32, height: u32, need_w: u32, need_h: u3
         .find(|&d| width.div_ceil(d) >= need_w && height.div_ceil(d) >= need_h)
 }
 
-/// Decodes a JPEG at 1/`denominator` size with jpeg-decoder's DCT scaling. `None` whenever
-/// that decoder cannot help (unusual pixel formats, errors): the caller then decodes at full
-/// size with the default decoder, which also produces the proper error for broken files.
-pub(crate) fn decode_scaled(
+/// Decodes a JPEG with jpeg-decoder, at 1/`denominator` size through DCT scaling (1 = full
+/// size). `None` whenever that decoder cannot help (unusual pixel formats, errors): the caller
+/// then uses the default decoder, which also produces the proper error for broken files.
+pub(crate) fn decode_with_jpeg_decoder(
     bytes: &[u8],
     width: u32,
     height: u32,
@@ -84,7 +114,12 @@ pub(crate) fn decode_scaled(
     let want_h = u16::try_from(height.div_ceil(denominator)).ok()?;
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     decoder.set_max_decoding_buffer_size(max_buffer);
-    let (w, h) = decoder.scale(want_w, want_h).ok()?;
+    let (w, h) = if denominator > 1 {
+        decoder.scale(want_w, want_h).ok()?
+    } else {
+        decoder.read_info().ok()?;
+        decoder.info().map(|i| (i.width, i.height))?
+    };
     if (w, h) != (want_w, want_h) {
         return None;
     }
@@ -128,15 +163,15 @@ mod tests {
             0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12,
             0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xD9,
         ];
-        assert!(is_complete(&jpeg));
-        assert!(!is_complete(&jpeg[..jpeg.len() - 2]));
+        assert!(layout(&jpeg).complete);
+        assert!(!layout(&jpeg[..jpeg.len() - 2]).complete);
     }
 
     #[test]
     fn an_end_marker_inside_a_segment_does_not_count() {
         // APP1 that contains FF D9 (as an embedded thumbnail would), then nothing.
         let jpeg = [0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD8, 0xFF, 0xD9];
-        assert!(!is_complete(&jpeg));
+        assert!(!layout(&jpeg).complete);
     }
 
     #[test]

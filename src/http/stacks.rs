@@ -1,0 +1,91 @@
+//! Handlers for `/stacks`, `/operations` and `/stackoptions`.
+
+use super::{
+    json_response, no_content, principal, query_pairs, query_value, read_body, MAX_JSON_BODY,
+};
+use crate::error::{Error, Result};
+use crate::model::ids::OrgName;
+use crate::model::schema;
+use crate::service::stacks::{self, Saved};
+use crate::service::Services;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+type Svc = web::Data<Services>;
+
+fn org_name(raw: &str) -> Result<OrgName> {
+    OrgName::parse(raw).map_err(Error::Invalid)
+}
+
+/// `GET /operations` (no authentication): the schemas validation uses.
+pub async fn operations() -> HttpResponse {
+    json_response(200, &schema::operations_json())
+}
+
+/// `GET /stackoptions` (no authentication).
+pub async fn stack_options() -> HttpResponse {
+    json_response(200, &schema::stack_options_json())
+}
+
+/// `PUT /stacks/{org}/{name}`.
+pub async fn put(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, name) = path.into_inner();
+    let overwrite = query_value(&query_pairs(&req), "overwrite").is_some_and(|v| v == "true");
+    let body = read_body(payload, MAX_JSON_BODY).await?;
+    Ok(
+        match stacks::put(&svc, &who, &org_name(&org)?, &name, &body, overwrite).await? {
+            Saved::Created(v) => json_response(201, &v),
+            Saved::Overwritten(v) => json_response(200, &v),
+        },
+    )
+}
+
+/// `GET /stacks/{org}/{name}`.
+pub async fn get(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, name) = path.into_inner();
+    Ok(json_response(
+        200,
+        &stacks::get(&svc, &who, &org_name(&org)?, &name)?,
+    ))
+}
+
+/// `GET /stacks/{org}`.
+pub async fn list(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let pairs = query_pairs(&req);
+    let number = |key: &str| -> Result<Option<usize>> {
+        query_value(&pairs, key)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| Error::Invalid(format!("{key} must be a number")))
+            })
+            .transpose()
+    };
+    let (limit, offset) = (number("limit")?, number("offset")?);
+    Ok(json_response(
+        200,
+        &stacks::list(&svc, &who, &org_name(&path)?, limit, offset)?,
+    ))
+}
+
+/// `DELETE /stacks/{org}/{name}`.
+pub async fn delete(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, name) = path.into_inner();
+    stacks::delete(&svc, &who, &org_name(&org)?, &name).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,162 @@
+//! The render pipeline: decode (shrink-on-load when the first operation is a downscaling
+//! resize), run the resolved operations in order, encode. Pure and synchronous; the caller runs
+//! it on the CPU pool. Equal inputs give byte-identical outputs.
+
+use crate::model::resolved::ResolvedPipeline;
+use crate::render::codecs::{self, DecodeHint, EncodeOptions, OutputFormat};
+use crate::render::error::{RenderError, Result};
+use crate::render::limits::Limits;
+use crate::render::ops::{Area, OpContext, Operation};
+use image::DynamicImage;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Everything a render needs besides the source bytes.
+pub struct RenderInput<'a> {
+    pub pipeline: &'a ResolvedPipeline,
+    pub format: OutputFormat,
+    pub lossless: bool,
+    pub limits: Limits,
+    /// Source size after EXIF orientation, for planning a reduced-size decode.
+    pub oriented_size: (u32, u32),
+    /// The image's dynamic metadata (`subject_area`, `crop_area`, `multi_areas`), in
+    /// oriented source pixels or percentages.
+    pub dynamic_metadata: &'a Map<String, Value>,
+    /// Loads another image of the organization by hash (composition).
+    pub secondary: &'a dyn Fn(&str) -> Result<DynamicImage>,
+}
+
+/// Renders `source` and returns the encoded bytes.
+pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+    let operations: Vec<Operation> = input
+        .pipeline
+        .operations
+        .iter()
+        .map(Operation::from_resolved)
+        .collect::<Result<_>>()?;
+    let dpr = number(&input.pipeline.options, "dpr").unwrap_or(1.0);
+    let hint = decode_hint(&operations, input.oriented_size, dpr);
+    let decoded = codecs::decode(source, &input.limits, hint)?;
+    let (w, h) = (decoded.image.width(), decoded.image.height());
+    let mut ctx = OpContext {
+        dpr,
+        limits: input.limits,
+        subject_area: area(
+            input.dynamic_metadata.get("subject_area"),
+            decoded.scale,
+            w,
+            h,
+        ),
+        crop_area: area(input.dynamic_metadata.get("crop_area"), decoded.scale, w, h),
+        multi_areas: multi_areas(
+            input.dynamic_metadata.get("multi_areas"),
+            decoded.scale,
+            w,
+            h,
+        ),
+        secondary: input.secondary,
+    };
+    let mut image = decoded.image;
+    for op in &operations {
+        image = op.apply(image, &mut ctx)?;
+    }
+    let opts = encode_options(
+        &input.pipeline.options,
+        input.format,
+        input.lossless,
+        decoded.icc.as_deref(),
+    );
+    codecs::encode(&image, &opts)
+}
+
+/// A reduced-size decode is safe when the first operation is a resize: nothing before it
+/// needs full-resolution pixels. The hint is the resize's own target size.
+fn decode_hint(operations: &[Operation], oriented: (u32, u32), dpr: f64) -> Option<DecodeHint> {
+    match operations.first() {
+        Some(Operation::Resize(r)) => {
+            let (tw, th) = r.target_size(oriented.0, oriented.1, dpr);
+            let (tw, th) = (u32::try_from(tw).ok()?, u32::try_from(th).ok()?);
+            (tw < oriented.0 && th < oriented.1).then_some(DecodeHint {
+                min_width: tw,
+                min_height: th,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn number(map: &Map<String, Value>, key: &str) -> Option<f64> {
+    map.get(key).and_then(Value::as_f64)
+}
+
+/// An area from dynamic metadata in current pixels: absolute areas scale with the decode,
+/// percentage areas are relative to the decoded size.
+fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
+    let obj = v?.as_object()?;
+    let get = |k: &str| obj.get(k).and_then(Value::as_f64);
+    let (x, y) = (get("x")?, get("y")?);
+    let (aw, ah) = (get("width").unwrap_or(1.0), get("height").unwrap_or(1.0));
+    if obj.get("percentage") == Some(&Value::Bool(true)) {
+        let (fw, fh) = (f64::from(w) / 100.0, f64::from(h) / 100.0);
+        Some(Area::new(x * fw, y * fh, aw * fw, ah * fh))
+    } else {
+        Some(Area::new(
+            x * scale,
+            y * scale,
+            (aw * scale).max(1.0),
+            (ah * scale).max(1.0),
+        ))
+    }
+}
+
+fn multi_areas(v: Option<&Value>, scale: f64, w: u32, h: u32) -> BTreeMap<String, Area> {
+    let mut out = BTreeMap::new();
+    if let Some(obj) = v.and_then(Value::as_object) {
+        for (name, inner) in obj {
+            let a = inner.get("crop_area").or_else(|| inner.get("subject_area"));
+            if let Some(a) = area(a, scale, w, h) {
+                out.insert(name.clone(), a);
+            }
+        }
+    }
+    out
+}
+
+fn hex_color(v: Option<&Value>) -> Option<[u8; 3]> {
+    crate::render::ops::parse_hex_color(v?.as_str()?)
+}
+
+/// Encoder settings from the effective stack options.
+fn encode_options<'a>(
+    options: &Map<String, Value>,
+    format: OutputFormat,
+    lossless: bool,
+    icc: Option<&'a [u8]>,
+) -> EncodeOptions<'a> {
+    let quality_key = match format {
+        OutputFormat::Jpeg => "jpg.quality",
+        OutputFormat::Webp => "webp.quality",
+        OutputFormat::Avif => "avif.quality",
+        OutputFormat::Gif => "gif.quality",
+        OutputFormat::Png => "pngquant.quality",
+    };
+    let quality = number(options, quality_key).map_or(80, |q| q.clamp(1.0, 100.0) as u8);
+    let background = hex_color(options.get("transparency.color"))
+        .or_else(|| hex_color(options.get("jpg.transparency.color")))
+        .unwrap_or([255, 255, 255]);
+    EncodeOptions {
+        format,
+        quality,
+        lossless,
+        png_compression: number(options, "png.compression_level")
+            .map_or(7, |l| l.clamp(0.0, 9.0) as u8),
+        background,
+        icc,
+    }
+}
+
+impl From<std::convert::Infallible> for RenderError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}

@@ -1,0 +1,444 @@
+//! Serving render URLs (spec §6, design §4): parse the path, resolve the stack chain, URL
+//! overrides and variables into a pipeline, check signatures, negotiate the format, then answer
+//! from the render store or render once. Concurrent requests for the same render key share one
+//! render (single-flight); a render that fails for a reason in the source or the request is
+//! remembered for a while so that hostile URLs do not cost a decode on every hit.
+
+use super::Services;
+use crate::error::{Error, Result};
+use crate::model::ids::{HashPrefix, OrgName};
+use crate::model::image::ImageRecord;
+use crate::model::resolve::{self, ResolveInput};
+use crate::model::stack::StackDefinition;
+use crate::render::codecs::OutputFormat;
+use crate::render::pipeline::{self, RenderInput};
+use crate::storage::{RenderMeta, StoredRender};
+use crate::url::{self, ImageRef, RenderRequest, StackRef, UrlError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long a failed render is answered from memory.
+const FAILURE_TTL: Duration = Duration::from_secs(60);
+/// Most failures remembered at once.
+const FAILURE_CAP: usize = 10_000;
+
+/// A render key: BLAKE3 over everything that determines the output bytes.
+pub type RenderKey = [u8; 32];
+
+/// In-memory render coordination shared by all HTTP workers.
+#[derive(Default)]
+pub struct RenderState {
+    inflight: Mutex<HashMap<RenderKey, Arc<OnceCell<std::result::Result<StoredRender, Error>>>>>,
+    failures: Mutex<HashMap<RenderKey, (Instant, Error)>>,
+    /// Renders computed (misses that ran the pipeline).
+    pub rendered: AtomicU64,
+    /// Requests answered from the render store.
+    pub hits: AtomicU64,
+}
+
+/// Where a request came from: the organization and the path after it.
+pub struct RenderTarget<'a> {
+    pub org: &'a str,
+    /// The path as rokka's render host would see it (`/{stack}/…`), still percent-encoded.
+    pub path: &'a str,
+    pub query: &'a str,
+    /// `Some(org)` when the path form was used, so signatures over `/{org}/…` verify too.
+    pub org_prefix: Option<&'a str>,
+    pub accept: Option<&'a str>,
+}
+
+/// How a render was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// From the render store.
+    Hit,
+    /// Rendered by this request.
+    Rendered,
+    /// Waited for another request rendering the same key.
+    Joined,
+}
+
+/// The answer to a render URL.
+pub enum RenderAnswer {
+    Render {
+        render: StoredRender,
+        served: Served,
+        vary_accept: bool,
+        attachment: Option<String>,
+        tags: Vec<String>,
+    },
+    /// `source_file: true`: the original bytes from the blob file.
+    Original {
+        path: PathBuf,
+        mimetype: String,
+        size: u64,
+        etag: String,
+        attachment: Option<String>,
+        tags: Vec<String>,
+    },
+}
+
+fn url_error(e: UrlError) -> Error {
+    match e {
+        UrlError::NotFound(m) => Error::NotFound(m),
+        UrlError::Invalid(m) => Error::Invalid(m),
+    }
+}
+
+fn not_found(what: &str) -> Error {
+    Error::NotFound(format!("{what} not found"))
+}
+
+/// Looks up the image of a render URL; deleted images are not found.
+fn find_image(svc: &Services, org: &OrgName, image: &ImageRef) -> Result<ImageRecord> {
+    let ImageRef::Hash(raw) = image else {
+        return Err(Error::NotFound(
+            "aliases and remote images are not supported; use the image hash".into(),
+        ));
+    };
+    let prefix = HashPrefix::parse(raw).ok_or_else(|| not_found("source image"))?;
+    let store = &svc.store;
+    let rec = if prefix.is_full() {
+        store.get_image(org.as_str(), prefix.as_str())?
+    } else {
+        match store
+            .hashes_with_prefix(org.as_str(), prefix.as_str(), 2)?
+            .as_slice()
+        {
+            [one] => store.get_image(org.as_str(), one)?,
+            _ => None,
+        }
+    };
+    rec.filter(|r| !r.deleted)
+        .ok_or_else(|| not_found("source image"))
+}
+
+/// Oriented size of a source (EXIF orientations 5–8 swap the axes).
+fn oriented_size(rec: &ImageRecord) -> (u32, u32) {
+    let orientation = rec
+        .static_metadata
+        .get("exif")
+        .and_then(|e| e.get("Orientation"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(1);
+    if (5..=8).contains(&orientation) {
+        (rec.height, rec.width)
+    } else {
+        (rec.width, rec.height)
+    }
+}
+
+/// Answers a render URL.
+pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAnswer> {
+    let state = &svc.renders;
+    let org = OrgName::parse(target.org).map_err(|_| not_found("organization"))?;
+    let query = (!target.query.is_empty()).then_some(target.query);
+    let req: RenderRequest = url::parse_render_path(target.path, query).map_err(url_error)?;
+    let organization = svc
+        .store
+        .get_org(org.as_str())?
+        .ok_or_else(|| not_found("organization"))?;
+    let image = find_image(svc, &org, &req.image)?;
+
+    let (chain, stack_name, revision): (Vec<StackDefinition>, Option<String>, u64) = match &req
+        .stack
+    {
+        StackRef::Dynamic => (Vec::new(), None, 0),
+        StackRef::Named(name) => {
+            let stored = svc
+                .store
+                .get_stack(org.as_str(), name)?
+                .ok_or_else(|| not_found("stack"))?;
+            let chain = super::stacks::chain(&svc.store, org.as_str(), name, &stored.definition)?;
+            (chain, Some(name.clone()), stored.revision)
+        }
+    };
+    let dynamic = matches!(req.stack, StackRef::Dynamic);
+
+    // Signatures are checked before any work that depends on the URL's options.
+    let stack_protected = chain
+        .last()
+        .is_some_and(|d| d.options.get("protected") == Some(&serde_json::Value::Bool(true)));
+    if image.protected || stack_protected || (dynamic && organization.options.protect_dynamic_stack)
+    {
+        let keys: Vec<&str> = organization
+            .signing_keys
+            .iter()
+            .map(String::as_str)
+            .collect();
+        url::verify_signature(
+            target.path,
+            query,
+            target.org_prefix,
+            &keys,
+            crate::model::time::now_unix(),
+        )
+        .map_err(|e| Error::Forbidden(format!("this render URL needs a valid signature: {e}")))?;
+    }
+
+    let refs: Vec<&StackDefinition> = chain.iter().collect();
+    let pipeline = resolve::resolve(&ResolveInput {
+        chain: &refs,
+        url_operations: &req.operations,
+        url_options: &req.options,
+        url_variables: &req.variables,
+        dynamic,
+    })
+    .map_err(|e| Error::Invalid(e.message()))?;
+    let negotiated = resolve::negotiate_format(&req.format, &pipeline.options, target.accept)
+        .map_err(|e| Error::Invalid(e.message()))?;
+    let format = OutputFormat::from_ext(negotiated.format)
+        .ok_or_else(|| Error::Invalid(format!("unsupported output format '{}'", req.format)))?;
+
+    let mut tags = vec![format!("org-{org}"), format!("image-{}", image.hash)];
+    if let Some(s) = &stack_name {
+        tags.push(format!("stack-{org}-{s}"));
+    }
+    let attachment = (pipeline
+        .options
+        .get("content_disposition")
+        .and_then(|v| v.as_str())
+        == Some("attachment"))
+    .then(|| {
+        format!(
+            "{}.{}",
+            req.slug.clone().unwrap_or_else(|| image.hash.clone()),
+            format.ext()
+        )
+    });
+
+    if pipeline.options.get("source_file") == Some(&serde_json::Value::Bool(true)) {
+        return Ok(RenderAnswer::Original {
+            path: svc.store.blobs.path(&image.blob),
+            mimetype: image.mimetype.clone(),
+            size: image.size,
+            etag: format!("\"{}\"", image.binary_hash),
+            attachment: attachment.map(|_| image.name.clone()),
+            tags,
+        });
+    }
+
+    let key = render_key(
+        &org,
+        &image.hash,
+        &pipeline.canonical_bytes(),
+        format,
+        negotiated.lossless,
+        req.version,
+    );
+    let meta = RenderMeta {
+        content_type: format.mime().to_string(),
+        etag: String::new(),
+        organization: org.to_string(),
+        image: image.hash.clone(),
+        stack: stack_name,
+        revision,
+    };
+    let job = RenderJob {
+        image,
+        pipeline,
+        format,
+        lossless: negotiated.lossless,
+        meta,
+    };
+    let (render, served) = fetch_or_render(svc, state, key, job).await?;
+    Ok(RenderAnswer::Render {
+        render,
+        served,
+        vary_accept: negotiated.vary_accept,
+        attachment,
+        tags,
+    })
+}
+
+/// The render key over everything that determines the bytes (design §4).
+pub fn render_key(
+    org: &OrgName,
+    hash: &str,
+    canonical: &[u8],
+    format: OutputFormat,
+    lossless: bool,
+    version: Option<u64>,
+) -> RenderKey {
+    let mut h = blake3::Hasher::new();
+    for part in [
+        org.as_str().as_bytes(),
+        hash.as_bytes(),
+        canonical,
+        format.ext().as_bytes(),
+    ] {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(&[u8::from(lossless)]);
+    h.update(&version.map_or([0xff; 8], u64::to_be_bytes));
+    *h.finalize().as_bytes()
+}
+
+/// What a miss renders.
+struct RenderJob {
+    image: ImageRecord,
+    pipeline: crate::model::resolved::ResolvedPipeline,
+    format: OutputFormat,
+    lossless: bool,
+    meta: RenderMeta,
+}
+
+async fn fetch_or_render(
+    svc: &Services,
+    state: &RenderState,
+    key: RenderKey,
+    job: RenderJob,
+) -> Result<(StoredRender, Served)> {
+    if let Some(hit) = svc.store.get_render(&key)? {
+        state.hits.fetch_add(1, Ordering::Relaxed);
+        return Ok((hit, Served::Hit));
+    }
+    if let Some(err) = remembered_failure(state, &key) {
+        return Err(err);
+    }
+    let cell = {
+        let mut inflight = state
+            .inflight
+            .lock()
+            .map_err(|_| Error::internal("render state poisoned"))?;
+        inflight
+            .entry(key)
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone()
+    };
+    let mut ran = false;
+    let result = cell
+        .get_or_init(|| async {
+            ran = true;
+            let r = run_render(svc, key, job).await;
+            if let Err(e) = &r {
+                remember_failure(state, key, e);
+            } else {
+                state.rendered.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        })
+        .await
+        .clone();
+    if ran {
+        if let Ok(mut inflight) = state.inflight.lock() {
+            inflight.remove(&key);
+        }
+    }
+    result.map(|r| {
+        (
+            r,
+            if ran {
+                Served::Rendered
+            } else {
+                Served::Joined
+            },
+        )
+    })
+}
+
+async fn run_render(svc: &Services, key: RenderKey, job: RenderJob) -> Result<StoredRender> {
+    let store = svc.store.clone();
+    let limits = svc.limits();
+    let started = Instant::now();
+    let org = job.image.organization.clone();
+    let hash = job.image.hash.clone();
+    let bytes = svc
+        .pool
+        .run(move || -> Result<Vec<u8>> {
+            let source = store.blobs.read(&job.image.blob).map_err(Error::internal)?;
+            let secondary_store = store.clone();
+            let secondary_org = job.image.organization.clone();
+            let secondary = move |hash: &str| -> crate::render::error::Result<image::DynamicImage> {
+                load_secondary(&secondary_store, &secondary_org, hash, &limits)
+            };
+            let input = RenderInput {
+                pipeline: &job.pipeline,
+                format: job.format,
+                lossless: job.lossless,
+                limits,
+                oriented_size: oriented_size(&job.image),
+                dynamic_metadata: &job.image.dynamic_metadata,
+                secondary: &secondary,
+            };
+            let out = pipeline::render(&source, &input)?;
+            let mut meta = job.meta;
+            meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
+            store.put_render(&key, &meta, &out)?;
+            Ok(out)
+        })
+        .await
+        .map_err(Error::from)??;
+    log::info!(
+        "rendered {}/{} in {} ms ({} bytes)",
+        org,
+        hash,
+        started.elapsed().as_millis(),
+        bytes.len()
+    );
+    svc.store
+        .get_render(&key)?
+        .ok_or_else(|| Error::internal("a stored render vanished"))
+}
+
+/// Loads another image of the organization for `composition`.
+fn load_secondary(
+    store: &crate::storage::Store,
+    org: &str,
+    hash: &str,
+    limits: &crate::render::limits::Limits,
+) -> crate::render::error::Result<image::DynamicImage> {
+    use crate::render::error::RenderError;
+    let missing = || {
+        RenderError::Invalid(format!(
+            "composition.secondary_image: image '{hash}' not found"
+        ))
+    };
+    let prefix = HashPrefix::parse(hash).ok_or_else(missing)?;
+    let hashes = store
+        .hashes_with_prefix(org, prefix.as_str(), 2)
+        .map_err(|e| RenderError::Internal(e.to_string()))?;
+    let [full] = hashes.as_slice() else {
+        return Err(missing());
+    };
+    let rec = store
+        .get_image(org, full)
+        .map_err(|e| RenderError::Internal(e.to_string()))?
+        .filter(|r| !r.deleted)
+        .ok_or_else(missing)?;
+    let bytes = store
+        .blobs
+        .read(&rec.blob)
+        .map_err(|e| RenderError::Internal(e.to_string()))?;
+    Ok(crate::render::codecs::decode(&bytes, limits, None)?.image)
+}
+
+fn remembered_failure(state: &RenderState, key: &RenderKey) -> Option<Error> {
+    let failures = state.failures.lock().ok()?;
+    failures
+        .get(key)
+        .filter(|(at, _)| at.elapsed() < FAILURE_TTL)
+        .map(|(_, e)| e.clone())
+}
+
+/// Only failures that will repeat are remembered: client errors, not a full queue or a
+/// timeout.
+fn remember_failure(state: &RenderState, key: RenderKey, e: &Error) {
+    if !(400..500).contains(&e.status()) {
+        return;
+    }
+    if let Ok(mut failures) = state.failures.lock() {
+        if failures.len() >= FAILURE_CAP {
+            failures.retain(|_, (at, _)| at.elapsed() < FAILURE_TTL);
+            if failures.len() >= FAILURE_CAP {
+                failures.clear();
+            }
+        }
+        failures.insert(key, (Instant::now(), e.clone()));
+    }
+}

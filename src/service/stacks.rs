@@ -1,0 +1,165 @@
+//! Stack use cases (spec §5): create, overwrite, read, list and delete named stacks, and the
+//! basestack chain a render resolves through. Definitions are validated against the one
+//! schema in `model::schema` before they are stored.
+
+use super::accounts::{authorize, require_org, Principal};
+use super::Services;
+use crate::error::{Error, Result};
+use crate::model::account::Right;
+use crate::model::ids::OrgName;
+use crate::model::stack::{self, StackDefinition};
+use crate::model::time;
+use crate::storage::{Store, StoredStack};
+use serde_json::{json, Value};
+
+/// Longest basestack chain followed (a longer one is treated as a cycle).
+pub const MAX_CHAIN: usize = 8;
+
+fn stack_json(s: &StoredStack) -> Value {
+    stack::stack_json(&s.organization, &s.name, &s.created, &s.definition)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    stack::validate_stack_name(name).map_err(|e| Error::Invalid(e.message()))
+}
+
+/// The stacks from the outermost basestack down to `def` itself (which is last), loading each
+/// basestack from the store. A missing basestack or a cycle is an error naming it.
+pub fn chain(
+    store: &Store,
+    org: &str,
+    name: &str,
+    def: &StackDefinition,
+) -> Result<Vec<StackDefinition>> {
+    let mut out = vec![def.clone()];
+    let mut seen = vec![name.to_string()];
+    let mut next = def.basestack().map(str::to_string);
+    while let Some(base) = next {
+        if seen.contains(&base) || seen.len() > MAX_CHAIN {
+            return Err(Error::Invalid(format!(
+                "basestack '{base}' forms a cycle (stacks: {})",
+                seen.join(" → ")
+            )));
+        }
+        let stored = store
+            .get_stack(org, &base)?
+            .ok_or_else(|| Error::Invalid(format!("basestack '{base}' does not exist")))?;
+        next = stored.definition.basestack().map(str::to_string);
+        seen.push(base);
+        out.push(stored.definition);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Outcome of `PUT /stacks/{org}/{name}`.
+pub enum Saved {
+    Created(Value),
+    Overwritten(Value),
+}
+
+/// `PUT /stacks/{org}/{name}[?overwrite=true]`.
+pub async fn put(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    name: &str,
+    body: &[u8],
+    overwrite: bool,
+) -> Result<Saved> {
+    authorize(&svc.store, who, org, Right::Write)?;
+    require_org(&svc.store, org)?;
+    check_name(name)?;
+    let def = stack::parse_stack_body(body).map_err(|e| Error::Invalid(e.message()))?;
+    // Resolve the chain now so that a missing basestack or a cycle is refused at creation.
+    chain(&svc.store, org.as_str(), name, &def)?;
+    let existing = svc.store.get_stack(org.as_str(), name)?;
+    let saved = match existing {
+        Some(_) if !overwrite => {
+            return Err(Error::Conflict(format!(
+                "stack '{name}' already exists; use ?overwrite=true to replace it"
+            )))
+        }
+        Some(old) => {
+            let protected =
+                |d: &StackDefinition| d.options.get("protected") == Some(&Value::Bool(true));
+            if protected(&def) && !protected(&old.definition) {
+                return Err(Error::Invalid(
+                    "an unprotected stack cannot be made protected by overwriting it; create a new stack".into(),
+                ));
+            }
+            let stored = StoredStack {
+                revision: old.revision + 1,
+                definition: def,
+                ..old
+            };
+            svc.store.put_stack(&stored)?;
+            Saved::Overwritten(stack_json(&stored))
+        }
+        None => {
+            let stored = StoredStack {
+                organization: org.to_string(),
+                name: name.to_string(),
+                created: time::format_unix(time::now_unix()),
+                revision: 1,
+                definition: def,
+            };
+            if !svc.store.create_stack(&stored)? {
+                return Err(Error::Conflict(format!("stack '{name}' already exists")));
+            }
+            Saved::Created(stack_json(&stored))
+        }
+    };
+    svc.store.flush().await?;
+    Ok(saved)
+}
+
+/// Loads a stored stack or answers 404.
+pub fn require(store: &Store, org: &OrgName, name: &str) -> Result<StoredStack> {
+    store.get_stack(org.as_str(), name)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "stack '{}' not found",
+            crate::model::ids::truncate(name, 100)
+        ))
+    })
+}
+
+/// `GET /stacks/{org}/{name}`.
+pub fn get(svc: &Services, who: &Principal, org: &OrgName, name: &str) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    Ok(stack_json(&require(&svc.store, org, name)?))
+}
+
+/// `GET /stacks/{org}?limit&offset`.
+pub fn list(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    limit: Option<usize>,
+    offset: Option<usize>,
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    let all = svc.store.list_stacks(org.as_str())?;
+    let offset = offset.unwrap_or(0);
+    let limit = limit.unwrap_or(usize::MAX);
+    let items: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(stack_json)
+        .collect();
+    Ok(json!({ "items": items }))
+}
+
+/// `DELETE /stacks/{org}/{name}`.
+pub async fn delete(svc: &Services, who: &Principal, org: &OrgName, name: &str) -> Result<()> {
+    authorize(&svc.store, who, org, Right::Write)?;
+    if svc.store.delete_stack(org.as_str(), name)?.is_none() {
+        return Err(Error::NotFound(format!(
+            "stack '{}' not found",
+            crate::model::ids::truncate(name, 100)
+        )));
+    }
+    svc.store.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Stack definitions, keyed `org \0 name`. Each overwrite bumps the stack's revision, which
+//! renders record so that renders of an old definition can be told apart.
+
+use super::{decode, encode, key2, prefix, Result, Store};
+use crate::model::stack::StackDefinition;
+use serde::{Deserialize, Serialize};
+
+/// A stored stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredStack {
+    pub organization: String,
+    pub name: String,
+    pub created: String,
+    /// 1 for a new stack, incremented by every overwrite.
+    pub revision: u64,
+    pub definition: StackDefinition,
+}
+
+impl Store {
+    pub fn get_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
+        self.stacks
+            .get(key2(org, name))?
+            .map(|v| decode("stacks", &v))
+            .transpose()
+    }
+
+    /// Creates a stack; `false` when the name is taken.
+    pub fn create_stack(&self, stack: &StoredStack) -> Result<bool> {
+        let k = key2(&stack.organization, &stack.name);
+        Ok(self
+            .stacks
+            .compare_and_swap(k, None as Option<&[u8]>, Some(encode(stack)))?
+            .is_ok())
+    }
+
+    /// Replaces a stack.
+    pub fn put_stack(&self, stack: &StoredStack) -> Result<()> {
+        self.stacks
+            .insert(key2(&stack.organization, &stack.name), encode(stack))?;
+        Ok(())
+    }
+
+    pub fn delete_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
+        self.stacks
+            .remove(key2(org, name))?
+            .map(|v| decode("stacks", &v))
+            .transpose()
+    }
+
+    /// Stacks of an organization, by name.
+    pub fn list_stacks(&self, org: &str) -> Result<Vec<StoredStack>> {
+        self.stacks
+            .scan_prefix(prefix(org))
+            .values()
+            .map(|v| decode("stacks", &v?))
+            .collect()
+    }
+}
