@@ -251,7 +251,7 @@ pub async fn upload(
                 if changed {
                     svc.store.update_image(&existing)?;
                 }
-                existing
+                *existing
             }
         };
         items.push(stored);
@@ -576,9 +576,9 @@ async fn derive_variant(
             revived.deleted = false;
             revived.deleted_at = None;
             svc.store.update_image(&revived)?;
-            revived
+            *revived
         }
-        Inserted::Exists(existing) => existing,
+        Inserted::Exists(existing) => *existing,
     };
     if flags.delete_previous && old.hash != stored.hash {
         if old.locked {

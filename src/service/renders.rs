@@ -29,10 +29,13 @@ const FAILURE_CAP: usize = 10_000;
 /// A render key: BLAKE3 over everything that determines the output bytes.
 pub type RenderKey = [u8; 32];
 
+/// One render in progress; every request for its key awaits the same cell.
+type Flight = OnceCell<std::result::Result<StoredRender, Error>>;
+
 /// In-memory render coordination shared by all HTTP workers.
 #[derive(Default)]
 pub struct RenderState {
-    inflight: Mutex<HashMap<RenderKey, Arc<OnceCell<std::result::Result<StoredRender, Error>>>>>,
+    inflight: Mutex<HashMap<RenderKey, Arc<Flight>>>,
     failures: Mutex<HashMap<RenderKey, (Instant, Error)>>,
     /// Renders computed (misses that ran the pipeline).
     pub rendered: AtomicU64,

@@ -58,7 +58,7 @@ struct BlobRef {
 pub enum Inserted {
     Created,
     /// A record with that hash already exists (an expected race, not an error).
-    Exists(ImageRecord),
+    Exists(Box<ImageRecord>),
 }
 
 /// The data folder: sled database plus blob files.
@@ -461,7 +461,7 @@ impl Store {
                 .transaction(
                     |(images, img_binary, blob_refs, org_blobs, org_usage)| {
                         if let Some(existing) = images.get(&k)? {
-                            return Ok(Inserted::Exists(tx_decode("images", &existing)?));
+                            return Ok(Inserted::Exists(Box::new(tx_decode("images", &existing)?)));
                         }
                         images.insert(k.as_slice(), encode(rec))?;
                         img_binary

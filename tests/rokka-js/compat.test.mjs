@@ -624,3 +624,450 @@ test('sourceimages.deleteWithBinaryHash deletes every hash of the binary', async
   await assertStatus(rokka.sourceimages.get(org, variant.hash), 404)
   assert.equal((await rokka.sourceimages.getWithBinaryHash(org, sha1(bytes))).body.total, 0)
 })
+
+// ---------------------------------------------------------------------------------------------
+// Stacks
+
+/** The fields every stack response carries, as in the recorded rokka exchange. */
+function assertStackBody(body, org, name) {
+  assert.equal(body.name, name)
+  assert.equal(body.organization, org)
+  assert.equal(typeof body.created, 'string')
+  assert.equal(body.link, `/stacks/${org}/${name}`)
+  assert.ok(Array.isArray(body.stack_operations), JSON.stringify(body))
+  for (const op of body.stack_operations) assert.equal(typeof op.options, 'object', JSON.stringify(op))
+  assert.ok(Array.isArray(body.stack_expressions), JSON.stringify(body))
+}
+
+test('stacks.create with a config object, overwrite and 409 without it', async () => {
+  const { rokka, org } = await world()
+  const name = 'config-stack'
+  const operations = [
+    { name: 'resize', options: { width: 200, height: 150 } },
+    rokka.operations.rotate(45),
+  ]
+  const created = await rokka.stacks.create(org, name, {
+    operations,
+    options: { 'jpg.quality': 77 },
+    variables: { w: 300 },
+  })
+  assert.equal(created.statusCode, 201)
+  assertStackBody(created.body, org, name)
+  assert.deepEqual(created.body.stack_operations, [
+    { name: 'resize', options: { width: 200, height: 150 } },
+    { name: 'rotate', options: { angle: 45 } },
+  ])
+  assert.deepEqual(created.body.stack_options, { 'jpg.quality': 77 })
+  assert.deepEqual(created.body.stack_variables, { w: 300 })
+  assert.deepEqual(created.body.stack_expressions, [])
+
+  // Without overwrite (no query, or rokka.js's `overwrite=false`) an existing stack is a conflict.
+  await assertStatus(rokka.stacks.create(org, name, { operations }), 409)
+  await assertStatus(rokka.stacks.create(org, name, { operations }, { overwrite: false }), 409)
+
+  const replaced = await rokka.stacks.create(
+    org,
+    name,
+    { operations: [{ name: 'resize', options: { width: 100 } }] },
+    { overwrite: true },
+  )
+  assert.equal(replaced.statusCode, 200)
+  assertStackBody(replaced.body, org, name)
+  assert.deepEqual(replaced.body.stack_operations, [{ name: 'resize', options: { width: 100 } }])
+
+  const got = await rokka.stacks.get(org, name)
+  assert.equal(got.statusCode, 200)
+  assert.equal(got.response.headers.get('content-type'), 'application/json')
+  assertStackBody(got.body, org, name)
+  assert.deepEqual(got.body.stack_operations, [{ name: 'resize', options: { width: 100 } }])
+  assert.deepEqual(got.body.stack_options ?? {}, {})
+  assert.deepEqual(got.body.stack_variables ?? {}, {})
+})
+
+test('stacks.create with the legacy (org, name, operations, options, overwrite) signature', async () => {
+  const { rokka, org } = await world()
+  const name = 'legacy-stack'
+  const operations = [rokka.operations.resize(100, 100), { name: 'grayscale' }]
+  const created = await rokka.stacks.create(org, name, operations, { 'jpg.quality': 60 })
+  assert.equal(created.statusCode, 201)
+  assertStackBody(created.body, org, name)
+  assert.deepEqual(created.body.stack_operations, [
+    { name: 'resize', options: { width: 100, height: 100 } },
+    { name: 'grayscale', options: {} },
+  ])
+  assert.deepEqual(created.body.stack_options, { 'jpg.quality': 60 })
+
+  // overwrite=false sends no query at all.
+  await assertStatus(rokka.stacks.create(org, name, operations, { 'jpg.quality': 60 }, false), 409)
+  await assertStatus(rokka.stacks.create(org, name, operations, {}), 409)
+
+  const replaced = await rokka.stacks.create(org, name, [{ name: 'rotate', options: { angle: 90 } }], {}, true)
+  assert.equal(replaced.statusCode, 200)
+  assert.deepEqual(replaced.body.stack_operations, [{ name: 'rotate', options: { angle: 90 } }])
+  assert.deepEqual(replaced.body.stack_options, {})
+  assert.deepEqual((await rokka.stacks.get(org, name)).body.stack_operations, replaced.body.stack_operations)
+})
+
+test('stacks.list pages with limit and offset; stacks.delete removes a stack', async () => {
+  // The list organization holds no other stacks.
+  const { rokka, listing } = await world()
+  const names = ['list-a', 'list-b', 'list-c']
+  for (const name of names) {
+    await rokka.stacks.create(listing, name, { operations: [{ name: 'resize', options: { width: 10 } }] })
+  }
+  const listed = res => res.body.items.map(s => s.name)
+
+  const all = await rokka.stacks.list(listing)
+  assert.equal(all.statusCode, 200)
+  assert.deepEqual(listed(all).sort(), names)
+  for (const item of all.body.items) assertStackBody(item, listing, item.name)
+
+  const first = await rokka.stacks.list(listing, 2, 0)
+  assert.equal(first.body.items.length, 2, JSON.stringify(first.body))
+  const rest = await rokka.stacks.list(listing, 2, 2)
+  assert.equal(rest.body.items.length, 1, JSON.stringify(rest.body))
+  assert.deepEqual([...listed(first), ...listed(rest)].sort(), names)
+  assert.deepEqual((await rokka.stacks.list(listing, 1)).body.items.length, 1)
+
+  const got = await rokka.stacks.get(listing, 'list-b')
+  assertStackBody(got.body, listing, 'list-b')
+  assert.deepEqual(got.body.stack_operations, [{ name: 'resize', options: { width: 10 } }])
+
+  const deleted = await rokka.stacks.delete(listing, 'list-b')
+  assert.equal(deleted.statusCode, 204)
+  await assertStatus(rokka.stacks.get(listing, 'list-b'), 404)
+  await assertStatus(rokka.stacks.delete(listing, 'list-b'), 404)
+  assert.deepEqual(listed(await rokka.stacks.list(listing)).sort(), ['list-a', 'list-c'])
+})
+
+test('stacks.create refuses an unknown operation with a 400 that names it', async () => {
+  const { rokka, org } = await world()
+  const bad = [{ name: 'resize', options: { width: 10 } }, { name: 'explode', options: { force: 3 } }]
+  await assert.rejects(rokka.stacks.create(org, 'bad-stack', { operations: bad }), err => {
+    assert.equal(err.statusCode, 400, `expected 400, got ${err.statusCode}: ${err.message}`)
+    assert.equal(err.body?.error?.code, 400, JSON.stringify(err.body))
+    assert.match(err.body.error.message, /explode/)
+    return true
+  })
+  await assertStatus(rokka.stacks.create(org, 'bad-legacy', bad), 400)
+  await assertStatus(rokka.stacks.get(org, 'bad-stack'), 404)
+})
+
+test('operations.list and stackoptions.get answer without authentication', async () => {
+  const anonymous = client(undefined)
+  const ops = await anonymous.operations.list()
+  assert.equal(ops.statusCode, 200)
+  assert.equal(typeof ops.body.resize, 'object', Object.keys(ops.body).join(', '))
+  assert.equal(typeof ops.body.resize.properties?.width, 'object', JSON.stringify(ops.body.resize))
+  assert.equal(typeof ops.body.rotate?.properties?.angle, 'object')
+
+  const options = await anonymous.stackoptions.get()
+  assert.equal(options.statusCode, 200)
+  const quality = options.body.properties?.['jpg.quality']
+  assert.equal(typeof quality, 'object', JSON.stringify(options.body).slice(0, 300))
+  assert.equal(typeof quality.default, 'number')
+  assert.equal(typeof options.body.properties.dpr, 'object')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Render URLs, built by the client's own `render.getUrl` and fetched like a browser would.
+
+const IMMUTABLE = 'public, max-age=31536000, immutable'
+const TYPES = { png: 'image/png', jpg: 'image/jpeg' }
+
+/** Width and height from a PNG (IHDR) or JPEG (first SOFn marker) header. */
+function dimensions(bytes) {
+  if (bytes.length >= 24 && bytes.readUInt32BE(0) === 0x89504e47) {
+    return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) }
+  }
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) {
+    let i = 2
+    while (i + 9 < bytes.length) {
+      if (bytes[i] !== 0xff) break
+      const marker = bytes[i + 1]
+      if (marker === 0xff) {
+        i++
+        continue
+      }
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+        return { width: bytes.readUInt16BE(i + 7), height: bytes.readUInt16BE(i + 5) }
+      }
+      if ((marker >= 0xd0 && marker <= 0xd7) || marker === 0x01) i += 2
+      else i += 2 + bytes.readUInt16BE(i + 2)
+    }
+  }
+  throw new Error(`not a PNG or JPEG with a readable header (${bytes.length} bytes)`)
+}
+
+async function get(url, headers = {}) {
+  const res = await fetch(url, { headers })
+  return { res, body: Buffer.from(await res.arrayBuffer()) }
+}
+
+/** Fetches a render URL and checks status, headers and image size; returns bytes and ETag. */
+async function render(url, format, width, height) {
+  const { res, body } = await get(url)
+  assert.equal(res.status, 200, `GET ${url} → ${res.status}: ${body.toString('utf8', 0, 300)}`)
+  assert.equal(res.headers.get('content-type'), TYPES[format], url)
+  assert.equal(res.headers.get('cache-control'), IMMUTABLE, url)
+  const etag = res.headers.get('etag')
+  assert.ok(etag, `no ETag on ${url}`)
+  assert.deepEqual(dimensions(body), { width, height }, url)
+  return { body, etag }
+}
+
+async function assertRenderStatus(url, status) {
+  const { res, body } = await get(url)
+  assert.equal(res.status, status, `GET ${url} → ${res.status}: ${body.toString('utf8', 0, 300)}`)
+  return res
+}
+
+let renderWorldPromise
+
+/** The 64×48 JPEG in the main organization and a stack `thumb` that resizes to width 32. */
+function renderWorld() {
+  renderWorldPromise ??= (async () => {
+    const w = await world()
+    const img = await upload(w.rokka, w.org, JPEG_NAME, JPEG)
+    await w.rokka.stacks.create(w.org, 'thumb', {
+      operations: [{ name: 'resize', options: { width: 32 } }],
+    })
+    return { ...w, img }
+  })()
+  return renderWorldPromise
+}
+
+test('render.getUrl with a named stack: headers, size, stable bytes and 304', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const url = rokka.render.getUrl(org, img.hash, 'png', 'thumb')
+  assert.equal(url, `${RENDER}/${org}/thumb/${img.hash}.png`)
+  const first = await render(url, 'png', 32, 24)
+  const second = await render(url, 'png', 32, 24)
+  assert.ok(second.body.equals(first.body), 'a second fetch returned different bytes')
+  assert.equal(second.etag, first.etag)
+
+  const { res, body } = await get(url, { 'If-None-Match': first.etag })
+  assert.equal(res.status, 304)
+  assert.equal(body.length, 0)
+  assert.equal(res.headers.get('etag'), first.etag)
+
+  const jpg = await render(rokka.render.getUrl(org, img.hash, 'jpg', 'thumb'), 'jpg', 32, 24)
+  assert.notEqual(jpg.etag, first.etag)
+
+  await assertRenderStatus(rokka.render.getUrl(org, img.hash, 'png', 'no-such-stack'), 404)
+  await assertRenderStatus(rokka.render.getUrl(org, MISSING_HASH, 'png', 'thumb'), 404)
+})
+
+test('render.getUrl with a dynamic stack of operation objects', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const ops = [
+    { name: 'resize', options: { width: 20 } },
+    { name: 'rotate', options: { angle: 90 } },
+  ]
+  const url = rokka.render.getUrl(org, img.hash, 'png', ops)
+  assert.equal(url, `${RENDER}/${org}/dynamic/resize-width-20--rotate-angle-90/${img.hash}.png`)
+  await render(url, 'png', 15, 20)
+
+  // rokka.operations.resize(24) leaves height undefined, which the URL spells `__undefined__`.
+  const helper = rokka.render.getUrl(org, img.hash, 'jpg', [rokka.operations.resize(24)])
+  assert.match(helper, /\/dynamic\/resize-width-24-height-__undefined__\//)
+  await render(helper, 'jpg', 24, 18)
+
+  // No stack at all is `dynamic/noop`: the image converted, at its own size.
+  const noop = rokka.render.getUrl(org, img.hash, 'png', null)
+  assert.equal(noop, `${RENDER}/${org}/dynamic/noop/${img.hash}.png`)
+  await render(noop, 'png', 64, 48)
+})
+
+test('render.getUrl with stackoptions: dpr and jpg.quality', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const dpr = rokka.render.getUrl(org, img.hash, 'png', 'thumb', { stackoptions: { dpr: 2 } })
+  assert.equal(dpr, `${RENDER}/${org}/thumb/o-dpr-2/${img.hash}.png`)
+  await render(dpr, 'png', 64, 48)
+
+  const plain = await render(rokka.render.getUrl(org, img.hash, 'jpg', 'thumb'), 'jpg', 32, 24)
+  const low = rokka.render.getUrl(org, img.hash, 'jpg', 'thumb', { stackoptions: { 'jpg.quality': 50 } })
+  assert.equal(low, `${RENDER}/${org}/thumb/o-jpg.quality-50/${img.hash}.jpg`)
+  const lowQuality = await render(low, 'jpg', 32, 24)
+  assert.ok(!lowQuality.body.equals(plain.body), 'jpg.quality 50 gave the same bytes as the default')
+  assert.notEqual(lowQuality.etag, plain.etag)
+
+  // Several options in one segment, and one on a dynamic stack.
+  const both = rokka.render.getUrl(org, img.hash, 'jpg', 'thumb', { stackoptions: { dpr: 2, 'jpg.quality': 50 } })
+  await render(both, 'jpg', 64, 48)
+  const dyn = rokka.render.getUrl(org, img.hash, 'png', [{ name: 'resize', options: { height: 12 } }], {
+    stackoptions: { dpr: 3 },
+  })
+  await render(dyn, 'png', 48, 36)
+})
+
+test('render.getUrl with variables in the path and in ?v=', async () => {
+  const { rokka, org, img } = await renderWorld()
+  await rokka.stacks.create(org, 'vars', {
+    operations: [{ name: 'resize', options: { width: '$w' } }],
+    variables: { w: 120 },
+  })
+  await render(rokka.render.getUrl(org, img.hash, 'png', 'vars'), 'png', 120, 90)
+
+  const small = rokka.render.getUrl(org, img.hash, 'png', 'vars', { variables: { w: 40 } })
+  assert.equal(small, `${RENDER}/${org}/vars/v-w-40/${img.hash}.png`)
+  await render(small, 'png', 40, 30)
+
+  // A value with characters unsafe in a path goes into ?v= as JSON.
+  await rokka.stacks.create(org, 'corner', {
+    operations: [{ name: 'crop', options: { width: 16, height: 16, anchor: '$a' } }],
+    variables: { a: 'left_top', note: 'none' },
+  })
+  const topLeft = await render(rokka.render.getUrl(org, img.hash, 'png', 'corner'), 'png', 16, 16)
+  const queried = rokka.render.getUrl(org, img.hash, 'png', 'corner', { variables: { a: 'right-bottom' } })
+  const parsed = new URL(queried)
+  assert.equal(parsed.pathname, `/${org}/corner/${img.hash}.png`)
+  assert.deepEqual(JSON.parse(parsed.searchParams.get('v')), { a: 'right-bottom' })
+  const bottomRight = await render(queried, 'png', 16, 16)
+  assert.ok(!bottomRight.body.equals(topLeft.body), '?v= made no difference to the render')
+
+  // A value longer than 20 characters goes into ?v= too, beside the unsafe one.
+  const long = rokka.render.getUrl(org, img.hash, 'png', 'corner', {
+    variables: { a: 'right-bottom', note: 'longer than twenty characters' },
+  })
+  assert.deepEqual(JSON.parse(new URL(long).searchParams.get('v')), {
+    a: 'right-bottom',
+    note: 'longer than twenty characters',
+  })
+  assert.ok((await render(long, 'png', 16, 16)).body.equals(bottomRight.body))
+
+  // Path and query variables together, with the query left readable (`?v={"a":…}`).
+  await rokka.stacks.create(org, 'sized-corner', {
+    operations: [
+      { name: 'resize', options: { width: '$w' } },
+      { name: 'crop', options: { width: 16, height: 16, anchor: '$a' } },
+    ],
+    variables: { w: 120, a: 'left_top' },
+  })
+  const mixed = rokka.render.getUrl(org, img.hash, 'png', 'sized-corner', {
+    variables: { w: 64, a: 'right-bottom' },
+    removeSafeUrlFromQuery: true,
+  })
+  assert.ok(mixed.endsWith(`/sized-corner/v-w-64/${img.hash}.png?v={"a":"right-bottom"}`), mixed)
+  assert.ok((await render(mixed, 'png', 16, 16)).body.equals(bottomRight.body))
+})
+
+test('render.getUrl with a filename slug and with a short hash', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const plain = await render(rokka.render.getUrl(org, img.hash, 'png', 'thumb'), 'png', 32, 24)
+
+  const slugged = rokka.render.getUrl(org, img.hash, 'png', 'thumb', { filename: 'my-gradient' })
+  assert.equal(slugged, `${RENDER}/${org}/thumb/${img.hash}/my-gradient.png`)
+  const withSlug = await render(slugged, 'png', 32, 24)
+  assert.ok(withSlug.body.equals(plain.body), 'the slug changed the rendered bytes')
+
+  const short = rokka.render.getUrl(org, img.short_hash, 'png', 'thumb', { filename: 'short' })
+  assert.equal(short, `${RENDER}/${org}/thumb/${img.short_hash}/short.png`)
+  const byShort = await render(short, 'png', 32, 24)
+  assert.ok(byShort.body.equals(plain.body), 'the short hash rendered different bytes')
+})
+
+test('overwriting a stack changes what its render URLs return', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const name = 'changing'
+  await rokka.stacks.create(org, name, { operations: [{ name: 'resize', options: { width: 32 } }] })
+  const url = rokka.render.getUrl(org, img.hash, 'png', name, { filename: 'before' })
+  const before = await render(url, 'png', 32, 24)
+
+  await rokka.stacks.create(
+    org,
+    name,
+    { operations: [{ name: 'resize', options: { width: 16 } }] },
+    { overwrite: true },
+  )
+  await render(rokka.render.getUrl(org, img.hash, 'png', name, { filename: 'after' }), 'png', 16, 12)
+  // Renders are keyed by the resolved definition, so the old URL follows the new stack.
+  const again = await render(url, 'png', 16, 12)
+  assert.notEqual(again.etag, before.etag)
+
+  await rokka.stacks.delete(org, name)
+  await assertRenderStatus(url, 404)
+})
+
+test('a protected image renders only with a signed URL', async () => {
+  const { rokka, org } = await renderWorld()
+  const img = await upload(rokka, org, 'signed.png', uniquePng(64, 48))
+  const on = await rokka.sourceimages.setProtected(org, img.hash, true)
+  const hash = locationHash(on)
+  assert.notEqual(hash, img.hash)
+
+  const orgInfo = await rokka.organizations.get(org)
+  const key = orgInfo.body.signing_keys?.[0]?.key
+  assert.equal(typeof key, 'string', `no signing_keys[0].key: ${JSON.stringify(orgInfo.body)}`)
+
+  const url = rokka.render.getUrl(org, hash, 'png', 'thumb')
+  await assertRenderStatus(url, 403)
+
+  const signed = rokka.render.signUrl(url, key)
+  assert.match(new URL(signed).searchParams.get('sig'), /^[0-9a-f]{16}$/)
+  await render(signed, 'png', 32, 24)
+
+  const until = new Date(Date.now() + 3600 * 1000)
+  const limited = rokka.render.signUrl(url, key, { until })
+  assert.ok(new URL(limited).searchParams.get('sigopts'), limited)
+  await render(limited, 'png', 32, 24)
+
+  // rokka.js drops the slug before signing, and the signed URL it returns has none either.
+  const slugged = rokka.render.signUrl(rokka.render.getUrl(org, hash, 'png', 'thumb', { filename: 'secret' }), key)
+  assert.equal(new URL(slugged).pathname, `/${org}/thumb/${hash}.png`)
+  await render(slugged, 'png', 32, 24)
+
+  // Variables in ?v= are part of what is signed.
+  await rokka.stacks.create(org, 'signed-corner', {
+    operations: [{ name: 'crop', options: { width: 16, height: 16, anchor: '$a' } }],
+    variables: { a: 'left_top' },
+  })
+  const withV = rokka.render.getUrl(org, hash, 'png', 'signed-corner', { variables: { a: 'right-bottom' } })
+  const signedV = rokka.render.signUrl(withV, key)
+  await render(signedV, 'png', 16, 16)
+  const tamperedV = new URL(signedV)
+  tamperedV.searchParams.set('v', JSON.stringify({ a: 'left-bottom' }))
+  await assertRenderStatus(tamperedV.toString(), 403)
+
+  // A wrong signature, a signature moved to another stack, and an expired one are refused.
+  const wrong = new URL(signed)
+  wrong.searchParams.set('sig', '0000000000000000')
+  await assertRenderStatus(wrong.toString(), 403)
+  const moved = signed.replace('/thumb/', '/dynamic/noop/')
+  await assertRenderStatus(moved, 403)
+  const expired = rokka.render.signUrl(url, key, { until: new Date(Date.now() - 3600 * 1000) })
+  await assertRenderStatus(expired, 403)
+})
+
+test('render.addStackVariables on a path-form render URL', async () => {
+  const { rokka, org, img } = await renderWorld()
+  await rokka.stacks.create(
+    org,
+    'vars',
+    { operations: [{ name: 'resize', options: { width: '$w' } }], variables: { w: 120 } },
+    { overwrite: true },
+  )
+  const base = rokka.render.getUrl(org, img.hash, 'png', 'vars', { filename: 'named' })
+  const url = rokka.render.addStackVariables(base, { w: 48 })
+  assert.equal(url, `${RENDER}/${org}/vars/v-w-48/${img.hash}/named.png`)
+  await render(url, 'png', 48, 36)
+
+  // Adding to a URL that already has variables merges them; the later call wins.
+  const again = rokka.render.addStackVariables(url, { w: 24 })
+  assert.equal(again, `${RENDER}/${org}/vars/v-w-24/${img.hash}/named.png`)
+  await render(again, 'png', 24, 18)
+})
+
+test('render.getUrlFromUrl with a path-form renderHost', async t => {
+  const { rokka, org, img } = await renderWorld()
+  const source = rokka.render.getUrl(org, img.hash, 'png', 'dynamic/noop', { filename: 'pic' })
+  const url = rokka.render.getUrlFromUrl(source, 'thumb')
+  const expected = `${RENDER}/${org}/thumb/${img.hash}/pic.png`
+  if (url !== expected) {
+    // rokka-render takes the organization from the URL's hostname (minus the fixed part of
+    // renderHost's host), so with the organization in the path it builds a URL for another one.
+    t.skip(`getUrlFromUrl needs the organization in the host name; it built ${url}`)
+    return
+  }
+  await render(url, 'png', 32, 24)
+})
