@@ -250,3 +250,12 @@ pub async fn my_memberships(req: HttpRequest, svc: Svc) -> Result<HttpResponse> 
         &acc::user_memberships(&svc.store, &who)?,
     ))
 }
+
+/// `DELETE /organizations/{org}/cache`: removes every render of the organization.
+pub async fn purge(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let report =
+        crate::service::purge::org_cache(&svc, &who, &org_name(&path)?, super::dry_run(&req))
+            .await?;
+    Ok(json_response(200, &report))
+}

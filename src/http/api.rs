@@ -8,6 +8,15 @@ use actix_web::web;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
     cfg.route("/", web::get().to(accounts::root))
+        // purges (free and unlimited)
+        .route(
+            "/organizations/{org}/cache",
+            web::delete().to(accounts::purge),
+        )
+        .route(
+            "/sourceimages/{org}/{hash}/cache",
+            web::delete().to(images::purge),
+        )
         .route("/operations", web::get().to(stacks::operations))
         .route("/stackoptions", web::get().to(stacks::stack_options))
         // organizations and memberships
@@ -140,5 +149,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/stacks/{org}/{name}", web::put().to(stacks::put))
         .route("/stacks/{org}/{name}", web::get().to(stacks::get))
         .route("/stacks/{org}/{name}", web::delete().to(stacks::delete))
+        .route(
+            "/stacks/{org}/{name}/cache",
+            web::delete().to(stacks::purge),
+        )
         .default_service(web::to(not_found));
 }

@@ -252,8 +252,32 @@ pub async fn delete(
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
     let (org, hash) = path.into_inner();
-    img::delete(&svc, &who, &org_name(&org)?, &hash).await?;
-    Ok(no_content())
+    Ok(
+        match img::delete(&svc, &who, &org_name(&org)?, &hash, super::dry_run(&req)).await? {
+            Some(report) => json_response(200, &report),
+            None => no_content(),
+        },
+    )
+}
+
+/// `DELETE /sourceimages/{org}/{hash}/cache`: removes the image's renders and lists their
+/// paths.
+pub async fn purge(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, hash) = path.into_inner();
+    let report = crate::service::purge::image_cache(
+        &svc,
+        &who,
+        &org_name(&org)?,
+        &hash,
+        super::dry_run(&req),
+    )
+    .await?;
+    Ok(json_response(200, &report))
 }
 
 /// `POST /sourceimages/{org}/{hash}/restore`.

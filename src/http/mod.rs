@@ -81,6 +81,11 @@ pub fn query_value(pairs: &[(String, String)], key: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// Whether the request asks for a dry run (`?dry_run=true`).
+pub fn dry_run(req: &HttpRequest) -> bool {
+    query_value(&query_pairs(req), "dry_run").is_some_and(|v| v == "true")
+}
+
 /// Reads a request body up to `limit` bytes.
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes> {
     let mut body = web::BytesMut::new();

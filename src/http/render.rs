@@ -7,6 +7,7 @@ use super::header;
 use crate::error::Error;
 use crate::service::renders::{self, RenderAnswer, RenderTarget, Served};
 use crate::service::Services;
+use crate::storage::ServedPath;
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, ETAG, VARY};
 use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::io::AsyncReadExt;
@@ -69,6 +70,17 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
         query: req.query_string(),
         org_prefix: path_form.then_some(org.as_str()),
         accept: header(&req, "accept"),
+        served: ServedPath {
+            host: if path_form {
+                String::new()
+            } else {
+                header(&req, "host").unwrap_or_default().to_string()
+            },
+            path: match req.query_string() {
+                "" => req.path().to_string(),
+                q => format!("{}?{q}", req.path()),
+            },
+        },
     };
     match renders::render(&svc, t).await {
         Ok(answer) => respond(&req, answer).await,

@@ -1,11 +1,13 @@
 //! Handlers for `/stacks`, `/operations` and `/stackoptions`.
 
 use super::{
-    json_response, no_content, principal, query_pairs, query_value, read_body, MAX_JSON_BODY,
+    dry_run, json_response, no_content, principal, query_pairs, query_value, read_body,
+    MAX_JSON_BODY,
 };
 use crate::error::{Error, Result};
 use crate::model::ids::OrgName;
 use crate::model::schema;
+use crate::service::purge;
 use crate::service::stacks::{self, Saved};
 use crate::service::Services;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,9 +40,19 @@ pub async fn put(
     let overwrite = query_value(&query_pairs(&req), "overwrite").is_some_and(|v| v == "true");
     let body = read_body(payload, MAX_JSON_BODY).await?;
     Ok(
-        match stacks::put(&svc, &who, &org_name(&org)?, &name, &body, overwrite).await? {
+        match stacks::put(
+            &svc,
+            &who,
+            &org_name(&org)?,
+            &name,
+            &body,
+            overwrite,
+            dry_run(&req),
+        )
+        .await?
+        {
             Saved::Created(v) => json_response(201, &v),
-            Saved::Overwritten(v) => json_response(200, &v),
+            Saved::Overwritten(v) | Saved::DryRun(v) => json_response(200, &v),
         },
     )
 }
@@ -86,6 +98,22 @@ pub async fn delete(
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
     let (org, name) = path.into_inner();
-    stacks::delete(&svc, &who, &org_name(&org)?, &name).await?;
-    Ok(no_content())
+    Ok(
+        match stacks::delete(&svc, &who, &org_name(&org)?, &name, dry_run(&req)).await? {
+            Some(report) => json_response(200, &report),
+            None => no_content(),
+        },
+    )
+}
+
+/// `DELETE /stacks/{org}/{name}/cache`: removes the stack's renders and lists their paths.
+pub async fn purge(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let (org, name) = path.into_inner();
+    let report = purge::stack_cache(&svc, &who, &org_name(&org)?, &name, dry_run(&req)).await?;
+    Ok(json_response(200, &report))
 }

@@ -10,7 +10,7 @@ use crate::model::account::Right;
 use crate::model::ids::{parse_binary_hash, HashPrefix, OrgName};
 use crate::model::image::{self, image_hash, ImageRecord};
 use crate::model::time;
-use crate::storage::{Inserted, ReceivedBlob, Store};
+use crate::storage::{Inserted, Purged, ReceivedBlob, Store};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -308,19 +308,33 @@ fn for_change(
 }
 
 /// Marks an image deleted (restorable for the retention period).
-fn soft_delete(store: &Store, mut rec: ImageRecord) -> Result<()> {
+/// Its renders go at once: the image's render URLs answer 404 from now on.
+fn soft_delete(store: &Store, mut rec: ImageRecord) -> Result<Purged> {
     rec.deleted = true;
     rec.deleted_at = Some(time::now_unix());
     store.update_image(&rec)?;
-    Ok(())
+    Ok(store.purge_image_renders(&rec.organization, &rec.hash, false)?)
 }
 
-/// `DELETE /sourceimages/{org}/{hash}`.
-pub async fn delete(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<()> {
+/// `DELETE /sourceimages/{org}/{hash}`; with `dry_run`, only reports what would be
+/// invalidated.
+pub async fn delete(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    hash: &str,
+    dry_run: bool,
+) -> Result<Option<Value>> {
     let rec = for_change(svc, who, org, hash, true)?;
+    if dry_run {
+        let would = svc
+            .store
+            .purge_image_renders(org.as_str(), &rec.hash, true)?;
+        return Ok(Some(super::purge::purged_json(&would, true)));
+    }
     soft_delete(&svc.store, rec)?;
     svc.store.flush().await?;
-    Ok(())
+    Ok(None)
 }
 
 /// `DELETE /sourceimages/{org}?binaryHash=`: every live image with these bytes. Nothing is

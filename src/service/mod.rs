@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod images;
 pub mod listing;
+pub mod purge;
 pub mod renders;
 pub mod stacks;
 

@@ -12,7 +12,7 @@ use crate::model::resolve::{self, ResolveInput};
 use crate::model::stack::StackDefinition;
 use crate::render::codecs::OutputFormat;
 use crate::render::pipeline::{self, RenderInput};
-use crate::storage::{RenderMeta, StoredRender};
+use crate::storage::{RenderMeta, ServedPath, StackRevision, StoredRender};
 use crate::url::{self, ImageRef, RenderRequest, StackRef, UrlError};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,6 +52,8 @@ pub struct RenderTarget<'a> {
     /// `Some(org)` when the path form was used, so signatures over `/{org}/…` verify too.
     pub org_prefix: Option<&'a str>,
     pub accept: Option<&'a str>,
+    /// The URL as requested, recorded so that invalidations can refresh it at the edge.
+    pub served: ServedPath,
 }
 
 /// How a render was obtained.
@@ -147,19 +149,24 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         .ok_or_else(|| not_found("organization"))?;
     let image = find_image(svc, &org, &req.image)?;
 
-    let (chain, stack_name, revision): (Vec<StackDefinition>, Option<String>, u64) = match &req
-        .stack
-    {
-        StackRef::Dynamic => (Vec::new(), None, 0),
+    let links = match &req.stack {
+        StackRef::Dynamic => Vec::new(),
         StackRef::Named(name) => {
             let stored = svc
                 .store
                 .get_stack(org.as_str(), name)?
                 .ok_or_else(|| not_found("stack"))?;
-            let chain = super::stacks::chain(&svc.store, org.as_str(), name, &stored.definition)?;
-            (chain, Some(name.clone()), stored.revision)
+            super::stacks::chain(
+                &svc.store,
+                org.as_str(),
+                name,
+                stored.revision,
+                &stored.definition,
+            )?
         }
     };
+    let stack_name = links.last().map(|l| l.name.clone());
+    let chain: Vec<&StackDefinition> = links.iter().map(|l| &l.definition).collect();
     let dynamic = matches!(req.stack, StackRef::Dynamic);
 
     // Signatures are checked before any work that depends on the URL's options.
@@ -183,9 +190,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         .map_err(|e| Error::Forbidden(format!("this render URL needs a valid signature: {e}")))?;
     }
 
-    let refs: Vec<&StackDefinition> = chain.iter().collect();
     let pipeline = resolve::resolve(&ResolveInput {
-        chain: &refs,
+        chain: &chain,
         url_operations: &req.operations,
         url_options: &req.options,
         url_variables: &req.variables,
@@ -238,8 +244,13 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         etag: String::new(),
         organization: org.to_string(),
         image: image.hash.clone(),
-        stack: stack_name,
-        revision,
+        stacks: links
+            .iter()
+            .map(|l| StackRevision {
+                name: l.name.clone(),
+                revision: l.revision,
+            })
+            .collect(),
     };
     let job = RenderJob {
         image,
@@ -247,6 +258,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         format,
         lossless: negotiated.lossless,
         meta,
+        served: target.served,
     };
     let (render, served) = fetch_or_render(svc, state, key, job).await?;
     Ok(RenderAnswer::Render {
@@ -289,6 +301,7 @@ struct RenderJob {
     format: OutputFormat,
     lossless: bool,
     meta: RenderMeta,
+    served: ServedPath,
 }
 
 async fn fetch_or_render(
@@ -299,6 +312,7 @@ async fn fetch_or_render(
 ) -> Result<(StoredRender, Served)> {
     if let Some(hit) = svc.store.get_render(&key)? {
         state.hits.fetch_add(1, Ordering::Relaxed);
+        svc.store.note_served_path(&key, &job.served)?;
         return Ok((hit, Served::Hit));
     }
     if let Some(err) = remembered_failure(state, &key) {
@@ -372,7 +386,7 @@ async fn run_render(svc: &Services, key: RenderKey, job: RenderJob) -> Result<St
             let out = pipeline::render(&source, &input)?;
             let mut meta = job.meta;
             meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
-            store.put_render(&key, &meta, &out)?;
+            store.put_render(&key, &meta, &out, &job.served)?;
             Ok(out)
         })
         .await

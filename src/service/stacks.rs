@@ -23,30 +23,46 @@ fn check_name(name: &str) -> Result<()> {
     stack::validate_stack_name(name).map_err(|e| Error::Invalid(e.message()))
 }
 
-/// The stacks from the outermost basestack down to `def` itself (which is last), loading each
-/// basestack from the store. A missing basestack or a cycle is an error naming it.
+/// One stack of a render's chain.
+pub struct ChainLink {
+    pub name: String,
+    pub revision: u64,
+    pub definition: StackDefinition,
+}
+
+/// The stacks from the outermost basestack down to `def` itself (which is last, with
+/// `revision`), loading each basestack from the store. A missing basestack or a cycle is an
+/// error naming it.
 pub fn chain(
     store: &Store,
     org: &str,
     name: &str,
+    revision: u64,
     def: &StackDefinition,
-) -> Result<Vec<StackDefinition>> {
-    let mut out = vec![def.clone()];
-    let mut seen = vec![name.to_string()];
+) -> Result<Vec<ChainLink>> {
+    let mut out = vec![ChainLink {
+        name: name.to_string(),
+        revision,
+        definition: def.clone(),
+    }];
     let mut next = def.basestack().map(str::to_string);
     while let Some(base) = next {
-        if seen.contains(&base) || seen.len() > MAX_CHAIN {
+        if out.iter().any(|l| l.name == base) || out.len() > MAX_CHAIN {
+            let names: Vec<&str> = out.iter().map(|l| l.name.as_str()).collect();
             return Err(Error::Invalid(format!(
                 "basestack '{base}' forms a cycle (stacks: {})",
-                seen.join(" → ")
+                names.join(" → ")
             )));
         }
         let stored = store
             .get_stack(org, &base)?
             .ok_or_else(|| Error::Invalid(format!("basestack '{base}' does not exist")))?;
         next = stored.definition.basestack().map(str::to_string);
-        seen.push(base);
-        out.push(stored.definition);
+        out.push(ChainLink {
+            name: base,
+            revision: stored.revision,
+            definition: stored.definition,
+        });
     }
     out.reverse();
     Ok(out)
@@ -56,6 +72,8 @@ pub fn chain(
 pub enum Saved {
     Created(Value),
     Overwritten(Value),
+    /// `dry_run=true` on an overwrite: what it would invalidate.
+    DryRun(Value),
 }
 
 /// `PUT /stacks/{org}/{name}[?overwrite=true]`.
@@ -66,13 +84,14 @@ pub async fn put(
     name: &str,
     body: &[u8],
     overwrite: bool,
+    dry_run: bool,
 ) -> Result<Saved> {
     authorize(&svc.store, who, org, Right::Write)?;
     require_org(&svc.store, org)?;
     check_name(name)?;
     let def = stack::parse_stack_body(body).map_err(|e| Error::Invalid(e.message()))?;
     // Resolve the chain now so that a missing basestack or a cycle is refused at creation.
-    chain(&svc.store, org.as_str(), name, &def)?;
+    chain(&svc.store, org.as_str(), name, 0, &def)?;
     let existing = svc.store.get_stack(org.as_str(), name)?;
     let saved = match existing {
         Some(_) if !overwrite => {
@@ -88,12 +107,23 @@ pub async fn put(
                     "an unprotected stack cannot be made protected by overwriting it; create a new stack".into(),
                 ));
             }
+            if dry_run {
+                let next = old.revision + 1;
+                let would = svc
+                    .store
+                    .purge_stack_renders(org.as_str(), name, Some(next), true)?;
+                return Ok(Saved::DryRun(super::purge::purged_json(&would, true)));
+            }
             let stored = StoredStack {
                 revision: old.revision + 1,
                 definition: def,
                 ..old
             };
             svc.store.put_stack(&stored)?;
+            // Renders of earlier definitions (of this stack, or of stacks built on it) are
+            // garbage now: new requests resolve to new keys.
+            svc.store
+                .purge_stack_renders(org.as_str(), name, Some(stored.revision), false)?;
             Saved::Overwritten(stack_json(&stored))
         }
         None => {
@@ -152,14 +182,26 @@ pub fn list(
 }
 
 /// `DELETE /stacks/{org}/{name}`.
-pub async fn delete(svc: &Services, who: &Principal, org: &OrgName, name: &str) -> Result<()> {
+/// Its renders are collected and its URLs answer 404. With `dry_run`, only reports what
+/// would be invalidated.
+pub async fn delete(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    name: &str,
+    dry_run: bool,
+) -> Result<Option<Value>> {
     authorize(&svc.store, who, org, Right::Write)?;
-    if svc.store.delete_stack(org.as_str(), name)?.is_none() {
-        return Err(Error::NotFound(format!(
-            "stack '{}' not found",
-            crate::model::ids::truncate(name, 100)
-        )));
+    require(&svc.store, org, name)?;
+    if dry_run {
+        let would = svc
+            .store
+            .purge_stack_renders(org.as_str(), name, None, true)?;
+        return Ok(Some(super::purge::purged_json(&would, true)));
     }
+    svc.store.delete_stack(org.as_str(), name)?;
+    svc.store
+        .purge_stack_renders(org.as_str(), name, None, false)?;
     svc.store.flush().await?;
-    Ok(())
+    Ok(None)
 }

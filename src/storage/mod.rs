@@ -18,7 +18,7 @@ use sled::{Transactional, Tree};
 use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
-pub use renders::{RenderMeta, StoredRender};
+pub use renders::{Purged, RenderMeta, ServedPath, StackRevision, StoredRender};
 pub use stacks::StoredStack;
 
 /// Version of the data layout. Opening a store written by a newer version fails.
@@ -44,6 +44,11 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub struct OrgUsage {
     pub space_in_bytes: u64,
     pub number_of_files: u64,
+    /// Stored renders and their bytes: reported, never billed.
+    #[serde(default)]
+    pub renders: u64,
+    #[serde(default)]
+    pub render_bytes: u64,
 }
 
 /// Reference count of one blob over every image record (deleted or not) of every organization.
@@ -79,6 +84,9 @@ pub struct Store {
     org_usage: Tree,
     stacks: Tree,
     renders: Tree,
+    render_by_image: Tree,
+    render_by_stack: Tree,
+    render_paths: Tree,
 }
 
 pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -89,7 +97,7 @@ pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
-fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
+pub(crate) fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
     let mut k = key2(a, b);
     k.push(0);
     k.extend_from_slice(c.as_bytes());
@@ -115,16 +123,16 @@ pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
 }
 
 /// Aborts a transaction with a storage error (decoding failure inside the closure).
-type TxError = ConflictableTransactionError<StorageError>;
+pub(crate) type TxError = ConflictableTransactionError<StorageError>;
 
-fn tx_decode<T: DeserializeOwned>(
+pub(crate) fn tx_decode<T: DeserializeOwned>(
     tree: &'static str,
     bytes: &[u8],
 ) -> std::result::Result<T, TxError> {
     decode(tree, bytes).map_err(ConflictableTransactionError::Abort)
 }
 
-fn tx_result<T>(r: std::result::Result<T, TransactionError<StorageError>>) -> Result<T> {
+pub(crate) fn tx_result<T>(r: std::result::Result<T, TransactionError<StorageError>>) -> Result<T> {
     match r {
         Ok(v) => Ok(v),
         Err(TransactionError::Abort(e)) => Err(e),
@@ -216,6 +224,9 @@ impl Store {
             org_usage: db.open_tree("org_usage")?,
             stacks: db.open_tree("stacks")?,
             renders: db.open_tree("renders")?,
+            render_by_image: db.open_tree("render_by_image")?,
+            render_by_stack: db.open_tree("render_by_stack")?,
+            render_paths: db.open_tree("render_paths")?,
             meta,
             db,
             path: path.to_path_buf(),

@@ -1,9 +1,29 @@
 //! Rendered outputs, keyed by render key (BLAKE3 over the resolved request). A value is
 //! `[u32 header length][JSON header][encoded bytes]`, so a hit is one lookup and the bytes are
 //! served straight from sled's buffer without a copy.
+//!
+//! Indexes, written in the same transaction as the render itself, make every render findable
+//! without scanning the store: by image (`org \0 hash \0 key`, which also serves the whole
+//! organization by prefix), by every stack of its chain and that stack's revision
+//! (`org \0 stack \0 revision \0 key`), and the URL paths it was served under (bounded).
 
-use super::{encode, Result, StorageError, Store};
+use super::{
+    decode, encode, key2, key3, prefix, tx_decode, tx_result, OrgUsage, Result, StorageError,
+    Store, TxError,
+};
 use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
+
+/// Most URL paths remembered per render (for edge purges).
+pub const MAX_PATHS_PER_RENDER: usize = 16;
+
+/// A stack a render went through, and the revision it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRevision {
+    pub name: String,
+    pub revision: u64,
+}
 
 /// What a render is and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,11 +32,9 @@ pub struct RenderMeta {
     pub etag: String,
     pub organization: String,
     pub image: String,
-    /// The named stack, if any, and its revision when rendered.
+    /// The named stack and its basestacks, each with the revision it had when rendered.
     #[serde(default)]
-    pub stack: Option<String>,
-    #[serde(default)]
-    pub revision: u64,
+    pub stacks: Vec<StackRevision>,
 }
 
 /// A stored render: its header and its bytes (shared with the store's buffer).
@@ -25,6 +43,30 @@ pub struct StoredRender {
     pub meta: RenderMeta,
     raw: sled::IVec,
     body_start: usize,
+}
+
+/// A URL a render was served under: the `Host` (empty for the path form) and the path with
+/// its query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedPath {
+    pub host: String,
+    pub path: String,
+}
+
+/// What an invalidation removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub renders: u64,
+    pub bytes: u64,
+    pub paths: Vec<ServedPath>,
+}
+
+impl Purged {
+    fn add(&mut self, other: Purged) {
+        self.renders += other.renders;
+        self.bytes += other.bytes;
+        self.paths.extend(other.paths);
+    }
 }
 
 impl StoredRender {
@@ -59,25 +101,347 @@ impl StoredRender {
     }
 }
 
+fn revision_key(org: &str, stack: &str, revision: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = key3(org, stack, &format!("{revision:016x}"));
+    k.push(0);
+    k.extend_from_slice(hex::encode(key).as_bytes());
+    k
+}
+
+fn image_key(org: &str, image: &str, key: &[u8]) -> Vec<u8> {
+    key3(org, image, &hex::encode(key))
+}
+
+/// The render key at the end of an index key (after the last zero byte).
+fn trailing_key(index_key: &[u8]) -> Option<Vec<u8>> {
+    let start = index_key.iter().rposition(|b| *b == 0)? + 1;
+    hex::decode(index_key.get(start..)?).ok()
+}
+
+fn adjust_usage(
+    usage: &TransactionalTree,
+    org: &str,
+    renders: i64,
+    bytes: i64,
+) -> std::result::Result<(), TxError> {
+    let mut u: OrgUsage = match usage.get(org.as_bytes())? {
+        Some(v) => tx_decode("org_usage", &v)?,
+        None => OrgUsage::default(),
+    };
+    u.renders = u.renders.saturating_add_signed(renders);
+    u.render_bytes = u.render_bytes.saturating_add_signed(bytes);
+    usage.insert(org.as_bytes(), encode(&u))?;
+    Ok(())
+}
+
 impl Store {
     /// Looks a render up by key.
     pub fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
         self.renders.get(key)?.map(StoredRender::parse).transpose()
     }
 
-    /// Stores a render.
-    pub fn put_render(&self, key: &[u8], meta: &RenderMeta, bytes: &[u8]) -> Result<()> {
+    /// Stores a render with its indexes, its first served path and the usage counters, in one
+    /// transaction.
+    pub fn put_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        served: &ServedPath,
+    ) -> Result<()> {
         let header = encode(meta);
         let mut value = Vec::with_capacity(4 + header.len() + bytes.len());
         value.extend_from_slice(&(header.len() as u32).to_be_bytes());
         value.extend_from_slice(&header);
         value.extend_from_slice(bytes);
-        self.renders.insert(key, value)?;
+        let org = meta.organization.as_str();
+        let paths = encode(&vec![served.clone()]);
+        tx_result(
+            (
+                &self.renders,
+                &self.render_by_image,
+                &self.render_by_stack,
+                &self.render_paths,
+                &self.org_usage,
+            )
+                .transaction(|(renders, by_image, by_stack, render_paths, usage)| {
+                    let replaced = renders.insert(key, value.as_slice())?;
+                    by_image.insert(image_key(org, &meta.image, key), &[])?;
+                    for s in &meta.stacks {
+                        by_stack.insert(revision_key(org, &s.name, s.revision, key), &[])?;
+                    }
+                    if replaced.is_none() {
+                        render_paths.insert(key, paths.as_slice())?;
+                        adjust_usage(usage, org, 1, bytes.len() as i64)?;
+                    }
+                    Ok(())
+                }),
+        )
+    }
+
+    /// Remembers another URL path a render was served under (at most
+    /// [`MAX_PATHS_PER_RENDER`]); a no-op for a path already known.
+    pub fn note_served_path(&self, key: &[u8], served: &ServedPath) -> Result<()> {
+        let known: Vec<ServedPath> = match self.render_paths.get(key)? {
+            Some(v) => decode("render_paths", &v)?,
+            None => return Ok(()),
+        };
+        if known.len() >= MAX_PATHS_PER_RENDER || known.contains(served) {
+            return Ok(());
+        }
+        let mut next = known;
+        next.push(served.clone());
+        self.render_paths.insert(key, encode(&next))?;
         Ok(())
+    }
+
+    /// Removes one render with its indexes; returns what it freed. With `dry_run`, only
+    /// reports it.
+    fn purge_render(&self, key: &[u8], dry_run: bool) -> Result<Purged> {
+        let Some(render) = self.get_render(key)? else {
+            return Ok(Purged::default());
+        };
+        let paths: Vec<ServedPath> = match self.render_paths.get(key)? {
+            Some(v) => decode("render_paths", &v)?,
+            None => Vec::new(),
+        };
+        let size = render.bytes().len() as u64;
+        let out = Purged {
+            renders: 1,
+            bytes: size,
+            paths,
+        };
+        if dry_run {
+            return Ok(out);
+        }
+        let meta = render.meta;
+        let org = meta.organization.as_str();
+        tx_result(
+            (
+                &self.renders,
+                &self.render_by_image,
+                &self.render_by_stack,
+                &self.render_paths,
+                &self.org_usage,
+            )
+                .transaction(|(renders, by_image, by_stack, render_paths, usage)| {
+                    if renders.remove(key)?.is_none() {
+                        return Ok(());
+                    }
+                    by_image.remove(image_key(org, &meta.image, key))?;
+                    for s in &meta.stacks {
+                        by_stack.remove(revision_key(org, &s.name, s.revision, key))?;
+                    }
+                    render_paths.remove(key)?;
+                    adjust_usage(usage, org, -1, -(size as i64))?;
+                    Ok(())
+                }),
+        )?;
+        Ok(out)
+    }
+
+    fn purge_index(
+        &self,
+        tree: &sled::Tree,
+        index_prefix: Vec<u8>,
+        dry_run: bool,
+    ) -> Result<Purged> {
+        let mut total = Purged::default();
+        let keys: Vec<Vec<u8>> = tree
+            .scan_prefix(index_prefix)
+            .keys()
+            .map(|k| k.map(|k| k.to_vec()))
+            .collect::<std::result::Result<_, _>>()?;
+        for index_key in keys {
+            match trailing_key(&index_key) {
+                Some(key) => {
+                    let purged = self.purge_render(&key, dry_run)?;
+                    if purged.renders == 0 && !dry_run {
+                        // An index entry without its render: drop it.
+                        tree.remove(&index_key)?;
+                    }
+                    total.add(purged);
+                }
+                None => {
+                    if !dry_run {
+                        tree.remove(&index_key)?;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Removes every render of an image.
+    pub fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged> {
+        let mut p = key2(org, image);
+        p.push(0);
+        self.purge_index(&self.render_by_image.clone(), p, dry_run)
+    }
+
+    /// Removes every render made through a stack (as the named stack or a basestack): all
+    /// revisions, or only those below `below_revision`.
+    pub fn purge_stack_renders(
+        &self,
+        org: &str,
+        stack: &str,
+        below_revision: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Purged> {
+        let mut p = key2(org, stack);
+        p.push(0);
+        match below_revision {
+            None => self.purge_index(&self.render_by_stack.clone(), p, dry_run),
+            Some(current) => {
+                let mut total = Purged::default();
+                for rev in self.stack_revisions(org, stack)? {
+                    if rev < current {
+                        let mut rp = key3(org, stack, &format!("{rev:016x}"));
+                        rp.push(0);
+                        total.add(self.purge_index(&self.render_by_stack.clone(), rp, dry_run)?);
+                    }
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    /// Revisions of a stack that have renders.
+    fn stack_revisions(&self, org: &str, stack: &str) -> Result<Vec<u64>> {
+        let mut p = key2(org, stack);
+        p.push(0);
+        let mut revs = Vec::new();
+        for k in self.render_by_stack.scan_prefix(&p).keys() {
+            let k = k?;
+            let rest = k.get(p.len()..).unwrap_or_default();
+            let hex_rev = rest.split(|b| *b == 0).next().unwrap_or_default();
+            if let Some(rev) = std::str::from_utf8(hex_rev)
+                .ok()
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            {
+                if revs.last() != Some(&rev) {
+                    revs.push(rev);
+                }
+            }
+        }
+        Ok(revs)
+    }
+
+    /// Removes every render of an organization.
+    pub fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged> {
+        self.purge_index(&self.render_by_image.clone(), prefix(org), dry_run)
     }
 
     /// Number of stored renders.
     pub fn render_count(&self) -> usize {
         self.renders.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(image: &str, stacks: &[(&str, u64)]) -> RenderMeta {
+        RenderMeta {
+            content_type: "image/jpeg".into(),
+            etag: "\"x\"".into(),
+            organization: "acme".into(),
+            image: image.into(),
+            stacks: stacks
+                .iter()
+                .map(|(n, r)| StackRevision {
+                    name: n.to_string(),
+                    revision: *r,
+                })
+                .collect(),
+        }
+    }
+
+    fn path(p: &str) -> ServedPath {
+        ServedPath {
+            host: String::new(),
+            path: p.into(),
+        }
+    }
+
+    #[test]
+    fn renders_are_found_and_purged_by_image_stack_and_organization() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        store
+            .put_render(
+                &[1; 32],
+                &meta("img1", &[("thumb", 1)]),
+                b"aaaa",
+                &path("/acme/thumb/img1.jpg"),
+            )
+            .unwrap();
+        store
+            .put_render(
+                &[2; 32],
+                &meta("img1", &[("big", 3), ("base", 2)]),
+                b"bb",
+                &path("/acme/big/img1.jpg"),
+            )
+            .unwrap();
+        store
+            .put_render(
+                &[3; 32],
+                &meta("img2", &[("thumb", 2)]),
+                b"c",
+                &path("/acme/thumb/img2.jpg"),
+            )
+            .unwrap();
+        assert_eq!(store.org_usage("acme").unwrap().renders, 3);
+        assert_eq!(store.org_usage("acme").unwrap().render_bytes, 7);
+
+        let dry = store.purge_image_renders("acme", "img1", true).unwrap();
+        assert_eq!((dry.renders, dry.bytes), (2, 6));
+        assert_eq!(store.render_count(), 3, "a dry run changes nothing");
+
+        let old = store
+            .purge_stack_renders("acme", "thumb", Some(2), false)
+            .unwrap();
+        assert_eq!(old.renders, 1);
+        assert_eq!(old.paths, vec![path("/acme/thumb/img1.jpg")]);
+        assert!(store.get_render(&[1; 32]).unwrap().is_none());
+        assert!(
+            store.get_render(&[3; 32]).unwrap().is_some(),
+            "the current revision stays"
+        );
+
+        let base = store
+            .purge_stack_renders("acme", "base", None, false)
+            .unwrap();
+        assert_eq!(
+            base.renders, 1,
+            "basestack renders are found through the basestack"
+        );
+
+        let all = store.purge_org_renders("acme", false).unwrap();
+        assert_eq!(all.renders, 1);
+        assert_eq!(store.render_count(), 0);
+        assert_eq!(store.org_usage("acme").unwrap().renders, 0);
+        assert_eq!(store.org_usage("acme").unwrap().render_bytes, 0);
+    }
+
+    #[test]
+    fn served_paths_are_recorded_once_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        store
+            .put_render(&[9; 32], &meta("img", &[]), b"x", &path("/a"))
+            .unwrap();
+        store.note_served_path(&[9; 32], &path("/a")).unwrap();
+        store.note_served_path(&[9; 32], &path("/b")).unwrap();
+        for i in 0..40 {
+            store
+                .note_served_path(&[9; 32], &path(&format!("/p{i}")))
+                .unwrap();
+        }
+        let purged = store.purge_image_renders("acme", "img", false).unwrap();
+        assert_eq!(purged.paths.len(), MAX_PATHS_PER_RENDER);
+        assert_eq!(purged.paths[..2], [path("/a"), path("/b")]);
     }
 }

@@ -4,6 +4,7 @@
 mod accounts;
 mod helpers;
 mod images;
+mod invalidation;
 mod quirks;
 mod renders;
 mod stacks;
