@@ -116,9 +116,27 @@ impl Application {
         }
     }
 
+    /// The shared services (store, pool, render state), for in-process checks.
+    pub fn services(&self) -> web::Data<Services> {
+        self.services.clone()
+    }
+
     /// Runs both servers until both stop (SIGTERM or SIGINT), then flushes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let config = &self.services.config;
+        let gc = (config.gc.interval_secs > 0).then(|| {
+            crate::gc::spawn_loop(
+                self.services.store.clone(),
+                config.gc_settings(),
+                Duration::from_secs(config.gc.interval_secs),
+            )
+        });
         let (a, r) = futures_util::future::join(self.api, self.render).await;
+        if let Some(gc) = gc {
+            gc.abort();
+            // Wait for the loop to be gone so that its handle on the store is released.
+            let _ = gc.await;
+        }
         let flushed = self.services.store.flush().await;
         a?;
         r?;

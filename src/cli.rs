@@ -37,6 +37,10 @@ pub enum Admin {
     /// API keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Run one garbage-collection pass now.
+    Gc,
+    /// Recompute every counter and reference; exit non-zero if anything disagrees.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +129,38 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             let member =
                 accounts::create_member(&store, &org, roles, comment).map_err(|e| e.to_string())?;
             println!("{}", member.api_key);
+        }
+        Admin::Gc => {
+            let report = crate::gc::run_once(
+                &store,
+                crate::model::time::now_unix(),
+                &config.gc_settings(),
+            )
+            .map_err(|e| e.to_string())?;
+            println!(
+                "gc: {} expired images, {} blobs removed, {} orphan renders, {} bytes freed{}",
+                report.expired_images,
+                report.blobs_removed,
+                report.orphan_renders,
+                report.bytes_freed,
+                if report.incomplete {
+                    " (work bound reached; run again)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Admin::Verify => {
+            let problems = store
+                .verify(crate::gc::BLOB_GRACE)
+                .map_err(|e| e.to_string())?;
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                return Err(format!("verify: {} problem(s) found", problems.len()));
+            }
+            println!("verify: ok");
         }
     }
     store.flush_blocking().map_err(|e| e.to_string())

@@ -17,6 +17,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub images: ImagesConfig,
     pub render: RenderConfig,
+    pub gc: GcConfig,
     pub log: LogConfig,
 }
 
@@ -80,6 +81,24 @@ pub struct RenderConfig {
     pub host_template: String,
     /// `Cache-Control` max-age of render 404s, so an edge cache replaces a stale 200 soon.
     pub not_found_max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between garbage-collection passes; 0 disables the background loop.
+    pub interval_secs: u64,
+    /// Most items one pass removes, so a pass never holds the store for long.
+    pub max_work: usize,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_secs: 300,
+            max_work: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -212,6 +231,15 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Settings of one garbage-collection pass.
+    pub fn gc_settings(&self) -> crate::gc::GcSettings {
+        crate::gc::GcSettings {
+            retention_days: self.images.retention_days,
+            max_work: self.gc.max_work.max(1),
+            blob_grace: crate::gc::BLOB_GRACE,
+        }
     }
 
     /// Render threads after resolving 0 to the number of cores.

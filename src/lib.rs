@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod http;
 pub mod model;
 pub mod pool;

@@ -7,6 +7,7 @@
 //! by the first part and allows prefix scans per organization.
 
 pub mod blobs;
+pub mod check;
 pub mod renders;
 pub mod stacks;
 
@@ -18,6 +19,7 @@ use sled::{Transactional, Tree};
 use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
+pub use check::RenderStatus;
 pub use renders::{Purged, RenderMeta, ServedPath, StackRevision, StoredRender};
 pub use stacks::StoredStack;
 
@@ -53,7 +55,7 @@ pub struct OrgUsage {
 
 /// Reference count of one blob over every image record (deleted or not) of every organization.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct BlobRef {
+pub(crate) struct BlobRef {
     size: u64,
     refs: u64,
 }

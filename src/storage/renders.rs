@@ -101,6 +101,11 @@ impl StoredRender {
     }
 }
 
+/// Parses a stored render value.
+pub(crate) fn parse_stored(raw: sled::IVec) -> Result<StoredRender> {
+    StoredRender::parse(raw)
+}
+
 fn revision_key(org: &str, stack: &str, revision: u64, key: &[u8]) -> Vec<u8> {
     let mut k = key3(org, stack, &format!("{revision:016x}"));
     k.push(0);
@@ -193,6 +198,11 @@ impl Store {
         next.push(served.clone());
         self.render_paths.insert(key, encode(&next))?;
         Ok(())
+    }
+
+    /// Removes one render with its indexes; returns what it freed.
+    pub(crate) fn purge_render_by_key(&self, key: &[u8]) -> Result<Purged> {
+        self.purge_render(key, false)
     }
 
     /// Removes one render with its indexes; returns what it freed. With `dry_run`, only

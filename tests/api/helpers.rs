@@ -13,6 +13,7 @@ pub const ROOT_KEY: &str = "test-root-key-0123456789";
 
 /// A running appliance.
 pub struct TestApp {
+    pub services: actix_web::web::Data<darkroom::service::Services>,
     pub api: String,
     pub render: String,
     pub client: Client,
@@ -76,12 +77,26 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 /// Starts an appliance with exactly this configuration.
 pub async fn start(config: Config) -> TestApp {
     let data = config.storage.path.clone();
-    let app = Application::build(config).expect("the appliance starts");
+    // sled releases its file lock shortly after the previous appliance on this folder let go
+    // of it; retry for a few seconds.
+    let mut attempt = 0;
+    let app = loop {
+        match Application::build(config.clone()) {
+            Ok(app) => break app,
+            Err(e) if e.contains("could not acquire lock") && attempt < 100 => {
+                attempt += 1;
+                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the appliance starts: {e}"),
+        }
+    };
     let api = format!("http://127.0.0.1:{}", app.api_port());
     let render = format!("http://127.0.0.1:{}", app.render_port());
     let handle = app.handle();
+    let services = app.services();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
+        services,
         api,
         render,
         client: Client::builder()
@@ -93,13 +108,36 @@ pub async fn start(config: Config) -> TestApp {
     }
 }
 
+/// Every test ends by checking the store's invariants: counters equal recomputed values, no
+/// dangling references, no orphans.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let problems = self
+            .services
+            .store
+            .verify(std::time::Duration::ZERO)
+            .expect("the store can be verified");
+        assert!(problems.is_empty(), "verify found problems: {problems:#?}");
+    }
+}
+
 impl TestApp {
     /// Stops the appliance and returns its temporary folder so another can start on it.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         self.handle.stop(true).await;
-        // Let the servers release the sled lock.
-        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
-        self._dir.take().expect("a temporary folder")
+        // Wait until nothing but this harness holds the store, then let it go.
+        for _ in 0..250 {
+            if std::sync::Arc::strong_count(&self.services.store) <= 1 {
+                break;
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let dir = self._dir.take();
+        drop(self);
+        dir
     }
 
     pub async fn send(

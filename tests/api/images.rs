@@ -937,7 +937,7 @@ async fn everything_survives_a_restart_with_the_same_hashes() {
         &json!({"title": "kept"}),
     )
     .await;
-    let dir = app.stop().await;
+    let dir = app.stop().await.expect("a temporary folder");
     let mut config = test_config(dir.path());
     config.storage.path = dir.path().to_path_buf();
     let app = start(config).await;
@@ -952,5 +952,4 @@ async fn everything_survives_a_restart_with_the_same_hashes() {
         .upload_one("acme", &key, "a.jpg", &jpeg(30, 30, 1))
         .await;
     assert_eq!(again["hash"], hash.as_str());
-    drop(dir);
 }

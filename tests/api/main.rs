@@ -2,6 +2,8 @@
 //! temporary data folder and talks HTTP to it.
 
 mod accounts;
+mod cli;
+mod gc;
 mod helpers;
 mod images;
 mod invalidation;

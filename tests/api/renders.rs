@@ -151,7 +151,7 @@ async fn rendering_is_deterministic_across_evictions_of_state() {
         .into_iter()
         .map(|a| a.body)
         .collect();
-    let dir = app.stop().await;
+    let dir = app.stop().await.expect("a temporary folder");
     let mut config = test_config(dir.path());
     config.storage.path = dir.path().to_path_buf();
     let app2 = start(config).await;
@@ -161,7 +161,6 @@ async fn rendering_is_deterministic_across_evictions_of_state() {
             .await;
         assert_eq!(a.body, bytes, "{p}");
     }
-    drop(dir);
 }
 
 #[actix_rt::test]

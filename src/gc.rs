@@ -1,0 +1,122 @@
+//! Garbage collection: `run_once(now)` removes what nothing may reach any more — images whose
+//! soft-delete retention ended (and their blob files once no image of any organization refers
+//! to them), renders whose image, organization or stack revision is gone, and blob or
+//! temporary files left by interrupted uploads. Each pass does bounded work and only
+//! idempotent steps, so a crash mid-pass is finished by the next one; a thin loop runs it
+//! every `gc.interval_secs`.
+
+use crate::storage::{RenderStatus, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How old an unreferenced blob file must be before it is collected: younger ones may belong
+/// to an upload whose metadata is being committed right now.
+pub const BLOB_GRACE: Duration = Duration::from_secs(3600);
+
+/// Limits of one pass.
+#[derive(Debug, Clone, Copy)]
+pub struct GcSettings {
+    pub retention_days: u32,
+    /// Most items (images, renders, files) one pass removes.
+    pub max_work: usize,
+    pub blob_grace: Duration,
+}
+
+/// What one pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub expired_images: u64,
+    pub blobs_removed: u64,
+    pub orphan_renders: u64,
+    pub bytes_freed: u64,
+    /// The pass stopped at its work bound; another pass will continue.
+    pub incomplete: bool,
+}
+
+/// One bounded pass at time `now` (Unix seconds).
+pub fn run_once(
+    store: &Store,
+    now: i64,
+    settings: &GcSettings,
+) -> crate::storage::Result<GcReport> {
+    let mut report = GcReport::default();
+    let mut budget = settings.max_work;
+
+    // 1. Soft deletes past their retention become hard deletes; a blob file goes with the
+    //    last record of any organization that refers to it.
+    let cutoff = now - i64::from(settings.retention_days) * 86_400;
+    for (org, hash) in store.expired_images(cutoff, budget)? {
+        report.bytes_freed += store.purge_image_renders(&org, &hash, false)?.bytes;
+        if let Some(blob) = store.remove_image(&org, &hash)? {
+            let size = std::fs::metadata(store.blobs.path(&blob))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            store.blobs.remove(&blob)?;
+            report.blobs_removed += 1;
+            report.bytes_freed += size;
+        }
+        report.expired_images += 1;
+        budget = budget.saturating_sub(1);
+    }
+
+    // 2. Renders nothing can reach any more.
+    let mut after: Option<Vec<u8>> = None;
+    while budget > 0 {
+        let batch = store.render_headers(after.as_deref(), 256)?;
+        let Some((last, _)) = batch.last() else { break };
+        after = Some(last.clone());
+        for (key, meta) in &batch {
+            if budget == 0 {
+                break;
+            }
+            if store.render_status(meta)? == RenderStatus::Orphan {
+                report.bytes_freed += store.remove_render(key)?;
+                report.orphan_renders += 1;
+                budget -= 1;
+            }
+        }
+    }
+
+    // 3. Blob files no image refers to (a crash between writing the file and committing the
+    //    record), once they are old enough.
+    for id in store.orphan_blobs(settings.blob_grace)? {
+        if budget == 0 {
+            break;
+        }
+        let size = std::fs::metadata(store.blobs.path(&id))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        store.blobs.remove(&id)?;
+        report.blobs_removed += 1;
+        report.bytes_freed += size;
+        budget -= 1;
+    }
+    report.incomplete = budget == 0;
+    store.flush_blocking()?;
+    Ok(report)
+}
+
+/// Runs a pass every `interval`, each on a blocking thread so that the HTTP workers never
+/// wait for it, until the returned task is aborted.
+pub fn spawn_loop(
+    store: Arc<Store>,
+    settings: GcSettings,
+    interval: Duration,
+) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let store = store.clone();
+            let pass = tokio::task::spawn_blocking(move || {
+                run_once(&store, crate::model::time::now_unix(), &settings)
+            })
+            .await;
+            match pass {
+                Ok(Ok(r)) if r != GcReport::default() => log::info!("gc: {r:?}"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => log::warn!("gc pass failed: {e}"),
+                Err(e) => log::warn!("gc pass panicked: {e}"),
+            }
+        }
+    })
+}

@@ -1,0 +1,109 @@
+//! The `darkroom admin` commands, run as an operator would, on a data folder.
+
+use crate::helpers::*;
+use std::process::Command;
+
+fn darkroom(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .args(args)
+        .env("DARKROOM__STORAGE__PATH", data)
+        .env("DARKROOM__LOG__LEVEL", "warn")
+        .current_dir(data)
+        .output()
+        .expect("darkroom runs")
+}
+
+/// Runs a command on a folder an appliance just released: sled lets go of its lock shortly
+/// after the appliance stops.
+async fn darkroom_after_stop(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut out = darkroom(data, args);
+    for _ in 0..50 {
+        if !String::from_utf8_lossy(&out.stderr).contains("could not acquire lock") {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        out = darkroom(data, args);
+    }
+    out
+}
+
+#[actix_rt::test]
+async fn admin_commands_create_an_organization_and_a_working_key_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = darkroom(dir.path(), &["admin", "org", "create", "acme"]);
+    assert!(
+        org.status.success(),
+        "{}",
+        String::from_utf8_lossy(&org.stderr)
+    );
+    let key = darkroom(
+        dir.path(),
+        &["admin", "key", "create", "acme", "--roles", "admin"],
+    );
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
+    assert_eq!(key.len(), 64);
+    let verify = darkroom(dir.path(), &["admin", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let gc = darkroom(dir.path(), &["admin", "gc"]);
+    assert!(gc.status.success());
+    let mut config = test_config(dir.path());
+    config.storage.path = dir.path().to_path_buf();
+    let app = start(config).await;
+    assert_eq!(app.get("/organizations/acme", &key).await.status, 200);
+    app.upload_one("acme", &key, "a.jpg", &jpeg(10, 10, 1))
+        .await;
+    app.stop().await;
+    let verify = darkroom_after_stop(dir.path(), &["admin", "verify"]).await;
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[actix_rt::test]
+async fn invalid_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .args(["admin", "verify"])
+        .env("DARKROOM__STORAGE__PATH", dir.path())
+        .env("DARKROOM__SERVER__API_BIND", "not-an-address")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.api_bind"));
+    let bad_key = darkroom(dir.path(), &["admin", "key", "create", "nowhere"]);
+    assert!(!bad_key.status.success());
+}
+
+#[actix_rt::test]
+async fn verify_fails_when_a_blob_file_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.storage.path = dir.path().to_path_buf();
+    let app = start(config).await;
+    app.create_org("acme").await;
+    app.upload_one("acme", ROOT_KEY, "a.jpg", &jpeg(10, 10, 4))
+        .await;
+    app.stop().await;
+    // Break the folder on purpose, as a careless operator might.
+    let blobs = darkroom::storage::BlobStore::open(dir.path()).unwrap();
+    std::fs::remove_file(blobs.path(&blobs.list().unwrap()[0])).unwrap();
+    let out = darkroom_after_stop(dir.path(), &["admin", "verify"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing blob"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
