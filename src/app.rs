@@ -49,6 +49,7 @@ impl Application {
             store: Arc::new(store),
             pool: Arc::new(pool),
             renders: Default::default(),
+            traffic: Default::default(),
         });
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -131,11 +132,26 @@ impl Application {
                 Duration::from_secs(config.gc.interval_secs),
             )
         });
+        // Traffic counters are written every few seconds, not once per request.
+        let services = self.services.clone();
+        let traffic = actix_rt::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if let Err(e) = services.traffic.flush(&services.store) {
+                    log::warn!("traffic counters were not written: {e}");
+                }
+            }
+        });
         let (a, r) = futures_util::future::join(self.api, self.render).await;
+        traffic.abort();
+        let _ = traffic.await;
         if let Some(gc) = gc {
             gc.abort();
             // Wait for the loop to be gone so that its handle on the store is released.
             let _ = gc.await;
+        }
+        if let Err(e) = self.services.traffic.flush(&self.services.store) {
+            log::warn!("traffic counters were not written: {e}");
         }
         let flushed = self.services.store.flush().await;
         a?;

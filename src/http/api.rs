@@ -8,6 +8,7 @@ use actix_web::web;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
     cfg.route("/", web::get().to(accounts::root))
+        .route("/stats/{org}", web::get().to(stacks::stats))
         // purges (free and unlimited)
         .route(
             "/organizations/{org}/cache",

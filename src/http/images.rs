@@ -317,6 +317,7 @@ pub async fn download(
     let who = principal(&req, &svc)?;
     let (org, hash) = path.into_inner();
     let d = img::download(&svc, &who, &org_name(&org)?, &hash)?;
+    svc.traffic.add(&org, d.size);
     let file = tokio::fs::File::open(&d.path)
         .await
         .map_err(Error::internal)?;

@@ -83,7 +83,17 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
         },
     };
     match renders::render(&svc, t).await {
-        Ok(answer) => respond(&req, answer).await,
+        Ok(answer) => {
+            let resp = respond(&req, answer).await;
+            if resp.status() == actix_web::http::StatusCode::OK {
+                let size = match actix_web::body::MessageBody::size(resp.body()) {
+                    actix_web::body::BodySize::Sized(n) => n,
+                    _ => 0,
+                };
+                svc.traffic.add(&org, size);
+            }
+            resp
+        }
         Err(e) => {
             if e.status() >= 500 {
                 log::warn!("render of {} failed: {e}", req.path());

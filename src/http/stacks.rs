@@ -117,3 +117,12 @@ pub async fn purge(
     let report = purge::stack_cache(&svc, &who, &org_name(&org)?, &name, dry_run(&req)).await?;
     Ok(json_response(200, &report))
 }
+
+/// `GET /stats/{org}?from&to`.
+pub async fn stats(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let pairs = query_pairs(&req);
+    let (from, to) = (query_value(&pairs, "from"), query_value(&pairs, "to"));
+    let body = crate::service::stats::get(&svc, &who, &org_name(&path)?, from, to)?;
+    Ok(json_response(200, &body))
+}

@@ -8,6 +8,7 @@ pub mod listing;
 pub mod purge;
 pub mod renders;
 pub mod stacks;
+pub mod stats;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -24,6 +25,8 @@ pub struct Services {
     pub pool: Arc<CpuPool>,
     /// Single-flight and failure memory of the render path.
     pub renders: renders::RenderState,
+    /// Bytes served, counted in memory and written in batches.
+    pub traffic: stats::Traffic,
 }
 
 impl Services {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
 pub use check::RenderStatus;
+
 pub use renders::{Purged, RenderMeta, ServedPath, StackRevision, StoredRender};
 pub use stacks::StoredStack;
 
@@ -51,6 +52,47 @@ pub struct OrgUsage {
     pub renders: u64,
     #[serde(default)]
     pub render_bytes: u64,
+}
+
+/// One day of an organization's figures: the usage at the end of the day (or at its last
+/// change) and the bytes served that day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayStats {
+    pub space_in_bytes: u64,
+    pub number_of_files: u64,
+    pub renders: u64,
+    pub render_bytes: u64,
+    pub bytes_downloaded: u64,
+}
+
+impl DayStats {
+    fn with_usage(mut self, u: &OrgUsage) -> DayStats {
+        self.space_in_bytes = u.space_in_bytes;
+        self.number_of_files = u.number_of_files;
+        self.renders = u.renders;
+        self.render_bytes = u.render_bytes;
+        self
+    }
+}
+
+/// Writes an organization's usage and, beside it under `org \0 YYYY-MM-DD`, today's snapshot,
+/// in the transaction that changed it: the daily series never drifts from the data.
+pub(crate) fn store_usage(
+    org_usage: &TransactionalTree,
+    org: &str,
+    usage: &OrgUsage,
+) -> std::result::Result<(), TxError> {
+    org_usage.insert(org.as_bytes(), encode(usage))?;
+    let day_key = key2(
+        org,
+        &crate::model::time::day_of(crate::model::time::now_unix()),
+    );
+    let day: DayStats = match org_usage.get(&day_key)? {
+        Some(v) => tx_decode("org_usage", &v)?,
+        None => DayStats::default(),
+    };
+    org_usage.insert(day_key, encode(&day.with_usage(usage)))?;
+    Ok(())
 }
 
 /// Reference count of one blob over every image record (deleted or not) of every organization.
@@ -182,8 +224,7 @@ fn adjust_org_blob(
     } else {
         usage.number_of_files = usage.number_of_files.saturating_sub(delta.unsigned_abs());
     }
-    org_usage.insert(org.as_bytes(), encode(&usage))?;
-    Ok(())
+    store_usage(org_usage, org, &usage)
 }
 
 impl Store {
@@ -283,6 +324,47 @@ impl Store {
             .values()
             .map(|v| decode("orgs", &v?))
             .collect()
+    }
+
+    /// Adds bytes served for an organization to a day's figures.
+    pub fn add_downloaded(&self, org: &str, day: &str, bytes: u64) -> Result<()> {
+        let usage = self.org_usage(org)?;
+        let day_key = key2(org, day);
+        let mut failure = None;
+        self.org_usage.update_and_fetch(&day_key, |old| {
+            let current = match old.map(serde_json::from_slice::<DayStats>) {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    failure = Some(e.to_string());
+                    return old.map(<[u8]>::to_vec);
+                }
+                None => DayStats::default().with_usage(&usage),
+            };
+            let next = DayStats {
+                bytes_downloaded: current.bytes_downloaded + bytes,
+                ..current
+            };
+            Some(encode(&next))
+        })?;
+        match failure {
+            Some(message) => Err(StorageError::Corrupt {
+                tree: "org_usage",
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The daily figures of an organization, oldest first.
+    pub fn day_stats(&self, org: &str) -> Result<Vec<(String, DayStats)>> {
+        let p = prefix(org);
+        let mut out = Vec::new();
+        for item in self.org_usage.scan_prefix(&p) {
+            let (k, v) = item?;
+            let day = String::from_utf8_lossy(k.get(p.len()..).unwrap_or_default()).to_string();
+            out.push((day, decode("org_usage", &v)?));
+        }
+        Ok(out)
     }
 
     /// Billable usage counters of an organization.

@@ -135,8 +135,7 @@ fn adjust_usage(
     };
     u.renders = u.renders.saturating_add_signed(renders);
     u.render_bytes = u.render_bytes.saturating_add_signed(bytes);
-    usage.insert(org.as_bytes(), encode(&u))?;
-    Ok(())
+    super::store_usage(usage, org, &u)
 }
 
 impl Store {

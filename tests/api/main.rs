@@ -10,3 +10,4 @@ mod invalidation;
 mod quirks;
 mod renders;
 mod stacks;
+mod stats;

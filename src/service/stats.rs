@@ -1,0 +1,111 @@
+//! Stats and billing (spec §7, design §5): rokka's daily series — `space_in_bytes` (distinct
+//! blobs of live images, counted once per organization), `number_of_files`,
+//! `bytes_downloaded` — plus the render cache (`render_cache_bytes`, `renders`), which is
+//! reported and never billed. Storage figures are written with the data they count; traffic is
+//! counted in memory on the hot path and written in batches.
+
+use super::accounts::{authorize, require_org, Principal};
+use super::Services;
+use crate::error::{Error, Result};
+use crate::model::account::Right;
+use crate::model::ids::OrgName;
+use crate::model::time;
+use crate::storage::{DayStats, Store};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Bytes served per organization since the last flush.
+#[derive(Default)]
+pub struct Traffic {
+    pending: Mutex<HashMap<String, u64>>,
+}
+
+impl Traffic {
+    /// Counts bytes served for an organization (renders and original downloads).
+    pub fn add(&self, org: &str, bytes: u64) {
+        if let Ok(mut p) = self.pending.lock() {
+            *p.entry(org.to_string()).or_default() += bytes;
+        }
+    }
+
+    /// Writes the pending counts into today's figures.
+    pub fn flush(&self, store: &Store) -> Result<()> {
+        let pending: Vec<(String, u64)> = match self.pending.lock() {
+            Ok(mut p) => p.drain().collect(),
+            Err(_) => return Err(Error::internal("traffic counters poisoned")),
+        };
+        let today = time::day_of(time::now_unix());
+        for (org, bytes) in pending {
+            store.add_downloaded(&org, &today, bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_day(raw: Option<String>, what: &str) -> Result<Option<i64>> {
+    let Some(raw) = raw else { return Ok(None) };
+    let stamp = format!("{raw}T00:00:00Z");
+    time::parse_rfc3339(&stamp)
+        .map(Some)
+        .ok_or_else(|| Error::Invalid(format!("{what} must be a date like 2024-01-31")))
+}
+
+/// `GET /stats/{org}?from=YYYY-MM-DD&to=YYYY-MM-DD` (both inclusive; default the last 30
+/// days including today). Series are newest first; storage figures carry forward over days
+/// without a change; traffic lists only days with traffic.
+pub fn get(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::Read)?;
+    require_org(&svc.store, org)?;
+    svc.traffic.flush(&svc.store)?;
+    let today = time::now_unix() / 86_400 * 86_400;
+    let to = parse_day(to, "to")?.unwrap_or(today);
+    let from = parse_day(from, "from")?.unwrap_or(to - 29 * 86_400);
+    if from > to {
+        return Err(Error::Invalid("from must not be after to".into()));
+    }
+    if (to - from) / 86_400 > 3660 {
+        return Err(Error::Invalid(
+            "at most ten years of stats can be asked at once".into(),
+        ));
+    }
+    let days = svc.store.day_stats(org.as_str())?;
+    let point = |day: i64, value: u64, unit: Value| json!({"timestamp": time::format_unix(day), "value": value, "unit": unit});
+    let (mut space, mut files, mut downloaded, mut render_bytes, mut renders) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut day = to;
+    while day >= from {
+        let name = time::day_of(day);
+        // The last snapshot on or before this day.
+        let snap: DayStats = days
+            .iter()
+            .rev()
+            .find(|(d, _)| *d <= name)
+            .map(|(_, s)| *s)
+            .unwrap_or_default();
+        space.push(point(day, snap.space_in_bytes, json!("Bytes")));
+        files.push(point(day, snap.number_of_files, Value::Null));
+        render_bytes.push(point(day, snap.render_bytes, json!("Bytes")));
+        renders.push(point(day, snap.renders, Value::Null));
+        if let Some((_, s)) = days.iter().find(|(d, _)| *d == name) {
+            if s.bytes_downloaded > 0 {
+                downloaded.push(point(day, s.bytes_downloaded, Value::Null));
+            }
+        }
+        day -= 86_400;
+    }
+    Ok(json!({
+        "space_in_bytes": space,
+        "number_of_files": files,
+        "bytes_downloaded": downloaded,
+        "bytes_downloaded_external": [],
+        "render_cache_bytes": render_bytes,
+        "renders": renders,
+    }))
+}
