@@ -9,9 +9,16 @@ use crate::storage::Store;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// Version and the codecs compiled in, for `darkroom --version`.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ndecode: jpeg (DCT-scaled shrink-on-load), png, gif, webp, tiff, bmp",
+    "\nencode: jpeg (4:2:0), png, gif, webp (libwebp, lossy and lossless), avif (rav1e)"
+);
+
 /// Darkroom image rendering appliance.
 #[derive(Debug, Parser)]
-#[command(name = "darkroom", version, about)]
+#[command(name = "darkroom", version, long_version = LONG_VERSION, about)]
 pub struct Cli {
     /// Configuration file (default: ./appliance.toml when present).
     #[arg(long, global = true)]

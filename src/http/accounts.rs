@@ -259,3 +259,22 @@ pub async fn purge(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Resul
             .await?;
     Ok(json_response(200, &report))
 }
+
+/// `GET /healthz`: the process answers (no authentication).
+pub async fn healthz() -> HttpResponse {
+    json_response(200, &json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the store can be read and written (no authentication).
+pub async fn readyz(svc: Svc) -> HttpResponse {
+    match svc.store.probe_ready() {
+        Ok(()) => json_response(200, &json!({ "status": "ready" })),
+        Err(e) => {
+            log::warn!("readiness check failed: {e}");
+            json_response(
+                503,
+                &json!({ "status": "not ready", "error": { "code": 503, "message": "the store is not writable" } }),
+            )
+        }
+    }
+}

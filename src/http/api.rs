@@ -8,6 +8,8 @@ use actix_web::web;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
     cfg.route("/", web::get().to(accounts::root))
+        .route("/healthz", web::get().to(accounts::healthz))
+        .route("/readyz", web::get().to(accounts::readyz))
         .route("/stats/{org}", web::get().to(stacks::stats))
         // purges (free and unlimited)
         .route(

@@ -277,6 +277,15 @@ impl Store {
         })
     }
 
+    /// Reads and writes a marker record and checks the blob folder, for readiness probes.
+    pub fn probe_ready(&self) -> Result<()> {
+        self.meta
+            .insert("ready_probe", &crate::model::time::now_unix().to_be_bytes())?;
+        self.meta.get("ready_probe")?;
+        self.blobs.list()?;
+        Ok(())
+    }
+
     /// The data folder.
     pub fn path(&self) -> &Path {
         &self.path
@@ -678,5 +687,35 @@ impl Store {
             .meta
             .get("schema_version")?
             .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_written_by_a_newer_version_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 8).unwrap();
+            assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+            store
+                .meta
+                .insert("schema_version", &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let err = Store::open(dir.path(), 8)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn a_fresh_store_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Store::open(dir.path(), 8).unwrap().probe_ready().is_ok());
     }
 }

@@ -483,3 +483,13 @@ async fn organizations_are_isolated_from_each_other() {
         0
     );
 }
+
+#[actix_rt::test]
+async fn health_and_readiness_need_no_key() {
+    let app = spawn_app().await;
+    let h = app.send("GET", "/healthz", None, &[], None).await;
+    assert_eq!(h.status, 200);
+    let r = app.send("GET", "/readyz", None, &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ready");
+}
