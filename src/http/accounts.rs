@@ -1,18 +1,13 @@
 //! Handlers for `/`, `/organizations` and `/user`: parse, call `service::accounts`, answer.
 
-use super::{json_body, json_response, no_content, principal};
+use super::{json_body, json_response, no_content, org_name, principal};
 use crate::error::{Error, Result};
-use crate::model::ids::OrgName;
 use crate::service::accounts::{self as acc, MemberChange, Principal};
 use crate::service::Services;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 type Svc = web::Data<Services>;
-
-fn org_name(raw: &str) -> Result<OrgName> {
-    OrgName::parse(raw).map_err(Error::Invalid)
-}
 
 fn string_field(body: &Value, key: &str) -> Result<Option<String>> {
     match body.get(key) {

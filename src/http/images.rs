@@ -3,11 +3,10 @@
 //! field name, `deletePrevious` in the body) happens here, at the boundary.
 
 use super::{
-    header, json_body, json_response, no_content, principal, query_pairs, query_value, read_body,
-    MAX_JSON_BODY,
+    header, json_body, json_response, no_content, org_name, principal, query_pairs, query_value,
+    read_body, MAX_JSON_BODY,
 };
 use crate::error::{Error, Result};
-use crate::model::ids::OrgName;
 use crate::service::images::{
     self as img, Copied, HashChange, HashChangeFlags, MetaChange, UploadFile, UploadMeta,
 };
@@ -19,10 +18,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 type Svc = web::Data<Services>;
-
-fn org_name(raw: &str) -> Result<OrgName> {
-    OrgName::parse(raw).map_err(Error::Invalid)
-}
 
 /// What a multipart field name means.
 #[derive(Debug, PartialEq)]
@@ -294,53 +289,23 @@ pub async fn restore(
     ))
 }
 
-/// Makes a file name safe inside a quoted header parameter.
-fn header_filename(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '"' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
 /// `GET /sourceimages/{org}/{hash}/download`: the original bytes, streamed from the file.
 pub async fn download(
     req: HttpRequest,
     svc: Svc,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
-    use tokio::io::AsyncReadExt;
     let who = principal(&req, &svc)?;
     let (org, hash) = path.into_inner();
     let d = img::download(&svc, &who, &org_name(&org)?, &hash)?;
     svc.traffic.add(&org, d.size);
-    let file = tokio::fs::File::open(&d.path)
-        .await
-        .map_err(Error::internal)?;
-    let stream = futures_util::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buf = vec![0u8; 64 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
-    Ok(HttpResponse::Ok()
-        .content_type(d.mimetype)
-        .insert_header((
-            "Content-Disposition",
-            format!("attachment; filename=\"{}\"", header_filename(&d.name)),
-        ))
-        .no_chunking(d.size)
-        .streaming(stream))
+    let stream = super::stream_file(&d.path).await?;
+    let mut resp = HttpResponse::Ok();
+    resp.content_type(d.mimetype);
+    if let Some(v) = super::attachment(&d.name) {
+        resp.insert_header((actix_web::http::header::CONTENT_DISPOSITION, v));
+    }
+    Ok(resp.no_chunking(d.size).streaming(stream))
 }
 
 /// `PUT /sourceimages/{org}/{hash}/name`.

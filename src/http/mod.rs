@@ -118,6 +118,50 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value> {
         .map_err(|e| Error::Invalid(format!("the body is not valid JSON: {e}")))
 }
 
+/// Parses an organization name from a path.
+pub fn org_name(raw: &str) -> Result<crate::model::ids::OrgName> {
+    crate::model::ids::OrgName::parse(raw).map_err(Error::Invalid)
+}
+
+/// `attachment; filename="…"` with the name made safe inside the quotes; the file name comes
+/// last, as the Go client requires.
+pub fn attachment(name: &str) -> Option<actix_web::http::header::HeaderValue> {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    actix_web::http::header::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")).ok()
+}
+
+/// Streams a file in 64 KiB chunks, so large originals never sit in memory.
+pub async fn stream_file(
+    path: &std::path::Path,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<web::Bytes>>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.map_err(Error::internal)?;
+    Ok(futures_util::stream::unfold(
+        Some(file),
+        |state| async move {
+            let mut file = state?;
+            let mut buf = vec![0u8; 64 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(web::Bytes::from(buf)), Some(file)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    ))
+}
+
 /// The JSON 404 for paths no route matches.
 pub async fn not_found() -> HttpResponse {
     let err = Error::NotFound("no such resource".into());

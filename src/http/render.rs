@@ -10,7 +10,6 @@ use crate::service::Services;
 use crate::storage::ServedPath;
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, ETAG, VARY};
 use actix_web::{web, HttpRequest, HttpResponse};
-use tokio::io::AsyncReadExt;
 
 type Svc = web::Data<Services>;
 
@@ -38,18 +37,6 @@ fn target<'a>(req: &'a HttpRequest, template: &str) -> Option<(String, &'a str, 
     }
     let (org, _) = path.strip_prefix('/')?.split_once('/')?;
     Some((org.to_string(), path.get(org.len() + 1..)?, true))
-}
-
-fn quote_filename(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '"' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
 }
 
 /// Serves one render URL.
@@ -161,22 +148,10 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
             if not_modified(req, &etag) {
                 return resp.finish();
             }
-            let file = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
-                Err(e) => return error_plain(&Error::internal(e)),
+            let stream = match super::stream_file(&path).await {
+                Ok(stream) => stream,
+                Err(e) => return error_plain(&e),
             };
-            let stream = futures_util::stream::unfold(Some(file), |state| async move {
-                let mut file = state?;
-                let mut buf = vec![0u8; 64 * 1024];
-                match file.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(file)))
-                    }
-                    Err(e) => Some((Err(e), None)),
-                }
-            });
             resp.content_type(mimetype)
                 .no_chunking(size)
                 .streaming(stream)
@@ -194,10 +169,7 @@ fn add_common(
         resp.insert_header((VARY, "Accept"));
     }
     if let Some(name) = attachment {
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "attachment; filename=\"{}\"",
-            quote_filename(name)
-        )) {
+        if let Some(v) = super::attachment(name) {
             resp.insert_header((CONTENT_DISPOSITION, v));
         }
     }

@@ -1,11 +1,10 @@
 //! Handlers for `/stacks`, `/operations` and `/stackoptions`.
 
 use super::{
-    dry_run, json_response, no_content, principal, query_pairs, query_value, read_body,
+    dry_run, json_response, no_content, org_name, principal, query_pairs, query_value, read_body,
     MAX_JSON_BODY,
 };
 use crate::error::{Error, Result};
-use crate::model::ids::OrgName;
 use crate::model::schema;
 use crate::service::purge;
 use crate::service::stacks::{self, Saved};
@@ -13,10 +12,6 @@ use crate::service::Services;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 type Svc = web::Data<Services>;
-
-fn org_name(raw: &str) -> Result<OrgName> {
-    OrgName::parse(raw).map_err(Error::Invalid)
-}
 
 /// `GET /operations` (no authentication): the schemas validation uses.
 pub async fn operations() -> HttpResponse {
