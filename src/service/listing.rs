@@ -319,6 +319,41 @@ impl ListQuery {
         };
         let end = (start + self.limit).min(total);
         let page = keyed.get(start..end).unwrap_or_default();
+        self.answer(org, total, start, page, short)
+    }
+
+    /// The default listing (newest first, no filters, no cursor) of live images: what the
+    /// creation-time index can answer without reading every record.
+    pub fn plain_page(&self) -> Option<(usize, usize)> {
+        let default_sort = self.sort == [(Field::Created, false)];
+        (default_sort && self.filters.is_empty() && self.cursor.is_none() && !self.deleted)
+            .then_some((self.offset, self.limit))
+    }
+
+    /// Builds the answer for one page of an already-ordered listing of `total` records that
+    /// starts at `start`.
+    pub fn page(
+        &self,
+        org: &str,
+        total: usize,
+        start: usize,
+        records: Vec<ImageRecord>,
+        short: impl Fn(&ImageRecord) -> Result<String>,
+    ) -> Result<Value> {
+        let keyed: Vec<(Vec<SortVal>, ImageRecord)> =
+            records.into_iter().map(|r| (self.key(&r), r)).collect();
+        self.answer(org, total, start, &keyed, short)
+    }
+
+    fn answer(
+        &self,
+        org: &str,
+        total: usize,
+        start: usize,
+        page: &[(Vec<SortVal>, ImageRecord)],
+        short: impl Fn(&ImageRecord) -> Result<String>,
+    ) -> Result<Value> {
+        let end = start + page.len();
         let items: Vec<Value> = page
             .iter()
             .map(|(_, r)| Ok(r.to_json(&short(r)?)))

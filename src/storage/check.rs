@@ -130,6 +130,12 @@ impl Store {
                     rec.organization, rec.hash
                 ));
             }
+            if self.img_created.get(super::created_key(&rec))?.is_none() {
+                problems.push(format!(
+                    "image {}/{} is missing from the creation-time index",
+                    rec.organization, rec.hash
+                ));
+            }
             if !rec.deleted {
                 *files.entry(rec.organization.clone()).or_default() += 1;
                 let per_org = live_blobs.entry(rec.organization.clone()).or_default();
@@ -147,6 +153,13 @@ impl Store {
                     ));
                 }
             }
+        }
+        if self.img_created.len() != self.images.len() {
+            problems.push(format!(
+                "the creation-time index has {} entries for {} images",
+                self.img_created.len(),
+                self.images.len()
+            ));
         }
         // Blob reference counts.
         for item in self.blob_refs.iter() {

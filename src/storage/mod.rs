@@ -123,6 +123,7 @@ pub struct Store {
     members: Tree,
     images: Tree,
     img_binary: Tree,
+    img_created: Tree,
     blob_refs: Tree,
     org_blobs: Tree,
     org_usage: Tree,
@@ -164,6 +165,13 @@ pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
         tree,
         message: e.to_string(),
     })
+}
+
+/// Key of the creation-time index: `org \0 <created_ns as 32 hex digits> \0 hash`, which
+/// sorts by creation time within an organization.
+pub(crate) fn created_key(rec: &ImageRecord) -> Vec<u8> {
+    let ns = u128::try_from(rec.created_ns).unwrap_or(0);
+    key3(&rec.organization, &format!("{ns:032x}"), &rec.hash)
 }
 
 /// Aborts a transaction with a storage error (decoding failure inside the closure).
@@ -262,6 +270,7 @@ impl Store {
             members: db.open_tree("members")?,
             images: db.open_tree("images")?,
             img_binary: db.open_tree("img_binary")?,
+            img_created: db.open_tree("img_created")?,
             blob_refs: db.open_tree("blob_refs")?,
             org_blobs: db.open_tree("org_blobs")?,
             org_usage: db.open_tree("org_usage")?,
@@ -535,6 +544,40 @@ impl Store {
             .collect()
     }
 
+    /// The organization's image records, newest first, skipping `offset` records whose
+    /// `deleted` flag differs from `deleted`, at most `limit` — one walk of the creation-time
+    /// index, for the default listing without filters.
+    pub fn images_newest_first(
+        &self,
+        org: &str,
+        deleted: bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for k in self.img_created.scan_prefix(prefix(org)).keys().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let k = k?;
+            let start = k.iter().rposition(|b| *b == 0).map_or(0, |p| p + 1);
+            let hash = String::from_utf8_lossy(k.get(start..).unwrap_or_default()).to_string();
+            let Some(rec) = self.get_image(org, &hash)? else {
+                continue;
+            };
+            if rec.deleted != deleted {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
     /// Image records of an organization with this SHA-1.
     pub fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
@@ -558,18 +601,20 @@ impl Store {
             (
                 &self.images,
                 &self.img_binary,
+                &self.img_created,
                 &self.blob_refs,
                 &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(images, img_binary, blob_refs, org_blobs, org_usage)| {
+                    |(images, img_binary, img_created, blob_refs, org_blobs, org_usage)| {
                         if let Some(existing) = images.get(&k)? {
                             return Ok(Inserted::Exists(Box::new(tx_decode("images", &existing)?)));
                         }
                         images.insert(k.as_slice(), encode(rec))?;
                         img_binary
                             .insert(key3(&rec.organization, &rec.binary_hash, &rec.hash), &[])?;
+                        img_created.insert(created_key(rec), &[])?;
                         let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
                             Some(v) => tx_decode("blob_refs", &v)?,
                             None => BlobRef {
@@ -632,17 +677,19 @@ impl Store {
             (
                 &self.images,
                 &self.img_binary,
+                &self.img_created,
                 &self.blob_refs,
                 &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(images, img_binary, blob_refs, org_blobs, org_usage)| {
+                    |(images, img_binary, img_created, blob_refs, org_blobs, org_usage)| {
                         let Some(old) = images.remove(k.as_slice())? else {
                             return Ok(None);
                         };
                         let rec: ImageRecord = tx_decode("images", &old)?;
                         img_binary.remove(key3(org, &rec.binary_hash, hash))?;
+                        img_created.remove(created_key(&rec))?;
                         if !rec.deleted {
                             adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
                         }

@@ -953,3 +953,49 @@ async fn everything_survives_a_restart_with_the_same_hashes() {
         .await;
     assert_eq!(again["hash"], hash.as_str());
 }
+
+#[actix_rt::test]
+async fn the_default_listing_matches_the_general_one() {
+    let app = app_with_org().await;
+    for i in 0..5u8 {
+        app.upload_one(
+            "acme",
+            ROOT_KEY,
+            &format!("img{i}.jpg"),
+            &jpeg(10, 10, 50 + i),
+        )
+        .await;
+    }
+    let first = app.get("/sourceimages/acme?limit=1", ROOT_KEY).await.json();
+    app.delete(
+        &format!(
+            "/sourceimages/acme/{}",
+            first["items"][0]["hash"].as_str().unwrap()
+        ),
+        ROOT_KEY,
+    )
+    .await;
+    for offset in [0, 2, 4] {
+        // A filter that matches everything takes the general path.
+        let plain = app
+            .get(
+                &format!("/sourceimages/acme?limit=2&offset={offset}"),
+                ROOT_KEY,
+            )
+            .await
+            .json();
+        let general = app
+            .get(
+                &format!("/sourceimages/acme?limit=2&offset={offset}&name=img*"),
+                ROOT_KEY,
+            )
+            .await
+            .json();
+        assert_eq!(plain["total"], 4);
+        assert_eq!(plain["items"], general["items"], "offset {offset}");
+        assert_eq!(
+            plain["links"].get("next").is_some(),
+            general["links"].get("next").is_some()
+        );
+    }
+}
