@@ -11,6 +11,13 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One line per request: listener, status, bytes, time, method and path. The query string is
+/// left out on purpose: it carries URL signatures, which must never reach a log.
+fn access_log(listener: &str) -> middleware::Logger {
+    middleware::Logger::new(&format!("{listener} %s %b %Dms %{{method}}xi %U"))
+        .custom_request_replace("method", |req| req.method().to_string())
+}
+
 /// Stops a running appliance.
 #[derive(Clone)]
 pub struct AppHandle {
@@ -67,7 +74,7 @@ impl Application {
         let data = services.clone();
         let api = HttpServer::new(move || {
             App::new()
-                .wrap(middleware::Logger::new("api %s %b %Dms \"%r\"").exclude("/healthz"))
+                .wrap(access_log("api").exclude("/healthz"))
                 .app_data(data.clone())
                 .configure(crate::http::api::routes)
         })
@@ -80,7 +87,7 @@ impl Application {
         let data = services.clone();
         let render = HttpServer::new(move || {
             App::new()
-                .wrap(middleware::Logger::new("render %s %b %Dms \"%r\""))
+                .wrap(access_log("render"))
                 .app_data(data.clone())
                 .configure(crate::http::render::routes)
         })

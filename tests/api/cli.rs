@@ -107,3 +107,70 @@ async fn verify_fails_when_a_blob_file_is_missing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[actix_rt::test]
+async fn logs_carry_one_line_per_request_and_no_keys_or_signatures() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .env("DARKROOM__STORAGE__PATH", dir.path())
+        .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
+        .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
+        .env("DARKROOM__AUTH__ROOT_KEY", "root-secret-never-logged")
+        .env("RUST_LOG", "info")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // "… serving the API on 127.0.0.1:PORT and renders on 127.0.0.1:PORT from …"
+    let started = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("serving the API"))
+        .unwrap();
+    let ports: Vec<&str> = started
+        .split("127.0.0.1:")
+        .skip(1)
+        .map(|s| s.split_whitespace().next().unwrap())
+        .collect();
+    let (api, render) = (
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("http://127.0.0.1:{}", ports[1]),
+    );
+    let client = awc::Client::default();
+    let r = client
+        .get(format!("{api}/user"))
+        .insert_header(("Api-Key", "root-secret-never-logged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client
+        .get(format!(
+            "{render}/acme/dynamic/noop/abcdef.jpg?sig=feedc0ffee123456"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // SIGTERM, as systemd sends it.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let log: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let requests: Vec<&String> = log.iter().filter(|l| l.contains(" GET /")).collect();
+    assert_eq!(requests.len(), 2, "{log:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains("api 200") && l.contains("GET /user")),
+        "{log:#?}"
+    );
+    for line in &log {
+        assert!(!line.contains("root-secret-never-logged"), "{line}");
+        assert!(!line.contains("feedc0ffee123456"), "{line}");
+    }
+}
