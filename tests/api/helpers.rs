@@ -179,6 +179,18 @@ impl TestApp {
         }
     }
 
+    /// GETs a render URL of organization `acme` (`path` starts after the organization).
+    pub async fn render(&self, path: &str) -> Answer {
+        self.send(
+            "GET",
+            &format!("{}/acme{path}", self.render),
+            None,
+            &[],
+            None,
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Answer {
         self.send("GET", path, Some(key), &[], None).await
     }

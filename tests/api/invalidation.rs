@@ -22,17 +22,6 @@ async fn setup() -> (TestApp, String) {
 }
 
 impl TestApp {
-    async fn fetch(&self, path: &str) -> Answer {
-        self.send(
-            "GET",
-            &format!("{}/acme{path}", self.render),
-            None,
-            &[],
-            None,
-        )
-        .await
-    }
-
     /// How many renders the organization has (a dry-run purge changes nothing).
     async fn stored_renders(&self) -> u64 {
         let a = self
@@ -61,9 +50,9 @@ fn items(v: &Value) -> Vec<String> {
 #[actix_rt::test]
 async fn deleting_a_source_image_removes_its_renders_and_restoring_renders_again() {
     let (app, hash) = setup().await;
-    assert_eq!(app.fetch(&format!("/thumb/{hash}.jpg")).await.status, 200);
+    assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 200);
     assert_eq!(
-        app.fetch(&format!("/dynamic/resize-width-10/{hash}.png"))
+        app.render(&format!("/dynamic/resize-width-10/{hash}.png"))
             .await
             .status,
         200
@@ -95,7 +84,7 @@ async fn deleting_a_source_image_removes_its_renders_and_restoring_renders_again
         204
     );
     assert_eq!(app.stored_renders().await, 0);
-    assert_eq!(app.fetch(&format!("/thumb/{hash}.jpg")).await.status, 404);
+    assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 404);
     app.send(
         "POST",
         &format!("/sourceimages/acme/{hash}/restore"),
@@ -104,7 +93,7 @@ async fn deleting_a_source_image_removes_its_renders_and_restoring_renders_again
         None,
     )
     .await;
-    let again = app.fetch(&format!("/thumb/{hash}.jpg")).await;
+    let again = app.render(&format!("/thumb/{hash}.jpg")).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.header("x-darkroom-render").as_deref(), Some("miss"));
 }
@@ -121,8 +110,8 @@ async fn deleting_by_binary_hash_removes_the_renders_of_every_variant() {
         )
         .await;
     let variant = v.json()["hash"].as_str().unwrap().to_string();
-    app.fetch(&format!("/thumb/{hash}.jpg")).await;
-    app.fetch(&format!("/thumb/{variant}.jpg")).await;
+    app.render(&format!("/thumb/{hash}.jpg")).await;
+    app.render(&format!("/thumb/{variant}.jpg")).await;
     assert_eq!(app.stored_renders().await, 2);
     let a = app
         .delete(
@@ -136,7 +125,7 @@ async fn deleting_by_binary_hash_removes_the_renders_of_every_variant() {
     assert_eq!(a.status, 204);
     assert_eq!(app.stored_renders().await, 0);
     assert_eq!(
-        app.fetch(&format!("/thumb/{variant}.jpg")).await.status,
+        app.render(&format!("/thumb/{variant}.jpg")).await.status,
         404
     );
 }
@@ -144,7 +133,7 @@ async fn deleting_by_binary_hash_removes_the_renders_of_every_variant() {
 #[actix_rt::test]
 async fn delete_previous_removes_the_old_hash_renders() {
     let (app, hash) = setup().await;
-    app.fetch(&format!("/thumb/{hash}.jpg")).await;
+    app.render(&format!("/thumb/{hash}.jpg")).await;
     let a = app
         .json(
             "PUT",
@@ -155,15 +144,15 @@ async fn delete_previous_removes_the_old_hash_renders() {
         .await;
     assert_eq!(a.status, 201);
     assert_eq!(app.stored_renders().await, 0);
-    assert_eq!(app.fetch(&format!("/thumb/{hash}.jpg")).await.status, 404);
+    assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 404);
 }
 
 #[actix_rt::test]
 async fn overwriting_a_stack_collects_the_renders_of_the_old_definition() {
     let (app, hash) = setup().await;
-    assert_eq!(app.fetch(&format!("/thumb/{hash}.jpg")).await.status, 200);
+    assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 200);
     assert_eq!(
-        app.fetch(&format!("/thumb/{hash}/other-name.png"))
+        app.render(&format!("/thumb/{hash}/other-name.png"))
             .await
             .status,
         200
@@ -196,7 +185,7 @@ async fn overwriting_a_stack_collects_the_renders_of_the_old_definition() {
     assert_eq!(ok.status, 200);
     assert_eq!(app.stored_renders().await, 0);
     let img =
-        image::load_from_memory(&app.fetch(&format!("/thumb/{hash}.jpg")).await.body).unwrap();
+        image::load_from_memory(&app.render(&format!("/thumb/{hash}.jpg")).await.body).unwrap();
     assert_eq!(img.width(), 20);
 }
 
@@ -211,7 +200,10 @@ async fn overwriting_a_basestack_collects_the_renders_built_on_it() {
     )
     .await;
     app.json("PUT", "/stacks/acme/derived", ROOT_KEY, &json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"basestack": "base"}})).await;
-    assert_eq!(app.fetch(&format!("/derived/{hash}.jpg")).await.status, 200);
+    assert_eq!(
+        app.render(&format!("/derived/{hash}.jpg")).await.status,
+        200
+    );
     assert_eq!(app.stored_renders().await, 1);
     app.json(
         "PUT",
@@ -226,7 +218,7 @@ async fn overwriting_a_basestack_collects_the_renders_built_on_it() {
 #[actix_rt::test]
 async fn deleting_a_stack_collects_its_renders_and_its_urls_answer_404() {
     let (app, hash) = setup().await;
-    app.fetch(&format!("/thumb/{hash}.jpg")).await;
+    app.render(&format!("/thumb/{hash}.jpg")).await;
     let dry = app
         .send(
             "DELETE",
@@ -240,16 +232,16 @@ async fn deleting_a_stack_collects_its_renders_and_its_urls_answer_404() {
     assert_eq!(app.get("/stacks/acme/thumb", ROOT_KEY).await.status, 200);
     assert_eq!(app.delete("/stacks/acme/thumb", ROOT_KEY).await.status, 204);
     assert_eq!(app.stored_renders().await, 0);
-    assert_eq!(app.fetch(&format!("/thumb/{hash}.jpg")).await.status, 404);
+    assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 404);
 }
 
 #[actix_rt::test]
 async fn purging_an_image_lists_every_path_it_was_served_under() {
     let (app, hash) = setup().await;
     let short = &hash[..6];
-    app.fetch(&format!("/thumb/{hash}.jpg")).await;
-    app.fetch(&format!("/thumb/{short}/nice.jpg")).await;
-    app.fetch(&format!("/dynamic/resize-width-40/{hash}.jpg"))
+    app.render(&format!("/thumb/{hash}.jpg")).await;
+    app.render(&format!("/thumb/{short}/nice.jpg")).await;
+    app.render(&format!("/dynamic/resize-width-40/{hash}.jpg"))
         .await;
     let dry = app
         .send(
@@ -282,7 +274,7 @@ async fn purging_an_image_lists_every_path_it_was_served_under() {
     expected.sort();
     assert_eq!(paths, expected);
     assert_eq!(
-        app.fetch(&format!("/thumb/{hash}.jpg"))
+        app.render(&format!("/thumb/{hash}.jpg"))
             .await
             .header("x-darkroom-render")
             .as_deref(),
@@ -308,8 +300,8 @@ async fn purging_an_image_lists_every_path_it_was_served_under() {
 #[actix_rt::test]
 async fn purging_a_stack_or_an_organization_removes_their_renders() {
     let (app, hash) = setup().await;
-    app.fetch(&format!("/thumb/{hash}.jpg")).await;
-    app.fetch(&format!("/dynamic/resize-width-10/{hash}.jpg"))
+    app.render(&format!("/thumb/{hash}.jpg")).await;
+    app.render(&format!("/dynamic/resize-width-10/{hash}.jpg"))
         .await;
     let stack = app
         .send(

@@ -22,17 +22,6 @@ async fn setup() -> (TestApp, String, String) {
 }
 
 impl TestApp {
-    async fn render(&self, path: &str) -> Answer {
-        self.send(
-            "GET",
-            &format!("{}/acme{path}", self.render),
-            None,
-            &[],
-            None,
-        )
-        .await
-    }
-
     async fn stack(&self, name: &str, body: Value) {
         let a = self
             .json(
