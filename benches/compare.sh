@@ -11,8 +11,8 @@
 #   bytes      output size at the same nominal quality, JPEG q80 and WebP q80: Darkroom vs
 #              libvips (`vipsthumbnail`) for the same 20 renders
 #   memory     Darkroom's peak RSS (VmHWM) during the cold-throughput runs
-# Every row also carries the 1-minute load average before and after its measurement: other
-# builds share the two cores, so compare ratios from one run, never absolute numbers across runs.
+# Every row also carries the 1-minute load average before and after its measurement: on a
+# shared machine compare ratios from one run, never absolute numbers across runs.
 #
 # Loopback only: every server binds 127.0.0.1 and is started here and stopped by PID in the
 # EXIT trap; every step runs under `timeout`. Installs what it needs (Debian packages as root,
