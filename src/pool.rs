@@ -58,11 +58,6 @@ impl CpuPool {
         })
     }
 
-    /// Jobs admitted and not yet finished (running or waiting).
-    pub fn in_flight(&self, capacity: usize) -> usize {
-        capacity.saturating_sub(self.permits.available_permits())
-    }
-
     /// Runs `job` on the pool and waits for its result.
     pub async fn run<T, F>(&self, job: F) -> Result<T, PoolError>
     where

@@ -4,7 +4,7 @@
 
 use crate::model::resolved::ResolvedPipeline;
 use crate::render::codecs::{self, DecodeHint, EncodeOptions, OutputFormat};
-use crate::render::error::{RenderError, Result};
+use crate::render::error::Result;
 use crate::render::limits::Limits;
 use crate::render::ops::{Area, OpContext, Operation};
 use image::DynamicImage;
@@ -152,11 +152,5 @@ fn encode_options<'a>(
             .map_or(7, |l| l.clamp(0.0, 9.0) as u8),
         background,
         icc,
-    }
-}
-
-impl From<std::convert::Infallible> for RenderError {
-    fn from(e: std::convert::Infallible) -> Self {
-        match e {}
     }
 }

@@ -206,12 +206,7 @@ pub async fn upload(
     let mut items = Vec::with_capacity(files.len());
     for ((f, m), info) in files.iter().zip(metas).zip(infos) {
         let store = svc.store.clone();
-        let blob = ReceivedBlob {
-            temp_path: f.blob.temp_path.clone(),
-            id: f.blob.id.clone(),
-            sha1: f.blob.sha1.clone(),
-            size: f.blob.size,
-        };
+        let blob = f.blob.clone();
         tokio::task::spawn_blocking(move || store.blobs.commit(&blob))
             .await
             .map_err(Error::internal)?

@@ -197,16 +197,6 @@ pub struct ListQuery {
     raw: Vec<(String, String)>,
 }
 
-const RESERVED: [&str; 7] = [
-    "limit",
-    "offset",
-    "sort",
-    "deleted",
-    "operator",
-    "facets",
-    "binaryHash",
-];
-
 impl ListQuery {
     /// Parses query pairs; empty values count as absent (spec §11.9).
     pub fn parse(pairs: &[(String, String)]) -> Result<ListQuery> {
@@ -414,11 +404,6 @@ fn decode_cursor(raw: &str) -> Result<Vec<SortVal>> {
         .ok_or_else(|| {
             Error::Invalid("offset must be a number or a cursor from a previous answer".into())
         })
-}
-
-/// Keys that are not filters, for callers that inspect the query themselves.
-pub fn is_reserved(key: &str) -> bool {
-    RESERVED.contains(&key)
 }
 
 #[cfg(test)]

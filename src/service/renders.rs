@@ -365,9 +365,9 @@ async fn run_render(svc: &Services, key: RenderKey, job: RenderJob) -> Result<St
     let started = Instant::now();
     let org = job.image.organization.clone();
     let hash = job.image.hash.clone();
-    let bytes = svc
+    let stored = svc
         .pool
-        .run(move || -> Result<Vec<u8>> {
+        .run(move || -> Result<StoredRender> {
             let source = store.blobs.read(&job.image.blob).map_err(Error::internal)?;
             let secondary_store = store.clone();
             let secondary_org = job.image.organization.clone();
@@ -386,8 +386,7 @@ async fn run_render(svc: &Services, key: RenderKey, job: RenderJob) -> Result<St
             let out = pipeline::render(&source, &input)?;
             let mut meta = job.meta;
             meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
-            store.put_render(&key, &meta, &out, &job.served)?;
-            Ok(out)
+            Ok(store.put_render(&key, &meta, &out, &job.served)?)
         })
         .await
         .map_err(Error::from)??;
@@ -396,11 +395,9 @@ async fn run_render(svc: &Services, key: RenderKey, job: RenderJob) -> Result<St
         org,
         hash,
         started.elapsed().as_millis(),
-        bytes.len()
+        stored.bytes().len()
     );
-    svc.store
-        .get_render(&key)?
-        .ok_or_else(|| Error::internal("a stored render vanished"))
+    Ok(stored)
 }
 
 /// Loads another image of the organization for `composition`.

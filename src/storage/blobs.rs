@@ -25,7 +25,7 @@ pub struct BlobUpload {
 }
 
 /// A fully received upload, not yet in the store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReceivedBlob {
     pub temp_path: PathBuf,
     /// BLAKE3 hex: the blob id.

@@ -152,12 +152,14 @@ impl Store {
         meta: &RenderMeta,
         bytes: &[u8],
         served: &ServedPath,
-    ) -> Result<()> {
+    ) -> Result<StoredRender> {
         let header = encode(meta);
         let mut value = Vec::with_capacity(4 + header.len() + bytes.len());
         value.extend_from_slice(&(header.len() as u32).to_be_bytes());
         value.extend_from_slice(&header);
         value.extend_from_slice(bytes);
+        // One buffer serves both the store and the response of the request that rendered it.
+        let value = sled::IVec::from(value);
         let org = meta.organization.as_str();
         let paths = encode(&vec![served.clone()]);
         tx_result(
@@ -169,7 +171,7 @@ impl Store {
                 &self.org_usage,
             )
                 .transaction(|(renders, by_image, by_stack, render_paths, usage)| {
-                    let replaced = renders.insert(key, value.as_slice())?;
+                    let replaced = renders.insert(key, value.clone())?;
                     by_image.insert(image_key(org, &meta.image, key), &[])?;
                     for s in &meta.stacks {
                         by_stack.insert(revision_key(org, &s.name, s.revision, key), &[])?;
@@ -180,7 +182,8 @@ impl Store {
                     }
                     Ok(())
                 }),
-        )
+        )?;
+        StoredRender::parse(value)
     }
 
     /// Remembers another URL path a render was served under (at most
@@ -285,7 +288,7 @@ impl Store {
     pub fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged> {
         let mut p = key2(org, image);
         p.push(0);
-        self.purge_index(&self.render_by_image.clone(), p, dry_run)
+        self.purge_index(&self.render_by_image, p, dry_run)
     }
 
     /// Removes every render made through a stack (as the named stack or a basestack): all
@@ -300,14 +303,14 @@ impl Store {
         let mut p = key2(org, stack);
         p.push(0);
         match below_revision {
-            None => self.purge_index(&self.render_by_stack.clone(), p, dry_run),
+            None => self.purge_index(&self.render_by_stack, p, dry_run),
             Some(current) => {
                 let mut total = Purged::default();
                 for rev in self.stack_revisions(org, stack)? {
                     if rev < current {
                         let mut rp = key3(org, stack, &format!("{rev:016x}"));
                         rp.push(0);
-                        total.add(self.purge_index(&self.render_by_stack.clone(), rp, dry_run)?);
+                        total.add(self.purge_index(&self.render_by_stack, rp, dry_run)?);
                     }
                 }
                 Ok(total)
@@ -338,7 +341,7 @@ impl Store {
 
     /// Removes every render of an organization.
     pub fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged> {
-        self.purge_index(&self.render_by_image.clone(), prefix(org), dry_run)
+        self.purge_index(&self.render_by_image, prefix(org), dry_run)
     }
 
     /// Number of stored renders.
