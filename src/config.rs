@@ -18,6 +18,8 @@ pub struct Config {
     pub images: ImagesConfig,
     pub render: RenderConfig,
     pub gc: GcConfig,
+    pub render_cache: RenderCacheConfig,
+    pub edge: EdgeConfig,
     pub log: LogConfig,
 }
 
@@ -97,6 +99,50 @@ impl Default for GcConfig {
         GcConfig {
             interval_secs: 300,
             max_work: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenderCacheConfig {
+    /// Byte budget of the stored renders; least recently used renders are evicted past it.
+    /// 0 = unlimited.
+    pub max_bytes: u64,
+}
+
+/// How invalidations reach the cache in front of the render listener.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeMode {
+    /// `GET {path}` with `X-Darkroom-Refresh: 1`: the cache fetches and stores the fresh answer.
+    #[default]
+    Refresh,
+    /// `PURGE {path}`, for caches with a purge method (Varnish, nginx with a purge module).
+    Purge,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Base URL of the cache in front of the render listener, e.g. `http://127.0.0.1:80`.
+    /// Empty = no edge invalidation.
+    pub url: String,
+    pub mode: EdgeMode,
+    /// Seconds one edge request may take.
+    pub timeout_secs: u64,
+    /// Attempts per path before it is given up (logged and counted); retries back off
+    /// exponentially up to five minutes apart.
+    pub max_attempts: u32,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            url: String::new(),
+            mode: EdgeMode::Refresh,
+            timeout_secs: 10,
+            max_attempts: 50,
         }
     }
 }
@@ -222,6 +268,17 @@ impl Config {
             if !ok {
                 return Err(format!("configuration key {key}: {why}"));
             }
+        }
+        if !self.edge.url.is_empty()
+            && !(self.edge.url.starts_with("http://") && self.edge.url.len() > "http://".len())
+        {
+            return Err("configuration key edge.url: must be empty or an http:// URL".into());
+        }
+        if !self.edge.url.is_empty() && (self.edge.timeout_secs == 0 || self.edge.max_attempts == 0)
+        {
+            return Err(
+                "configuration key edge.timeout_secs / edge.max_attempts: must be positive".into(),
+            );
         }
         if !self.render.host_template.is_empty()
             && !self.render.host_template.contains("{organization}")
