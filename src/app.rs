@@ -46,6 +46,14 @@ impl Application {
     pub fn build(config: Config) -> Result<Application, String> {
         let store = Store::open(&config.storage.path, config.storage.cache_mb)
             .map_err(|e| e.to_string())?;
+        store.enable_edge(!config.edge.url.is_empty());
+        if config.edge.url.is_empty() {
+            match store.clear_edge_queue() {
+                Ok(0) => {}
+                Ok(n) => log::warn!("edge.url is not set: dropped {n} queued edge requests"),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
         let pool = CpuPool::new(
             config.render_threads(),
             config.render.queue,
@@ -57,6 +65,7 @@ impl Application {
             pool: Arc::new(pool),
             renders: Default::default(),
             traffic: Default::default(),
+            edge: Default::default(),
         });
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -139,6 +148,13 @@ impl Application {
                 Duration::from_secs(config.gc.interval_secs),
             )
         });
+        let edge = (!config.edge.url.is_empty()).then(|| {
+            crate::service::edge::spawn(
+                self.services.store.clone(),
+                config.edge.clone(),
+                self.services.edge.clone(),
+            )
+        });
         // Traffic counters are written every few seconds, not once per request.
         let services = self.services.clone();
         let traffic = actix_rt::spawn(async move {
@@ -152,10 +168,11 @@ impl Application {
         let (a, r) = futures_util::future::join(self.api, self.render).await;
         traffic.abort();
         let _ = traffic.await;
-        if let Some(gc) = gc {
-            gc.abort();
-            // Wait for the loop to be gone so that its handle on the store is released.
-            let _ = gc.await;
+        // Wait for the background loops to be gone so that their handles on the store are
+        // released. Queued edge requests stay in the store for the next start.
+        for task in [gc, edge].into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
         }
         if let Err(e) = self.services.traffic.flush(&self.services.store) {
             log::warn!("traffic counters were not written: {e}");

@@ -47,6 +47,7 @@ pub fn run_once(
     let cutoff = now - i64::from(settings.retention_days) * 86_400;
     for (org, hash) in store.expired_images(cutoff, budget)? {
         report.bytes_freed += store.purge_image_renders(&org, &hash, false)?.bytes;
+        store.drop_restore_paths(&org, &hash)?;
         if let Some(blob) = store.remove_image(&org, &hash)? {
             let size = std::fs::metadata(store.blobs.path(&blob))
                 .map(|m| m.len())
@@ -77,7 +78,17 @@ pub fn run_once(
         }
     }
 
-    // 3. Blob files no image refers to (a crash between writing the file and committing the
+    // 3. Paths kept for the restore of an image that is gone or live again (a crash between
+    //    the two writes of a removal or a restore).
+    for (org, hash) in store.stale_restore_paths()? {
+        if budget == 0 {
+            break;
+        }
+        store.drop_restore_paths(&org, &hash)?;
+        budget -= 1;
+    }
+
+    // 4. Blob files no image refers to (a crash between writing the file and committing the
     //    record), once they are old enough.
     for id in store.orphan_blobs(settings.blob_grace)? {
         if budget == 0 {

@@ -57,12 +57,10 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
         query: req.query_string(),
         org_prefix: path_form.then_some(org.as_str()),
         accept: header(&req, "accept"),
+        // The Host is kept for both forms: the edge keys its cache by host and path, and a
+        // refresh must reach the same entry.
         served: ServedPath {
-            host: if path_form {
-                String::new()
-            } else {
-                header(&req, "host").unwrap_or_default().to_string()
-            },
+            host: header(&req, "host").unwrap_or_default().to_string(),
             path: match req.query_string() {
                 "" => req.path().to_string(),
                 q => format!("{}?{q}", req.path()),

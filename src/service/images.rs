@@ -318,7 +318,10 @@ fn soft_delete(store: &Store, mut rec: ImageRecord) -> Result<Purged> {
     rec.deleted = true;
     rec.deleted_at = Some(time::now_unix());
     store.update_image(&rec)?;
-    Ok(store.purge_image_renders(&rec.organization, &rec.hash, false)?)
+    let purged = store.purge_image_renders(&rec.organization, &rec.hash, false)?;
+    // A restore sends these paths to the edge again, replacing the 404 it holds by then.
+    store.keep_restore_paths(&rec.organization, &rec.hash, &purged.paths)?;
+    Ok(purged)
 }
 
 /// `DELETE /sourceimages/{org}/{hash}`; with `dry_run`, only reports what would be
@@ -395,6 +398,7 @@ pub async fn restore(svc: &Services, who: &Principal, org: &OrgName, hash: &str)
         rec.deleted = false;
         rec.deleted_at = None;
         svc.store.update_image(&rec)?;
+        svc.store.refresh_restored(org.as_str(), &rec.hash)?;
         svc.store.flush().await?;
     }
     to_json(&svc.store, &rec)

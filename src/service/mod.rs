@@ -3,6 +3,7 @@
 //! CPU `pool`; none of them knows about HTTP.
 
 pub mod accounts;
+pub mod edge;
 pub mod images;
 pub mod listing;
 pub mod purge;
@@ -27,6 +28,8 @@ pub struct Services {
     pub renders: renders::RenderState,
     /// Bytes served, counted in memory and written in batches.
     pub traffic: stats::Traffic,
+    /// Counters of the edge sender.
+    pub edge: Arc<edge::EdgeStats>,
 }
 
 impl Services {

@@ -13,8 +13,16 @@ use serde_json::{json, Value};
 /// The answer to a purge: rokka's `{"items": [paths]}`, plus the counts; a dry run says so and
 /// changes nothing.
 pub fn purged_json(p: &Purged, dry_run: bool) -> Value {
-    let items: Vec<String> = p.paths.iter().map(|s| s.path.clone()).collect();
-    let mut v = json!({ "status": "ok", "items": items, "renders": p.renders, "bytes": p.bytes, "paths": p.paths.len() });
+    // One item per path, in the order they were found (a path served under several hosts
+    // appears once).
+    let mut seen = std::collections::HashSet::with_capacity(p.paths.len());
+    let items: Vec<&str> = p
+        .paths
+        .iter()
+        .map(|s| s.path.as_str())
+        .filter(|path| seen.insert(*path))
+        .collect();
+    let mut v = json!({ "status": "ok", "items": items, "renders": p.renders, "bytes": p.bytes, "paths": items.len() });
     if dry_run {
         if let Value::Object(m) = &mut v {
             m.insert("dry_run".into(), Value::Bool(true));

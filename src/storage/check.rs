@@ -222,6 +222,18 @@ impl Store {
                 ));
             }
         }
+        // Edge: queued jobs readable, restore paths only for deleted images.
+        for item in self.edge_queue.iter() {
+            let (k, v) = item?;
+            if k.len() != 16 || decode::<super::EdgeJob>("edge_queue", &v).is_err() {
+                problems.push(format!("edge queue entry {} is malformed", hex::encode(&k)));
+            }
+        }
+        for (org, hash) in self.stale_restore_paths()? {
+            problems.push(format!(
+                "restore paths kept for {org}/{hash}, which is not a deleted image"
+            ));
+        }
         // Usage counters against the recomputed values.
         let mut all_orgs: BTreeSet<String> = orgs.clone();
         all_orgs.extend(live_blobs.keys().cloned());

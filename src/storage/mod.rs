@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod check;
+pub mod edge;
 pub mod renders;
 pub mod stacks;
 
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
 pub use check::RenderStatus;
+pub use edge::{EdgeJob, QueuedEdgeJob};
 
 pub use renders::{Purged, RenderMeta, ServedPath, StackRevision, StoredRender};
 pub use stacks::StoredStack;
@@ -132,6 +134,10 @@ pub struct Store {
     render_by_image: Tree,
     render_by_stack: Tree,
     render_paths: Tree,
+    edge_queue: Tree,
+    edge_restore: Tree,
+    edge_on: std::sync::atomic::AtomicBool,
+    edge_notify: tokio::sync::Notify,
 }
 
 pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -279,6 +285,10 @@ impl Store {
             render_by_image: db.open_tree("render_by_image")?,
             render_by_stack: db.open_tree("render_by_stack")?,
             render_paths: db.open_tree("render_paths")?,
+            edge_queue: db.open_tree("edge_queue")?,
+            edge_restore: db.open_tree("edge_restore")?,
+            edge_on: Default::default(),
+            edge_notify: Default::default(),
             meta,
             db,
             path: path.to_path_buf(),

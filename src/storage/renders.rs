@@ -45,8 +45,7 @@ pub struct StoredRender {
     body_start: usize,
 }
 
-/// A URL a render was served under: the `Host` (empty for the path form) and the path with
-/// its query.
+/// A URL a render was served under: the `Host` it was asked for and the path with its query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServedPath {
     pub host: String,
@@ -202,14 +201,16 @@ impl Store {
         Ok(())
     }
 
-    /// Removes one render with its indexes; returns what it freed.
+    /// Removes one render with its indexes (an orphan found by GC); returns what it freed.
+    /// Its served paths are sent to the edge.
     pub(crate) fn purge_render_by_key(&self, key: &[u8]) -> Result<Purged> {
-        self.purge_render(key, false)
+        self.purge_render(key, false, true)
     }
 
     /// Removes one render with its indexes; returns what it freed. With `dry_run`, only
-    /// reports it.
-    fn purge_render(&self, key: &[u8], dry_run: bool) -> Result<Purged> {
+    /// reports it. With `edge`, its served paths are queued for the edge in the same
+    /// transaction (an eviction does not: the render comes back byte-identical).
+    fn purge_render(&self, key: &[u8], dry_run: bool, edge: bool) -> Result<Purged> {
         let Some(render) = self.get_render(key)? else {
             return Ok(Purged::default());
         };
@@ -228,6 +229,11 @@ impl Store {
         }
         let meta = render.meta;
         let org = meta.organization.as_str();
+        let queue_paths = if edge && self.edge_enabled() {
+            out.paths.as_slice()
+        } else {
+            &[]
+        };
         tx_result(
             (
                 &self.renders,
@@ -235,20 +241,27 @@ impl Store {
                 &self.render_by_stack,
                 &self.render_paths,
                 &self.org_usage,
+                &self.edge_queue,
             )
-                .transaction(|(renders, by_image, by_stack, render_paths, usage)| {
-                    if renders.remove(key)?.is_none() {
-                        return Ok(());
-                    }
-                    by_image.remove(image_key(org, &meta.image, key))?;
-                    for s in &meta.stacks {
-                        by_stack.remove(revision_key(org, &s.name, s.revision, key))?;
-                    }
-                    render_paths.remove(key)?;
-                    adjust_usage(usage, org, -1, -(size as i64))?;
-                    Ok(())
-                }),
+                .transaction(
+                    |(renders, by_image, by_stack, render_paths, usage, queue)| {
+                        if renders.remove(key)?.is_none() {
+                            return Ok(());
+                        }
+                        by_image.remove(image_key(org, &meta.image, key))?;
+                        for s in &meta.stacks {
+                            by_stack.remove(revision_key(org, &s.name, s.revision, key))?;
+                        }
+                        render_paths.remove(key)?;
+                        adjust_usage(usage, org, -1, -(size as i64))?;
+                        super::edge::tx_enqueue(queue, queue_paths)?;
+                        Ok(())
+                    },
+                ),
         )?;
+        if !queue_paths.is_empty() {
+            self.edge_notify.notify_one();
+        }
         Ok(out)
     }
 
@@ -267,7 +280,7 @@ impl Store {
         for index_key in keys {
             match trailing_key(&index_key) {
                 Some(key) => {
-                    let purged = self.purge_render(&key, dry_run)?;
+                    let purged = self.purge_render(&key, dry_run, true)?;
                     if purged.renders == 0 && !dry_run {
                         // An index entry without its render: drop it.
                         tree.remove(&index_key)?;

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cli;
+mod edge_queue;
 mod gc;
 mod helpers;
 mod images;
