@@ -269,9 +269,13 @@ impl Config {
                 return Err(format!("configuration key {key}: {why}"));
             }
         }
-        if !self.edge.url.is_empty()
-            && !(self.edge.url.starts_with("http://") && self.edge.url.len() > "http://".len())
-        {
+        let edge_ok = self.edge.url.is_empty()
+            || self
+                .edge
+                .url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty());
+        if !edge_ok {
             return Err("configuration key edge.url: must be empty or an http:// URL".into());
         }
         if !self.edge.url.is_empty() && (self.edge.timeout_secs == 0 || self.edge.max_attempts == 0)
