@@ -11,6 +11,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often access times are written and the render store budget enforced.
+const CACHE_MAINTENANCE: Duration = Duration::from_secs(5);
+
 /// One line per request: listener, status, bytes, time, method and path. The query string is
 /// left out on purpose: it carries URL signatures, which must never reach a log.
 fn access_log(listener: &str) -> middleware::Logger {
@@ -155,6 +158,31 @@ impl Application {
                 self.services.edge.clone(),
             )
         });
+        // With a render store budget, access times are written and renders evicted every few
+        // seconds, off the request path.
+        let cache = (config.render_cache.max_bytes > 0).then(|| {
+            let services = self.services.clone();
+            actix_rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(CACHE_MAINTENANCE).await;
+                    let svc = services.clone();
+                    let pass = tokio::task::spawn_blocking(move || {
+                        crate::service::renders::maintain_cache(&svc)
+                    })
+                    .await;
+                    match pass {
+                        Ok(Ok(p)) if p.renders > 0 => log::info!(
+                            "render store budget: evicted {} renders ({} bytes)",
+                            p.renders,
+                            p.bytes
+                        ),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => log::warn!("render store maintenance failed: {e}"),
+                        Err(e) => log::warn!("render store maintenance panicked: {e}"),
+                    }
+                }
+            })
+        });
         // Traffic counters are written every few seconds, not once per request.
         let services = self.services.clone();
         let traffic = actix_rt::spawn(async move {
@@ -170,12 +198,15 @@ impl Application {
         let _ = traffic.await;
         // Wait for the background loops to be gone so that their handles on the store are
         // released. Queued edge requests stay in the store for the next start.
-        for task in [gc, edge].into_iter().flatten() {
+        for task in [gc, edge, cache].into_iter().flatten() {
             task.abort();
             let _ = task.await;
         }
         if let Err(e) = self.services.traffic.flush(&self.services.store) {
             log::warn!("traffic counters were not written: {e}");
+        }
+        if let Err(e) = crate::service::renders::maintain_cache(&self.services) {
+            log::warn!("render access times were not written: {e}");
         }
         let flushed = self.services.store.flush().await;
         a?;

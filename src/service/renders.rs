@@ -25,6 +25,10 @@ use tokio::sync::OnceCell;
 const FAILURE_TTL: Duration = Duration::from_secs(60);
 /// Most failures remembered at once.
 const FAILURE_CAP: usize = 10_000;
+/// Most distinct renders whose access is remembered between two writes of access times.
+const ACCESS_CAP: usize = 200_000;
+/// Most renders one maintenance pass evicts.
+const EVICT_PER_PASS: usize = 10_000;
 
 /// A render key: BLAKE3 over everything that determines the output bytes.
 pub type RenderKey = [u8; 32];
@@ -37,6 +41,9 @@ type Flight = OnceCell<std::result::Result<StoredRender, Error>>;
 pub struct RenderState {
     inflight: Mutex<HashMap<RenderKey, Arc<Flight>>>,
     failures: Mutex<HashMap<RenderKey, (Instant, Error)>>,
+    /// Last access of renders served since access times were last written (only with a
+    /// render store budget, which is what they are for).
+    accessed: Mutex<HashMap<RenderKey, u64>>,
     /// Renders computed (misses that ran the pipeline).
     pub rendered: AtomicU64,
     /// Requests answered from the render store.
@@ -294,6 +301,34 @@ pub fn render_key(
     *h.finalize().as_bytes()
 }
 
+/// Remembers that a render was served now; written in batches by [`maintain_cache`].
+fn note_access(state: &RenderState, key: RenderKey) {
+    if let Ok(mut accessed) = state.accessed.lock() {
+        if accessed.len() < ACCESS_CAP || accessed.contains_key(&key) {
+            accessed.insert(key, crate::storage::edge::now_ms());
+        }
+    }
+}
+
+/// Writes the access times gathered since the last pass and, with a budget
+/// (`render_cache.max_bytes`), evicts the least recently used renders past it. Runs every
+/// few seconds off the request path.
+pub fn maintain_cache(svc: &Services) -> Result<crate::storage::Purged> {
+    let accessed: Vec<(RenderKey, u64)> = {
+        let mut map = svc
+            .renders
+            .accessed
+            .lock()
+            .map_err(|_| Error::internal("render state poisoned"))?;
+        map.drain().collect()
+    };
+    svc.store.touch_renders(&accessed)?;
+    match svc.config.render_cache.max_bytes {
+        0 => Ok(Default::default()),
+        max => Ok(svc.store.evict_renders(max, EVICT_PER_PASS)?),
+    }
+}
+
 /// What a miss renders.
 struct RenderJob {
     image: ImageRecord,
@@ -312,6 +347,9 @@ async fn fetch_or_render(
 ) -> Result<(StoredRender, Served)> {
     if let Some(hit) = svc.store.get_render(&key)? {
         state.hits.fetch_add(1, Ordering::Relaxed);
+        if svc.config.render_cache.max_bytes > 0 {
+            note_access(state, key);
+        }
         svc.store.note_served_path(&key, &job.served)?;
         return Ok((hit, Served::Hit));
     }

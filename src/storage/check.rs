@@ -222,6 +222,34 @@ impl Store {
                 ));
             }
         }
+        // Recency: one access time and one index entry per render, and nothing else.
+        for item in self.render_atime.iter() {
+            let (k, v) = item?;
+            if self.renders.get(&k)?.is_none() {
+                problems.push(format!(
+                    "access time of a missing render {}",
+                    hex::encode(&k)
+                ));
+            }
+            let mut lru = v.to_vec();
+            lru.extend_from_slice(&k);
+            if self.render_lru.get(&lru)?.is_none() {
+                problems.push(format!(
+                    "render {} is missing from the recency index",
+                    hex::encode(&k)
+                ));
+            }
+        }
+        let (renders, atimes, lrus) = (
+            self.renders.len(),
+            self.render_atime.len(),
+            self.render_lru.len(),
+        );
+        if renders != atimes || atimes != lrus {
+            problems.push(format!(
+                "{renders} renders, {atimes} access times, {lrus} recency entries"
+            ));
+        }
         // Edge: queued jobs readable, restore paths only for deleted images.
         for item in self.edge_queue.iter() {
             let (k, v) = item?;

@@ -134,6 +134,8 @@ pub struct Store {
     render_by_image: Tree,
     render_by_stack: Tree,
     render_paths: Tree,
+    render_atime: Tree,
+    render_lru: Tree,
     edge_queue: Tree,
     edge_restore: Tree,
     edge_on: std::sync::atomic::AtomicBool,
@@ -268,7 +270,7 @@ impl Store {
         }
         let blobs = BlobStore::open(path)?;
         blobs.clear_tmp()?;
-        Ok(Store {
+        let store = Store {
             orgs: db.open_tree("orgs")?,
             users: db.open_tree("users")?,
             keys: db.open_tree("keys")?,
@@ -285,6 +287,8 @@ impl Store {
             render_by_image: db.open_tree("render_by_image")?,
             render_by_stack: db.open_tree("render_by_stack")?,
             render_paths: db.open_tree("render_paths")?,
+            render_atime: db.open_tree("render_atime")?,
+            render_lru: db.open_tree("render_lru")?,
             edge_queue: db.open_tree("edge_queue")?,
             edge_restore: db.open_tree("edge_restore")?,
             edge_on: Default::default(),
@@ -293,7 +297,9 @@ impl Store {
             db,
             path: path.to_path_buf(),
             blobs,
-        })
+        };
+        store.backfill_render_atime()?;
+        Ok(store)
     }
 
     /// Reads and writes a marker record and checks the blob folder, for readiness probes.

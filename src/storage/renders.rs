@@ -122,6 +122,44 @@ fn trailing_key(index_key: &[u8]) -> Option<Vec<u8>> {
     hex::decode(index_key.get(start..)?).ok()
 }
 
+/// Key of the recency index: `last access (ms since the epoch, u64 BE) ++ render key`, so a scan
+/// from the start meets the least recently used render first.
+fn lru_key(ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn be_u64(v: &[u8]) -> u64 {
+    v.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// Records the last access of a render in both recency trees.
+fn tx_set_atime(
+    atime: &TransactionalTree,
+    lru: &TransactionalTree,
+    key: &[u8],
+    ms: u64,
+) -> std::result::Result<(), TxError> {
+    if let Some(old) = atime.insert(key, &ms.to_be_bytes())? {
+        lru.remove(lru_key(be_u64(&old), key))?;
+    }
+    lru.insert(lru_key(ms, key), &[])?;
+    Ok(())
+}
+
+fn tx_clear_atime(
+    atime: &TransactionalTree,
+    lru: &TransactionalTree,
+    key: &[u8],
+) -> std::result::Result<(), TxError> {
+    if let Some(old) = atime.remove(key)? {
+        lru.remove(lru_key(be_u64(&old), key))?;
+    }
+    Ok(())
+}
+
 fn adjust_usage(
     usage: &TransactionalTree,
     org: &str,
@@ -161,6 +199,7 @@ impl Store {
         let value = sled::IVec::from(value);
         let org = meta.organization.as_str();
         let paths = encode(&vec![served.clone()]);
+        let now = super::edge::now_ms();
         tx_result(
             (
                 &self.renders,
@@ -168,19 +207,24 @@ impl Store {
                 &self.render_by_stack,
                 &self.render_paths,
                 &self.org_usage,
+                &self.render_atime,
+                &self.render_lru,
             )
-                .transaction(|(renders, by_image, by_stack, render_paths, usage)| {
-                    let replaced = renders.insert(key, value.clone())?;
-                    by_image.insert(image_key(org, &meta.image, key), &[])?;
-                    for s in &meta.stacks {
-                        by_stack.insert(revision_key(org, &s.name, s.revision, key), &[])?;
-                    }
-                    if replaced.is_none() {
-                        render_paths.insert(key, paths.as_slice())?;
-                        adjust_usage(usage, org, 1, bytes.len() as i64)?;
-                    }
-                    Ok(())
-                }),
+                .transaction(
+                    |(renders, by_image, by_stack, render_paths, usage, atime, lru)| {
+                        let replaced = renders.insert(key, value.clone())?;
+                        tx_set_atime(atime, lru, key, now)?;
+                        by_image.insert(image_key(org, &meta.image, key), &[])?;
+                        for s in &meta.stacks {
+                            by_stack.insert(revision_key(org, &s.name, s.revision, key), &[])?;
+                        }
+                        if replaced.is_none() {
+                            render_paths.insert(key, paths.as_slice())?;
+                            adjust_usage(usage, org, 1, bytes.len() as i64)?;
+                        }
+                        Ok(())
+                    },
+                ),
         )?;
         StoredRender::parse(value)
     }
@@ -242,12 +286,15 @@ impl Store {
                 &self.render_paths,
                 &self.org_usage,
                 &self.edge_queue,
+                &self.render_atime,
+                &self.render_lru,
             )
                 .transaction(
-                    |(renders, by_image, by_stack, render_paths, usage, queue)| {
+                    |(renders, by_image, by_stack, render_paths, usage, queue, atime, lru)| {
                         if renders.remove(key)?.is_none() {
                             return Ok(());
                         }
+                        tx_clear_atime(atime, lru, key)?;
                         by_image.remove(image_key(org, &meta.image, key))?;
                         for s in &meta.stacks {
                             by_stack.remove(revision_key(org, &s.name, s.revision, key))?;
@@ -355,6 +402,93 @@ impl Store {
     /// Removes every render of an organization.
     pub fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged> {
         self.purge_index(&self.render_by_image, prefix(org), dry_run)
+    }
+
+    /// Records when renders were last served (ms since the epoch; batched by the caller: one
+    /// call per interval,
+    /// never one write per hit). Renders gone meanwhile are skipped.
+    pub fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()> {
+        for (key, ms) in accessed {
+            tx_result(
+                (&self.renders, &self.render_atime, &self.render_lru).transaction(
+                    |(renders, atime, lru)| {
+                        if renders.get(key)?.is_none() {
+                            return Ok(());
+                        }
+                        let known = atime.get(key)?.map_or(0, |v| be_u64(&v));
+                        if known < *ms {
+                            tx_set_atime(atime, lru, key, *ms)?;
+                        }
+                        Ok(())
+                    },
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of all stored renders (the sum of the organizations' counters).
+    pub fn render_bytes(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for item in self.org_usage.iter() {
+            let (k, v) = item?;
+            // Day figures live under `org \0 day`; the counters under the bare name.
+            if !k.contains(&0) {
+                total += decode::<OrgUsage>("org_usage", &v)?.render_bytes;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Evicts least recently used renders until the stored renders fit in `max_bytes`, at
+    /// most `limit` of them. Evicted renders are not sent to the edge: they come back
+    /// byte-identical when next requested.
+    pub fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged> {
+        let mut total = self.render_bytes()?;
+        let mut evicted = Purged::default();
+        while total > max_bytes && (evicted.renders as usize) < limit {
+            let batch: Vec<sled::IVec> = self
+                .render_lru
+                .iter()
+                .keys()
+                .take(64)
+                .collect::<std::result::Result<_, _>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            for lru in batch {
+                if total <= max_bytes || evicted.renders as usize >= limit {
+                    break;
+                }
+                let key = lru.get(8..).unwrap_or_default();
+                let p = self.purge_render(key, false, false)?;
+                if p.renders == 0 {
+                    // A recency entry without its render: drop it.
+                    self.render_lru.remove(&lru)?;
+                    self.render_atime.remove(key)?;
+                }
+                total = total.saturating_sub(p.bytes);
+                evicted.add(p);
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Gives renders stored before the recency index existed an access time of now.
+    pub(crate) fn backfill_render_atime(&self) -> Result<()> {
+        if self.meta.get("render_atime_v1")?.is_some() {
+            return Ok(());
+        }
+        let now = super::edge::now_ms();
+        for key in self.renders.iter().keys() {
+            let key = key?;
+            if self.render_atime.get(&key)?.is_none() {
+                self.render_atime.insert(&key, &now.to_be_bytes())?;
+                self.render_lru.insert(lru_key(now, &key), &[])?;
+            }
+        }
+        self.meta.insert("render_atime_v1", &[1])?;
+        Ok(())
     }
 
     /// Number of stored renders.

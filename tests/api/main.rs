@@ -9,6 +9,7 @@ mod helpers;
 mod images;
 mod invalidation;
 mod quirks;
+mod render_cache;
 mod renders;
 mod stacks;
 mod stats;

@@ -1,0 +1,124 @@
+//! The render store budget (`render_cache.max_bytes`): least recently used renders are evicted
+//! first, access times are written in batches, and an evicted render comes back
+//! byte-identical.
+
+use crate::helpers::*;
+use darkroom::service::renders::maintain_cache;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+async fn setup(app: &TestApp) -> String {
+    app.create_org("acme").await;
+    let img = app
+        .upload_one("acme", ROOT_KEY, "photo.jpg", &jpeg(160, 120, 3))
+        .await;
+    let a = app
+        .json(
+            "PUT",
+            "/stacks/acme/thumb",
+            ROOT_KEY,
+            &json!([{"name": "resize", "options": {"width": 40}}]),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    img["hash"].as_str().unwrap().to_string()
+}
+
+#[actix_rt::test]
+async fn least_recently_used_renders_go_first_and_come_back_identical() {
+    // A budget too large to act on its own: the test drives the eviction itself.
+    let app = spawn_app_with(|c| c.render_cache.max_bytes = u64::MAX / 2).await;
+    let hash = setup(&app).await;
+    let urls: Vec<String> = [10, 20, 30]
+        .iter()
+        .map(|w| format!("/dynamic/resize-width-{w}/{hash}.png"))
+        .collect();
+    let mut first = Vec::new();
+    for u in &urls {
+        let a = app.render(u).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("x-darkroom-render").as_deref(), Some("miss"));
+        first.push(a);
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The oldest render is served again: it becomes the most recently used once access
+    // times are written.
+    assert_eq!(
+        app.render(&urls[0])
+            .await
+            .header("x-darkroom-render")
+            .as_deref(),
+        Some("hit")
+    );
+    maintain_cache(&app.services).unwrap();
+    let store = &app.services.store;
+    let total = store.render_bytes().unwrap();
+    assert_eq!(
+        total,
+        first.iter().map(|a| a.body.len() as u64).sum::<u64>()
+    );
+
+    // One byte too many: the least recently used render (width 20) goes, and only it.
+    let evicted = store.evict_renders(total - 1, 100).unwrap();
+    assert_eq!(evicted.renders, 1);
+    assert_eq!(evicted.bytes, first[1].body.len() as u64);
+    assert_eq!(store.render_count(), 2);
+    assert_eq!(
+        store.edge_pending(),
+        0,
+        "an eviction is not an invalidation"
+    );
+    assert_eq!(
+        app.render(&urls[0])
+            .await
+            .header("x-darkroom-render")
+            .as_deref(),
+        Some("hit")
+    );
+    assert_eq!(
+        app.render(&urls[2])
+            .await
+            .header("x-darkroom-render")
+            .as_deref(),
+        Some("hit")
+    );
+    let again = app.render(&urls[1]).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("x-darkroom-render").as_deref(), Some("miss"));
+    assert_eq!(again.body, first[1].body, "byte-identical after eviction");
+    assert_eq!(again.header("etag"), first[1].header("etag"));
+}
+
+#[actix_rt::test]
+async fn the_budget_is_enforced_in_the_background() {
+    let app = spawn_app_with(|c| c.render_cache.max_bytes = 1).await;
+    let hash = setup(&app).await;
+    let url = format!("/thumb/{hash}.jpg");
+    let before = app.render(&url).await;
+    assert_eq!(before.status, 200);
+    assert_eq!(app.services.store.render_count(), 1);
+    let start = Instant::now();
+    while app.services.store.render_count() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the maintenance pass evicts past the budget"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = app.render(&url).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("x-darkroom-render").as_deref(), Some("miss"));
+    assert_eq!(after.body, before.body);
+    let stats = app.get("/stats/acme", ROOT_KEY).await;
+    assert_eq!(stats.status, 200);
+}
+
+#[actix_rt::test]
+async fn without_a_budget_nothing_is_evicted() {
+    let app = spawn_app().await;
+    let hash = setup(&app).await;
+    assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 200);
+    let evicted = maintain_cache(&app.services).unwrap();
+    assert_eq!(evicted.renders, 0);
+    assert_eq!(app.services.store.render_count(), 1);
+}
