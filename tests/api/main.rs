@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cli;
+mod edge;
 mod gc;
 mod helpers;
 mod images;
