@@ -404,9 +404,8 @@ impl Store {
         self.purge_index(&self.render_by_image, prefix(org), dry_run)
     }
 
-    /// Records when renders were last served (ms since the epoch; batched by the caller: one
-    /// call per interval,
-    /// never one write per hit). Renders gone meanwhile are skipped.
+    /// Records when renders were last served (ms since the epoch), batched by the caller: one
+    /// call per interval, never one write per hit. Renders gone meanwhile are skipped.
     pub fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()> {
         for (key, ms) in accessed {
             tx_result(
