@@ -637,3 +637,70 @@ async fn purging_an_organization_refreshes_nginx() {
     )
     .await;
 }
+
+/// A stack overwritten to autoformat: the new answers vary on `Accept`. The refresh answer
+/// (sent without Accept) replaces the cached copy, and browsers that accept WebP get the new
+/// WebP render from the appliance.
+#[actix_web::test]
+#[ignore = "needs nginx (apt-get install nginx-light); run with --include-ignored"]
+async fn overwriting_a_stack_to_autoformat_replaces_the_cached_render() {
+    let e = spawn_edge().await;
+    println!("stack overwrite to autoformat:");
+    let path = format!("/acme/thumb/{}.jpg", e.hash);
+    let old = e.warm(&path).await;
+    assert_eq!(width(&old), 40);
+    let since = e.log_len();
+    e.trigger(
+        "PUT",
+        "/stacks/acme/thumb?overwrite=true",
+        Some(json!({
+            "operations": [{"name": "resize", "options": {"width": 20}}],
+            "options": {"autoformat": true}
+        })),
+    )
+    .await;
+    e.refreshed(&path, since).await;
+    let start = Instant::now();
+    loop {
+        let url = format!("{}{path}", e.nginx.url);
+        let plain = e
+            .app
+            .send("GET", &url, None, &[("Host", RENDER_HOST)], None)
+            .await;
+        let browser = e
+            .app
+            .send(
+                "GET",
+                &url,
+                None,
+                &[("Host", RENDER_HOST), ("Accept", "image/webp,*/*")],
+                None,
+            )
+            .await;
+        let plain_new = plain.status == 200 && width(&plain) == 20;
+        let browser_new = browser.status == 200
+            && browser.header("content-type").as_deref() == Some("image/webp");
+        if plain_new && browser_new {
+            println!(
+                "  plain GET -> {} {} X-Cache-Status: {}; browser GET -> {} X-Cache-Status: {}",
+                plain.status,
+                plain.header("content-type").unwrap_or_default(),
+                cache_status(&plain),
+                browser.header("content-type").unwrap_or_default(),
+                cache_status(&browser)
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "still the old render: plain {} {:?} {}, browser {} {:?} {}",
+            plain.status,
+            plain.header("content-type"),
+            cache_status(&plain),
+            browser.status,
+            browser.header("content-type"),
+            cache_status(&browser)
+        );
+        actix_rt::time::sleep(POLL).await;
+    }
+}
