@@ -5,9 +5,10 @@ use crate::config::Config;
 use crate::pool::CpuPool;
 use crate::service::Services;
 use crate::storage::Store;
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,7 @@ impl Application {
             renders: Default::default(),
             traffic: Default::default(),
             edge: Default::default(),
+            metrics: Default::default(),
         });
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -85,7 +87,22 @@ impl Application {
 
         let data = services.clone();
         let api = HttpServer::new(move || {
+            let metrics = data.metrics.clone();
             App::new()
+                .wrap_fn(move |req, srv| {
+                    let metrics = metrics.clone();
+                    let answer = srv.call(req);
+                    async move {
+                        let res = answer.await?;
+                        let route = res.request().match_pattern();
+                        metrics.request(
+                            "api",
+                            route.as_deref().unwrap_or("unmatched"),
+                            res.status().as_u16(),
+                        );
+                        Ok(res)
+                    }
+                })
                 .wrap(access_log("api").exclude("/healthz"))
                 .app_data(data.clone())
                 .configure(crate::http::api::routes)
@@ -98,7 +115,17 @@ impl Application {
 
         let data = services.clone();
         let render = HttpServer::new(move || {
+            let metrics = data.metrics.clone();
             App::new()
+                .wrap_fn(move |req, srv| {
+                    let metrics = metrics.clone();
+                    let answer = srv.call(req);
+                    async move {
+                        let res = answer.await?;
+                        metrics.request("render", "render", res.status().as_u16());
+                        Ok(res)
+                    }
+                })
                 .wrap(access_log("render"))
                 .app_data(data.clone())
                 .configure(crate::http::render::routes)
@@ -149,6 +176,7 @@ impl Application {
                 self.services.store.clone(),
                 config.gc_settings(),
                 Duration::from_secs(config.gc.interval_secs),
+                self.services.metrics.clone(),
             )
         });
         let edge = (!config.edge.url.is_empty()).then(|| {
@@ -171,11 +199,16 @@ impl Application {
                     })
                     .await;
                     match pass {
-                        Ok(Ok(p)) if p.renders > 0 => log::info!(
-                            "render store budget: evicted {} renders ({} bytes)",
-                            p.renders,
-                            p.bytes
-                        ),
+                        Ok(Ok(p)) if p.renders > 0 => {
+                            let m = &services.metrics;
+                            m.renders_evicted.fetch_add(p.renders, Ordering::Relaxed);
+                            m.render_bytes_evicted.fetch_add(p.bytes, Ordering::Relaxed);
+                            log::info!(
+                                "render store budget: evicted {} renders ({} bytes)",
+                                p.renders,
+                                p.bytes
+                            )
+                        }
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => log::warn!("render store maintenance failed: {e}"),
                         Err(e) => log::warn!("render store maintenance panicked: {e}"),

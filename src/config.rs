@@ -20,6 +20,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub render_cache: RenderCacheConfig,
     pub edge: EdgeConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -145,6 +146,15 @@ impl Default for EdgeConfig {
             max_attempts: 50,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` (Prometheus text format) on the API listener.
+    pub enabled: bool,
+    /// When set, `/metrics` asks for `Authorization: Bearer {token}`.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -6,6 +6,7 @@
 //! every `gc.interval_secs`.
 
 use crate::storage::{RenderStatus, Store};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +114,7 @@ pub fn spawn_loop(
     store: Arc<Store>,
     settings: GcSettings,
     interval: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> actix_rt::task::JoinHandle<()> {
     actix_rt::spawn(async move {
         loop {
@@ -122,6 +124,15 @@ pub fn spawn_loop(
                 run_once(&store, crate::model::time::now_unix(), &settings)
             })
             .await;
+            if let Ok(Ok(r)) = &pass {
+                metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .gc_bytes_freed
+                    .fetch_add(r.bytes_freed, Ordering::Relaxed);
+                metrics
+                    .gc_renders_removed
+                    .fetch_add(r.orphan_renders, Ordering::Relaxed);
+            }
             match pass {
                 Ok(Ok(r)) if r != GcReport::default() => log::info!("gc: {r:?}"),
                 Ok(Ok(_)) => {}

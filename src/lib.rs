@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod pool;
 pub mod render;

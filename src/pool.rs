@@ -39,7 +39,11 @@ impl From<PoolError> for crate::error::Error {
 pub struct CpuPool {
     pool: rayon::ThreadPool,
     permits: Arc<Semaphore>,
+    threads: usize,
+    capacity: usize,
     timeout: Duration,
+    /// Jobs refused because the pool and its queue were full.
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl CpuPool {
@@ -51,11 +55,31 @@ impl CpuPool {
             .thread_name(|i| format!("darkroom-cpu-{i}"))
             .build()
             .map_err(|e| format!("cannot start the render pool: {e}"))?;
+        let capacity = threads.max(1) + queue;
         Ok(CpuPool {
             pool,
-            permits: Arc::new(Semaphore::new(threads.max(1) + queue)),
+            permits: Arc::new(Semaphore::new(capacity)),
+            threads: threads.max(1),
+            capacity,
             timeout,
+            rejected: Default::default(),
         })
+    }
+
+    /// Jobs admitted and not finished (running or waiting for a thread).
+    pub fn in_flight(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.in_flight().saturating_sub(self.threads)
+    }
+
+    /// Jobs refused so far because the pool was full.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `job` on the pool and waits for its result.
@@ -64,11 +88,11 @@ impl CpuPool {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| PoolError::Busy)?;
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            self.rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            PoolError::Busy
+        })?;
         let (tx, rx) = oneshot::channel();
         self.pool.spawn(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(job));

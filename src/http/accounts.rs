@@ -260,6 +260,38 @@ pub async fn healthz() -> HttpResponse {
     json_response(200, &json!({ "status": "ok" }))
 }
 
+/// `GET /metrics`: Prometheus text format, when `metrics.enabled`; with `metrics.token` set,
+/// only for `Authorization: Bearer {token}`.
+pub async fn metrics(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    let config = &svc.config.metrics;
+    if !config.enabled {
+        return Err(Error::NotFound(
+            "metrics are disabled (metrics.enabled in appliance.toml)".into(),
+        ));
+    }
+    if !config.token.is_empty() {
+        let sent = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        use subtle::ConstantTimeEq;
+        if !bool::from(sent.as_bytes().ct_eq(config.token.as_bytes())) {
+            return Err(Error::Unauthenticated(
+                "metrics need Authorization: Bearer <metrics.token>".into(),
+            ));
+        }
+    }
+    let svc = svc.into_inner();
+    let text = web::block(move || crate::metrics::render(&svc))
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
 /// `GET /readyz`: the store can be read and written (no authentication).
 pub async fn readyz(svc: Svc) -> HttpResponse {
     match svc.store.probe_ready() {

@@ -10,6 +10,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(accounts::root))
         .route("/healthz", web::get().to(accounts::healthz))
         .route("/readyz", web::get().to(accounts::readyz))
+        .route("/metrics", web::get().to(accounts::metrics))
         .route("/stats/{org}", web::get().to(stacks::stats))
         // purges (free and unlimited)
         .route(

@@ -5,6 +5,7 @@
 
 use super::header;
 use crate::error::Error;
+use crate::metrics::Outcome;
 use crate::service::renders::{self, RenderAnswer, RenderTarget, Served};
 use crate::service::Services;
 use crate::storage::ServedPath;
@@ -67,7 +68,21 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
             },
         },
     };
-    match renders::render(&svc, t).await {
+    let started = std::time::Instant::now();
+    let result = renders::render(&svc, t).await;
+    svc.metrics.render_took(
+        match &result {
+            Ok(RenderAnswer::Render { served, .. }) => match served {
+                Served::Hit => Outcome::Hit,
+                Served::Rendered => Outcome::Miss,
+                Served::Joined => Outcome::Joined,
+            },
+            Ok(RenderAnswer::Original { .. }) => Outcome::Hit,
+            Err(_) => Outcome::Error,
+        },
+        started.elapsed(),
+    );
+    match result {
         Ok(answer) => {
             let resp = respond(&req, answer).await;
             if resp.status() == actix_web::http::StatusCode::OK {

@@ -30,6 +30,8 @@ pub struct Services {
     pub traffic: stats::Traffic,
     /// Counters of the edge sender.
     pub edge: Arc<edge::EdgeStats>,
+    /// Request, render, GC and eviction counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {

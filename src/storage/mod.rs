@@ -401,6 +401,22 @@ impl Store {
         Ok(out)
     }
 
+    /// The usage counters of every organization, by name.
+    pub fn usage_by_org(&self) -> Result<Vec<(String, OrgUsage)>> {
+        let mut out = Vec::new();
+        for item in self.org_usage.iter() {
+            let (k, v) = item?;
+            // Day figures live under `org \0 day`; the counters under the bare name.
+            if !k.contains(&0) {
+                out.push((
+                    String::from_utf8_lossy(&k).to_string(),
+                    decode("org_usage", &v)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Billable usage counters of an organization.
     pub fn org_usage(&self, org: &str) -> Result<OrgUsage> {
         Ok(self

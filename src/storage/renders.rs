@@ -428,15 +428,11 @@ impl Store {
 
     /// Bytes of all stored renders (the sum of the organizations' counters).
     pub fn render_bytes(&self) -> Result<u64> {
-        let mut total = 0u64;
-        for item in self.org_usage.iter() {
-            let (k, v) = item?;
-            // Day figures live under `org \0 day`; the counters under the bare name.
-            if !k.contains(&0) {
-                total += decode::<OrgUsage>("org_usage", &v)?.render_bytes;
-            }
-        }
-        Ok(total)
+        Ok(self
+            .usage_by_org()?
+            .iter()
+            .map(|(_, u)| u.render_bytes)
+            .sum())
     }
 
     /// Evicts least recently used renders until the stored renders fit in `max_bytes`, at

@@ -9,6 +9,7 @@ mod gc;
 mod helpers;
 mod images;
 mod invalidation;
+mod metrics;
 mod quirks;
 mod render_cache;
 mod renders;
