@@ -109,6 +109,10 @@ impl Application {
         })
         .workers(workers)
         .shutdown_timeout(timeout)
+        // Signals are handled once for both servers (see `run_until_stopped`): actix's own
+        // handler would stop the whole runtime as soon as the idle server had stopped,
+        // cutting off requests the other one was still finishing.
+        .disable_signals()
         .listen(api_listener)
         .map_err(|e| e.to_string())?
         .run();
@@ -132,6 +136,10 @@ impl Application {
         })
         .workers(workers)
         .shutdown_timeout(timeout)
+        // Signals are handled once for both servers (see `run_until_stopped`): actix's own
+        // handler would stop the whole runtime as soon as the idle server had stopped,
+        // cutting off requests the other one was still finishing.
+        .disable_signals()
         .listen(render_listener)
         .map_err(|e| e.to_string())?
         .run();
@@ -226,7 +234,18 @@ impl Application {
                 }
             }
         });
+        let handle = self.handle();
+        let timeout = config.server.shutdown_timeout_secs;
+        let signals = actix_rt::spawn(async move {
+            let name = shutdown_signal().await;
+            log::info!(
+                "{name} received: no new connections; finishing requests in flight (up to {timeout}s)"
+            );
+            handle.stop(true).await;
+        });
         let (a, r) = futures_util::future::join(self.api, self.render).await;
+        signals.abort();
+        log::info!("stopped serving; flushing the store");
         traffic.abort();
         let _ = traffic.await;
         // Wait for the background loops to be gone so that their handles on the store are
@@ -245,5 +264,24 @@ impl Application {
         a?;
         r?;
         flushed.map_err(std::io::Error::other)
+    }
+}
+
+/// Waits for SIGTERM (systemd's stop) or SIGINT (Ctrl-C) and names it. Without signal support
+/// it waits forever: the servers are then stopped through their handle only.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cannot listen for SIGTERM/SIGINT: {e}");
+            std::future::pending().await
+        }
     }
 }

@@ -13,5 +13,6 @@ mod metrics;
 mod quirks;
 mod render_cache;
 mod renders;
+mod shutdown;
 mod stacks;
 mod stats;

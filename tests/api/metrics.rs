@@ -73,7 +73,10 @@ async fn metrics_need_the_token_and_count_requests_renders_and_storage() {
         c.metrics.token = TOKEN.into();
     })
     .await;
-    assert_eq!(app.send("GET", "/metrics", None, &[], None).await.status, 401);
+    assert_eq!(
+        app.send("GET", "/metrics", None, &[], None).await.status,
+        401
+    );
     let wrong = app
         .send(
             "GET",
@@ -132,7 +135,11 @@ async fn metrics_need_the_token_and_count_requests_renders_and_storage() {
         1.0
     );
     assert_eq!(
-        histogram_count(&s, "darkroom_render_duration_seconds", &[("served", "miss")]),
+        histogram_count(
+            &s,
+            "darkroom_render_duration_seconds",
+            &[("served", "miss")]
+        ),
         1.0
     );
     assert_eq!(
@@ -140,7 +147,11 @@ async fn metrics_need_the_token_and_count_requests_renders_and_storage() {
         1.0
     );
     assert_eq!(
-        histogram_count(&s, "darkroom_render_duration_seconds", &[("served", "error")]),
+        histogram_count(
+            &s,
+            "darkroom_render_duration_seconds",
+            &[("served", "error")]
+        ),
         1.0
     );
     assert_eq!(number(&s, "darkroom_render_cache_hits_total", &[]), 1.0);
