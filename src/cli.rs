@@ -240,7 +240,9 @@ fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
             }
             None => {
                 let store = Store::open(&config.storage.path, config.storage.cache_mb)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| {
+                        format!("{e} (no service answered at server.api_bind, so the export opened the data folder itself)")
+                    })?;
                 store
                     .export(&mut file, renders)
                     .map_err(|e| e.to_string())?;

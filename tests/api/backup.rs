@@ -358,7 +358,23 @@ async fn import_refuses_a_folder_with_data_and_a_damaged_backup_and_leaves_the_f
     bad[at + 7] ^= 0x01;
     std::fs::write(&damaged, &bad).unwrap();
     let data = app.data.clone();
+    let stopped_bind = api_bind(&app);
     let _kept = app.stop().await;
+
+    // With the service stopped, nothing answers at its address: the export reads the folder.
+    let config = config_file(work.path(), &data, &stopped_bind);
+    let offline = work.path().join("offline.backup");
+    let exported = darkroom(
+        &config,
+        &["admin", "export", "--to", offline.to_str().unwrap()],
+    )
+    .await;
+    assert!(exported.status.success(), "{}", out(&exported));
+    assert!(
+        out(&exported).contains("from the data folder"),
+        "{}",
+        out(&exported)
+    );
 
     // A folder with data is refused, naming it.
     let config = config_file(work.path(), &data, "127.0.0.1:0");
@@ -391,10 +407,10 @@ async fn import_refuses_a_folder_with_data_and_a_damaged_backup_and_leaves_the_f
         assert!(verify.status.success(), "{}", out(&verify));
     }
 
-    // The folder is still empty and usable: the good backup goes in.
+    // The folder is still empty and usable: the backup read offline goes in.
     let imported = darkroom(
         &config,
-        &["admin", "import", "--from", good.to_str().unwrap()],
+        &["admin", "import", "--from", offline.to_str().unwrap()],
     )
     .await;
     assert!(imported.status.success(), "{}", out(&imported));
