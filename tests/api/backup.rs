@@ -428,6 +428,7 @@ async fn backup_of_a_thousand_images_timings() {
     app.create_org("acme").await;
     let started = Instant::now();
     let mut total = 0u64;
+    let mut hashes = Vec::new();
     for batch in 0..20u32 {
         let files: Vec<(String, Vec<u8>)> = (0..50u32)
             .map(|i| {
@@ -455,17 +456,31 @@ async fn backup_of_a_thousand_images_timings() {
             .collect();
         let a = app.upload("acme", ROOT_KEY, &parts, &[]).await;
         assert_eq!(a.status, 200, "{}", a.text());
+        for item in a.json()["items"].as_array().unwrap() {
+            hashes.push(item["hash"].as_str().unwrap().to_string());
+        }
     }
     println!(
         "uploaded 1000 images ({total} bytes) in {:.2}s",
         started.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    for hash in &hashes {
+        let r = app
+            .render(&format!("/dynamic/resize-width-32/{hash}.jpg"))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    println!(
+        "rendered 1000 thumbnails in {:.2}s",
+        t.elapsed().as_secs_f64()
     );
 
     let work = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let body = app.get("/admin/export", ROOT_KEY).await.body;
     println!(
-        "GET /admin/export: {} bytes in {:.2}s",
+        "GET /admin/export (without renders): {} bytes in {:.2}s",
         body.len(),
         t.elapsed().as_secs_f64()
     );
@@ -475,12 +490,18 @@ async fn backup_of_a_thousand_images_timings() {
     let t = Instant::now();
     let cli = darkroom(
         &config,
-        &["admin", "export", "--to", file.to_str().unwrap()],
+        &[
+            "admin",
+            "export",
+            "--renders",
+            "--to",
+            file.to_str().unwrap(),
+        ],
     )
     .await;
     assert!(cli.status.success(), "{}", out(&cli));
     println!(
-        "admin export (running service, incl. check pass, fsync): {:.2}s wall — {}",
+        "admin export --renders (running service, incl. check pass, fsync): {:.2}s wall — {}",
         t.elapsed().as_secs_f64(),
         out(&cli).trim()
     );
