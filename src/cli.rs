@@ -1,13 +1,18 @@
 //! The command line: `darkroom [serve]` runs the appliance; `darkroom admin …` does operator
-//! tasks directly on the data folder (stop the service first: sled allows one process).
+//! tasks directly on the data folder (stop the service first: sled allows one process). The
+//! exception is `admin export`, which asks the running service for the backup over its API
+//! (with the root key) and opens the data folder itself only when nothing listens.
 
 use crate::app::Application;
 use crate::config::Config;
 use crate::model::ids::OrgName;
 use crate::service::accounts;
+use crate::storage::backup::{self, BackupCounts};
 use crate::storage::Store;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Version and the codecs compiled in, for `darkroom --version`.
 const LONG_VERSION: &str = concat!(
@@ -48,6 +53,20 @@ pub enum Admin {
     Gc,
     /// Recompute every counter and reference; exit non-zero if anything disagrees.
     Verify,
+    /// Write a backup to FILE: from the running service (at server.api_bind, with
+    /// auth.root_key) when it answers, else from the data folder.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Include the stored renders (otherwise they are rendered again on demand).
+        #[arg(long)]
+        renders: bool,
+    },
+    /// Restore a backup into an empty data folder (the service stopped).
+    Import {
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +127,11 @@ fn serve(config: Config) -> Result<(), String> {
 }
 
 fn admin(config: Config, cmd: Admin) -> Result<(), String> {
+    let cmd = match cmd {
+        Admin::Export { to, renders } => return export(&config, &to, renders),
+        Admin::Import { from } => return import(&config, &from),
+        other => other,
+    };
     let store =
         Store::open(&config.storage.path, config.storage.cache_mb).map_err(|e| e.to_string())?;
     match cmd {
@@ -169,6 +193,149 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             }
             println!("verify: ok");
         }
+        // Handled above: they decide themselves whether to open the data folder.
+        Admin::Export { .. } | Admin::Import { .. } => {}
     }
     store.flush_blocking().map_err(|e| e.to_string())
+}
+
+/// The address where the service's API would answer, when it listens on a fixed port.
+fn api_address(config: &Config) -> Option<SocketAddr> {
+    let mut addr = config.server.api_bind;
+    if addr.port() == 0 {
+        return None;
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    Some(addr)
+}
+
+/// `admin export`: writes `FILE.tmp`, checks it completely, fsyncs it and renames it to
+/// FILE, so FILE is never a partial backup.
+fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
+    let started = Instant::now();
+    let mut tmp_name = to.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = to.with_file_name(tmp_name);
+    let written = (|| -> Result<(BackupCounts, String), String> {
+        let mut file = std::fs::File::create(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let running = match api_address(config) {
+            Some(addr) => match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            {
+                Ok(_) => Some(addr),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => None,
+                Err(e) => return Err(format!("cannot reach the service at {addr}: {e}")),
+            },
+            None => None,
+        };
+        let source = match running {
+            Some(addr) => {
+                export_from_service(config, addr, renders, &mut file)?;
+                format!("the running service at {addr}")
+            }
+            None => {
+                let store = Store::open(&config.storage.path, config.storage.cache_mb)
+                    .map_err(|e| {
+                        format!("{e} (no service answered at server.api_bind, so the export opened the data folder itself)")
+                    })?;
+                store
+                    .export(&mut file, renders)
+                    .map_err(|e| e.to_string())?;
+                format!("the data folder {}", config.storage.path.display())
+            }
+        };
+        file.sync_all().map_err(|e| e.to_string())?;
+        let counts = backup::check_file(&tmp).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, to).map_err(|e| format!("cannot rename to {}: {e}", to.display()))?;
+        // The rename is durable only once the directory entry is.
+        let dir = to.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| e.to_string())?;
+        Ok((counts, source))
+    })();
+    let (counts, source) = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    let size = std::fs::metadata(to).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "exported {counts} from {source} to {} ({size} bytes) in {:.2}s",
+        to.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Streams `GET /admin/export` of the running service into `file`.
+fn export_from_service(
+    config: &Config,
+    addr: SocketAddr,
+    renders: bool,
+    file: &mut std::fs::File,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    if config.auth.root_key.is_empty() {
+        return Err(format!(
+            "the service at {addr} is running and auth.root_key is not set: set it (config or DARKROOM__AUTH__ROOT_KEY) so the export can ask the service"
+        ));
+    }
+    let url = format!(
+        "http://{addr}/admin/export{}",
+        if renders { "?renders=true" } else { "" }
+    );
+    actix_rt::System::new().block_on(async {
+        // The timeout covers the answer's head; the body streams as long as it takes.
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let mut resp = client
+            .get(&url)
+            .insert_header(("Api-Key", config.auth.root_key.as_str()))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            let body = resp.body().await.unwrap_or_default();
+            return Err(format!(
+                "{url} answered {}: {}",
+                resp.status(),
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let mut out = std::io::BufWriter::new(file);
+        while let Some(chunk) = resp.next().await {
+            let chunk = chunk.map_err(|e| format!("the export from {url} broke off: {e}"))?;
+            out.write_all(&chunk).map_err(|e| e.to_string())?;
+        }
+        out.flush().map_err(|e| e.to_string())
+    })
+}
+
+/// `admin import`: restores a backup into the (empty) configured data folder.
+fn import(config: &Config, from: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let store =
+        Store::open(&config.storage.path, config.storage.cache_mb).map_err(|e| e.to_string())?;
+    let done = store.import(from).map_err(|e| e.to_string())?;
+    println!(
+        "imported {} into {} in {:.2}s{}; verify: ok",
+        done.counts,
+        config.storage.path.display(),
+        started.elapsed().as_secs_f64(),
+        if done.skipped_renders > 0 {
+            format!(
+                " ({} renders left out: not reachable)",
+                done.skipped_renders
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The route table of the management API listener (spec §3, §4, §9).
 
-use super::{accounts, images, not_found, stacks};
+use super::{accounts, admin, images, not_found, stacks};
 use actix_web::http::Method;
 use actix_web::web;
 
@@ -12,6 +12,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(accounts::readyz))
         .route("/metrics", web::get().to(accounts::metrics))
         .route("/stats/{org}", web::get().to(stacks::stats))
+        // backups (root key only)
+        .route("/admin/export", web::get().to(admin::export))
         // purges (free and unlimited)
         .route(
             "/organizations/{org}/cache",

@@ -3,6 +3,7 @@
 //! answer; they hold no business rules.
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod error;
 pub mod images;

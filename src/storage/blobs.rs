@@ -52,11 +52,16 @@ impl BlobStore {
         self.root.join(a).join(b).join(id)
     }
 
-    /// Starts receiving bytes into a temporary file.
-    pub async fn begin(&self) -> io::Result<BlobUpload> {
+    /// A fresh name in the temporary folder.
+    fn temp_path(&self) -> io::Result<PathBuf> {
         let mut name = [0u8; 16];
         getrandom::fill(&mut name).map_err(|e| io::Error::other(e.to_string()))?;
-        let path = self.tmp.join(format!("up-{}", hex::encode(name)));
+        Ok(self.tmp.join(format!("up-{}", hex::encode(name))))
+    }
+
+    /// Starts receiving bytes into a temporary file.
+    pub async fn begin(&self) -> io::Result<BlobUpload> {
+        let path = self.temp_path()?;
         let file = tokio::fs::File::create(&path).await?;
         Ok(BlobUpload {
             path,
@@ -65,6 +70,14 @@ impl BlobStore {
             sha1: sha1::Sha1::new(),
             size: 0,
         })
+    }
+
+    /// A new temporary file for bytes written synchronously (imports); hand it to
+    /// [`BlobStore::commit`] as a [`ReceivedBlob`] once written.
+    pub fn create_temp(&self) -> io::Result<(PathBuf, std::fs::File)> {
+        let path = self.temp_path()?;
+        let file = std::fs::File::create(&path)?;
+        Ok((path, file))
     }
 
     /// Moves a received upload into place (fsync + rename). Returns without writing when a

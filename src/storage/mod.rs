@@ -6,6 +6,7 @@
 //! Key layout: composite keys join their parts with a zero byte (`org \0 hash`), which sorts
 //! by the first part and allows prefix scans per organization.
 
+pub mod backup;
 pub mod blobs;
 pub mod check;
 pub mod edge;
@@ -40,6 +41,9 @@ pub enum StorageError {
     Corrupt { tree: &'static str, message: String },
     #[error("{0}")]
     Schema(String),
+    /// A backup file that cannot be read or restored, or a data folder it cannot go into.
+    #[error("{0}")]
+    Backup(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;

@@ -2,6 +2,7 @@
 //! temporary data folder and talks HTTP to it.
 
 mod accounts;
+mod backup;
 mod cli;
 mod edge;
 mod edge_queue;
