@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod images;
 pub mod render;

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cli;
+mod dashboard;
 mod edge;
 mod edge_queue;
 mod gc;
