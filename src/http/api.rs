@@ -9,6 +9,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
     cfg.route("/", web::get().to(accounts::root))
         .route("/healthz", web::get().to(accounts::healthz))
+        .route("/dashboard", web::get().to(super::dashboard::index))
+        .route("/dashboard/{file}", web::get().to(super::dashboard::file))
         .route("/readyz", web::get().to(accounts::readyz))
         .route("/metrics", web::get().to(accounts::metrics))
         .route("/stats/{org}", web::get().to(stacks::stats))

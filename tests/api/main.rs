@@ -4,6 +4,7 @@
 mod accounts;
 mod backup;
 mod cli;
+mod dashboard;
 mod edge;
 mod edge_queue;
 mod gc;
