@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Version and the codecs compiled in, for `darkroom --version`.
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "\ndecode: jpeg (DCT-scaled shrink-on-load), png, gif, webp, tiff, bmp",
+    "\ndecode: jpeg (renders: libjpeg/mozjpeg with DCT-scaled shrink-on-load; upload check: jpeg-decoder), png, gif, webp, tiff, bmp",
     "\nencode: jpeg (4:2:0), png, gif, webp (libwebp, lossy and lossless), avif (rav1e)"
 );
 

@@ -37,7 +37,7 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo> {
     // Every entropy-coded block is still read (that is what finds truncated and corrupt
     // files), but JPEGs are reconstructed at 1/8 size: the pixels are not kept, and a 12-MP
     // photo is checked in about half the time of a full decode.
-    let source = codecs::read_source(bytes, limits, Some((1, 1)))?;
+    let source = codecs::read_source(bytes, limits, Some((1, 1)), codecs::Purpose::Check)?;
     let orientation = source.orientation.to_exif();
     let mut static_metadata = Map::new();
     if let Some(exif) = &source.exif {

@@ -47,7 +47,7 @@ pub fn decode(bytes: &[u8], limits: &Limits, hint: Option<DecodeHint>) -> Result
     let need = hint
         .filter(|h| h.min_width > 0 && h.min_height > 0)
         .map(|h| (h.min_width, h.min_height));
-    let source = read_source(bytes, limits, need)?;
+    let source = read_source(bytes, limits, need, Purpose::Render)?;
     let oriented_width = if swaps_axes(source.orientation) {
         source.height
     } else {
@@ -86,12 +86,21 @@ pub(crate) struct Source {
     pub scaled: bool,
 }
 
+/// Why a source is decoded: the upload check must find damaged data; a render of a checked
+/// source may use the fastest decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Check,
+    Render,
+}
+
 /// Sniffs, checks limits, and decodes once. `need` is the smallest useful size in oriented
 /// pixels; only JPEGs make use of it.
 pub(crate) fn read_source(
     bytes: &[u8],
     limits: &Limits,
     need: Option<(u32, u32)>,
+    purpose: Purpose,
 ) -> Result<Source> {
     let format = sniff(bytes).ok_or_else(|| {
         RenderError::Unsupported("the uploaded file is not a supported image format".to_owned())
@@ -114,7 +123,15 @@ pub(crate) fn read_source(
         ));
     }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        decode_guarded(bytes, format, image_format, limits, need, jpeg_layout)
+        decode_guarded(
+            bytes,
+            format,
+            image_format,
+            limits,
+            need,
+            jpeg_layout,
+            purpose,
+        )
     }));
     match outcome {
         Ok(result) => result,
@@ -132,6 +149,7 @@ fn decode_guarded(
     limits: &Limits,
     need: Option<(u32, u32)>,
     jpeg_layout: jpeg::Layout,
+    purpose: Purpose,
 ) -> Result<Source> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format);
     // Only the allocation budget at first: the dimension check below gives a better message
@@ -168,12 +186,27 @@ fn decode_guarded(
     }
     let alternative = denominator.and_then(|denominator| {
         let budget = usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX);
-        // A panic in the alternative decoder only means falling back to the default one.
-        catch_unwind(AssertUnwindSafe(|| {
-            jpeg::decode_with_jpeg_decoder(bytes, width, height, denominator, budget)
-        }))
-        .ok()
-        .flatten()
+        // A panic in an alternative decoder only means falling back to the next one, and
+        // finally to the default one. libjpeg is the fastest but lenient with damaged data, so
+        // the upload check does not use it.
+        let libjpeg = || {
+            catch_unwind(AssertUnwindSafe(|| {
+                jpeg::decode_with_libjpeg(bytes, width, height, denominator)
+            }))
+            .ok()
+            .flatten()
+        };
+        let jpeg_decoder = || {
+            catch_unwind(AssertUnwindSafe(|| {
+                jpeg::decode_with_jpeg_decoder(bytes, width, height, denominator, budget)
+            }))
+            .ok()
+            .flatten()
+        };
+        match purpose {
+            Purpose::Render => libjpeg().or_else(jpeg_decoder),
+            Purpose::Check => jpeg_decoder(),
+        }
     });
     let scaled = alternative.is_some() && denominator.is_some_and(|d| d > 1);
     let image = match alternative {

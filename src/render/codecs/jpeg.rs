@@ -103,6 +103,45 @@ pub(crate) fn scale_denominator(width: u32, height: u32, need_w: u32, need_h: u3
 /// Decodes a JPEG with jpeg-decoder, at 1/`denominator` size through DCT scaling (1 = full
 /// size). `None` whenever that decoder cannot help (unusual pixel formats, errors): the caller
 /// then uses the default decoder, which also produces the proper error for broken files.
+/// Decodes a JPEG with libjpeg (mozjpeg) at 1/`denominator` size (1, 2, 4 or 8), as RGB: about
+/// twice as fast as jpeg-decoder at 1/8 for a 12-MP photo. libjpeg reports damaged data as
+/// warnings and goes on with grey, so this serves renders of sources that passed the upload
+/// check, never the check itself. `None` when libjpeg cannot do it (e.g. CMYK), and the
+/// caller falls back.
+pub(crate) fn decode_with_libjpeg(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    denominator: u32,
+) -> Option<DynamicImage> {
+    let numerator = match denominator {
+        1 => 8,
+        2 => 4,
+        4 => 2,
+        8 => 1,
+        _ => return None,
+    };
+    let mut decompress = mozjpeg::Decompress::new_mem(bytes).ok()?;
+    // libjpeg converts only these to RGB; asking for more is a fatal error (a panic).
+    use mozjpeg::ColorSpace;
+    if !matches!(
+        decompress.color_space(),
+        ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB
+    ) {
+        return None;
+    }
+    decompress.scale(numerator);
+    let mut started = decompress.rgb().ok()?;
+    let w = u32::try_from(started.width()).ok()?;
+    let h = u32::try_from(started.height()).ok()?;
+    if (w, h) != (width.div_ceil(denominator), height.div_ceil(denominator)) {
+        return None;
+    }
+    let pixels: Vec<u8> = started.read_scanlines().ok()?;
+    started.finish().ok()?;
+    RgbImage::from_raw(w, h, pixels).map(Into::into)
+}
+
 pub(crate) fn decode_with_jpeg_decoder(
     bytes: &[u8],
     width: u32,
@@ -172,6 +211,48 @@ mod tests {
         // APP1 that contains FF D9 (as an embedded thumbnail would), then nothing.
         let jpeg = [0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD8, 0xFF, 0xD9];
         assert!(!layout(&jpeg).complete);
+    }
+
+    #[test]
+    fn libjpeg_and_jpeg_decoder_agree_at_every_scale() {
+        for progressive in [false, true] {
+            let bytes = crate::render::codecs::testdata::jpeg(203, 117, progressive, None);
+            for denominator in [1, 2, 4, 8] {
+                let fast = decode_with_libjpeg(&bytes, 203, 117, denominator)
+                    .expect("libjpeg decodes it")
+                    .to_rgb8();
+                let reference = decode_with_jpeg_decoder(&bytes, 203, 117, denominator, 1 << 26)
+                    .expect("jpeg-decoder decodes it")
+                    .to_rgb8();
+                assert_eq!(fast.dimensions(), reference.dimensions(), "1/{denominator}");
+                let diff: u64 = fast
+                    .as_raw()
+                    .iter()
+                    .zip(reference.as_raw())
+                    .map(|(a, b)| u64::from(a.abs_diff(*b)))
+                    .sum();
+                let mean = diff as f64 / fast.as_raw().len() as f64;
+                assert!(mean < 3.0, "1/{denominator}: mean difference {mean}");
+            }
+        }
+    }
+
+    #[test]
+    fn libjpeg_declines_what_it_cannot_do() {
+        // libjpeg's fatal errors arrive as panics; the caller catches them.
+        let garbage = std::panic::catch_unwind(|| decode_with_libjpeg(b"not a jpeg", 10, 10, 1));
+        assert!(garbage.map_or(true, |d| d.is_none()));
+        let bytes = crate::render::codecs::testdata::jpeg(64, 64, false, None);
+        assert!(
+            decode_with_libjpeg(&bytes, 64, 64, 3).is_none(),
+            "no 1/3 scale"
+        );
+        assert!(
+            decode_with_libjpeg(&bytes, 65, 64, 1).is_none(),
+            "size mismatch"
+        );
+        let cmyk = crate::render::codecs::testdata::cmyk_jpeg(32, 32, [255, 0, 0, 0], false);
+        assert!(decode_with_libjpeg(&cmyk, 32, 32, 1).is_none(), "CMYK");
     }
 
     #[test]

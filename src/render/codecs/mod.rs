@@ -16,5 +16,5 @@ pub use decode::{decode, DecodeHint, Decoded};
 pub use encode::{encode, EncodeOptions};
 pub use format::{sniff, OutputFormat, SourceFormat};
 
-pub(crate) use decode::read_source;
+pub(crate) use decode::{read_source, Purpose};
 pub(crate) use exif::summary as exif_summary;
