@@ -77,7 +77,12 @@ impl Metrics {
     /// would make a series per image); its `{name}` segments are written `:name`.
     pub fn request(&self, listener: &'static str, route: &str, status: u16) {
         if let Ok(mut map) = self.requests.lock() {
-            let key = (listener, route.replace('{', ":").replace('}', ""), status);
+            let route = if route.contains('{') {
+                route.replace('{', ":").replace('}', "")
+            } else {
+                route.to_string()
+            };
+            let key = (listener, route, status);
             *map.entry(key).or_insert(0) += 1;
         }
     }

@@ -247,24 +247,8 @@ async fn spawn_edge() -> Edge {
     let port = render.1;
     let app = spawn_app_with(|c| c.edge.url = format!("http://127.0.0.1:{port}")).await;
     let nginx = start_nginx(render, api, &app).await;
-    app.create_org("acme").await;
-    let img = app
-        .upload_one("acme", ROOT_KEY, "photo.jpg", &jpeg(120, 90, 1))
-        .await;
-    let a = app
-        .json(
-            "PUT",
-            "/stacks/acme/thumb",
-            ROOT_KEY,
-            &json!([{"name": "resize", "options": {"width": 40}}]),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{}", a.text());
-    Edge {
-        nginx,
-        app,
-        hash: img["hash"].as_str().unwrap().to_string(),
-    }
+    let hash = app.acme_with_thumb(&jpeg(120, 90, 1), 40).await;
+    Edge { nginx, app, hash }
 }
 
 fn cache_status(a: &Answer) -> String {

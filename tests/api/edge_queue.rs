@@ -91,20 +91,7 @@ impl FakeEdge {
 }
 
 async fn setup(app: &TestApp) -> String {
-    app.create_org("acme").await;
-    let img = app
-        .upload_one("acme", ROOT_KEY, "photo.jpg", &jpeg(120, 90, 1))
-        .await;
-    let a = app
-        .json(
-            "PUT",
-            "/stacks/acme/thumb",
-            ROOT_KEY,
-            &json!([{"name": "resize", "options": {"width": 40}}]),
-        )
-        .await;
-    assert_eq!(a.status, 201);
-    img["hash"].as_str().unwrap().to_string()
+    app.acme_with_thumb(&jpeg(120, 90, 1), 40).await
 }
 
 /// Fetches a render URL with an explicit Host, as nginx forwards it.

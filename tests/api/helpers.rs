@@ -258,6 +258,23 @@ impl TestApp {
         .await
     }
 
+    /// Creates organization `acme`, uploads `photo` and a stack `thumb` that resizes to
+    /// `width`; returns the image hash. The starting point of the invalidation tests.
+    pub async fn acme_with_thumb(&self, photo: &[u8], width: u32) -> String {
+        self.create_org("acme").await;
+        let img = self.upload_one("acme", ROOT_KEY, "photo.jpg", photo).await;
+        let a = self
+            .json(
+                "PUT",
+                "/stacks/acme/thumb",
+                ROOT_KEY,
+                &serde_json::json!([{"name": "resize", "options": {"width": width}}]),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text());
+        img["hash"].as_str().unwrap().to_string()
+    }
+
     /// Uploads one file as rokka.js does (`filedata`) and returns the image JSON.
     pub async fn upload_one(&self, org: &str, key: &str, name: &str, bytes: &[u8]) -> Value {
         let a = self

@@ -5,20 +5,8 @@ use serde_json::{json, Value};
 
 async fn setup() -> (TestApp, String) {
     let app = spawn_app().await;
-    app.create_org("acme").await;
-    let img = app
-        .upload_one("acme", ROOT_KEY, "photo.jpg", &jpeg(120, 90, 1))
-        .await;
-    let a = app
-        .json(
-            "PUT",
-            "/stacks/acme/thumb",
-            ROOT_KEY,
-            &json!([{"name": "resize", "options": {"width": 40}}]),
-        )
-        .await;
-    assert_eq!(a.status, 201);
-    (app, img["hash"].as_str().unwrap().to_string())
+    let hash = app.acme_with_thumb(&jpeg(120, 90, 1), 40).await;
+    (app, hash)
 }
 
 impl TestApp {

@@ -3,7 +3,6 @@
 
 use crate::helpers::*;
 use prometheus_parse::{Sample, Scrape, Value};
-use serde_json::json;
 
 const TOKEN: &str = "scrape-token-42";
 
@@ -88,19 +87,8 @@ async fn metrics_need_the_token_and_count_requests_renders_and_storage() {
         .await;
     assert_eq!(wrong.status, 401);
 
-    app.create_org("acme").await;
     let bytes = jpeg(200, 100, 4);
-    let img = app.upload_one("acme", ROOT_KEY, "a.jpg", &bytes).await;
-    let hash = img["hash"].as_str().unwrap();
-    let a = app
-        .json(
-            "PUT",
-            "/stacks/acme/thumb",
-            ROOT_KEY,
-            &json!([{"name": "resize", "options": {"width": 50}}]),
-        )
-        .await;
-    assert_eq!(a.status, 201);
+    let hash = app.acme_with_thumb(&bytes, 50).await;
     let first = app.render(&format!("/thumb/{hash}.jpg")).await;
     assert_eq!(first.status, 200);
     assert_eq!(app.render(&format!("/thumb/{hash}.jpg")).await.status, 200);

@@ -4,24 +4,10 @@
 
 use crate::helpers::*;
 use darkroom::service::renders::maintain_cache;
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 async fn setup(app: &TestApp) -> String {
-    app.create_org("acme").await;
-    let img = app
-        .upload_one("acme", ROOT_KEY, "photo.jpg", &jpeg(160, 120, 3))
-        .await;
-    let a = app
-        .json(
-            "PUT",
-            "/stacks/acme/thumb",
-            ROOT_KEY,
-            &json!([{"name": "resize", "options": {"width": 40}}]),
-        )
-        .await;
-    assert_eq!(a.status, 201);
-    img["hash"].as_str().unwrap().to_string()
+    app.acme_with_thumb(&jpeg(160, 120, 3), 40).await
 }
 
 #[actix_rt::test]

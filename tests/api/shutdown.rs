@@ -50,6 +50,18 @@ impl Process {
         Process { child, api }
     }
 
+    fn create_acme(&self) {
+        let (status, _) = http(
+            &self.api,
+            "PUT",
+            "/organizations/acme",
+            b"{}",
+            "application/json",
+        )
+        .expect("the API answers");
+        assert!(status < 300);
+    }
+
     fn sigterm(&self) {
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -81,6 +93,13 @@ impl Drop for Process {
     }
 }
 
+/// The head of a request with the root key, answered once (`Connection: close`).
+fn head(addr: &str, method: &str, path: &str, content_type: &str, length: usize) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+}
+
 /// One blocking HTTP/1.1 exchange; `None` when the connection was closed without an answer.
 fn http(
     addr: &str,
@@ -91,11 +110,8 @@ fn http(
 ) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(head(addr, method, path, content_type, body.len()).as_bytes())
+        .ok()?;
     s.write_all(body).ok()?;
     read_answer(s)
 }
@@ -112,10 +128,7 @@ fn read_answer(mut s: TcpStream) -> Option<(u16, Vec<u8>)> {
 /// Starts an upload and sends only the first `sent` bytes of its body.
 fn start_upload(addr: &str, content_type: &str, body: &[u8], sent: usize) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("the API accepts");
-    let head = format!(
-        "POST /sourceimages/acme HTTP/1.1\r\nHost: {addr}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head = head(addr, "POST", "/sourceimages/acme", content_type, body.len());
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&body[..sent]).unwrap();
     s.flush().unwrap();
@@ -156,15 +169,7 @@ fn photo() -> (String, Vec<u8>, Vec<u8>) {
 fn an_upload_in_flight_at_sigterm_completes_and_is_there_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Process::start(dir.path(), 10);
-    let (status, _) = http(
-        &p.api,
-        "PUT",
-        "/organizations/acme",
-        b"{}",
-        "application/json",
-    )
-    .unwrap();
-    assert!(status < 300);
+    p.create_acme();
     let (content_type, body, bytes) = photo();
     let half = body.len() / 2;
     let mut upload = start_upload(&p.api, &content_type, &body, half);
@@ -208,15 +213,7 @@ fn an_upload_in_flight_at_sigterm_completes_and_is_there_after_a_restart() {
 fn an_upload_that_outlives_the_shutdown_timeout_is_refused_and_nothing_of_it_stays() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Process::start(dir.path(), 1);
-    let (status, _) = http(
-        &p.api,
-        "PUT",
-        "/organizations/acme",
-        b"{}",
-        "application/json",
-    )
-    .unwrap();
-    assert!(status < 300);
+    p.create_acme();
     let (content_type, body, _) = photo();
     let upload = start_upload(&p.api, &content_type, &body, body.len() / 2);
     std::thread::sleep(Duration::from_millis(200));
