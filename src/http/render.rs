@@ -6,7 +6,7 @@
 use super::header;
 use crate::error::Error;
 use crate::metrics::Outcome;
-use crate::service::renders::{self, RenderAnswer, RenderTarget, Served};
+use crate::service::renders::{self, AnswerHeaders, RenderAnswer, RenderTarget, Served};
 use crate::service::Services;
 use crate::storage::ServedPath;
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, ETAG, VARY};
@@ -113,9 +113,7 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
         RenderAnswer::Render {
             render,
             served,
-            vary_accept,
-            attachment,
-            tags,
+            headers,
         } => {
             let etag = render.meta.etag.clone();
             let content_type = render.meta.content_type.clone();
@@ -134,7 +132,7 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
                     Served::Joined => "joined",
                 },
             ));
-            add_common(&mut resp, vary_accept, attachment.as_deref(), &tags);
+            add_common(&mut resp, &headers);
             if not_modified(req, &etag) {
                 return resp.finish();
             }
@@ -147,8 +145,7 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
             mimetype,
             size,
             etag,
-            attachment,
-            tags,
+            headers,
         } => {
             let mut resp = if not_modified(req, &etag) {
                 HttpResponse::NotModified()
@@ -157,7 +154,7 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
             };
             resp.insert_header((CACHE_CONTROL, IMMUTABLE))
                 .insert_header((ETAG, etag.clone()));
-            add_common(&mut resp, false, attachment.as_deref(), &tags);
+            add_common(&mut resp, &headers);
             if not_modified(req, &etag) {
                 return resp.finish();
             }
@@ -172,16 +169,12 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
     }
 }
 
-fn add_common(
-    resp: &mut actix_web::HttpResponseBuilder,
-    vary_accept: bool,
-    attachment: Option<&str>,
-    tags: &[String],
-) {
-    if vary_accept {
+fn add_common(resp: &mut actix_web::HttpResponseBuilder, headers: &AnswerHeaders) {
+    let tags = &headers.tags;
+    if headers.vary_accept {
         resp.insert_header((VARY, "Accept"));
     }
-    if let Some(name) = attachment {
+    if let Some(name) = &headers.attachment {
         if let Some(v) = super::attachment(name) {
             resp.insert_header((CONTENT_DISPOSITION, v));
         }

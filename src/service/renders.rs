@@ -29,6 +29,8 @@ const FAILURE_CAP: usize = 10_000;
 const ACCESS_CAP: usize = 200_000;
 /// Most renders one maintenance pass evicts.
 const EVICT_PER_PASS: usize = 10_000;
+/// Most resolved URLs remembered at once (a few hundred bytes each).
+const RESOLVED_CAP: usize = 50_000;
 
 /// A render key: BLAKE3 over everything that determines the output bytes.
 pub type RenderKey = [u8; 32];
@@ -44,6 +46,10 @@ pub struct RenderState {
     /// Last access of renders served since access times were last written (only with a
     /// render store budget, which is what they are for).
     accessed: Mutex<HashMap<RenderKey, u64>>,
+    /// Render URLs already resolved, by host, path with query and `Accept`: a hit on a known
+    /// URL skips the record reads, stack resolution and path bookkeeping. Entries hold the
+    /// store generation they were resolved at and are ignored once it moved.
+    resolved: Mutex<HashMap<Box<str>, Arc<Resolved>>>,
     /// Renders computed (misses that ran the pipeline).
     pub rendered: AtomicU64,
     /// Requests answered from the render store.
@@ -63,6 +69,24 @@ pub struct RenderTarget<'a> {
     pub served: ServedPath,
 }
 
+/// A render URL resolved at one store generation.
+struct Resolved {
+    generation: u64,
+    key: RenderKey,
+    headers: Arc<AnswerHeaders>,
+}
+
+/// What a render URL adds to the response besides the render itself.
+#[derive(Debug, Default)]
+pub struct AnswerHeaders {
+    /// The format was negotiated from `Accept`.
+    pub vary_accept: bool,
+    /// `Some(file name)` for `content_disposition: attachment`.
+    pub attachment: Option<String>,
+    /// Cache tags for purges by tag at a CDN: `org-…`, `image-…`, `stack-…`.
+    pub tags: Vec<String>,
+}
+
 /// How a render was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
@@ -79,9 +103,7 @@ pub enum RenderAnswer {
     Render {
         render: StoredRender,
         served: Served,
-        vary_accept: bool,
-        attachment: Option<String>,
-        tags: Vec<String>,
+        headers: Arc<AnswerHeaders>,
     },
     /// `source_file: true`: the original bytes from the blob file.
     Original {
@@ -89,8 +111,7 @@ pub enum RenderAnswer {
         mimetype: String,
         size: u64,
         etag: String,
-        attachment: Option<String>,
-        tags: Vec<String>,
+        headers: AnswerHeaders,
     },
 }
 
@@ -147,6 +168,19 @@ fn oriented_size(rec: &ImageRecord) -> (u32, u32) {
 /// Answers a render URL.
 pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAnswer> {
     let state = &svc.renders;
+    // Read before any record: what is resolved below holds while the generation stays.
+    let generation = svc.store.generation();
+    let url_id = resolved_id(&target);
+    if let Some(known) = known_url(state, &url_id, generation) {
+        if let Some(hit) = svc.store.get_render(&known.key)? {
+            note_hit(svc, known.key);
+            return Ok(RenderAnswer::Render {
+                render: hit,
+                served: Served::Hit,
+                headers: known.headers.clone(),
+            });
+        }
+    }
     let org = OrgName::parse(target.org).map_err(|_| not_found("organization"))?;
     let query = (!target.query.is_empty()).then_some(target.query);
     let req: RenderRequest = url::parse_render_path(target.path, query).map_err(url_error)?;
@@ -180,8 +214,10 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let stack_protected = chain
         .last()
         .is_some_and(|d| d.options.get("protected") == Some(&serde_json::Value::Bool(true)));
-    if image.protected || stack_protected || (dynamic && organization.options.protect_dynamic_stack)
-    {
+    let signed = image.protected
+        || stack_protected
+        || (dynamic && organization.options.protect_dynamic_stack);
+    if signed {
         let keys: Vec<&str> = organization
             .signing_keys
             .iter()
@@ -233,8 +269,11 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             mimetype: image.mimetype.clone(),
             size: image.size,
             etag: format!("\"{}\"", image.binary_hash),
-            attachment: attachment.map(|_| image.name.clone()),
-            tags,
+            headers: AnswerHeaders {
+                vary_accept: false,
+                attachment: attachment.map(|_| image.name.clone()),
+                tags,
+            },
         });
     }
 
@@ -267,14 +306,82 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         meta,
         served: target.served,
     };
-    let (render, served) = fetch_or_render(svc, state, key, job).await?;
-    Ok(RenderAnswer::Render {
-        render,
-        served,
+    let headers = Arc::new(AnswerHeaders {
         vary_accept: negotiated.vary_accept,
         attachment,
         tags,
+    });
+    let (render, served) = fetch_or_render(svc, state, key, job).await?;
+    // A signed URL is checked on every request: its signature may expire.
+    if !signed {
+        remember_url(
+            state,
+            url_id,
+            Resolved {
+                generation,
+                key,
+                headers: headers.clone(),
+            },
+        );
+    }
+    Ok(RenderAnswer::Render {
+        render,
+        served,
+        headers,
     })
+}
+
+/// What identifies a render URL's resolution: the host (for the host form and for the
+/// served-path record), the path with its query, and `Accept` (format negotiation).
+fn resolved_id(target: &RenderTarget<'_>) -> Box<str> {
+    let accept = target.accept.unwrap_or_default();
+    let mut id = String::with_capacity(
+        target.served.host.len() + target.served.path.len() + accept.len() + 2,
+    );
+    // Header values and paths cannot hold a newline.
+    for (i, part) in [
+        target.served.host.as_str(),
+        target.served.path.as_str(),
+        accept,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            id.push('\n');
+        }
+        id.push_str(part);
+    }
+    id.into_boxed_str()
+}
+
+fn known_url(state: &RenderState, id: &str, generation: u64) -> Option<Arc<Resolved>> {
+    let resolved = state.resolved.lock().ok()?;
+    resolved
+        .get(id)
+        .filter(|r| r.generation == generation)
+        .cloned()
+}
+
+fn remember_url(state: &RenderState, id: Box<str>, entry: Resolved) {
+    if let Ok(mut resolved) = state.resolved.lock() {
+        if resolved.len() >= RESOLVED_CAP && !resolved.contains_key(&id) {
+            // Entries of older generations go first; a full table of live ones starts over.
+            resolved.retain(|_, r| r.generation == entry.generation);
+            if resolved.len() >= RESOLVED_CAP {
+                resolved.clear();
+            }
+        }
+        resolved.insert(id, Arc::new(entry));
+    }
+}
+
+/// Counts a hit and notes its access for the render store budget.
+fn note_hit(svc: &Services, key: RenderKey) {
+    svc.renders.hits.fetch_add(1, Ordering::Relaxed);
+    if svc.config.render_cache.max_bytes > 0 {
+        note_access(&svc.renders, key);
+    }
 }
 
 /// The render key over everything that determines the bytes (design §4).
@@ -346,10 +453,7 @@ async fn fetch_or_render(
     job: RenderJob,
 ) -> Result<(StoredRender, Served)> {
     if let Some(hit) = svc.store.get_render(&key)? {
-        state.hits.fetch_add(1, Ordering::Relaxed);
-        if svc.config.render_cache.max_bytes > 0 {
-            note_access(state, key);
-        }
+        note_hit(svc, key);
         svc.store.note_served_path(&key, &job.served)?;
         return Ok((hit, Served::Hit));
     }

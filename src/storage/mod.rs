@@ -144,6 +144,9 @@ pub struct Store {
     edge_restore: Tree,
     edge_on: std::sync::atomic::AtomicBool,
     edge_notify: tokio::sync::Notify,
+    /// Bumped after every change to organizations, images or stacks and every removal of a
+    /// render; see [`Store::generation`].
+    generation: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -297,6 +300,7 @@ impl Store {
             edge_restore: db.open_tree("edge_restore")?,
             edge_on: Default::default(),
             edge_notify: Default::default(),
+            generation: Default::default(),
             meta,
             db,
             path: path.to_path_buf(),
@@ -332,6 +336,19 @@ impl Store {
         Ok(())
     }
 
+    /// A counter that moves after every committed change to an organization, an image or a
+    /// stack, and after every removal of a render. Anything derived from those records while
+    /// the counter read `g` (taken *before* the reads) is still true while it reads `g`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Moves the generation on; called after the change is committed.
+    pub(crate) fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     // ---- organizations ----
 
     /// Creates an organization; `false` when the name is taken.
@@ -341,6 +358,7 @@ impl Store {
             None as Option<&[u8]>,
             Some(encode(org)),
         )?;
+        self.changed();
         Ok(swapped.is_ok())
     }
 
@@ -353,6 +371,7 @@ impl Store {
 
     pub fn put_org(&self, org: &Organization) -> Result<()> {
         self.orgs.insert(org.name.as_bytes(), encode(org))?;
+        self.changed();
         Ok(())
     }
 
@@ -633,7 +652,7 @@ impl Store {
     /// transaction. An existing record with the same hash is returned instead.
     pub fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
         let k = key2(&rec.organization, &rec.hash);
-        tx_result(
+        let result = tx_result(
             (
                 &self.images,
                 &self.img_binary,
@@ -673,14 +692,16 @@ impl Store {
                         Ok(Inserted::Created)
                     },
                 ),
-        )
+        );
+        self.changed();
+        result
     }
 
     /// Replaces the record of an existing image whose identity (hash, blob) is unchanged, and
     /// keeps the usage counters in step with its `deleted` flag.
     pub fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
         let k = key2(&rec.organization, &rec.hash);
-        tx_result(
+        let result = tx_result(
             (&self.images, &self.org_blobs, &self.org_usage).transaction(
                 |(images, org_blobs, org_usage)| {
                     let Some(old) = images.get(&k)? else {
@@ -702,14 +723,16 @@ impl Store {
                     Ok(true)
                 },
             ),
-        )
+        );
+        self.changed();
+        result
     }
 
     /// Removes an image record for good. Returns the blob id when no record of any
     /// organization refers to it any more, so the caller can remove the file.
     pub fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
         let k = key2(org, hash);
-        tx_result(
+        let result = tx_result(
             (
                 &self.images,
                 &self.img_binary,
@@ -746,7 +769,9 @@ impl Store {
                         }
                     },
                 ),
-        )
+        );
+        self.changed();
+        result
     }
 
     /// Number of image records referring to a blob.
@@ -794,6 +819,72 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn every_change_a_render_url_resolves_against_moves_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let mut last = store.generation();
+        let mut moved = |what: &str| {
+            let now = store.generation();
+            assert!(now > last, "{what} left the generation at {now}");
+            last = now;
+        };
+        let org: Organization = serde_json::from_value(serde_json::json!({
+            "id": "id-acme", "name": "acme", "display_name": "", "billing_email": "",
+            "created": "2024-01-01", "master_organization": "", "signing_keys": []
+        }))
+        .unwrap();
+        store.create_org(&org).unwrap();
+        moved("create_org");
+        store.put_org(&org).unwrap();
+        moved("put_org");
+        let mut rec: ImageRecord = serde_json::from_value(serde_json::json!({
+            "organization": "acme", "hash": "a".repeat(40), "binary_hash": "b".repeat(40),
+            "blob": "c".repeat(64), "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
+            "size": 1, "width": 1, "height": 1, "created": "2024-01-01T00:00:00+00:00",
+            "created_ns": 1_700_000_000_000_000_000_i128, "deleted": false,
+            "user_metadata": {}, "opaque": true, "animated": false
+        }))
+        .unwrap();
+        store.insert_image(&rec).unwrap();
+        moved("insert_image");
+        rec.deleted = true;
+        store.update_image(&rec).unwrap();
+        moved("update_image");
+        let stack = StoredStack {
+            organization: "acme".into(),
+            name: "thumb".into(),
+            created: "2024-01-01".into(),
+            revision: 1,
+            definition: Default::default(),
+        };
+        store.create_stack(&stack).unwrap();
+        moved("create_stack");
+        store.put_stack(&stack).unwrap();
+        moved("put_stack");
+        let served = ServedPath {
+            host: String::new(),
+            path: "/acme/thumb/a.jpg".into(),
+        };
+        let meta = RenderMeta {
+            content_type: "image/jpeg".into(),
+            etag: "\"x\"".into(),
+            organization: "acme".into(),
+            image: rec.hash.clone(),
+            stacks: Vec::new(),
+        };
+        store.put_render(&[7; 32], &meta, b"x", &served).unwrap();
+        let before = store.generation();
+        store.purge_image_renders("acme", &rec.hash, true).unwrap();
+        assert_eq!(store.generation(), before, "a dry run changes nothing");
+        store.purge_image_renders("acme", &rec.hash, false).unwrap();
+        moved("a render purge");
+        store.delete_stack("acme", "thumb").unwrap();
+        moved("delete_stack");
+        store.remove_image("acme", &rec.hash).unwrap();
+        moved("remove_image");
     }
 
     #[test]

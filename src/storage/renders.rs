@@ -278,7 +278,7 @@ impl Store {
         } else {
             &[]
         };
-        tx_result(
+        let result = tx_result(
             (
                 &self.renders,
                 &self.render_by_image,
@@ -305,7 +305,9 @@ impl Store {
                         Ok(())
                     },
                 ),
-        )?;
+        );
+        self.changed();
+        result?;
         if !queue_paths.is_empty() {
             self.edge_notify.notify_one();
         }

@@ -27,24 +27,25 @@ impl Store {
     /// Creates a stack; `false` when the name is taken.
     pub fn create_stack(&self, stack: &StoredStack) -> Result<bool> {
         let k = key2(&stack.organization, &stack.name);
-        Ok(self
-            .stacks
-            .compare_and_swap(k, None as Option<&[u8]>, Some(encode(stack)))?
-            .is_ok())
+        let swapped =
+            self.stacks
+                .compare_and_swap(k, None as Option<&[u8]>, Some(encode(stack)))?;
+        self.changed();
+        Ok(swapped.is_ok())
     }
 
     /// Replaces a stack.
     pub fn put_stack(&self, stack: &StoredStack) -> Result<()> {
         self.stacks
             .insert(key2(&stack.organization, &stack.name), encode(stack))?;
+        self.changed();
         Ok(())
     }
 
     pub fn delete_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
-        self.stacks
-            .remove(key2(org, name))?
-            .map(|v| decode("stacks", &v))
-            .transpose()
+        let removed = self.stacks.remove(key2(org, name))?;
+        self.changed();
+        removed.map(|v| decode("stacks", &v)).transpose()
     }
 
     /// Stacks of an organization, by name.

@@ -586,6 +586,36 @@ async fn protected_images_need_a_valid_signature() {
 }
 
 #[actix_rt::test]
+async fn a_signature_is_checked_on_every_request_until_it_expires() {
+    let (app, hash, _) = setup().await;
+    app.stack("secret", json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"protected": true}})).await;
+    let key = app.get("/organizations/acme", ROOT_KEY).await.json()["signing_keys"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let until = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].000Z"
+        ))
+        .unwrap();
+    let opts = percent_encoding::utf8_percent_encode(
+        &format!(r#"{{"until":"{until}"}}"#),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    let path = format!("/secret/{hash}.jpg");
+    let sig = darkroom::url::sign(&format!("{path}?sigopts={opts}"), &key);
+    let url = format!("{path}?sigopts={opts}&sig={sig}");
+    let first = app.render(&url).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let again = app.render(&url).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("x-darkroom-render").as_deref(), Some("hit"));
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(app.render(&url).await.status, 403, "the signature expired");
+}
+
+#[actix_rt::test]
 async fn protected_stacks_and_the_protected_dynamic_stack_need_signatures() {
     let (app, hash, _) = setup().await;
     app.stack("secret", json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"protected": true}})).await;
@@ -611,6 +641,13 @@ async fn protected_stacks_and_the_protected_dynamic_stack_need_signatures() {
     .await;
     assert_eq!(
         app.render(&format!("/dynamic/resize-width-31/{hash}.jpg"))
+            .await
+            .status,
+        403
+    );
+    // A URL answered before the option was set is refused from now on as well.
+    assert_eq!(
+        app.render(&format!("/dynamic/resize-width-30/{hash}.jpg"))
             .await
             .status,
         403
