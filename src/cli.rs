@@ -15,15 +15,30 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Version and the codecs compiled in, for `darkroom --version`.
-const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    "\ndecode: jpeg (renders: libjpeg/mozjpeg with DCT-scaled shrink-on-load; upload check: jpeg-decoder), png, gif, webp, tiff, bmp",
-    "\nencode: jpeg (4:2:0), png, gif, webp (libwebp, lossy and lossless), avif (rav1e)"
-);
+pub fn long_version() -> String {
+    let simd = if crate::render::codecs::jpeg::libjpeg_simd() {
+        "with SIMD"
+    } else {
+        "plain C: built without nasm"
+    };
+    format!(
+        "{}\ndecode: jpeg (renders: libjpeg/mozjpeg {simd}, DCT-scaled shrink-on-load; upload check: jpeg-decoder), png, gif, webp, tiff, bmp\nencode: jpeg (4:2:0), png, gif, webp (libwebp, lossy and lossless), avif (rav1e)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses the command line; `--version` names the fast paths this binary has.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    // Once per process, so the leak is bounded.
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    let matches = Cli::command().long_version(version).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
 
 /// Darkroom image rendering appliance.
 #[derive(Debug, Parser)]
-#[command(name = "darkroom", version, long_version = LONG_VERSION, about)]
+#[command(name = "darkroom", version, about)]
 pub struct Cli {
     /// Configuration file (default: ./appliance.toml when present).
     #[arg(long, global = true)]

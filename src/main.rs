@@ -1,9 +1,7 @@
 //! The `darkroom` binary: parse the command line and hand over to the library.
 
-use clap::Parser;
-
 fn main() {
-    let cli = darkroom::cli::Cli::parse();
+    let cli = darkroom::cli::parse();
     if let Err(message) = darkroom::cli::run(cli) {
         eprintln!("darkroom: {message}");
         std::process::exit(1);

@@ -80,16 +80,31 @@ pub(crate) fn layout(bytes: &[u8]) -> Layout {
 /// Returns the position of the first marker after a scan's entropy-coded data: stuffed
 /// `FF 00` bytes and restart markers belong to the scan.
 fn skip_entropy_coded_data(bytes: &[u8], mut pos: usize) -> usize {
-    while let Some(&b) = bytes.get(pos) {
-        if b == 0xFF {
-            match bytes.get(pos + 1) {
-                Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => pos += 1,
-                _ => return pos,
-            }
+    // A scan is megabytes long for a camera photo; memchr jumps from one 0xFF to the next.
+    while let Some(ff) = bytes.get(pos..).and_then(|rest| memchr::memchr(0xFF, rest)) {
+        pos += ff;
+        match bytes.get(pos + 1) {
+            // A stuffed 0xFF data byte or a restart marker: still the scan.
+            Some(0x00) | Some(0xD0..=0xD7) => pos += 2,
+            // A fill byte before a marker.
+            Some(0xFF) => pos += 1,
+            _ => return pos,
         }
-        pos += 1;
     }
-    pos
+    bytes.len()
+}
+
+/// Whether the linked libjpeg has its SIMD kernels (IDCT, colour conversion, upsampling) and
+/// this CPU runs them. They are assembled only when `nasm` is present at build time; without
+/// it libjpeg is plain C, correct but slower.
+pub fn libjpeg_simd() -> bool {
+    extern "C" {
+        // libjpeg-turbo's dispatch query (jsimd.h); the plain-C build links a version that
+        // always answers 0.
+        fn jsimd_can_idct_islow() -> std::os::raw::c_int;
+    }
+    // SAFETY: a query without arguments or side effects beyond a one-time CPU feature check.
+    unsafe { jsimd_can_idct_islow() != 0 }
 }
 
 /// The DCT scale denominator (2, 4 or 8) giving the smallest decode that still covers
@@ -204,6 +219,11 @@ mod tests {
         ];
         assert!(layout(&jpeg).complete);
         assert!(!layout(&jpeg[..jpeg.len() - 2]).complete);
+        // Fill bytes may precede the end marker; a lone 0xFF at the very end is no marker.
+        let mut filled = jpeg[..jpeg.len() - 2].to_vec();
+        filled.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xD9]);
+        assert!(layout(&filled).complete);
+        assert!(!layout(&filled[..filled.len() - 1]).complete);
     }
 
     #[test]

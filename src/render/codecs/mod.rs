@@ -8,7 +8,7 @@ mod decode;
 mod encode;
 mod exif;
 mod format;
-mod jpeg;
+pub mod jpeg;
 #[cfg(test)]
 pub(crate) mod testdata;
 
