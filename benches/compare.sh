@@ -5,7 +5,8 @@
 #              HTTP: Darkroom vs thumbor 7.8 (2 processes), vs pyvips in-process and
 #              `vipsthumbnail` (libvips, one thread each; same files, same size and quality)
 #   throughput unique cold URLs with both cores busy, concurrency 2 and 4: Darkroom vs thumbor
-#              with 2 processes (images/s)
+#              with 2 processes (images/s); one `curl --parallel` client process, so that
+#              spawning a client per request does not take the cores being measured
 #   warm       `wrk -t2 -c32 -d15s` on one cached render: Darkroom vs nginx serving the same
 #              bytes as a static file (req/s and p99)
 #   bytes      output size at the same nominal quality, JPEG q80 and WebP q80: Darkroom vs
@@ -28,7 +29,7 @@
 #               unless SKIP_BUILD=1]
 #   SKIP_APT=1  skip apt-get; SETUP_ONLY=1 stop after installing and building the data set
 #   ROUNDS [3] passes per cold measurement; RUNS [3] timed runs per image for pyvips and
-#   vipsthumbnail; REPS [2] unique URLs per image per throughput round; WRK_RUNS [3]; DUR [15s];
+#   vipsthumbnail; REPS [3] unique URLs per image per throughput round; WRK_RUNS [3]; DUR [15s];
 #   WAIT_QUIET [0] seconds to wait for a 1-minute load average below 0.5 before starting
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +40,7 @@ WORK=$(cd "$WORK" && pwd)
 # shellcheck source=/dev/null
 . "$PEERS/lib.sh"   # HOST, die, port_free, wait_http, children, cpu_ticks, stop_tree, run_wrk, cpu_snap, cpu_report, wait_quiet
 
-ROUNDS=${ROUNDS:-3}; RUNS=${RUNS:-3}; REPS=${REPS:-2}; WRK_RUNS=${WRK_RUNS:-3}; DUR=${DUR:-15s}
+ROUNDS=${ROUNDS:-3}; RUNS=${RUNS:-3}; REPS=${REPS:-3}; WRK_RUNS=${WRK_RUNS:-3}; DUR=${DUR:-15s}
 DR_API=${DR_API:-18281}; DR_RENDER=${DR_RENDER:-18282}; TH_PORT=${TH_PORT:-18888}; NG_PORT=${NG_PORT:-18080}
 KEY=bench-root-key
 PY=$WORK/.venv/bin/python
@@ -192,25 +193,27 @@ phase_end
 # Darkroom's peak RSS is reset (clear_refs 5) so VmHWM covers these runs only.
 echo "$(rss_kb VmRSS "$DPID")" > "$RES/dr_rss_idle.txt"
 echo 5 > "/proc/$DPID/clear_refs" || echo "note: cannot reset VmHWM; the peak covers the whole run"
+# URLs (one per line) as a curl config: each fetched to /dev/null.
+as_curl_config() { while read -r u; do printf 'url = "%s"\noutput = /dev/null\n' "$u"; done; }
 for conc in 2 4; do
   phase_start "throughput_c$conc"
   : > "$RES/dr_c$conc.txt"; : > "$RES/th_c$conc.txt"
   for r in $(seq "$ROUNDS"); do
     for i in $(ids); do for k in $(seq "$REPS"); do
       dr_url "$i" resize-width-300--o-jpg.quality-80 "$((conc * 1000 + r * 10 + k))" jpg
-    done; done > "$TMP/dr-urls.txt"
+    done; done | as_curl_config > "$TMP/dr-urls.cfg"
     t0=$(date +%s.%N)
-    timeout 600 xargs -P"$conc" -n1 curl -s -o /dev/null --max-time 120 \
-      -w "%{http_code} %header{x-darkroom-render}\n" < "$TMP/dr-urls.txt" >> "$RES/dr_c${conc}_codes.txt"
+    timeout 600 curl -s --no-progress-meter -Z --parallel-max "$conc" --max-time 120 -K "$TMP/dr-urls.cfg" \
+      -w "%{http_code} %header{x-darkroom-render}\n" >> "$RES/dr_c${conc}_codes.txt"
     t1=$(date +%s.%N)
     elapsed_rate $((20 * REPS)) "$t0" "$t1" >> "$RES/dr_c$conc.txt"
     th_wipe
     for i in $(ids); do for k in $(seq "$REPS"); do
       echo "$TH/unsafe/300x0/${TH_VARIANT[k - 1]}img$i.jpg"
-    done; done > "$TMP/th-urls.txt"
+    done; done | as_curl_config > "$TMP/th-urls.cfg"
     t0=$(date +%s.%N)
-    timeout 600 xargs -P"$conc" -n1 curl -s -o /dev/null --max-time 120 \
-      -w "%{http_code} rendered\n" < "$TMP/th-urls.txt" >> "$RES/th_c${conc}_codes.txt"
+    timeout 600 curl -s --no-progress-meter -Z --parallel-max "$conc" --max-time 120 -K "$TMP/th-urls.cfg" \
+      -w "%{http_code} rendered\n" >> "$RES/th_c${conc}_codes.txt"
     t1=$(date +%s.%N)
     elapsed_rate $((20 * REPS)) "$t0" "$t1" >> "$RES/th_c$conc.txt"
   done

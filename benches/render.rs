@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the render paths, without HTTP and without starting a server: a
 //! 12-megapixel JPEG to a 300 px JPEG (q80), a 1200 px WebP and a 300 px AVIF; a 2000×1500
-//! RGBA PNG to a 300 px PNG, WebP and AVIF; a cache hit (URL parse, resolution, render key,
-//! store lookup and the response around the stored bytes); and the URL parser alone.
+//! RGBA PNG to a 300 px PNG, WebP and AVIF; a cache hit through the render listener's own
+//! service (routing, URL parse, resolution or its remembered result, store lookup, response
+//! around the stored bytes; everything but the socket); and the URL parser alone.
 //!
 //! Inputs are made at start-up and nothing is downloaded. With `BENCH_DATA=DIR` the first
 //! `*.jpg` and `*.png` found in `DIR`, `DIR/jpeg` and `DIR/png` are used (the layout that
@@ -17,18 +18,25 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actix_web::http::header::{CACHE_CONTROL, ETAG};
-use actix_web::{web, HttpResponse};
+use std::io::Write;
+use std::sync::Arc;
+
+use actix_web::test::{self, TestRequest};
+use actix_web::{web, App};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use darkroom::config::Config;
 use darkroom::model::ids::OrgName;
+use darkroom::model::image::ImageRecord;
 use darkroom::model::resolve::{negotiate_format, resolve, ResolveInput};
 use darkroom::model::resolved::ResolvedPipeline;
+use darkroom::pool::CpuPool;
 use darkroom::render::codecs::OutputFormat;
 use darkroom::render::limits::Limits;
 use darkroom::render::pipeline::{render, RenderInput};
-use darkroom::service::renders::render_key;
-use darkroom::storage::{RenderMeta, ServedPath, StackRevision, Store};
-use darkroom::url::{parse_render_path, ImageRef, RenderRequest, StackRef};
+use darkroom::service::accounts::create_org;
+use darkroom::service::Services;
+use darkroom::storage::{ReceivedBlob, Store};
+use darkroom::url::{parse_render_path, RenderRequest, StackRef};
 use image::{DynamicImage, ImageEncoder, RgbImage, RgbaImage};
 use serde_json::Map;
 
@@ -328,107 +336,93 @@ fn bench_renders(c: &mut Criterion) {
     eprintln!("render inputs were {}", fx.origin);
 }
 
-/// A store holding one real render, and the URL that finds it.
-struct HitFixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-    path: String,
-}
-
-fn hit_fixture() -> HitFixture {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open(dir.path(), 64).expect("a temporary store");
-    let path = format!("/dynamic/resize-width-300--o-jpg.quality-80/{HASH}/holiday-photo.jpg");
-    let req = parse_render_path(&path, None).expect("the URL parses");
-    let (pipeline, format, lossless) = resolved(&req);
+/// The render listener's own service (routing, handler, resolution, store, response) over a
+/// temporary data folder holding one organization and one uploaded 1200×900 photo: everything
+/// a request goes through except the socket.
+fn hit_services(dir: &Path) -> web::Data<Services> {
+    let store = Store::open(dir, 64).expect("a temporary store");
     let org = OrgName::parse(ORG).expect("a valid organization name");
-    let key = render_key(
-        &org,
-        HASH,
-        &pipeline.canonical_bytes(),
-        format,
-        lossless,
-        req.version,
-    );
-    // A realistic ~16 KB thumbnail: the render of the 300 px bench.
+    create_org(&store, &org, "", "").expect("the organization is created");
     let source = synthetic_jpeg(1200, 900);
-    let out = run(
-        &source,
-        (1200, 900),
-        &Planned {
-            pipeline,
-            format,
-            lossless,
-        },
-    );
-    let meta = RenderMeta {
-        content_type: format.mime().to_string(),
-        etag: format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]),
-        organization: ORG.to_string(),
-        image: HASH.to_string(),
-        stacks: Vec::<StackRevision>::new(),
-    };
-    let served = ServedPath {
-        host: String::new(),
-        path: format!("/{ORG}{path}"),
-    };
+    let (temp_path, mut file) = store.blobs.create_temp().expect("a temporary file");
+    file.write_all(&source).expect("the source is written");
+    drop(file);
+    let blob = blake3::hash(&source).to_hex().to_string();
     store
-        .put_render(&key, &meta, &out, &served)
-        .expect("the render is stored");
-    HitFixture {
-        _dir: dir,
-        store,
-        path,
-    }
-}
-
-/// The hit path of a render request after routing: parse, resolve, key, look up, and wrap the
-/// stored bytes in a response without copying them (as the render listener does). Not in it:
-/// the organization and image lookups and the served-path note that the service also makes.
-fn serve_hit(store: &Store, org: &OrgName, path: &str) -> HttpResponse {
-    let req = parse_render_path(path, None).expect("the URL parses");
-    let (pipeline, format, lossless) = resolved(&req);
-    let ImageRef::Hash(hash) = &req.image else {
-        unreachable!("the bench URL names a hash")
-    };
-    let key = render_key(
-        org,
-        hash,
-        &pipeline.canonical_bytes(),
-        format,
-        lossless,
-        req.version,
-    );
-    let hit = store
-        .get_render(&key)
-        .expect("the store answers")
-        .expect("the render is stored");
-    let etag = hit.meta.etag.clone();
-    let content_type = hit.meta.content_type.clone();
-    let (raw, start) = hit.into_parts();
-    let body = web::Bytes::from_owner(raw).slice(start..);
-    let tags = [format!("org-{org}"), format!("image-{hash}")];
-    HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "public, max-age=31536000, immutable"))
-        .insert_header((ETAG, etag))
-        .insert_header(("X-Darkroom-Render", "hit"))
-        .insert_header(("Surrogate-Key", tags.join(" ")))
-        .insert_header(("Cache-Tag", tags.join(",")))
-        .content_type(content_type)
-        .body(body)
+        .blobs
+        .commit(&ReceivedBlob {
+            temp_path,
+            id: blob.clone(),
+            sha1: "0".repeat(40),
+            size: source.len() as u64,
+        })
+        .expect("the source is stored");
+    let record: ImageRecord = serde_json::from_value(serde_json::json!({
+        "organization": ORG, "hash": HASH, "binary_hash": "0".repeat(40), "blob": blob,
+        "name": "holiday-photo.jpg", "format": "jpg", "mimetype": "image/jpeg",
+        "size": source.len(), "width": 1200, "height": 900,
+        "created": "2026-01-01T00:00:00+00:00", "created_ns": 1_767_225_600_000_000_000_i128,
+        "deleted": false, "user_metadata": {}, "opaque": true, "animated": false
+    }))
+    .expect("a valid image record");
+    store.insert_image(&record).expect("the image is stored");
+    let pool = CpuPool::new(2, 16, Duration::from_secs(30)).expect("a render pool");
+    web::Data::new(Services {
+        config: Arc::new(Config::default()),
+        store: Arc::new(store),
+        pool: Arc::new(pool),
+        renders: Default::default(),
+        traffic: Default::default(),
+        edge: Default::default(),
+        metrics: Default::default(),
+    })
 }
 
 fn bench_hit(c: &mut Criterion) {
-    let fx = hit_fixture();
-    let org = OrgName::parse(ORG).expect("a valid organization name");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let rt = actix_rt::Runtime::new().expect("a runtime");
+    let services = hit_services(dir.path());
+    let app = rt.block_on(test::init_service(
+        App::new()
+            .app_data(services)
+            .configure(darkroom::http::render::routes),
+    ));
+    let path =
+        format!("/{ORG}/dynamic/resize-width-300--o-jpg.quality-80/{HASH}/holiday-photo.jpg");
+    // One GET through the service; the body is shared with the store's buffer, not copied.
+    let get = |path: &str, host: &str| -> web::Bytes {
+        let req = TestRequest::get()
+            .uri(path)
+            .insert_header(("Host", host))
+            .to_request();
+        rt.block_on(async {
+            let resp = test::call_service(&app, req).await;
+            assert!(resp.status().is_success(), "{}", resp.status());
+            actix_web::body::to_bytes(resp.into_body())
+                .await
+                .expect("an in-memory body")
+        })
+    };
+    // The first request renders; every later one is a hit.
+    eprintln!("hit: a {} byte render", get(&path, "img.example.com").len());
     let mut group = c.benchmark_group("hit");
     group
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
-    group.bench_function("parse_resolve_lookup_respond", |b| {
-        b.iter(|| serve_hit(&fx.store, &org, black_box(&fx.path)))
+    // A URL asked before: its resolution is remembered while nothing it depends on changes.
+    group.bench_function("known_url", |b| {
+        b.iter(|| get(black_box(&path), "img.example.com"))
+    });
+    // The first request of a URL whose render is stored (here: under another Host): reads the
+    // organization, image and stack records, resolves, looks the render up, notes the path.
+    let mut n = 0u64;
+    group.bench_function("first_request_of_a_url", |b| {
+        b.iter(|| {
+            n += 1;
+            get(black_box(&path), &format!("h{n}.example.com"))
+        })
     });
     group.finish();
 }
