@@ -470,6 +470,7 @@ async fn fetch_or_render(
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone()
     };
+    let served = job.served.clone();
     let mut ran = false;
     let result = cell
         .get_or_init(|| async {
@@ -488,6 +489,10 @@ async fn fetch_or_render(
         if let Ok(mut inflight) = state.inflight.lock() {
             inflight.remove(&key);
         }
+    } else if result.is_ok() {
+        // The render was stored with the path of the request that ran it; this one may have
+        // come by another URL, which an invalidation must reach too.
+        svc.store.note_served_path(&key, &served)?;
     }
     result.map(|r| {
         (

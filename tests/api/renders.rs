@@ -427,6 +427,44 @@ async fn concurrent_requests_for_a_new_url_render_once() {
 }
 
 #[actix_rt::test]
+async fn every_url_of_a_burst_is_recorded_for_invalidation() {
+    let (app, hash, _) = setup().await;
+    // Eight URLs (slugs) of one render, asked at once: one renders, the others join it.
+    let urls: Vec<String> = (0..8)
+        .map(|i| format!("/dynamic/resize-width-334--blur-sigma-3/{hash}/name-{i}.webp"))
+        .collect();
+    let answers = futures_util::future::join_all(urls.iter().map(|u| app.render(u))).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    // Asked again, they are answered from what was resolved before.
+    for u in &urls {
+        assert_eq!(
+            app.render(u).await.header("x-darkroom-render").as_deref(),
+            Some("hit")
+        );
+    }
+    let dry = app
+        .send(
+            "DELETE",
+            &format!("/sourceimages/acme/{hash}/cache?dry_run=true"),
+            Some(ROOT_KEY),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(dry.status, 200, "{}", dry.text());
+    let mut paths: Vec<String> = dry.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let mut expected: Vec<String> = urls.iter().map(|u| format!("/acme{u}")).collect();
+    expected.sort();
+    assert_eq!(paths, expected);
+}
+
+#[actix_rt::test]
 async fn bad_render_urls_get_json_errors() {
     let (app, hash, _) = setup().await;
     app.stack(
