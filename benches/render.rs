@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::io::Write;
-use std::sync::Arc;
 
 use actix_web::test::{self, TestRequest};
 use actix_web::{web, App};
@@ -367,15 +366,7 @@ fn hit_services(dir: &Path) -> web::Data<Services> {
     .expect("a valid image record");
     store.insert_image(&record).expect("the image is stored");
     let pool = CpuPool::new(2, 16, Duration::from_secs(30)).expect("a render pool");
-    web::Data::new(Services {
-        config: Arc::new(Config::default()),
-        store: Arc::new(store),
-        pool: Arc::new(pool),
-        renders: Default::default(),
-        traffic: Default::default(),
-        edge: Default::default(),
-        metrics: Default::default(),
-    })
+    web::Data::new(Services::new(Config::default(), store, pool))
 }
 
 fn bench_hit(c: &mut Criterion) {

@@ -9,7 +9,6 @@ use actix_web::dev::{Server, Service as _};
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How often access times are written and the render store budget enforced.
@@ -63,15 +62,7 @@ impl Application {
             config.render.queue,
             Duration::from_millis(config.render.timeout_ms),
         )?;
-        let services = web::Data::new(Services {
-            config: Arc::new(config.clone()),
-            store: Arc::new(store),
-            pool: Arc::new(pool),
-            renders: Default::default(),
-            traffic: Default::default(),
-            edge: Default::default(),
-            metrics: Default::default(),
-        });
+        let services = web::Data::new(Services::new(config.clone(), store, pool));
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// Version and the codecs compiled in, for `darkroom --version`.
 pub fn long_version() -> String {
-    let simd = if crate::render::codecs::jpeg::libjpeg_simd() {
+    let simd = if crate::render::codecs::libjpeg_simd() {
         "with SIMD"
     } else {
         "plain C: built without nasm"

@@ -3,6 +3,7 @@
 //! the pool and the store when scraped.
 
 use crate::service::Services;
+use crate::storage::OrgUsage;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,13 +15,13 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// How a render request ended, for the latency histogram.
+/// How a render request ended, for the latency histogram (the discriminant is its index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Hit,
-    Miss,
-    Joined,
-    Error,
+    Hit = 0,
+    Miss = 1,
+    Joined = 2,
+    Error = 3,
 }
 
 impl Outcome {
@@ -59,11 +60,15 @@ impl Histogram {
     }
 }
 
+/// Requests by route pattern as actix writes it (`{name}` segments).
+type RouteCounts = HashMap<Box<str>, u64>;
+
 /// Counters gathered while serving.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// (listener, route pattern, status) → requests.
-    requests: Mutex<HashMap<(&'static str, String, u16), u64>>,
+    /// (listener, status) → requests by route; keyed so that counting an existing series
+    /// allocates nothing.
+    requests: Mutex<HashMap<(&'static str, u16), RouteCounts>>,
     render_latency: [Histogram; 4],
     pub gc_runs: AtomicU64,
     pub gc_bytes_freed: AtomicU64,
@@ -74,23 +79,22 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one answered request. `route` is the matched pattern, never the raw path (which
-    /// would make a series per image); its `{name}` segments are written `:name`.
+    /// would make a series per image).
     pub fn request(&self, listener: &'static str, route: &str, status: u16) {
         if let Ok(mut map) = self.requests.lock() {
-            let route = if route.contains('{') {
-                route.replace('{', ":").replace('}', "")
-            } else {
-                route.to_string()
-            };
-            let key = (listener, route, status);
-            *map.entry(key).or_insert(0) += 1;
+            let routes = map.entry((listener, status)).or_default();
+            match routes.get_mut(route) {
+                Some(n) => *n += 1,
+                None => {
+                    routes.insert(route.into(), 1);
+                }
+            }
         }
     }
 
     /// Records how long a render request took.
     pub fn render_took(&self, outcome: Outcome, d: Duration) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        if let Some(h) = self.render_latency.get(i) {
+        if let Some(h) = self.render_latency.get(outcome as usize) {
             h.observe(d);
         }
     }
@@ -113,6 +117,25 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A gauge with one series per organization.
+fn per_org(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    usage: &[(String, OrgUsage)],
+    value: impl Fn(&OrgUsage) -> u64,
+) {
+    family(out, name, "gauge", help);
+    for (org, u) in usage {
+        let _ = writeln!(
+            out,
+            "{name}{{organization=\"{}\"}} {}",
+            label(org),
+            value(u)
+        );
+    }
+}
+
 /// The whole exposition.
 pub fn render(svc: &Services) -> crate::error::Result<String> {
     let m = &svc.metrics;
@@ -124,8 +147,17 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
         "counter",
         "HTTP requests answered, by listener, route pattern and status.",
     );
+    // Patterns are written with `:name` for `{name}`, as Prometheus users expect.
     let mut rows: Vec<((&str, String, u16), u64)> = match m.requests.lock() {
-        Ok(map) => map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        Ok(map) => map
+            .iter()
+            .flat_map(|(&(listener, status), routes)| {
+                routes.iter().map(move |(route, n)| {
+                    let route = route.replace('{', ":").replace('}', "");
+                    ((listener, route, status), *n)
+                })
+            })
+            .collect(),
         Err(_) => Vec::new(),
     };
     rows.sort();
@@ -297,34 +329,20 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
         svc.edge.failed.load(Ordering::Relaxed),
     );
 
-    family(
+    per_org(
         &mut out,
         "darkroom_source_bytes",
-        "gauge",
         "Billable storage of an organization: each distinct source file of its live images once.",
+        &usage,
+        |u| u.space_in_bytes,
     );
-    for (org, u) in &usage {
-        let _ = writeln!(
-            out,
-            "darkroom_source_bytes{{organization=\"{}\"}} {}",
-            label(org),
-            u.space_in_bytes
-        );
-    }
-    family(
+    per_org(
         &mut out,
         "darkroom_source_images",
-        "gauge",
         "Live source images of an organization.",
+        &usage,
+        |u| u.number_of_files,
     );
-    for (org, u) in &usage {
-        let _ = writeln!(
-            out,
-            "darkroom_source_images{{organization=\"{}\"}} {}",
-            label(org),
-            u.number_of_files
-        );
-    }
     Ok(out)
 }
 

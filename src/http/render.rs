@@ -170,7 +170,6 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
 }
 
 fn add_common(resp: &mut actix_web::HttpResponseBuilder, headers: &AnswerHeaders) {
-    let tags = &headers.tags;
     if headers.vary_accept {
         resp.insert_header((VARY, "Accept"));
     }
@@ -179,11 +178,10 @@ fn add_common(resp: &mut actix_web::HttpResponseBuilder, headers: &AnswerHeaders
             resp.insert_header((CONTENT_DISPOSITION, v));
         }
     }
-    let joined = tags.join(" ");
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Ok(v) = HeaderValue::from_str(&headers.surrogate_key) {
         resp.insert_header(("Surrogate-Key", v));
     }
-    if let Ok(v) = HeaderValue::from_str(&tags.join(",")) {
+    if let Ok(v) = HeaderValue::from_str(&headers.cache_tag) {
         resp.insert_header(("Cache-Tag", v));
     }
 }

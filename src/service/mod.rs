@@ -35,6 +35,19 @@ pub struct Services {
 }
 
 impl Services {
+    /// The services over an opened store and a started pool, with empty counters.
+    pub fn new(config: Config, store: Store, pool: CpuPool) -> Services {
+        Services {
+            config: Arc::new(config),
+            store: Arc::new(store),
+            pool: Arc::new(pool),
+            renders: Default::default(),
+            traffic: Default::default(),
+            edge: Default::default(),
+            metrics: Default::default(),
+        }
+    }
+
     /// Decoding limits from the configuration.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -76,15 +76,29 @@ struct Resolved {
     headers: Arc<AnswerHeaders>,
 }
 
-/// What a render URL adds to the response besides the render itself.
+/// What a render URL adds to the response besides the render itself; made once per
+/// resolution and shared by every hit of a known URL.
 #[derive(Debug, Default)]
 pub struct AnswerHeaders {
     /// The format was negotiated from `Accept`.
     pub vary_accept: bool,
     /// `Some(file name)` for `content_disposition: attachment`.
     pub attachment: Option<String>,
-    /// Cache tags for purges by tag at a CDN: `org-…`, `image-…`, `stack-…`.
-    pub tags: Vec<String>,
+    /// Cache tags for purges by tag at a CDN (`org-…`, `image-…`, `stack-…`), joined as
+    /// `Surrogate-Key` (spaces) and `Cache-Tag` (commas) want them.
+    pub surrogate_key: String,
+    pub cache_tag: String,
+}
+
+impl AnswerHeaders {
+    fn new(vary_accept: bool, attachment: Option<String>, tags: &[String]) -> AnswerHeaders {
+        AnswerHeaders {
+            vary_accept,
+            attachment,
+            surrogate_key: tags.join(" "),
+            cache_tag: tags.join(","),
+        }
+    }
 }
 
 /// How a render was obtained.
@@ -269,11 +283,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             mimetype: image.mimetype.clone(),
             size: image.size,
             etag: format!("\"{}\"", image.binary_hash),
-            headers: AnswerHeaders {
-                vary_accept: false,
-                attachment: attachment.map(|_| image.name.clone()),
-                tags,
-            },
+            headers: AnswerHeaders::new(false, attachment.map(|_| image.name.clone()), &tags),
         });
     }
 
@@ -306,11 +316,11 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         meta,
         served: target.served,
     };
-    let headers = Arc::new(AnswerHeaders {
-        vary_accept: negotiated.vary_accept,
+    let headers = Arc::new(AnswerHeaders::new(
+        negotiated.vary_accept,
         attachment,
-        tags,
-    });
+        &tags,
+    ));
     let (render, served) = fetch_or_render(svc, state, key, job).await?;
     // A signed URL is checked on every request: its signature may expire.
     if !signed {

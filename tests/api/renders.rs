@@ -443,12 +443,9 @@ async fn every_url_of_a_burst_is_recorded_for_invalidation() {
         );
     }
     let dry = app
-        .send(
-            "DELETE",
+        .delete(
             &format!("/sourceimages/acme/{hash}/cache?dry_run=true"),
-            Some(ROOT_KEY),
-            &[],
-            None,
+            ROOT_KEY,
         )
         .await;
     assert_eq!(dry.status, 200, "{}", dry.text());

@@ -189,23 +189,15 @@ fn decode_guarded(
         // A panic in an alternative decoder only means falling back to the next one, and
         // finally to the default one. libjpeg is the fastest but lenient with damaged data, so
         // the upload check does not use it.
-        let libjpeg = || {
-            catch_unwind(AssertUnwindSafe(|| {
-                jpeg::decode_with_libjpeg(bytes, width, height, denominator)
-            }))
-            .ok()
-            .flatten()
+        let guarded = |decode: &dyn Fn() -> Option<DynamicImage>| {
+            catch_unwind(AssertUnwindSafe(decode)).ok().flatten()
         };
-        let jpeg_decoder = || {
-            catch_unwind(AssertUnwindSafe(|| {
-                jpeg::decode_with_jpeg_decoder(bytes, width, height, denominator, budget)
-            }))
-            .ok()
-            .flatten()
-        };
+        let libjpeg = || jpeg::decode_with_libjpeg(bytes, width, height, denominator);
+        let jpeg_decoder =
+            || jpeg::decode_with_jpeg_decoder(bytes, width, height, denominator, budget);
         match purpose {
-            Purpose::Render => libjpeg().or_else(jpeg_decoder),
-            Purpose::Check => jpeg_decoder(),
+            Purpose::Render => guarded(&libjpeg).or_else(|| guarded(&jpeg_decoder)),
+            Purpose::Check => guarded(&jpeg_decoder),
         }
     });
     let scaled = alternative.is_some() && denominator.is_some_and(|d| d > 1);

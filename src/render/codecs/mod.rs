@@ -8,13 +8,14 @@ mod decode;
 mod encode;
 mod exif;
 mod format;
-pub mod jpeg;
+mod jpeg;
 #[cfg(test)]
 pub(crate) mod testdata;
 
 pub use decode::{decode, DecodeHint, Decoded};
 pub use encode::{encode, EncodeOptions};
 pub use format::{sniff, OutputFormat, SourceFormat};
+pub use jpeg::libjpeg_simd;
 
 pub(crate) use decode::{read_source, Purpose};
 pub(crate) use exif::summary as exif_summary;
