@@ -407,7 +407,7 @@ fn bench_hit(c: &mut Criterion) {
         b.iter(|| get(black_box(&path), "img.example.com"))
     });
     // The first request of a URL whose render is stored (here: under another Host): reads the
-    // organization, image and stack records, resolves, looks the render up, notes the path.
+    // organization and image records, resolves, looks the render up, notes the path.
     let mut n = 0u64;
     group.bench_function("first_request_of_a_url", |b| {
         b.iter(|| {
