@@ -44,21 +44,35 @@ pub fn run_once(
     let mut budget = settings.max_work;
 
     // 1. Soft deletes past their retention become hard deletes; a blob file goes with the
-    //    last record of any organization that refers to it.
+    //    last record of any organization that refers to it. The removals are made durable
+    //    before any file is unlinked: sled writes reach the disk only at a flush, so a crash
+    //    between an unlink and the next flush would bring back a record whose file is gone
+    //    (design §1b). The other order leaves at worst an orphan file, which step 4 collects.
     let cutoff = now - i64::from(settings.retention_days) * 86_400;
+    let mut unreferenced = Vec::new();
     for (org, hash) in store.expired_images(cutoff, budget)? {
         report.bytes_freed += store.purge_image_renders(&org, &hash, false)?.bytes;
         store.drop_restore_paths(&org, &hash)?;
         if let Some(blob) = store.remove_image(&org, &hash)? {
-            let size = std::fs::metadata(store.blobs.path(&blob))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            store.blobs.remove(&blob)?;
-            report.blobs_removed += 1;
-            report.bytes_freed += size;
+            unreferenced.push(blob);
         }
         report.expired_images += 1;
         budget = budget.saturating_sub(1);
+    }
+    if !unreferenced.is_empty() {
+        store.flush_blocking()?;
+    }
+    for blob in unreferenced {
+        // An upload of the same bytes may have referred to the file again since.
+        if store.blob_refs(&blob)? > 0 {
+            continue;
+        }
+        let size = std::fs::metadata(store.blobs.path(&blob))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        store.blobs.remove(&blob)?;
+        report.blobs_removed += 1;
+        report.bytes_freed += size;
     }
 
     // 2. Renders nothing can reach any more.

@@ -946,6 +946,8 @@ impl Store {
         ] {
             tree.clear()?;
         }
+        // The cleared records must be durable before their files go (design §1b).
+        self.flush_blocking()?;
         for id in self.blobs.list()? {
             self.blobs.remove(&id)?;
         }

@@ -86,6 +86,11 @@ impl BlobStore {
         let target = self.path(&received.id);
         if target.exists() {
             let _ = std::fs::remove_file(&received.temp_path);
+            // The file may be an orphan about to be collected; a fresh modification time puts
+            // it back under the collector's grace period while its new record is committed.
+            if let Ok(file) = std::fs::File::options().append(true).open(&target) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
             return Ok(());
         }
         let dir = target

@@ -4,6 +4,7 @@
 mod accounts;
 mod backup;
 mod cli;
+mod crash;
 mod dashboard;
 mod edge;
 mod edge_queue;
