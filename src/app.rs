@@ -14,6 +14,9 @@ use std::time::Duration;
 /// How often access times are written and the render store budget enforced.
 const CACHE_MAINTENANCE: Duration = Duration::from_secs(5);
 
+/// How often the free space of the data folder is looked at.
+const SPACE_WATCH: Duration = Duration::from_secs(1);
+
 /// One line per request: listener, status, bytes, time, method and path. The query string is
 /// left out on purpose: it carries URL signatures, which must never reach a log.
 fn access_log(listener: &str) -> middleware::Logger {
@@ -47,8 +50,15 @@ pub struct Application {
 impl Application {
     /// Opens the data folder and binds both listeners.
     pub fn build(config: Config) -> Result<Application, String> {
-        let store = Store::open(&config.storage.path, config.storage.cache_mb)
-            .map_err(|e| e.to_string())?;
+        let store = Store::open_with_headroom(
+            &config.storage.path,
+            config.storage.cache_mb,
+            config.min_free_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+        if store.space().is_low() {
+            log::warn!("started below storage.min_free_mb: read-only until there is room");
+        }
         store.enable_edge(!config.edge.url.is_empty());
         if config.edge.url.is_empty() {
             match store.clear_edge_queue() {
@@ -215,11 +225,26 @@ impl Application {
                 }
             })
         });
-        // Traffic counters are written every few seconds, not once per request.
+        // The free space is looked at every second, so writes stop before the disk fills and
+        // resume as soon as there is room again.
+        let space = (config.storage.min_free_mb > 0).then(|| {
+            let store = self.services.store.clone();
+            actix_rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(SPACE_WATCH).await;
+                    store.space().refresh();
+                }
+            })
+        });
+        // Traffic counters are written every few seconds, not once per request; below the
+        // headroom they wait in memory.
         let services = self.services.clone();
         let traffic = actix_rt::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(10)).await;
+                if services.store.space().is_low() {
+                    continue;
+                }
                 if let Err(e) = services.traffic.flush(&services.store) {
                     log::warn!("traffic counters were not written: {e}");
                 }
@@ -241,7 +266,7 @@ impl Application {
         let _ = traffic.await;
         // Wait for the background loops to be gone so that their handles on the store are
         // released. Queued edge requests stay in the store for the next start.
-        for task in [gc, edge, cache].into_iter().flatten() {
+        for task in [gc, edge, cache, space].into_iter().flatten() {
             task.abort();
             let _ = task.await;
         }

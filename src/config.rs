@@ -35,6 +35,11 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// Longest wait for the next piece of a request body (uploads) before it is answered 408.
+    pub body_timeout_secs: u64,
+    /// Slowest average rate a request body may arrive at, after the first
+    /// `body_timeout_secs`, before it is answered 408. 0 = no minimum rate.
+    pub min_body_rate_bytes_per_sec: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -44,6 +49,9 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// sled page cache, in MiB.
     pub cache_mb: u64,
+    /// Free space kept under the data folder: below it writes answer 507 and `/readyz` 503,
+    /// so the database never meets a full disk. 0 = no headroom.
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -62,6 +70,11 @@ pub struct LimitsConfig {
     pub max_pixels: u64,
     /// Largest accepted width or height of a source image.
     pub max_dimension: u32,
+    /// Uploads one API key may have in flight at once; past it, 429. 0 = no limit.
+    pub max_concurrent_uploads_per_key: usize,
+    /// Upload bytes (declared `Content-Length`) one API key may have in flight; past it, 429.
+    /// 0 = no limit.
+    pub max_upload_bytes_in_flight_per_key: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -171,6 +184,8 @@ impl Default for ServerConfig {
             render_bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
             workers: 0,
             shutdown_timeout_secs: 30,
+            body_timeout_secs: 30,
+            min_body_rate_bytes_per_sec: 1024,
         }
     }
 }
@@ -180,6 +195,7 @@ impl Default for StorageConfig {
         StorageConfig {
             path: PathBuf::from("data"),
             cache_mb: 64,
+            min_free_mb: 256,
         }
     }
 }
@@ -190,6 +206,8 @@ impl Default for LimitsConfig {
             max_upload_bytes: 100_000_000,
             max_pixels: 100_000_000,
             max_dimension: 30_000,
+            max_concurrent_uploads_per_key: 4,
+            max_upload_bytes_in_flight_per_key: 400_000_000,
         }
     }
 }
@@ -251,7 +269,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool, &str); 5] = [
+        let checks: [(&str, bool, &str); 6] = [
+            (
+                "server.body_timeout_secs",
+                self.server.body_timeout_secs > 0,
+                "must be positive",
+            ),
             (
                 "limits.max_upload_bytes",
                 self.limits.max_upload_bytes > 0,
@@ -311,6 +334,11 @@ impl Config {
             max_work: self.gc.max_work.max(1),
             blob_grace: crate::gc::BLOB_GRACE,
         }
+    }
+
+    /// The free-space headroom in bytes.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.storage.min_free_mb.saturating_mul(1024 * 1024)
     }
 
     /// Render threads after resolving 0 to the number of cores.

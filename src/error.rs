@@ -21,6 +21,9 @@ pub enum Error {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 408: the request body did not arrive in time (too slow, or stalled).
+    #[error("{0}")]
+    Timeout(String),
     /// 409: the target exists, or the change would break an invariant.
     #[error("{0}")]
     Conflict(String),
@@ -36,6 +39,16 @@ pub enum Error {
     /// 422: the input is understood but cannot be processed (broken image, too many pixels).
     #[error("{0}")]
     Unprocessable(String),
+    /// 429: the caller has too many uploads (or upload bytes) in flight; retry later.
+    #[error("{message}")]
+    TooMany {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 507: the data folder is below its free-space headroom; writes resume once there is
+    /// room, reads keep working.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 503: the render queue is full or a render took too long; retry later.
     #[error("{message}")]
     Busy {
@@ -55,12 +68,15 @@ impl Error {
             Error::Unauthenticated(_) => 401,
             Error::BadCredentials(_) | Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
+            Error::Timeout(_) => 408,
             Error::Conflict(_) => 409,
             Error::PreconditionFailed(_) => 412,
             Error::TooLarge(_) => 413,
             Error::Unsupported(_) => 415,
             Error::Unprocessable(_) => 422,
+            Error::TooMany { .. } => 429,
             Error::Busy { .. } => 503,
+            Error::InsufficientStorage(_) => 507,
             Error::Internal(_) => 500,
         }
     }
@@ -76,11 +92,34 @@ impl Error {
     pub fn internal(cause: impl std::fmt::Display) -> Error {
         Error::Internal(cause.to_string())
     }
+
+    /// A file error: 507 when the disk is full (or the headroom refused the write), else
+    /// internal.
+    pub fn io(e: std::io::Error) -> Error {
+        Error::from(crate::storage::StorageError::Io(e))
+    }
 }
+
+/// What a client sees when the disk filled up under a write despite the headroom.
+const OUT_OF_SPACE: &str = "the appliance is out of disk space; retry when space was freed";
 
 impl From<crate::storage::StorageError> for Error {
     fn from(e: crate::storage::StorageError) -> Error {
-        Error::Internal(e.to_string())
+        use crate::storage::StorageError;
+        match e {
+            StorageError::NoSpace(message) => Error::InsufficientStorage(message),
+            // The headroom's own refusal of a blob write, passed through `io::Error`.
+            StorageError::Io(io)
+                if io.kind() == std::io::ErrorKind::StorageFull && io.raw_os_error().is_none() =>
+            {
+                Error::InsufficientStorage(io.to_string())
+            }
+            e if e.is_no_space() => {
+                log::error!("out of disk space under the headroom: {e}");
+                Error::InsufficientStorage(OUT_OF_SPACE.into())
+            }
+            e => Error::Internal(e.to_string()),
+        }
     }
 }
 

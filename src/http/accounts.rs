@@ -292,15 +292,21 @@ pub async fn metrics(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
         .body(text))
 }
 
-/// `GET /readyz`: the store can be read and written (no authentication).
+/// `GET /readyz`: the store can be read and written and has its free-space headroom (no
+/// authentication).
 pub async fn readyz(svc: Svc) -> HttpResponse {
     match svc.store.probe_ready() {
         Ok(()) => json_response(200, &json!({ "status": "ready" })),
         Err(e) => {
+            let message = if e.is_no_space() {
+                e.to_string()
+            } else {
+                "the store is not writable".to_string()
+            };
             log::warn!("readiness check failed: {e}");
             json_response(
                 503,
-                &json!({ "status": "not ready", "error": { "code": 503, "message": "the store is not writable" } }),
+                &json!({ "status": "not ready", "error": { "code": 503, "message": message } }),
             )
         }
     }

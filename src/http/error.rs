@@ -36,6 +36,9 @@ impl ResponseError for Error {
         resp.content_type("application/json");
         if let Error::Busy {
             retry_after_secs, ..
+        }
+        | Error::TooMany {
+            retry_after_secs, ..
         } = self
         {
             resp.insert_header(("Retry-After", retry_after_secs.to_string()));
@@ -60,6 +63,24 @@ mod tests {
         assert_eq!(body["code"], 403);
         assert_eq!(body["invalid_authentication"], true);
         assert_eq!(body["error"]["message"], "bad");
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_too_many_uploads_429_with_retry_after() {
+        let full: Error = crate::storage::StorageError::NoSpace("low on disk space".into()).into();
+        assert_eq!(full.status(), 507);
+        assert_eq!(error_body(&full)["error"]["message"], "low on disk space");
+        let enospc: Error =
+            crate::storage::StorageError::Io(std::io::Error::from_raw_os_error(28)).into();
+        assert_eq!(enospc.status(), 507);
+        assert!(!enospc.public_message().contains("os error"));
+        let many = Error::TooMany {
+            message: "too many uploads".into(),
+            retry_after_secs: 2,
+        };
+        let resp = many.error_response();
+        assert_eq!(resp.status().as_u16(), 429);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "2");
     }
 
     #[test]

@@ -12,7 +12,89 @@ use crate::model::image::{self, image_hash, ImageRecord};
 use crate::model::time;
 use crate::storage::{Inserted, Purged, ReceivedBlob, Store};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Uploads in flight per API key (count and declared bytes), so that one client cannot hold
+/// every worker, connection and temporary file of the appliance (issue 11, part 4).
+#[derive(Debug, Default)]
+pub struct UploadSlots {
+    in_flight: Arc<Mutex<HashMap<String, (usize, u64)>>>,
+}
+
+/// One upload's place in [`UploadSlots`], given back when dropped (whatever ends the upload).
+#[derive(Debug)]
+pub struct UploadSlot {
+    in_flight: Arc<Mutex<HashMap<String, (usize, u64)>>>,
+    key: String,
+    bytes: u64,
+}
+
+/// Seconds a refused upload is asked to wait.
+const UPLOAD_RETRY_AFTER_SECS: u64 = 1;
+
+impl UploadSlots {
+    /// Takes a place for an upload of `bytes` by `who`, or answers 429 when the key already
+    /// has `max_count` uploads or `max_bytes` in flight (0 = no limit). A key's first upload is
+    /// always let in, whatever its size, so that a large file is not refused for ever.
+    pub fn acquire(
+        &self,
+        who: &Principal,
+        bytes: u64,
+        max_count: usize,
+        max_bytes: u64,
+    ) -> Result<UploadSlot> {
+        let key = match who {
+            Principal::Root => "root".to_string(),
+            Principal::User { key_id, .. } => key_id.clone(),
+        };
+        let mut map = self
+            .in_flight
+            .lock()
+            .map_err(|_| Error::internal("upload slots poisoned"))?;
+        let entry = map.entry(key.clone()).or_insert((0, 0));
+        let (count, held) = *entry;
+        if count > 0 {
+            if max_count > 0 && count >= max_count {
+                return Err(Error::TooMany {
+                    message: format!(
+                        "this API key already has {count} uploads in flight (limits.max_concurrent_uploads_per_key); retry when one finished"
+                    ),
+                    retry_after_secs: UPLOAD_RETRY_AFTER_SECS,
+                });
+            }
+            if max_bytes > 0 && held.saturating_add(bytes) > max_bytes {
+                return Err(Error::TooMany {
+                    message: format!(
+                        "this API key already has {held} upload bytes in flight (limits.max_upload_bytes_in_flight_per_key); retry when one finished"
+                    ),
+                    retry_after_secs: UPLOAD_RETRY_AFTER_SECS,
+                });
+            }
+        }
+        *entry = (count + 1, held.saturating_add(bytes));
+        Ok(UploadSlot {
+            in_flight: self.in_flight.clone(),
+            key,
+            bytes,
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.in_flight.lock() {
+            if let Some(entry) = map.get_mut(&self.key) {
+                entry.0 = entry.0.saturating_sub(1);
+                entry.1 = entry.1.saturating_sub(self.bytes);
+                if entry.0 == 0 {
+                    map.remove(&self.key);
+                }
+            }
+        }
+    }
+}
 
 /// One file of an upload, already received into a temporary file.
 pub struct UploadFile {
@@ -203,6 +285,26 @@ pub async fn upload(
             }
         }
     }
+    let stored = store_uploads(svc, org, &files, metas, infos).await;
+    // Committed files have no temporary file any more; the others must not stay behind.
+    discard_all(&files);
+    let items = stored?;
+    svc.store.flush().await?;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|r| to_json(&svc.store, r))
+        .collect::<Result<_>>()?;
+    Ok(json!({ "total": items.len(), "items": items }))
+}
+
+/// Moves checked files into place and commits their records, in order.
+async fn store_uploads(
+    svc: &Services,
+    org: &OrgName,
+    files: &[UploadFile],
+    metas: Vec<UploadMeta>,
+    infos: Vec<crate::render::probe::ImageInfo>,
+) -> Result<Vec<ImageRecord>> {
     let mut items = Vec::with_capacity(files.len());
     for ((f, m), info) in files.iter().zip(metas).zip(infos) {
         let store = svc.store.clone();
@@ -210,7 +312,7 @@ pub async fn upload(
         tokio::task::spawn_blocking(move || store.blobs.commit(&blob))
             .await
             .map_err(Error::internal)?
-            .map_err(Error::internal)?;
+            .map_err(Error::io)?;
         let hash = image_hash(&f.blob.id, &m.dynamic, m.protected);
         let now_ns = time::now_unix_nanos();
         let rec = ImageRecord {
@@ -261,12 +363,7 @@ pub async fn upload(
         };
         items.push(stored);
     }
-    svc.store.flush().await?;
-    let items: Vec<Value> = items
-        .iter()
-        .map(|r| to_json(&svc.store, r))
-        .collect::<Result<_>>()?;
-    Ok(json!({ "total": items.len(), "items": items }))
+    Ok(items)
 }
 
 /// Prefixes the message of a client error with the file it is about.

@@ -856,6 +856,7 @@ impl Store {
     /// the import itself fail, everything it wrote is removed again. Ends with a flush and a
     /// `verify` pass, and fails if that finds anything.
     pub fn import(&self, path: &Path) -> Result<Imported> {
+        self.space.check()?;
         self.ensure_empty()?;
         check_file(path)?;
         let mut apply = Apply {

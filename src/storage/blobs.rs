@@ -3,9 +3,11 @@
 //! it, so a crash leaves at worst an unreferenced file (which GC removes), never a reference
 //! without a file. Identical bytes are stored once, however many images refer to them.
 
+use super::space::{io_refusal, Space};
 use sha1::Digest;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 /// The blob files of one data folder.
@@ -13,15 +15,20 @@ use tokio::io::AsyncWriteExt;
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
+    /// Uploads announce their bytes here and are refused below the headroom.
+    space: Arc<Space>,
 }
 
-/// Bytes being received: a temporary file and the digests computed while writing it.
+/// Bytes being received: a temporary file and the digests computed while writing it. Dropped
+/// without [`BlobUpload::finish`] (the client went away, the handler was cancelled), it
+/// removes its temporary file.
 pub struct BlobUpload {
     path: PathBuf,
-    file: tokio::fs::File,
+    file: Option<tokio::fs::File>,
     blake3: blake3::Hasher,
     sha1: sha1::Sha1,
     size: u64,
+    space: Arc<Space>,
 }
 
 /// A fully received upload, not yet in the store.
@@ -42,7 +49,21 @@ impl BlobStore {
         let tmp = data.join("tmp");
         std::fs::create_dir_all(&root)?;
         std::fs::create_dir_all(&tmp)?;
-        Ok(BlobStore { root, tmp })
+        Ok(BlobStore {
+            root,
+            tmp,
+            space: Arc::new(Space::new(data, 0)),
+        })
+    }
+
+    /// Makes uploads respect this free-space watch.
+    pub(crate) fn watch(&mut self, space: Arc<Space>) {
+        self.space = space;
+    }
+
+    /// The folder the blob files live under.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Where the blob with this id lives.
@@ -60,21 +81,25 @@ impl BlobStore {
     }
 
     /// Starts receiving bytes into a temporary file.
+    /// Refused (`ErrorKind::StorageFull`) while the data folder is below its headroom.
     pub async fn begin(&self) -> io::Result<BlobUpload> {
+        self.space.check().map_err(io_refusal)?;
         let path = self.temp_path()?;
         let file = tokio::fs::File::create(&path).await?;
         Ok(BlobUpload {
             path,
-            file,
+            file: Some(file),
             blake3: blake3::Hasher::new(),
             sha1: sha1::Sha1::new(),
             size: 0,
+            space: self.space.clone(),
         })
     }
 
     /// A new temporary file for bytes written synchronously (imports); hand it to
     /// [`BlobStore::commit`] as a [`ReceivedBlob`] once written.
     pub fn create_temp(&self) -> io::Result<(PathBuf, std::fs::File)> {
+        self.space.check().map_err(io_refusal)?;
         let path = self.temp_path()?;
         let file = std::fs::File::create(&path)?;
         Ok((path, file))
@@ -156,12 +181,17 @@ impl BlobStore {
 }
 
 impl BlobUpload {
-    /// Appends a chunk.
+    /// Appends a chunk. Refused (`ErrorKind::StorageFull`) when it would leave less than the
+    /// headroom free.
     pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.space.reserve(chunk.len() as u64).map_err(io_refusal)?;
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the upload was already finished"));
+        };
         self.blake3.update(chunk);
         self.sha1.update(chunk);
         self.size += chunk.len() as u64;
-        self.file.write_all(chunk).await
+        file.write_all(chunk).await
     }
 
     /// Bytes received so far.
@@ -171,19 +201,31 @@ impl BlobUpload {
 
     /// Finishes receiving and returns the digests.
     pub async fn finish(mut self) -> io::Result<ReceivedBlob> {
-        self.file.flush().await?;
+        if let Some(file) = self.file.as_mut() {
+            file.flush().await?;
+        }
+        // From here on the temporary file belongs to the `ReceivedBlob`.
+        self.file = None;
         Ok(ReceivedBlob {
-            temp_path: self.path,
+            temp_path: std::mem::take(&mut self.path),
             id: self.blake3.finalize().to_hex().to_string(),
-            sha1: hex::encode(self.sha1.finalize()),
+            sha1: hex::encode(std::mem::take(&mut self.sha1).finalize()),
             size: self.size,
         })
     }
 
     /// Gives up on this upload and removes the temporary file.
-    pub async fn abort(self) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.path).await;
+    pub async fn abort(mut self) {
+        self.file = None;
+        let _ = tokio::fs::remove_file(std::mem::take(&mut self.path)).await;
+    }
+}
+
+impl Drop for BlobUpload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() && !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

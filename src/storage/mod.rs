@@ -11,6 +11,7 @@ pub mod blobs;
 pub mod check;
 pub mod edge;
 pub mod renders;
+pub mod space;
 pub mod stacks;
 
 use crate::model::account::{ApiKey, Membership, Organization, User};
@@ -25,6 +26,7 @@ pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
 
 pub use renders::{Purged, RenderMeta, ServedPath, StackRevision, StoredRender};
+pub use space::Space;
 pub use stacks::StoredStack;
 
 /// Version of the data layout. Opening a store written by a newer version fails.
@@ -44,6 +46,22 @@ pub enum StorageError {
     /// A backup file that cannot be read or restored, or a data folder it cannot go into.
     #[error("{0}")]
     Backup(String),
+    /// The data folder is below its free-space headroom (`storage.min_free_mb`): the write was
+    /// not made. Answered 507; writes succeed again once there is room.
+    #[error("{0}")]
+    NoSpace(String),
+}
+
+impl StorageError {
+    /// Whether the write failed for want of disk space: refused by the headroom, or an
+    /// ENOSPC/EDQUOT from a file or from sled.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::NoSpace(_) => true,
+            StorageError::Io(e) | StorageError::Db(sled::Error::Io(e)) => space::is_no_space(e),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -144,6 +162,8 @@ pub struct Store {
     edge_restore: Tree,
     edge_on: std::sync::atomic::AtomicBool,
     edge_notify: tokio::sync::Notify,
+    /// Free space of the data folder against `storage.min_free_mb`.
+    space: std::sync::Arc<Space>,
     /// Bumped after every change to organizations, images or stacks and every removal of a
     /// render; see [`Store::generation`].
     generation: std::sync::atomic::AtomicU64,
@@ -251,10 +271,23 @@ fn adjust_org_blob(
 }
 
 impl Store {
-    /// Opens the data folder, creating it on first use. Fails clearly when the data was
-    /// written by a newer version.
+    /// Opens the data folder, creating it on first use, with no free-space headroom (the
+    /// command line and tests). Fails clearly when the data was written by a newer version.
     pub fn open(path: &Path, cache_mb: u64) -> Result<Store> {
+        Store::open_with_headroom(path, cache_mb, 0)
+    }
+
+    /// Opens the data folder keeping `min_free` bytes free under it: writes that would go
+    /// below are refused with [`StorageError::NoSpace`]. Temporary files of interrupted
+    /// uploads are removed before the database is opened, since they may be what filled the
+    /// disk; on a disk below the headroom the store opens without writing anything (reads
+    /// work, writes are refused until there is room).
+    pub fn open_with_headroom(path: &Path, cache_mb: u64, min_free: u64) -> Result<Store> {
         std::fs::create_dir_all(path)?;
+        let mut blobs = BlobStore::open(path)?;
+        blobs.clear_tmp()?;
+        let space = std::sync::Arc::new(Space::new(path, min_free));
+        blobs.watch(space.clone());
         let db = sled::Config::new()
             .path(path.join("sled"))
             .cache_capacity(cache_mb.max(1) * 1024 * 1024)
@@ -272,11 +305,10 @@ impl Store {
                 }
             }
             None => {
+                space.check()?;
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
-        let blobs = BlobStore::open(path)?;
-        blobs.clear_tmp()?;
         let store = Store {
             orgs: db.open_tree("orgs")?,
             users: db.open_tree("users")?,
@@ -301,22 +333,39 @@ impl Store {
             edge_on: Default::default(),
             edge_notify: Default::default(),
             generation: Default::default(),
+            space,
             meta,
             db,
             path: path.to_path_buf(),
             blobs,
         };
-        store.backfill_render_atime()?;
+        // A one-time migration; on a full disk it waits for a start with room.
+        if !store.space.is_low() {
+            store.backfill_render_atime()?;
+        }
         Ok(store)
     }
 
-    /// Reads and writes a marker record and checks the blob folder, for readiness probes.
+    /// For readiness probes, in constant work: the free space is above the headroom (looked
+    /// at afresh), a marker record can be written and read, and the blob folder is there.
     pub fn probe_ready(&self) -> Result<()> {
+        self.space.refresh();
+        self.space.check()?;
         self.meta
             .insert("ready_probe", &crate::model::time::now_unix().to_be_bytes())?;
         self.meta.get("ready_probe")?;
-        self.blobs.list()?;
+        if !self.blobs.root().is_dir() {
+            return Err(StorageError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the blob folder is missing",
+            )));
+        }
         Ok(())
+    }
+
+    /// The free-space watch of the data folder (refreshed by a background task).
+    pub fn space(&self) -> &Space {
+        &self.space
     }
 
     /// The data folder.
@@ -353,6 +402,7 @@ impl Store {
 
     /// Creates an organization; `false` when the name is taken.
     pub fn create_org(&self, org: &Organization) -> Result<bool> {
+        self.space.check()?;
         let swapped = self.orgs.compare_and_swap(
             org.name.as_bytes(),
             None as Option<&[u8]>,
@@ -370,6 +420,7 @@ impl Store {
     }
 
     pub fn put_org(&self, org: &Organization) -> Result<()> {
+        self.space.check()?;
         self.orgs.insert(org.name.as_bytes(), encode(org))?;
         self.changed();
         Ok(())
@@ -453,6 +504,7 @@ impl Store {
     // ---- users, keys, memberships ----
 
     pub fn put_user(&self, user: &User) -> Result<()> {
+        self.space.check()?;
         self.users.insert(user.id.as_bytes(), encode(user))?;
         Ok(())
     }
@@ -466,6 +518,7 @@ impl Store {
 
     /// Stores a key under the digest of its secret.
     pub fn put_key(&self, digest: &str, key: &ApiKey) -> Result<()> {
+        self.space.check()?;
         tx_result(
             (&self.keys, &self.user_keys).transaction(|(keys, user_keys)| {
                 keys.insert(digest.as_bytes(), encode(key))?;
@@ -513,6 +566,7 @@ impl Store {
     }
 
     pub fn put_membership(&self, m: &Membership) -> Result<()> {
+        self.space.check()?;
         self.members
             .insert(key2(&m.organization, &m.user_id), encode(m))?;
         Ok(())
@@ -651,6 +705,7 @@ impl Store {
     /// Inserts a new image record with its indexes, blob reference and usage counters, in one
     /// transaction. An existing record with the same hash is returned instead.
     pub fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
+        self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
         let result = tx_result(
             (
@@ -700,6 +755,7 @@ impl Store {
     /// Replaces the record of an existing image whose identity (hash, blob) is unchanged, and
     /// keeps the usage counters in step with its `deleted` flag.
     pub fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
+        self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
         let result = tx_result(
             (&self.images, &self.org_blobs, &self.org_usage).transaction(

@@ -190,6 +190,7 @@ impl Store {
         bytes: &[u8],
         served: &ServedPath,
     ) -> Result<StoredRender> {
+        self.space.reserve(bytes.len() as u64)?;
         let header = encode(meta);
         let mut value = Vec::with_capacity(4 + header.len() + bytes.len());
         value.extend_from_slice(&(header.len() as u32).to_be_bytes());

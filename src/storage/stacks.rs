@@ -26,6 +26,7 @@ impl Store {
 
     /// Creates a stack; `false` when the name is taken.
     pub fn create_stack(&self, stack: &StoredStack) -> Result<bool> {
+        self.space.check()?;
         let k = key2(&stack.organization, &stack.name);
         let swapped =
             self.stacks
@@ -36,6 +37,7 @@ impl Store {
 
     /// Replaces a stack.
     pub fn put_stack(&self, stack: &StoredStack) -> Result<()> {
+        self.space.check()?;
         self.stacks
             .insert(key2(&stack.organization, &stack.name), encode(stack))?;
         self.changed();
