@@ -2,6 +2,7 @@
 //! protection, locking and copies. Parsing of client quirks (double-encoded JSON, any file
 //! field name, `deletePrevious` in the body) happens here, at the boundary.
 
+use super::body::{self, BodyWatch};
 use super::{
     header, json_body, json_response, no_content, org_name, principal, query_pairs, query_value,
     read_body, MAX_JSON_BODY,
@@ -16,6 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::task::Poll;
 
 type Svc = web::Data<Services>;
 
@@ -65,7 +67,52 @@ fn decode_twice(what: &str, raw: &str) -> Result<Value> {
     })
 }
 
-/// `POST /sourceimages/{org}`: multipart upload of one or more files.
+/// Room for the form fields and multipart framing beside the file itself in one upload body.
+const FORM_OVERHEAD: u64 = MAX_JSON_BODY as u64 + 64 * 1024;
+
+/// The next item of a multipart stream, or a 400 when the stream can make no more progress:
+/// actix-multipart 0.7 answers `Pending` for ever when the body ends inside a part or just
+/// before a closing boundary that never comes (its last bytes are `\r\n`), since nothing
+/// will wake it again. Once the whole body was read, `Pending` can only mean that.
+async fn next_part<S>(stream: &mut S, watch: &BodyWatch) -> Result<Option<S::Item>>
+where
+    S: futures_util::Stream + Unpin,
+{
+    futures_util::future::poll_fn(|cx| match stream.poll_next_unpin(cx) {
+        Poll::Pending if watch.ended() => Poll::Ready(Err(Error::Invalid(
+            "malformed multipart body: it ends without its closing boundary".into(),
+        ))),
+        other => other.map(Ok),
+    })
+    .await
+}
+
+/// Temporary files of received parts, removed when the request ends however it ends: by an
+/// answer, or by the client going away (actix then drops the handler's future, and no error
+/// path runs). Files moved into the store by then are no longer there to remove.
+#[derive(Default)]
+struct TempFiles(Vec<std::path::PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A multipart error, or the body rule it came from (408 stalled or too slow, 413 too large).
+fn multipart_error(watch: &BodyWatch, e: impl std::fmt::Display) -> Error {
+    watch
+        .error()
+        .unwrap_or_else(|| Error::Invalid(format!("malformed multipart body: {e}")))
+}
+
+/// `POST /sourceimages/{org}`: multipart upload of one or more files. A body declared larger
+/// than the limit is refused before it is read (413); the body is held to the timeout and
+/// minimum rate of [`crate::http::body`]; each API key has a bounded number of uploads and
+/// bytes in flight (429); every way out, including the client going away, removes the
+/// temporary files.
 pub async fn upload(
     req: HttpRequest,
     svc: Svc,
@@ -80,14 +127,46 @@ pub async fn upload(
         &org,
         crate::model::account::Right::Upload,
     )?;
-    let max = svc.config.limits.max_upload_bytes;
+    let limits = &svc.config.limits;
+    let max = limits.max_upload_bytes;
+    let max_body = max.saturating_add(FORM_OVERHEAD);
+    let declared = match header(&req, "content-length") {
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| Error::Invalid("the Content-Length header is not a number".into()))?,
+        ),
+        None => None,
+    };
+    if declared.is_some_and(|n| n > max_body) {
+        return Err(Error::TooLarge(format!(
+            "the upload is larger than the limit of {max} bytes per file"
+        )));
+    }
+    // Refused before a byte is read when there is no room (507).
+    svc.store.space().check()?;
+    let _slot = svc.uploads.acquire(
+        &who,
+        declared.unwrap_or(max_body),
+        limits.max_concurrent_uploads_per_key,
+        limits.max_upload_bytes_in_flight_per_key,
+    )?;
+    let server = &svc.config.server;
+    let (payload, watch) = body::guard(
+        payload,
+        body::BodyLimits {
+            timeout: std::time::Duration::from_secs(server.body_timeout_secs),
+            min_rate: server.min_body_rate_bytes_per_sec,
+            max_bytes: max_body,
+        },
+    );
     let mut form = Multipart::new(req.headers(), payload);
     let mut files: Vec<UploadFile> = Vec::new();
+    let mut temp = TempFiles::default();
     let mut meta: BTreeMap<usize, UploadMeta> = BTreeMap::new();
     let result: Result<()> = async {
-        while let Some(field) = form.next().await {
-            let mut field =
-                field.map_err(|e| Error::Invalid(format!("malformed multipart body: {e}")))?;
+        while let Some(field) = next_part(&mut form, &watch).await? {
+            let mut field = field.map_err(|e| multipart_error(&watch, e))?;
             let (name, filename) = match field.content_disposition() {
                 Some(cd) => (
                     cd.get_name().unwrap_or("").to_string(),
@@ -97,15 +176,18 @@ pub async fn upload(
             };
             match classify(&name, filename.is_some()) {
                 FormField::File => {
-                    let mut up = svc.store.blobs.begin().await.map_err(Error::internal)?;
-                    while let Some(chunk) = field.next().await {
-                        let chunk = match chunk {
-                            Ok(c) => c,
+                    let mut up = svc.store.blobs.begin().await.map_err(Error::io)?;
+                    loop {
+                        let chunk = match next_part(&mut field, &watch).await {
+                            Ok(Some(Ok(c))) => c,
+                            Ok(None) => break,
+                            Ok(Some(Err(e))) => {
+                                up.abort().await;
+                                return Err(multipart_error(&watch, e));
+                            }
                             Err(e) => {
                                 up.abort().await;
-                                return Err(Error::Invalid(format!(
-                                    "malformed multipart body: {e}"
-                                )));
+                                return Err(e);
                             }
                         };
                         if up.size() + chunk.len() as u64 > max {
@@ -116,21 +198,20 @@ pub async fn upload(
                         }
                         if let Err(e) = up.write(&chunk).await {
                             up.abort().await;
-                            return Err(Error::internal(e));
+                            return Err(Error::io(e));
                         }
                     }
-                    let blob = up.finish().await.map_err(Error::internal)?;
+                    let blob = up.finish().await.map_err(Error::io)?;
                     let filename = filename
                         .filter(|f| !f.is_empty())
                         .unwrap_or_else(|| format!("{}.bin", &blob.id[..8.min(blob.id.len())]));
+                    temp.0.push(blob.temp_path.clone());
                     files.push(UploadFile { blob, filename });
                 }
                 kind => {
                     let mut bytes = Vec::new();
-                    while let Some(chunk) = field.next().await {
-                        let chunk = chunk.map_err(|e| {
-                            Error::Invalid(format!("malformed multipart body: {e}"))
-                        })?;
+                    while let Some(chunk) = next_part(&mut field, &watch).await? {
+                        let chunk = chunk.map_err(|e| multipart_error(&watch, e))?;
                         if bytes.len() + chunk.len() > MAX_JSON_BODY {
                             return Err(Error::TooLarge(format!(
                                 "the form field '{name}' is too large"

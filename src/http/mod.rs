@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
+pub mod body;
 pub mod dashboard;
 pub mod error;
 pub mod images;

@@ -32,6 +32,8 @@ pub struct Services {
     pub edge: Arc<edge::EdgeStats>,
     /// Request, render, GC and eviction counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Uploads in flight per API key, for the per-key limits.
+    pub uploads: images::UploadSlots,
 }
 
 impl Services {
@@ -45,6 +47,7 @@ impl Services {
             traffic: Default::default(),
             edge: Default::default(),
             metrics: Default::default(),
+            uploads: Default::default(),
         }
     }
 
