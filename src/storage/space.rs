@@ -6,12 +6,17 @@
 //!
 //! The figure comes from `statvfs` of the data folder, refreshed every second by a background
 //! task (see `app`), whenever an estimate says a write would cross the headroom, and by the
-//! readiness probe. Between refreshes the bytes that uploads announce are subtracted from the
-//! last figure, so a fast upload cannot run far past the headroom between two looks.
+//! readiness probe. Between refreshes the bytes that writers announce are subtracted from the
+//! last figure, and every MiB announced brings a fresh look, so a fast upload cannot run far
+//! past the headroom between two looks.
 
 use super::StorageError;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Announced bytes after which a writer looks at the real figure again, since other
+/// processes may have filled the disk since the last look.
+const LOOK_AGAIN_AFTER: u64 = 1024 * 1024;
 
 /// The free-space watch of one data folder.
 #[derive(Debug)]
@@ -131,7 +136,7 @@ impl Space {
         self.check()?;
         let announced = self.announced.fetch_add(bytes, Ordering::AcqRel) + bytes;
         let free = self.free.load(Ordering::Acquire);
-        if free.saturating_sub(announced) >= self.min_free {
+        if free.saturating_sub(announced) >= self.min_free && announced < LOOK_AGAIN_AFTER {
             return Ok(());
         }
         if self.refresh() {

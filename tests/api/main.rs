@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod crash;
 mod dashboard;
+mod disk;
 mod edge;
 mod edge_queue;
 mod gc;
