@@ -232,7 +232,13 @@ impl Application {
             actix_rt::spawn(async move {
                 loop {
                     tokio::time::sleep(SPACE_WATCH).await;
-                    store.space().refresh();
+                    if !store.space().refresh() {
+                        // Put the reserve file back once there is room (after a start on a
+                        // full disk).
+                        let store = store.clone();
+                        let _ =
+                            tokio::task::spawn_blocking(move || store.space().keep_reserve()).await;
+                    }
                 }
             })
         });

@@ -50,7 +50,8 @@ pub struct StorageConfig {
     /// sled page cache, in MiB.
     pub cache_mb: u64,
     /// Free space kept under the data folder: below it writes answer 507 and `/readyz` 503,
-    /// so the database never meets a full disk. 0 = no headroom.
+    /// so the database never meets a full disk. A quarter of it (at most 16 MiB) is kept as a
+    /// reserve file, given back at start-up on a full disk. 0 = no headroom.
     pub min_free_mb: u64,
 }
 

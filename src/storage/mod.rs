@@ -286,6 +286,8 @@ impl Store {
         std::fs::create_dir_all(path)?;
         let mut blobs = BlobStore::open(path)?;
         blobs.clear_tmp()?;
+        let _ = std::fs::remove_file(path.join(format!("{}.tmp", space::RESERVE_FILE)));
+        space::release_reserve_if_full(path)?;
         let space = std::sync::Arc::new(Space::new(path, min_free));
         blobs.watch(space.clone());
         let db = sled::Config::new()
@@ -342,6 +344,7 @@ impl Store {
         // A one-time migration; on a full disk it waits for a start with room.
         if !store.space.is_low() {
             store.backfill_render_atime()?;
+            store.space.keep_reserve();
         }
         Ok(store)
     }

@@ -9,10 +9,39 @@
 //! readiness probe. Between refreshes the bytes that writers announce are subtracted from the
 //! last figure, and every MiB announced brings a fresh look, so a fast upload cannot run far
 //! past the headroom between two looks.
+//!
+//! sled writes a snapshot when it opens, so it cannot open on a disk with no byte free (say,
+//! filled by another program). A reserve file (`reserve` in the data folder, a quarter of the
+//! headroom, at most 16 MiB) is kept while there is room and removed at start-up when the
+//! disk is nearly full, so the appliance always opens (read-only until there is room).
 
 use super::StorageError;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The reserve file in the data folder.
+pub const RESERVE_FILE: &str = "reserve";
+
+/// Below this much free space at start-up the reserve file is given back to the database.
+const RELEASE_RESERVE_BELOW: u64 = 16 * 1024 * 1024;
+
+/// Largest reserve file.
+const MAX_RESERVE: u64 = 16 * 1024 * 1024;
+
+/// Gives the reserve file back when the disk holding `data` is nearly full, so that the
+/// database can open; returns whether it did.
+pub fn release_reserve_if_full(data: &Path) -> std::io::Result<bool> {
+    let reserve = data.join(RESERVE_FILE);
+    if !reserve.exists() || available_bytes(data)? >= RELEASE_RESERVE_BELOW {
+        return Ok(false);
+    }
+    std::fs::remove_file(&reserve)?;
+    log::warn!(
+        "the disk of {} is nearly full: removed the reserve file so the database can open",
+        data.display()
+    );
+    Ok(true)
+}
 
 /// Announced bytes after which a writer looks at the real figure again, since other
 /// processes may have filled the disk since the last look.
@@ -117,6 +146,45 @@ impl Space {
     /// The headroom in bytes.
     pub fn min_free(&self) -> u64 {
         self.min_free
+    }
+
+    /// Size of the reserve file kept with this headroom (0 without a headroom).
+    fn reserve_size(&self) -> u64 {
+        (self.min_free / 4).min(MAX_RESERVE)
+    }
+
+    /// Writes the reserve file if it is missing and there is room for it above the headroom.
+    /// Blocking (it writes up to 16 MiB): called at start-up and from a blocking task.
+    pub fn keep_reserve(&self) {
+        let size = self.reserve_size();
+        let path = self.path.join(RESERVE_FILE);
+        if size == 0 || path.exists() {
+            return;
+        }
+        let room = available_bytes(&self.path).unwrap_or(0);
+        if room < self.min_free.saturating_add(size) {
+            return;
+        }
+        let temp = self.path.join(format!("{RESERVE_FILE}.tmp"));
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&temp)?;
+            // Real zeros, not a hole: the blocks must be allocated to be worth anything.
+            let chunk = vec![0u8; 1024 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+            std::fs::rename(&temp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            log::warn!("the reserve file was not written: {e}");
+        }
+        self.refresh();
     }
 
     /// Fails while the free space is below the headroom.

@@ -119,6 +119,16 @@ async fn below_the_headroom_writes_answer_507_reads_work_and_writes_resume_when_
     std::fs::remove_file(filler).unwrap();
 
     let filler = fill(mount.path(), 2 * MIB);
+    // Nothing asks for a fresh look here: the background watch finds the disk low by itself.
+    let mut refused = false;
+    for _ in 0..100 {
+        if put_stack(&app, "probe", 70).await.status == 507 {
+            refused = true;
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the background watch saw the disk fill");
     let ready = app.get("/readyz", ROOT_KEY).await;
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert!(ready.text().contains("disk space"), "{}", ready.text());
@@ -231,5 +241,35 @@ async fn the_appliance_starts_on_a_disk_filled_by_leftover_uploads_and_serves_re
         )
         .await;
     assert_eq!(up.status, 200, "{}", up.text());
+    app.stop().await;
+}
+
+#[actix_rt::test]
+#[ignore = "needs root: mounts a tmpfs"]
+async fn the_appliance_starts_on_a_disk_with_no_byte_free_and_serves_reads() {
+    let mount = Tmpfs::mount(40);
+    let config = config_in(mount.path());
+    let app = start(config.clone()).await;
+    let photo = jpeg(400, 300, 6);
+    let hash = app.acme_with_thumb(&photo, 50).await;
+    let cached = app.render(&format!("/thumb/{hash}.jpg")).await;
+    assert_eq!(cached.status, 200);
+    app.stop().await;
+
+    let filler = fill(mount.path(), 0);
+    assert_eq!(available_bytes(mount.path()).unwrap(), 0);
+    let app = start(config.clone()).await;
+    assert_eq!(app.get("/readyz", ROOT_KEY).await.status, 503);
+    let download = app
+        .get(&format!("/sourceimages/acme/{hash}/download"), ROOT_KEY)
+        .await;
+    assert_eq!(download.body, photo);
+    let again = app.render(&format!("/thumb/{hash}.jpg")).await;
+    assert_eq!(again.body, cached.body);
+    assert_507(&put_stack(&app, "thumb", 80).await, "a stack write");
+
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(app.get("/readyz", ROOT_KEY).await.status, 200);
+    assert!(put_stack(&app, "thumb", 80).await.status < 300);
     app.stop().await;
 }
