@@ -86,10 +86,23 @@ impl Application {
         let (api_port, render_port) = (port(&api_listener)?, port(&render_listener)?);
         let timeout = config.server.shutdown_timeout_secs;
 
+        let body_limits = crate::http::body::BodyLimits {
+            timeout: Duration::from_secs(config.server.body_timeout_secs),
+            min_rate: config.server.min_body_rate_bytes_per_sec,
+            max_bytes: config
+                .limits
+                .max_upload_bytes
+                .saturating_add(crate::http::images::FORM_OVERHEAD),
+        };
         let data = services.clone();
         let api = HttpServer::new(move || {
             let metrics = data.metrics.clone();
             App::new()
+                // Innermost: every request body is held to the timeout and minimum rate.
+                .wrap_fn(move |mut req, srv| {
+                    crate::http::body::guard_request(&mut req, body_limits);
+                    srv.call(req)
+                })
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
                     let answer = srv.call(req);

@@ -87,6 +87,51 @@ pub struct GuardedBody<S> {
     shared: Rc<Shared>,
 }
 
+/// Holds the body of an API request (if it has one) to `limits` and leaves the
+/// [`BodyWatch`] in the request's extensions, for handlers that tell the broken rule apart.
+/// The API listener runs every request through it, so JSON bodies get the same timeout and
+/// minimum rate as uploads.
+pub fn guard_request(req: &mut actix_web::dev::ServiceRequest, limits: BodyLimits) {
+    use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    use actix_web::HttpMessage as _;
+    let has_body = req.headers().contains_key(TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !has_body {
+        return;
+    }
+    let (_, payload) = req.parts_mut();
+    let inner = std::mem::replace(payload, actix_web::dev::Payload::None);
+    let (guarded, watch) = guard(inner, limits);
+    *payload = actix_web::dev::Payload::Stream {
+        payload: Box::pin(guarded),
+    };
+    req.extensions_mut().insert(watch);
+}
+
+/// The watch [`guard_request`] left for this request, or a fresh guard of `payload` when the
+/// request did not pass through it.
+pub fn watched(
+    req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+    limits: BodyLimits,
+) -> (
+    futures_util::stream::LocalBoxStream<'static, Result<Bytes, PayloadError>>,
+    BodyWatch,
+) {
+    use actix_web::HttpMessage as _;
+    let existing = req.extensions().get::<BodyWatch>().cloned();
+    match existing {
+        Some(watch) => (Box::pin(payload), watch),
+        None => {
+            let (guarded, watch) = guard(payload, limits);
+            (Box::pin(guarded), watch)
+        }
+    }
+}
+
 /// Wraps `inner`; the watch reports on it.
 pub fn guard<S>(inner: S, limits: BodyLimits) -> (GuardedBody<S>, BodyWatch) {
     let now = Instant::now();

@@ -68,7 +68,7 @@ fn decode_twice(what: &str, raw: &str) -> Result<Value> {
 }
 
 /// Room for the form fields and multipart framing beside the file itself in one upload body.
-const FORM_OVERHEAD: u64 = MAX_JSON_BODY as u64 + 64 * 1024;
+pub const FORM_OVERHEAD: u64 = MAX_JSON_BODY as u64 + 64 * 1024;
 
 /// The next item of a multipart stream, or a 400 when the stream can make no more progress:
 /// actix-multipart 0.7 answers `Pending` for ever when the body ends inside a part or just
@@ -152,7 +152,8 @@ pub async fn upload(
         limits.max_upload_bytes_in_flight_per_key,
     )?;
     let server = &svc.config.server;
-    let (payload, watch) = body::guard(
+    let (payload, watch) = body::watched(
+        &req,
         payload,
         body::BodyLimits {
             timeout: std::time::Duration::from_secs(server.body_timeout_secs),

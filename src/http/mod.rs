@@ -93,8 +93,13 @@ pub fn dry_run(req: &HttpRequest) -> bool {
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| Error::Invalid(format!("cannot read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| match e {
+            // Raised by the body guard (`body::guard_request`).
+            actix_web::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                Error::Timeout("the request body stalled or arrived too slowly".into())
+            }
+            e => Error::Invalid(format!("cannot read the request body: {e}")),
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(Error::TooLarge(format!(
                 "the request body is larger than {limit} bytes"

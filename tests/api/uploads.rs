@@ -275,3 +275,23 @@ async fn one_key_past_its_concurrent_uploads_is_answered_429_with_retry_after() 
         again.text()
     );
 }
+
+#[actix_rt::test]
+async fn a_json_body_that_stalls_is_answered_408_too() {
+    let app = spawn_app_with(|c| c.server.body_timeout_secs = 1).await;
+    app.create_org("acme").await;
+    let a = addr(&app);
+    let (status, _, json) = blocking(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "PUT /stacks/acme/thumb HTTP/1.1\r\nHost: {a}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n[{{\"name\":"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        answer(&mut s)
+    })
+    .await;
+    assert_eq!(status, 408, "{json}");
+    assert_eq!(json["error"]["code"], 408);
+    assert_eq!(app.get("/stacks/acme/thumb", ROOT_KEY).await.status, 404);
+}
