@@ -156,3 +156,82 @@ pub fn spawn_loop(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::image::ImageRecord;
+    use crate::storage::ReceivedBlob;
+    use std::io::Write;
+    use std::path::Path;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// What a crash at this moment would leave: the files as they are, without a flush, opened
+    /// as a new store.
+    fn as_after_a_crash(live: &Path, copy: &Path) -> Store {
+        copy_dir(live, copy);
+        Store::open(copy, 8).unwrap()
+    }
+
+    #[test]
+    fn the_removal_of_an_expired_image_is_durable_before_its_blob_file_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let store = Store::open(&live, 8).unwrap();
+        let bytes = b"source bytes";
+        let id = blake3::hash(bytes).to_hex().to_string();
+        let (temp_path, mut file) = store.blobs.create_temp().unwrap();
+        file.write_all(bytes).unwrap();
+        store
+            .blobs
+            .commit(&ReceivedBlob {
+                temp_path,
+                id: id.clone(),
+                sha1: "b".repeat(40),
+                size: bytes.len() as u64,
+            })
+            .unwrap();
+        let rec: ImageRecord = serde_json::from_value(serde_json::json!({
+            "organization": "acme", "hash": "a".repeat(40), "binary_hash": "b".repeat(40),
+            "blob": id, "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
+            "size": bytes.len(), "width": 1, "height": 1,
+            "created": "2024-01-01T00:00:00+00:00",
+            "created_ns": 1_700_000_000_000_000_000_i128, "deleted": true, "deleted_at": 1,
+            "user_metadata": {}, "opaque": true, "animated": false
+        }))
+        .unwrap();
+        store.insert_image(&rec).unwrap();
+        store.flush_blocking().unwrap();
+        // The blob's place is taken by a folder, so the unlink fails and the pass stops right
+        // there: whatever the pass made durable before touching the file is now on disk.
+        let blob = store.blobs.path(&id);
+        std::fs::remove_file(&blob).unwrap();
+        std::fs::create_dir(&blob).unwrap();
+        std::fs::write(blob.join("keep"), b"x").unwrap();
+        let settings = GcSettings {
+            retention_days: 0,
+            max_work: 100,
+            blob_grace: Duration::ZERO,
+        };
+        assert!(run_once(&store, 1_000, &settings).is_err());
+
+        let crashed = as_after_a_crash(&live, &dir.path().join("crashed"));
+        assert_eq!(
+            crashed.get_image("acme", &rec.hash).unwrap(),
+            None,
+            "the record was gone on disk before the file was unlinked"
+        );
+    }
+}
