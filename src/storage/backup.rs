@@ -800,7 +800,7 @@ impl Visitor for Apply<'_> {
                     host: String::new(),
                     path: String::new(),
                 });
-                store.put_render(&key, &render.meta, render.bytes(), &first)?;
+                store.put_render_unchecked(&key, &render.meta, render.bytes(), &first)?;
                 store.render_paths.insert(key, encode(&paths))?;
                 Ok(())
             }
@@ -1085,7 +1085,7 @@ mod tests {
             ..meta
         };
         store
-            .put_render(&[8; 32], &old, b"old", &served("/old"))
+            .put_render_unchecked(&[8; 32], &old, b"old", &served("/old"))
             .unwrap();
         store
     }

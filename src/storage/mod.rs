@@ -934,7 +934,9 @@ mod tests {
             image: rec.hash.clone(),
             stacks: Vec::new(),
         };
-        store.put_render(&[7; 32], &meta, b"x", &served).unwrap();
+        store
+            .put_render_unchecked(&[7; 32], &meta, b"x", &served)
+            .unwrap();
         let before = store.generation();
         store.purge_image_renders("acme", &rec.hash, true).unwrap();
         assert_eq!(store.generation(), before, "a dry run changes nothing");

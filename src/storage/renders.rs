@@ -15,6 +15,34 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
+/// Whether a render's organization, image (not deleted) and stack revisions still exist, read
+/// inside the transaction that would store it; the same rule as `Store::render_status`.
+fn tx_live(
+    orgs: &TransactionalTree,
+    images: &TransactionalTree,
+    stacks: &TransactionalTree,
+    meta: &RenderMeta,
+) -> std::result::Result<bool, TxError> {
+    let org = meta.organization.as_str();
+    if orgs.get(org.as_bytes())?.is_none() {
+        return Ok(false);
+    }
+    let image = match images.get(key2(org, &meta.image))? {
+        Some(v) => tx_decode::<crate::model::image::ImageRecord>("images", &v)?,
+        None => return Ok(false),
+    };
+    if image.deleted {
+        return Ok(false);
+    }
+    for s in &meta.stacks {
+        match stacks.get(key2(org, &s.name))? {
+            Some(v) if tx_decode::<super::StoredStack>("stacks", &v)?.revision == s.revision => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// Most URL paths remembered per render (for edge purges).
 pub const MAX_PATHS_PER_RENDER: usize = 16;
 
@@ -61,7 +89,8 @@ pub struct Purged {
 }
 
 impl Purged {
-    fn add(&mut self, other: Purged) {
+    /// Adds another purge's figures and paths to these.
+    pub fn add(&mut self, other: Purged) {
         self.renders += other.renders;
         self.bytes += other.bytes;
         self.paths.extend(other.paths);
@@ -182,13 +211,38 @@ impl Store {
     }
 
     /// Stores a render with its indexes, its first served path and the usage counters, in one
-    /// transaction.
+    /// transaction — unless, by the time it is stored, its image was deleted or one of its
+    /// stacks changed (a render that raced the change): an orphan is never stored, so a crash
+    /// cannot leave one behind for `verify` to find. The render is returned either way, for
+    /// the request that made it.
     pub fn put_render(
         &self,
         key: &[u8],
         meta: &RenderMeta,
         bytes: &[u8],
         served: &ServedPath,
+    ) -> Result<StoredRender> {
+        self.store_render(key, meta, bytes, served, true)
+    }
+
+    /// [`Store::put_render`] without the reachability check (imports, tests of orphans).
+    pub(crate) fn put_render_unchecked(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        served: &ServedPath,
+    ) -> Result<StoredRender> {
+        self.store_render(key, meta, bytes, served, false)
+    }
+
+    fn store_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        served: &ServedPath,
+        only_if_live: bool,
     ) -> Result<StoredRender> {
         self.space.reserve(bytes.len() as u64)?;
         let header = encode(meta);
@@ -210,9 +264,26 @@ impl Store {
                 &self.org_usage,
                 &self.render_atime,
                 &self.render_lru,
+                &self.orgs,
+                &self.images,
+                &self.stacks,
             )
                 .transaction(
-                    |(renders, by_image, by_stack, render_paths, usage, atime, lru)| {
+                    |(
+                        renders,
+                        by_image,
+                        by_stack,
+                        render_paths,
+                        usage,
+                        atime,
+                        lru,
+                        orgs,
+                        images,
+                        stacks,
+                    )| {
+                        if only_if_live && !tx_live(orgs, images, stacks, meta)? {
+                            return Ok(());
+                        }
                         let replaced = renders.insert(key, value.clone())?;
                         tx_set_atime(atime, lru, key, now)?;
                         by_image.insert(image_key(org, &meta.image, key), &[])?;
@@ -527,7 +598,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8).unwrap();
         store
-            .put_render(
+            .put_render_unchecked(
                 &[1; 32],
                 &meta("img1", &[("thumb", 1)]),
                 b"aaaa",
@@ -535,7 +606,7 @@ mod tests {
             )
             .unwrap();
         store
-            .put_render(
+            .put_render_unchecked(
                 &[2; 32],
                 &meta("img1", &[("big", 3), ("base", 2)]),
                 b"bb",
@@ -543,7 +614,7 @@ mod tests {
             )
             .unwrap();
         store
-            .put_render(
+            .put_render_unchecked(
                 &[3; 32],
                 &meta("img2", &[("thumb", 2)]),
                 b"c",
@@ -584,11 +655,68 @@ mod tests {
     }
 
     #[test]
+    fn a_render_that_raced_a_stack_change_or_an_image_delete_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        store
+            .put_org(
+                &serde_json::from_value(serde_json::json!({
+                    "id": "id-acme", "name": "acme", "display_name": "", "billing_email": "",
+                    "created": "2024-01-01", "master_organization": "", "signing_keys": []
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        let mut rec: crate::model::image::ImageRecord = serde_json::from_value(serde_json::json!({
+            "organization": "acme", "hash": "img", "binary_hash": "b".repeat(40),
+            "blob": "c".repeat(64), "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
+            "size": 1, "width": 1, "height": 1, "created": "2024-01-01T00:00:00+00:00",
+            "created_ns": 1_700_000_000_000_000_000_i128, "deleted": false,
+            "user_metadata": {}, "opaque": true, "animated": false
+        }))
+        .unwrap();
+        store.insert_image(&rec).unwrap();
+        let mut stack = crate::storage::StoredStack {
+            organization: "acme".into(),
+            name: "thumb".into(),
+            created: "2024-01-01".into(),
+            revision: 1,
+            definition: Default::default(),
+        };
+        store.create_stack(&stack).unwrap();
+        let live = store
+            .put_render(&[1; 32], &meta("img", &[("thumb", 1)]), b"a", &path("/a"))
+            .unwrap();
+        assert_eq!(live.bytes(), b"a");
+        assert!(store.get_render(&[1; 32]).unwrap().is_some());
+
+        stack.revision = 2;
+        store.put_stack(&stack).unwrap();
+        let raced = store
+            .put_render(&[2; 32], &meta("img", &[("thumb", 1)]), b"b", &path("/b"))
+            .unwrap();
+        assert_eq!(
+            raced.bytes(),
+            b"b",
+            "the request that made it still gets it"
+        );
+        assert!(store.get_render(&[2; 32]).unwrap().is_none());
+
+        rec.deleted = true;
+        store.update_image(&rec).unwrap();
+        store
+            .put_render(&[3; 32], &meta("img", &[("thumb", 2)]), b"c", &path("/c"))
+            .unwrap();
+        assert!(store.get_render(&[3; 32]).unwrap().is_none());
+        assert_eq!(store.org_usage("acme").unwrap().renders, 1);
+    }
+
+    #[test]
     fn served_paths_are_recorded_once_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 8).unwrap();
         store
-            .put_render(&[9; 32], &meta("img", &[]), b"x", &path("/a"))
+            .put_render_unchecked(&[9; 32], &meta("img", &[]), b"x", &path("/a"))
             .unwrap();
         store.note_served_path(&[9; 32], &path("/a")).unwrap();
         store.note_served_path(&[9; 32], &path("/b")).unwrap();

@@ -99,8 +99,18 @@ async fn orphan_blob_files_and_renders_are_collected() {
     let stray = store.blobs.path(&"ab".repeat(32));
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, b"left behind").unwrap();
-    // A render stored under a stack revision that no longer exists (a render that finished
-    // while its stack was being overwritten).
+    // A render stored under a stack revision that no longer exists (a crash between a stack
+    // overwrite and the purge of its renders): stored while the revision was current, then
+    // the stack is overwritten behind the service's back.
+    let a = app
+        .json(
+            "PUT",
+            "/stacks/acme/gone",
+            ROOT_KEY,
+            &serde_json::json!([{"name": "resize", "options": {"width": 10}}]),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text());
     let meta = darkroom::storage::RenderMeta {
         content_type: "image/jpeg".into(),
         etag: "\"x\"".into(),
@@ -108,7 +118,7 @@ async fn orphan_blob_files_and_renders_are_collected() {
         image: hash.to_string(),
         stacks: vec![darkroom::storage::StackRevision {
             name: "gone".into(),
-            revision: 7,
+            revision: 1,
         }],
     };
     let served = darkroom::storage::ServedPath {
@@ -118,6 +128,9 @@ async fn orphan_blob_files_and_renders_are_collected() {
     store
         .put_render(&[5; 32], &meta, b"bytes", &served)
         .unwrap();
+    let mut stack = store.get_stack("acme", "gone").unwrap().unwrap();
+    stack.revision += 1;
+    store.put_stack(&stack).unwrap();
     assert!(
         !store.verify(Duration::ZERO).unwrap().is_empty(),
         "the verifier sees both orphans"
