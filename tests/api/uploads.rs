@@ -149,6 +149,31 @@ async fn a_declared_length_over_the_limit_is_answered_413_before_the_body_is_rea
 }
 
 #[actix_rt::test]
+async fn after_an_early_413_the_connection_is_closed_not_kept_reading() {
+    let app = spawn_app().await;
+    app.create_org("acme").await;
+    let a = addr(&app);
+    let closed = blocking(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // No `Connection: close`: the server must not wait for the declared gigabyte.
+        let head = format!(
+            "POST /sourceimages/acme HTTP/1.1\r\nHost: {a}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000000\r\n\r\n--x\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let (status, _, _) = answer(&mut s);
+        assert_eq!(status, 413);
+        let mut rest = [0u8; 64];
+        match s.read(&mut rest) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    })
+    .await;
+    assert!(closed, "the connection is closed after the answer");
+}
+
+#[actix_rt::test]
 async fn a_body_that_stalls_is_answered_408_and_leaves_no_file() {
     let app = spawn_app_with(|c| c.server.body_timeout_secs = 1).await;
     app.create_org("acme").await;
