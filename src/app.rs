@@ -245,13 +245,23 @@ impl Application {
             actix_rt::spawn(async move {
                 loop {
                     tokio::time::sleep(SPACE_WATCH).await;
-                    if !store.space().refresh() {
-                        // Put the reserve file back once there is room (after a start on a
-                        // full disk).
-                        let store = store.clone();
-                        let _ =
-                            tokio::task::spawn_blocking(move || store.space().keep_reserve()).await;
-                    }
+                    let low = store.space().refresh();
+                    let store = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if low {
+                            // Another program may go on filling the disk: the reserve gives
+                            // sled room for the small writes still under way.
+                            if let Err(e) =
+                                crate::storage::space::release_reserve_if_full(store.path())
+                            {
+                                log::warn!("the reserve file was not removed: {e}");
+                            }
+                        } else {
+                            // Put the reserve file back once there is room.
+                            store.space().keep_reserve();
+                        }
+                    })
+                    .await;
                 }
             })
         });

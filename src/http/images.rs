@@ -140,7 +140,7 @@ pub async fn upload(
     };
     if declared.is_some_and(|n| n > max_body) {
         return Err(Error::TooLarge(format!(
-            "the upload is larger than the limit of {max} bytes per file"
+            "the upload body is larger than the limit of {max} bytes (plus {FORM_OVERHEAD} for form fields)"
         )));
     }
     // Refused before a byte is read when there is no room (507).

@@ -12,8 +12,9 @@
 //!
 //! sled writes a snapshot when it opens, so it cannot open on a disk with no byte free (say,
 //! filled by another program). A reserve file (`reserve` in the data folder, a quarter of the
-//! headroom, at most 16 MiB) is kept while there is room and removed at start-up when the
-//! disk is nearly full, so the appliance always opens (read-only until there is room).
+//! headroom, at most 16 MiB) is kept while there is room and removed at start-up, or by the
+//! background watch, when the disk is nearly full: the appliance always opens (read-only
+//! until there is room), and sled keeps room for the small writes under way.
 
 use super::StorageError;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ const RELEASE_RESERVE_BELOW: u64 = 16 * 1024 * 1024;
 const MAX_RESERVE: u64 = 16 * 1024 * 1024;
 
 /// Gives the reserve file back when the disk holding `data` is nearly full, so that the
-/// database can open; returns whether it did.
+/// database can open (or go on with the writes under way); returns whether it did.
 pub fn release_reserve_if_full(data: &Path) -> std::io::Result<bool> {
     let reserve = data.join(RESERVE_FILE);
     if !reserve.exists() || available_bytes(data)? >= RELEASE_RESERVE_BELOW {

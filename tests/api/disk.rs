@@ -129,6 +129,11 @@ async fn below_the_headroom_writes_answer_507_reads_work_and_writes_resume_when_
         actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(refused, "the background watch saw the disk fill");
+    let reserve = app.data.join("reserve");
+    assert!(
+        eventually(|| !reserve.exists()).await,
+        "the reserve file is given back on a nearly full disk"
+    );
     let ready = app.get("/readyz", ROOT_KEY).await;
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert!(ready.text().contains("disk space"), "{}", ready.text());
@@ -188,7 +193,22 @@ async fn below_the_headroom_writes_answer_507_reads_work_and_writes_resume_when_
         .render(&format!("/dynamic/resize-width-33/{hash}.jpg"))
         .await;
     assert_eq!(cold.status, 200, "cold renders work again");
+    assert!(
+        eventually(|| reserve.exists()).await,
+        "the reserve file is written again once there is room"
+    );
     app.stop().await;
+}
+
+/// Whether `condition` holds within a few seconds (background work the test cannot await).
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if condition() {
+            return true;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }
 
 #[actix_rt::test]
