@@ -109,6 +109,11 @@ pub fn run_once(
         if budget == 0 {
             break;
         }
+        // The list is a moment old: an upload of the same bytes may have taken the file back
+        // since (its commit refreshes the file's time, then its record refers to it).
+        if store.blob_refs(&id)? > 0 || !store.blobs.older_than(&id, settings.blob_grace) {
+            continue;
+        }
         let size = std::fs::metadata(store.blobs.path(&id))
             .map(|m| m.len())
             .unwrap_or(0);

@@ -135,6 +135,14 @@ impl BlobStore {
         std::fs::read(self.path(id))
     }
 
+    /// Whether the blob file was last modified at least `age` ago (false when it is missing).
+    pub fn older_than(&self, id: &str, age: std::time::Duration) -> bool {
+        std::fs::metadata(self.path(id))
+            .and_then(|m| m.modified())
+            .ok()
+            .is_some_and(|t| t.elapsed().unwrap_or_default() >= age)
+    }
+
     /// Whether the blob file exists.
     pub fn exists(&self, id: &str) -> bool {
         self.path(id).is_file()
