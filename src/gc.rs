@@ -63,7 +63,9 @@ pub fn run_once(
         store.flush_blocking()?;
     }
     for blob in unreferenced {
-        // An upload of the same bytes may have referred to the file again since.
+        // An upload of the same bytes may have referred to the file again since; under the
+        // removal lock, none can start referring to it until it is gone.
+        let _lock = store.blobs.removal_lock();
         if store.blob_refs(&blob)? > 0 {
             continue;
         }
@@ -110,7 +112,8 @@ pub fn run_once(
             break;
         }
         // The list is a moment old: an upload of the same bytes may have taken the file back
-        // since (its commit refreshes the file's time, then its record refers to it).
+        // since. Under the removal lock none can start to until it is gone.
+        let _lock = store.blobs.removal_lock();
         if store.blob_refs(&id)? > 0 || !store.blobs.older_than(&id, settings.blob_grace) {
             continue;
         }

@@ -307,12 +307,22 @@ async fn store_uploads(
 ) -> Result<Vec<ImageRecord>> {
     let mut items = Vec::with_capacity(files.len());
     for ((f, m), info) in files.iter().zip(metas).zip(infos) {
-        let store = svc.store.clone();
-        let blob = f.blob.clone();
-        tokio::task::spawn_blocking(move || store.blobs.commit(&blob))
-            .await
-            .map_err(Error::internal)?
-            .map_err(Error::io)?;
+        // Bytes already stored are taken over under the removal lock, up to their record's
+        // commit, so that GC cannot unlink the file between the two (it re-checks the
+        // references under the same lock). Taking over is a rename-free, fsync-free step.
+        let _taken_over = if svc.store.blobs.exists(&f.blob.id) {
+            let guard = svc.store.blobs.removal_lock();
+            svc.store.blobs.commit(&f.blob).map_err(Error::io)?;
+            Some(guard)
+        } else {
+            let store = svc.store.clone();
+            let blob = f.blob.clone();
+            tokio::task::spawn_blocking(move || store.blobs.commit(&blob))
+                .await
+                .map_err(Error::internal)?
+                .map_err(Error::io)?;
+            None
+        };
         let hash = image_hash(&f.blob.id, &m.dynamic, m.protected);
         let now_ns = time::now_unix_nanos();
         let rec = ImageRecord {

@@ -17,6 +17,9 @@ pub struct BlobStore {
     tmp: PathBuf,
     /// Uploads announce their bytes here and are refused below the headroom.
     space: Arc<Space>,
+    /// Held while GC decides to unlink a file and unlinks it, and while an upload takes over
+    /// an existing file and commits its record: see [`BlobStore::removal_lock`].
+    removals: Arc<std::sync::Mutex<()>>,
 }
 
 /// Bytes being received: a temporary file and the digests computed while writing it. Dropped
@@ -53,7 +56,18 @@ impl BlobStore {
             root,
             tmp,
             space: Arc::new(Space::new(data, 0)),
+            removals: Arc::default(),
         })
+    }
+
+    /// Serialises "is this file still unreferenced? then unlink it" (GC) with "this file
+    /// exists, so refer to it" (an upload of bytes already stored): without it, GC could
+    /// unlink a file between an upload's check and its record's commit. Both sides hold it
+    /// only for synchronous, short steps.
+    pub fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes uploads respect this free-space watch.
