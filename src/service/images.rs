@@ -420,16 +420,13 @@ fn for_change(
 }
 
 /// Marks an image deleted (restorable for the retention period).
-/// Its renders go at once: the image's render URLs answer 404 from now on. They are removed
-/// before the record changes too, so that a crash between the two writes leaves a live image
-/// without renders (rendered again on demand), not renders of a deleted image; the purge
-/// after the change catches a render stored in between.
+/// Its renders go at once: the image's render URLs answer 404 from now on. The record changes
+/// first: a purge before it would send the edge to fetch the URLs while they still render.
 fn soft_delete(store: &Store, mut rec: ImageRecord) -> Result<Purged> {
     rec.deleted = true;
     rec.deleted_at = Some(time::now_unix());
-    let mut purged = store.purge_image_renders(&rec.organization, &rec.hash, false)?;
     store.update_image(&rec)?;
-    purged.add(store.purge_image_renders(&rec.organization, &rec.hash, false)?);
+    let purged = store.purge_image_renders(&rec.organization, &rec.hash, false)?;
     // A restore sends these paths to the edge again, replacing the 404 it holds by then.
     store.keep_restore_paths(&rec.organization, &rec.hash, &purged.paths)?;
     Ok(purged)

@@ -89,8 +89,7 @@ pub struct Purged {
 }
 
 impl Purged {
-    /// Adds another purge's figures and paths to these.
-    pub fn add(&mut self, other: Purged) {
+    fn add(&mut self, other: Purged) {
         self.renders += other.renders;
         self.bytes += other.bytes;
         self.paths.extend(other.paths);
