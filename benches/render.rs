@@ -266,6 +266,7 @@ fn run(source: &[u8], size: (u32, u32), planned: &Planned) -> Vec<u8> {
         oriented_size: size,
         dynamic_metadata: &metadata,
         secondary: &secondary,
+        cancel: &darkroom::render::cancel::Cancel::new(),
     };
     render(source, &input).expect("the bench render succeeds")
 }

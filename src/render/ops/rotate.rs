@@ -343,6 +343,7 @@ mod tests {
         ctx.limits = Limits {
             max_dimension: 45,
             max_pixels: 10_000,
+            ..Limits::default()
         };
 
         let out = op("rotate", json!({"angle": 45})).apply(quadrants(40, 30), &mut ctx);
