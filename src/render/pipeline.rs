@@ -58,6 +58,10 @@ pub fn plan(
 
 /// Renders `source` and returns the encoded bytes.
 pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+    crate::render::cancel::scope(input.cancel, || render_in_scope(source, input))
+}
+
+fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
     let operations: Vec<Operation> = input
         .pipeline
         .operations

@@ -54,6 +54,8 @@ pub struct RenderState {
     pub rendered: AtomicU64,
     /// Requests answered from the render store.
     pub hits: AtomicU64,
+    /// Renders stopped before they finished (timeout, or no request waiting any more).
+    pub cancelled: AtomicU64,
 }
 
 /// Where a request came from: the organization and the path after it.
@@ -67,7 +69,13 @@ pub struct RenderTarget<'a> {
     pub accept: Option<&'a str>,
     /// The URL as requested, recorded so that invalidations can refresh it at the edge.
     pub served: ServedPath,
+    /// Whether the client has hung up; asked while waiting for a render, which is then
+    /// given up (and cancelled when nobody else waits for it).
+    pub client_gone: &'a (dyn Fn() -> bool + 'a),
 }
+
+/// How often a request waiting for a render asks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(100);
 
 /// A render URL resolved at one store generation.
 struct Resolved {
@@ -358,7 +366,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         attachment,
         &tags,
     ));
-    let (render, served) = fetch_or_render(svc, state, key, job).await?;
+    let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
     // A signed URL is checked on every request: its signature may expire.
     if !signed {
         remember_url(
@@ -501,6 +509,7 @@ async fn fetch_or_render(
     state: &Arc<RenderState>,
     key: RenderKey,
     job: RenderJob,
+    client_gone: &dyn Fn() -> bool,
 ) -> Result<(StoredRender, Served)> {
     if let Some(hit) = svc.store.get_render(&key)? {
         note_hit(svc, key);
@@ -542,12 +551,27 @@ async fn fetch_or_render(
         }
     }
     let timeout = svc.pool.timeout();
-    let result = match tokio::time::timeout(timeout, answer.wait_for(Option::is_some)).await {
-        Err(_) => Err(crate::pool::PoolError::Timeout(timeout.as_millis() as u64).into()),
-        Ok(Err(_)) => Err(Error::internal("the render was dropped")),
-        Ok(Ok(value)) => value
-            .clone()
-            .unwrap_or_else(|| Err(Error::internal("the render ended without a result"))),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = loop {
+        let wake = (tokio::time::Instant::now() + CLIENT_CHECK).min(deadline);
+        match tokio::time::timeout_at(wake, answer.wait_for(Option::is_some)).await {
+            Ok(Err(_)) => break Err(Error::internal("the render was dropped")),
+            Ok(Ok(value)) => {
+                break value
+                    .clone()
+                    .unwrap_or_else(|| Err(Error::internal("the render ended without a result")))
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                break Err(crate::pool::PoolError::Timeout(timeout.as_millis() as u64).into())
+            }
+            Err(_) if client_gone() => {
+                break Err(Error::Busy {
+                    message: "the client closed the connection".into(),
+                    retry_after_secs: 1,
+                })
+            }
+            Err(_) => {}
+        }
     };
     // Stops the render when this was the last request waiting for it (timeout included).
     drop(waiting);
@@ -663,10 +687,13 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
                         started.elapsed().as_millis(),
                         stored.bytes().len()
                     ),
-                    Err(Error::Busy { .. }) => log::info!(
-                        "render of {org}/{hash} stopped after {} ms: nobody waits for it",
-                        started.elapsed().as_millis()
-                    ),
+                    Err(Error::Busy { .. }) => {
+                        state.cancelled.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "render of {org}/{hash} stopped after {} ms: nobody waits for it",
+                            started.elapsed().as_millis()
+                        )
+                    }
                     Err(_) => {}
                 }
                 finish(&state, key, &flight, result);
