@@ -191,10 +191,10 @@ async fn operation_lists_are_bounded_in_stacks_and_urls() {
         .await;
     assert_eq!(a.status, 400, "{}", a.text());
 
-    let url = vec!["grayscale"; 6].join("--");
+    let url = ["grayscale"; 6].join("--");
     let a = app.render(&format!("/dynamic/{url}/{hash}.jpg")).await;
     assert_eq!(a.status, 400, "{}", a.text());
-    let url = vec!["grayscale"; 1_000].join("--");
+    let url = ["grayscale"; 1_000].join("--");
     let a = app.render(&format!("/dynamic/{url}/{hash}.jpg")).await;
     assert_eq!(a.status, 400, "{}", a.text());
     let a = app.render(&format!("/five/{hash}.jpg")).await;
