@@ -245,6 +245,7 @@ fn resolved(req: &RenderRequest) -> (ResolvedPipeline, OutputFormat, bool) {
         url_options: &req.options,
         url_variables: &req.variables,
         dynamic: matches!(req.stack, StackRef::Dynamic),
+        context: &Default::default(),
     })
     .expect("the bench URL resolves");
     let negotiated =

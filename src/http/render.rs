@@ -96,6 +96,7 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
     let gone = move || socket.is_some_and(peer_gone);
     let t = RenderTarget {
         client_gone: &gone,
+        save_data: header(&req, "save-data").is_some_and(|v| v.trim().eq_ignore_ascii_case("on")),
         org: &org,
         path,
         query: req.query_string(),
@@ -213,8 +214,14 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
 }
 
 fn add_common(resp: &mut actix_web::HttpResponseBuilder, headers: &AnswerHeaders) {
-    if headers.vary_accept {
-        resp.insert_header((VARY, "Accept"));
+    let vary = match (headers.vary_accept, headers.vary_save_data) {
+        (true, true) => Some("Accept, Save-Data"),
+        (true, false) => Some("Accept"),
+        (false, true) => Some("Save-Data"),
+        (false, false) => None,
+    };
+    if let Some(vary) = vary {
+        resp.insert_header((VARY, vary));
     }
     if let Some(name) = &headers.attachment {
         if let Some(v) = super::attachment(name) {

@@ -20,6 +20,9 @@
 
 use serde_json::{Map, Number, Value};
 
+/// The names a stack's expressions may use besides `$variables`.
+pub const CONTEXT_NAMES: &[&str] = &["image", "options", "request"];
+
 /// Longest expression accepted, in bytes.
 pub const MAX_LEN: usize = 4096;
 /// Deepest nesting accepted (parentheses, operators, literals).

@@ -67,6 +67,8 @@ pub struct RenderTarget<'a> {
     /// `Some(org)` when the path form was used, so signatures over `/{org}/…` verify too.
     pub org_prefix: Option<&'a str>,
     pub accept: Option<&'a str>,
+    /// The request carried `Save-Data: on`, which stack expressions may read.
+    pub save_data: bool,
     /// The URL as requested, recorded so that invalidations can refresh it at the edge.
     pub served: ServedPath,
     /// Whether the client has hung up; asked while waiting for a render, which is then
@@ -90,6 +92,8 @@ struct Resolved {
 pub struct AnswerHeaders {
     /// The format was negotiated from `Accept`.
     pub vary_accept: bool,
+    /// An expression of the stack read `Save-Data`.
+    pub vary_save_data: bool,
     /// `Some(file name)` for `content_disposition: attachment`.
     pub attachment: Option<String>,
     /// Cache tags for purges by tag at a CDN (`org-…`, `image-…`, `stack-…`), joined as
@@ -102,6 +106,7 @@ impl AnswerHeaders {
     fn new(vary_accept: bool, attachment: Option<String>, tags: &[String]) -> AnswerHeaders {
         AnswerHeaders {
             vary_accept,
+            vary_save_data: false,
             attachment,
             surrogate_key: tags.join(" "),
             cache_tag: tags.join(","),
@@ -170,6 +175,29 @@ fn find_image(svc: &Services, org: &OrgName, image: &ImageRef) -> Result<ImageRe
     };
     rec.filter(|r| !r.deleted)
         .ok_or_else(|| not_found("source image"))
+}
+
+/// The `image.*` context of a render's expressions (spec §5.5).
+struct ResolveContext;
+
+impl ResolveContext {
+    fn of(rec: &ImageRecord, save_data: bool) -> resolve::ExprContext {
+        let (width, height) = oriented_size(rec);
+        let subject = rec.dynamic_metadata.get("subject_area").cloned();
+        let image = serde_json::json!({
+            "width": width,
+            "height": height,
+            "format": rec.format,
+            "hash": rec.hash,
+            "isAnimated": rec.animated,
+            "hasSubjectArea": subject.is_some(),
+            "subject_area": subject.unwrap_or(serde_json::Value::Null),
+            // No face detection here: rokka's `face` metadata is never set.
+            "hasDetectionFace": false,
+            "meta_user": serde_json::Value::Object(rec.user_metadata.clone()),
+        });
+        resolve::ExprContext { image, save_data }
+    }
 }
 
 /// Oriented size of a source (EXIF orientations 5–8 swap the axes).
@@ -270,9 +298,11 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         url_options: &req.options,
         url_variables: &req.variables,
         dynamic,
+        context: &ResolveContext::of(&image, target.save_data),
     })
     .map_err(|e| Error::Invalid(e.message()))?;
     super::stacks::check_operation_count(pipeline.operations.len(), max_operations)?;
+    let reads_request = pipeline.reads_request;
     // Every other image the render reads follows the same rules as the primary one: it must
     // exist, not be deleted, and a protected one needs the signature too.
     let secondaries = secondary_images(svc, &org, &pipeline)?;
@@ -361,11 +391,9 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         meta,
         served: target.served,
     };
-    let headers = Arc::new(AnswerHeaders::new(
-        negotiated.vary_accept,
-        attachment,
-        &tags,
-    ));
+    let mut headers = AnswerHeaders::new(negotiated.vary_accept, attachment, &tags);
+    headers.vary_save_data = reads_request;
+    let headers = Arc::new(headers);
     let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
     // A signed URL is checked on every request: its signature may expire.
     if !signed {
@@ -389,7 +417,12 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
 /// What identifies a render URL's resolution: the host (for the host form and for the
 /// served-path record), the path with its query, and `Accept` (format negotiation).
 fn resolved_id(target: &RenderTarget<'_>) -> Box<str> {
-    let accept = target.accept.unwrap_or_default();
+    // Stack expressions may read `Save-Data`: requests with it resolve on their own.
+    let accept = match (target.accept.unwrap_or_default(), target.save_data) {
+        (a, false) => std::borrow::Cow::Borrowed(a),
+        (a, true) => std::borrow::Cow::Owned(format!("{a}\u{1}save-data")),
+    };
+    let accept = accept.as_ref();
     let mut id = String::with_capacity(
         target.served.host.len() + target.served.path.len() + accept.len() + 2,
     );
