@@ -245,6 +245,7 @@ fn resolved(req: &RenderRequest) -> (ResolvedPipeline, OutputFormat, bool) {
         url_options: &req.options,
         url_variables: &req.variables,
         dynamic: matches!(req.stack, StackRef::Dynamic),
+        context: &Default::default(),
     })
     .expect("the bench URL resolves");
     let negotiated =
@@ -266,6 +267,7 @@ fn run(source: &[u8], size: (u32, u32), planned: &Planned) -> Vec<u8> {
         oriented_size: size,
         dynamic_metadata: &metadata,
         secondary: &secondary,
+        cancel: &darkroom::render::cancel::Cancel::new(),
     };
     render(source, &input).expect("the bench render succeeds")
 }

@@ -71,6 +71,14 @@ pub struct LimitsConfig {
     pub max_pixels: u64,
     /// Largest accepted width or height of a source image.
     pub max_dimension: u32,
+    /// Largest width × height of a render's result (checked before decoding).
+    pub max_output_pixels: u64,
+    /// Largest width × height of an AVIF render (its encoder cannot be interrupted).
+    pub max_avif_output_pixels: u64,
+    /// Largest estimated peak memory of one render, in MiB (checked before decoding).
+    pub max_render_memory_mb: u64,
+    /// Most operations in a stack, its chain of stacks and a dynamic URL together.
+    pub max_operations: usize,
     /// Uploads one API key may have in flight at once; past it, 429. 0 = no limit.
     pub max_concurrent_uploads_per_key: usize,
     /// Upload bytes (declared `Content-Length`) one API key may have in flight; past it, 429.
@@ -207,6 +215,10 @@ impl Default for LimitsConfig {
             max_upload_bytes: 100_000_000,
             max_pixels: 100_000_000,
             max_dimension: 30_000,
+            max_output_pixels: 40_000_000,
+            max_avif_output_pixels: 16_000_000,
+            max_render_memory_mb: 1024,
+            max_operations: 50,
             max_concurrent_uploads_per_key: 4,
             max_upload_bytes_in_flight_per_key: 400_000_000,
         }
@@ -270,7 +282,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool, &str); 6] = [
+        let checks: [(&str, bool, &str); 10] = [
             (
                 "server.body_timeout_secs",
                 self.server.body_timeout_secs > 0,
@@ -289,6 +301,26 @@ impl Config {
             (
                 "limits.max_dimension",
                 self.limits.max_dimension > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_output_pixels",
+                self.limits.max_output_pixels > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_avif_output_pixels",
+                self.limits.max_avif_output_pixels > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_render_memory_mb",
+                self.limits.max_render_memory_mb > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_operations",
+                self.limits.max_operations > 0,
                 "must be positive",
             ),
             ("render.queue", self.render.queue > 0, "must be positive"),

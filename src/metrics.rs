@@ -229,6 +229,13 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
     let state = &svc.renders;
     single(
         &mut out,
+        "darkroom_renders_cancelled_total",
+        "counter",
+        "Renders stopped before they finished: past their timeout, or nobody waited any more.",
+        state.cancelled.load(Ordering::Relaxed),
+    );
+    single(
+        &mut out,
         "darkroom_render_cache_hits_total",
         "counter",
         "Render requests answered from the render store.",

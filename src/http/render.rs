@@ -17,6 +17,46 @@ type Svc = web::Data<Services>;
 /// `Cache-Control` of every successful render.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// The socket of a render connection, noted when it is accepted so that a handler can tell
+/// whether its client is still there (actix does not drop a handler whose client left).
+#[derive(Debug, Clone, Copy)]
+struct PeerSocket(std::os::fd::RawFd);
+
+/// `on_connect` hook of the render listener.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsRawFd;
+    if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        ext.insert(PeerSocket(stream.as_raw_fd()));
+    }
+}
+
+/// Whether the client of this connection has closed it: a peek that reads end-of-stream or
+/// fails for another reason than "no data yet". Pipelined bytes mean it is still there.
+fn peer_gone(socket: PeerSocket) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: the descriptor belongs to the connection whose request is being handled, so it
+    // stays open (and is not reused) until this handler returns; recv with MSG_PEEK and
+    // MSG_DONTWAIT neither blocks nor consumes data, and writes at most one byte into `byte`.
+    let n = unsafe {
+        libc::recv(
+            socket.0,
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n == 0 {
+        return true;
+    }
+    n < 0 && {
+        let err = std::io::Error::last_os_error();
+        !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        )
+    }
+}
+
 /// Registers every render route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(serve));
@@ -52,7 +92,11 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
     let Some((org, path, path_form)) = target(&req, &svc.config.render.host_template) else {
         return error_response(&svc, &Error::NotFound("not a render URL".into()));
     };
+    let socket = req.conn_data::<PeerSocket>().copied();
+    let gone = move || socket.is_some_and(peer_gone);
     let t = RenderTarget {
+        client_gone: &gone,
+        save_data: header(&req, "save-data").is_some_and(|v| v.trim().eq_ignore_ascii_case("on")),
         org: &org,
         path,
         query: req.query_string(),
@@ -170,8 +214,14 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
 }
 
 fn add_common(resp: &mut actix_web::HttpResponseBuilder, headers: &AnswerHeaders) {
-    if headers.vary_accept {
-        resp.insert_header((VARY, "Accept"));
+    let vary = match (headers.vary_accept, headers.vary_save_data) {
+        (true, true) => Some("Accept, Save-Data"),
+        (true, false) => Some("Accept"),
+        (false, true) => Some("Save-Data"),
+        (false, false) => None,
+    };
+    if let Some(vary) = vary {
+        resp.insert_header((VARY, vary));
     }
     if let Some(name) = &headers.attachment {
         if let Some(v) = super::attachment(name) {

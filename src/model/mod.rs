@@ -2,6 +2,7 @@
 //! them. Everything else (storage, HTTP, rendering) uses these types.
 
 pub mod account;
+pub mod expr;
 pub mod ids;
 pub mod image;
 pub mod raw;

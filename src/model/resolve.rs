@@ -3,19 +3,20 @@
 //!
 //! Precedence follows rokka: the stack definition loses to URL operation and option overrides;
 //! stack variables lose to URL variables; an operation's `expressions` win over its `options`.
-//! Variables are substituted where a value is exactly `"$name"`. Anything that would need the
-//! expression language (arithmetic, `image.*`, stack expressions, bracketed URL values) is refused
-//! with [`ResolveError::ExpressionUnsupported`] instead of being guessed at, so that a render is
-//! never produced from a half-understood stack. Every default is filled in, so two URLs that mean
-//! the same render produce the same [`ResolvedPipeline::canonical_bytes`].
+//! Expressions (spec §5.5, [`crate::model::expr`]) are evaluated here, so their values are in
+//! the pipeline and the render key follows them: stack variables in order (a URL value replaces
+//! the stack's before evaluation, and is an expression only when bracketed), then the stack
+//! expressions in order (every truthy one applies its overrides; later ones win per key) under
+//! the URL's options, then each operation's expressions and bracketed URL values. Every default
+//! is filled in, so two URLs that mean the same render produce the same
+//! [`ResolvedPipeline::canonical_bytes`].
 //!
 //! Output-format negotiation (`autoformat`, rokka's §6.6) lives here too, in
 //! [`negotiate_format`], because it reads the resolved options.
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value};
 
+use crate::model::expr::{truthy, Expr, CONTEXT_NAMES};
 use crate::model::raw::RawOperation;
 use crate::model::resolved::{ResolvedOp, ResolvedPipeline};
 use crate::model::schema::{self, OperationSpec, SchemaError};
@@ -46,6 +47,18 @@ pub struct ResolveInput<'a> {
     pub url_variables: &'a Map<String, Value>,
     /// Whether the URL names the `dynamic` stack.
     pub dynamic: bool,
+    /// What expressions may read besides variables and options.
+    pub context: &'a ExprContext,
+}
+
+/// The evaluation context of a render's expressions (spec §5.5) besides variables and options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExprContext {
+    /// `image.*`: `width`, `height`, `format`, `hash`, `isAnimated`, `hasSubjectArea`,
+    /// `subject_area`, `hasDetectionFace`, `meta_user`, …; `null` when unknown.
+    pub image: Value,
+    /// The request carried `Save-Data: on` (`request.headers.save_data`).
+    pub save_data: bool,
 }
 
 /// Why a render URL cannot be resolved; every variant is a client error (HTTP 400).
@@ -54,9 +67,15 @@ pub enum ResolveError {
     /// An operation, option or value does not match the schema.
     #[error("{0}")]
     Schema(#[from] SchemaError),
-    /// The stack or URL needs the expression language, which is not evaluated yet.
-    #[error("expressions are not evaluated yet: {0}")]
-    ExpressionUnsupported(String),
+    /// An expression that does not parse or fails to evaluate (wrong type, division by zero,
+    /// unknown field).
+    #[error("{what}: the expression \"{text}\" failed: {message}")]
+    Expression {
+        /// Where it is: `resize.width`, ``variable `$w` ``, `stack expression 2`.
+        what: String,
+        text: String,
+        message: String,
+    },
     /// A `"$name"` reference names no stack or URL variable.
     #[error("{field}: unknown variable `${name}`")]
     UnknownVariable {
@@ -98,21 +117,23 @@ struct Working {
     main: bool,
 }
 
-/// A variable value and whether it came from the URL (where it is a literal unless bracketed).
-struct Variable {
-    value: Value,
-    from_url: bool,
-}
-
 /// Resolves a stack chain and URL overrides into the pipeline to render.
 pub fn resolve(input: &ResolveInput) -> Result<ResolvedPipeline, ResolveError> {
+    let mut ev = Evaluator {
+        image: &input.context.image,
+        save_data: input.context.save_data,
+        reads_request: false,
+    };
+    let mut variables = evaluated_variables(input, &mut ev)?;
+    let stack_options = stack_options(input, &mut variables, &mut ev)?;
+    // Operation expressions see the effective options, defaults included.
+    let visible_options = in_schema_order(schema::STACK_OPTIONS.iter(), &stack_options);
     let mut ops = working_operations(input)?;
-    let variables = merged_variables(input);
 
     let mut operations = Vec::with_capacity(ops.len());
     let mut main_has_resize = false;
     for op in &mut ops {
-        let given = substituted_options(op, &variables)?;
+        let given = substituted_options(op, &variables, &visible_options, &mut ev)?;
         let mut coerced = schema::coerce_operation_options(op.spec, &given)?;
         let enabled = coerced.remove("enabled") != Some(Value::Bool(false));
         // `noop` is rokka's deprecated spelling of "no operations".
@@ -127,10 +148,11 @@ pub fn resolve(input: &ResolveInput) -> Result<ResolvedPipeline, ResolveError> {
         });
     }
 
-    let options = resolved_options(input, &variables, !operations.is_empty(), main_has_resize)?;
+    let options = finished_options(stack_options, !operations.is_empty(), main_has_resize)?;
     Ok(ResolvedPipeline {
         operations,
         options,
+        reads_request: ev.reads_request,
     })
 }
 
@@ -144,12 +166,14 @@ fn working_operations(input: &ResolveInput) -> Result<Vec<Working>, ResolveError
         }
         for raw in input.url_operations {
             let spec = operation_spec(&raw.name)?;
-            ops.push(Working {
+            let mut op = Working {
                 spec,
-                options: url_operation_values(spec, raw)?,
+                options: Map::new(),
                 expressions: Map::new(),
                 main: true,
-            });
+            };
+            apply_url_values(&mut op, &url_operation_values(spec, raw)?);
+            ops.push(op);
         }
         return Ok(ops);
     }
@@ -176,11 +200,7 @@ fn working_operations(input: &ResolveInput) -> Result<Vec<Working>, ResolveError
         let mut matched = false;
         for op in ops.iter_mut().filter(|o| o.spec.name == spec.name) {
             matched = true;
-            for (k, v) in &values {
-                op.options.insert(k.clone(), v.clone());
-                // The URL beats the stack, expressions included.
-                op.expressions.remove(k);
-            }
+            apply_url_values(op, &values);
         }
         if !matched {
             return Err(ResolveError::NoSuchOperation(raw.name.clone()));
@@ -211,66 +231,152 @@ fn url_operation_values(
         if value == UNDEFINED {
             continue;
         }
-        if is_bracketed(value) {
-            return Err(ResolveError::ExpressionUnsupported(format!(
-                "{field} = {value}"
-            )));
-        }
+        // A bracketed value is an expression; `apply_url_values` puts it with the
+        // operation's expressions.
         out.insert(key.clone(), Value::from(value.as_str()));
     }
     Ok(out)
 }
 
-fn merged_variables(input: &ResolveInput) -> HashMap<String, Variable> {
-    let mut merged = HashMap::new();
+/// Puts URL values into an operation: literals into its options (replacing a stack
+/// expression for the same option), bracketed ones into its expressions.
+fn apply_url_values(op: &mut Working, values: &Map<String, Value>) {
+    for (k, v) in values {
+        match bracketed(v) {
+            Some(inner) => {
+                op.options.remove(k);
+                op.expressions.insert(k.clone(), Value::from(inner));
+            }
+            None => {
+                op.options.insert(k.clone(), v.clone());
+                // The URL beats the stack, expressions included.
+                op.expressions.remove(k);
+            }
+        }
+    }
+}
+
+/// Evaluates the expressions of one resolution against its context, and notes whether any
+/// of them read the request (the answer then varies on `Save-Data`).
+struct Evaluator<'a> {
+    image: &'a Value,
+    save_data: bool,
+    reads_request: bool,
+}
+
+/// The variables of a resolution, in definition order, already evaluated.
+type Variables = Vec<(String, Value)>;
+
+fn variable<'v>(variables: &'v Variables, name: &str) -> Option<&'v Value> {
+    variables.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn set_variable(variables: &mut Variables, name: &str, value: Value) {
+    match variables.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => slot.1 = value,
+        None => variables.push((name.to_owned(), value)),
+    }
+}
+
+impl Evaluator<'_> {
+    /// Evaluates `text`, found at `what`, with the variables and stack options so far.
+    fn eval(
+        &mut self,
+        what: &str,
+        text: &str,
+        variables: &Variables,
+        options: &Map<String, Value>,
+    ) -> Result<Value, ResolveError> {
+        let failed = |message: String| ResolveError::Expression {
+            what: what.to_owned(),
+            text: text.to_owned(),
+            message,
+        };
+        let expr = Expr::parse(text, CONTEXT_NAMES).map_err(|e| failed(e.to_string()))?;
+        self.reads_request |= expr.uses_name("request");
+        let mut context = Map::new();
+        context.insert("image".into(), self.image.clone());
+        context.insert("options".into(), Value::Object(options.clone()));
+        let save_data = if self.save_data {
+            Value::from("on")
+        } else {
+            Value::Null
+        };
+        context.insert(
+            "request".into(),
+            serde_json::json!({"headers": {"save_data": save_data}}),
+        );
+        let lookup = |name: &str| variable(variables, name).cloned();
+        expr.eval(&context, &lookup)
+            .map_err(|e| failed(e.to_string()))
+    }
+}
+
+/// The inside of a bracketed URL value (`[image.width*2]`), which is an expression.
+fn bracketed(value: &Value) -> Option<&str> {
+    let s = value.as_str()?;
+    is_bracketed(s).then(|| &s[1..s.len() - 1])
+}
+
+/// Stack variables (basestacks first, in definition order) with URL values in place of the
+/// stack's before evaluation; each expression may use the variables before it.
+fn evaluated_variables(
+    input: &ResolveInput,
+    ev: &mut Evaluator,
+) -> Result<Variables, ResolveError> {
+    let mut raw: Vec<(String, Value, bool)> = Vec::new();
+    let mut put = |name: &str, value: &Value, from_url: bool| match raw
+        .iter_mut()
+        .find(|(k, _, _)| k == name)
+    {
+        Some(slot) => {
+            slot.1 = value.clone();
+            slot.2 = from_url;
+        }
+        None => raw.push((name.to_owned(), value.clone(), from_url)),
+    };
     for def in input.chain {
         for (k, v) in &def.variables {
-            let var = Variable {
-                value: v.clone(),
-                from_url: false,
-            };
-            merged.insert(k.clone(), var);
+            put(k, v, false);
         }
     }
     for (k, v) in input.url_variables {
-        let var = Variable {
-            value: v.clone(),
-            from_url: true,
-        };
-        merged.insert(k.clone(), var);
+        put(k, v, true);
     }
-    merged
+    let mut out: Variables = Vec::with_capacity(raw.len());
+    let no_options = Map::new();
+    for (name, value, from_url) in raw {
+        let what = format!("variable `${name}`");
+        let evaluated = match (from_url, bracketed(&value)) {
+            (true, Some(inner)) => ev.eval(&what, inner, &out, &no_options)?,
+            (true, None) => value,
+            (false, _) if is_expression_text(&value) => {
+                let text = value.as_str().unwrap_or_default().to_owned();
+                ev.eval(&what, &text, &out, &no_options)?
+            }
+            (false, _) => value,
+        };
+        out.push((name, evaluated));
+    }
+    Ok(out)
 }
 
-fn lookup(
-    variables: &HashMap<String, Variable>,
-    name: &str,
-    field: &str,
-) -> Result<Value, ResolveError> {
-    let var = variables
-        .get(name)
+fn lookup(variables: &Variables, name: &str, field: &str) -> Result<Value, ResolveError> {
+    variable(variables, name)
+        .cloned()
         .ok_or_else(|| ResolveError::UnknownVariable {
             name: name.to_owned(),
             field: field.to_owned(),
-        })?;
-    let needs_evaluation = if var.from_url {
-        var.value.as_str().is_some_and(is_bracketed)
-    } else {
-        is_expression_text(&var.value)
-    };
-    if needs_evaluation {
-        return Err(ResolveError::ExpressionUnsupported(format!(
-            "variable `${name}` = {}",
-            var.value
-        )));
-    }
-    Ok(var.value.clone())
+        })
 }
 
-/// The operation's options with `"$name"` values and variable-only expressions substituted.
+/// The operation's options with `"$name"` values substituted and its expressions (from the
+/// stack or bracketed in the URL) evaluated; expressions win over options.
 fn substituted_options(
     op: &Working,
-    variables: &HashMap<String, Variable>,
+    variables: &Variables,
+    options: &Map<String, Value>,
+    ev: &mut Evaluator,
 ) -> Result<Map<String, Value>, ResolveError> {
     let mut out = Map::new();
     for (k, v) in &op.options {
@@ -283,44 +389,35 @@ fn substituted_options(
     }
     for (k, e) in &op.expressions {
         let field = format!("{}.{k}", op.spec.name);
-        match variable_reference(e) {
-            Some(name) => {
-                let value = lookup(variables, name, &field)?;
-                out.insert(k.clone(), value);
-            }
-            None => {
-                return Err(ResolveError::ExpressionUnsupported(format!(
-                    "{field} = {e}"
-                )))
-            }
-        }
+        let value = match e {
+            Value::String(text) => ev.eval(&field, text, variables, options)?,
+            // composition's map of expressions for its secondary stack: passed on as is.
+            other => other.clone(),
+        };
+        out.insert(k.clone(), value);
     }
     Ok(out)
 }
 
-fn resolved_options(
+/// The stack options of the chain with the overrides of every truthy stack expression
+/// (evaluated in order, later ones winning per key), then the URL's options on top; each
+/// stack expression sees the options and variables as the ones before it left them.
+fn stack_options(
     input: &ResolveInput,
-    variables: &HashMap<String, Variable>,
-    has_operations: bool,
-    main_has_resize: bool,
+    variables: &mut Variables,
+    ev: &mut Evaluator,
 ) -> Result<Map<String, Value>, ResolveError> {
-    let mut explicit = Map::new();
+    let mut chain = Map::new();
     for def in input.chain {
-        if let Some(first) = def.expressions.first() {
-            let text = first
-                .get("expression")
-                .map_or_else(|| first.to_string(), Value::to_string);
-            return Err(ResolveError::ExpressionUnsupported(format!(
-                "stack expression {text}"
-            )));
-        }
         for (k, v) in &def.options {
             // The basestack's content is in the chain; its name does not change the render.
             if k != "basestack" {
-                explicit.insert(k.clone(), v.clone());
+                chain.insert(k.clone(), v.clone());
             }
         }
     }
+    let mut url = Map::new();
+    let mut url_expressions = Vec::new();
     for (key, value) in input.url_options {
         let spec = schema::stack_option(key)
             .ok_or_else(|| SchemaError::UnknownOption { field: key.clone() })?;
@@ -331,22 +428,77 @@ fn resolved_options(
             continue;
         }
         if is_bracketed(value) {
-            return Err(ResolveError::ExpressionUnsupported(format!(
-                "{} = {value}",
-                spec.name
-            )));
+            url_expressions.push((spec.name, value[1..value.len() - 1].to_owned()));
+            url.remove(spec.name);
+        } else {
+            url.insert(spec.name.to_owned(), Value::from(value.as_str()));
         }
-        explicit.insert(spec.name.to_owned(), Value::from(value.as_str()));
     }
+    let mut options = coerced_options(&chain, &url, variables)?;
+    let mut index = 0;
+    for def in input.chain {
+        for entry in &def.expressions {
+            index += 1;
+            let text = entry
+                .get("expression")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let what = format!("stack expression {index}");
+            let visible = in_schema_order(schema::STACK_OPTIONS.iter(), &options);
+            if !truthy(&ev.eval(&what, text, variables, &visible)?) {
+                continue;
+            }
+            let overrides = entry.get("overrides");
+            let pick = |key: &str| {
+                overrides
+                    .and_then(|o| o.get(key))
+                    .and_then(Value::as_object)
+            };
+            if let Some(o) = pick("options") {
+                for (k, v) in o {
+                    chain.insert(k.clone(), v.clone());
+                }
+            }
+            if let Some(vars) = pick("variables") {
+                for (k, v) in vars {
+                    set_variable(variables, k, v.clone());
+                }
+            }
+            options = coerced_options(&chain, &url, variables)?;
+        }
+    }
+    for (name, text) in url_expressions {
+        let visible = in_schema_order(schema::STACK_OPTIONS.iter(), &options);
+        let value = ev.eval(&format!("option {name}"), &text, variables, &visible)?;
+        url.insert(name.to_owned(), value);
+        options = coerced_options(&chain, &url, variables)?;
+    }
+    Ok(options)
+}
+
+/// The chain's options under the URL's, `"$name"` values substituted, coerced to the schema.
+fn coerced_options(
+    chain: &Map<String, Value>,
+    url: &Map<String, Value>,
+    variables: &Variables,
+) -> Result<Map<String, Value>, ResolveError> {
     let mut given = Map::new();
-    for (k, v) in &explicit {
+    for (k, v) in chain.iter().chain(url.iter()) {
         let value = match variable_reference(v) {
             Some(name) => lookup(variables, name, k)?,
             None => v.clone(),
         };
         given.insert(k.clone(), value);
     }
-    let mut options = schema::coerce_stack_options(&given)?;
+    Ok(schema::coerce_stack_options(&given)?)
+}
+
+/// The effective stack options: every default filled in, and rokka's rules across options.
+fn finished_options(
+    mut options: Map<String, Value>,
+    has_operations: bool,
+    main_has_resize: bool,
+) -> Result<Map<String, Value>, ResolveError> {
     schema::check_source_file(has_operations, &options)?;
 
     let dpr = options.get("dpr").and_then(Value::as_f64).unwrap_or(1.0);
@@ -595,6 +747,33 @@ mod tests {
             url_options: &url.options,
             url_variables: &url.variables,
             dynamic: false,
+            context: &photo_context(false),
+        })
+    }
+
+    /// A 1200×800 JPEG with a subject area and user metadata.
+    fn photo_context(save_data: bool) -> ExprContext {
+        ExprContext {
+            image: json!({"width": 1200, "height": 800, "format": "jpg", "hash": "abc",
+                          "isAnimated": false, "hasSubjectArea": true,
+                          "subject_area": {"x": 100, "y": 50, "width": 400, "height": 300},
+                          "hasDetectionFace": false, "meta_user": {"tag": "hero"}}),
+            save_data,
+        }
+    }
+
+    fn named_with(
+        chain: &[&StackDefinition],
+        url: &Url,
+        context: &ExprContext,
+    ) -> Result<ResolvedPipeline, ResolveError> {
+        resolve(&ResolveInput {
+            chain,
+            url_operations: &url.ops,
+            url_options: &url.options,
+            url_variables: &url.variables,
+            dynamic: false,
+            context,
         })
     }
 
@@ -605,6 +784,7 @@ mod tests {
             url_options: &url.options,
             url_variables: &url.variables,
             dynamic: true,
+            context: &photo_context(false),
         })
     }
 
@@ -779,6 +959,7 @@ mod tests {
                 options: o1.clone(),
             }],
             options: o1,
+            reads_request: false,
         };
         let p2 = ResolvedPipeline {
             operations: vec![ResolvedOp {
@@ -786,6 +967,7 @@ mod tests {
                 options: o2.clone(),
             }],
             options: o2,
+            reads_request: false,
         };
 
         assert_eq!(p1.canonical_bytes(), p2.canonical_bytes());
@@ -903,32 +1085,28 @@ mod tests {
     }
 
     #[test]
-    fn arithmetic_expressions_are_refused_as_unsupported() {
+    fn operation_expressions_are_evaluated_with_variables() {
         let def = stack(
             json!({"operations":[{"name":"resize","options":{"width":100},"expressions":{"height":"$w / 2"}}],"variables":{"w":300}}),
         );
 
-        let err = named(&[&def], &Url::new()).unwrap_err();
+        let p = named(&[&def], &Url::new()).unwrap();
 
-        assert!(matches!(err, ResolveError::ExpressionUnsupported(_)));
-        assert_eq!(
-            err.message(),
-            "expressions are not evaluated yet: resize.height = \"$w / 2\""
-        );
+        assert_eq!(p.operations[0].options["height"], json!(150));
+        assert!(!p.reads_request);
     }
 
     #[test]
-    fn expression_variables_are_refused_as_unsupported() {
-        let def = stack(
-            json!({"operations":[{"name":"resize","expressions":{"width":"$w"}}],"variables":{"w":"image.width / 2"}}),
-        );
+    fn variables_are_evaluated_in_order_against_the_image() {
+        let def = stack(json!({
+            "operations":[{"name":"resize","expressions":{"width":"$half","height":"$third"}}],
+            "variables":{"half":"image.width / 2","third":"$half / 3 * 2 ** 0"}
+        }));
 
-        let err = named(&[&def], &Url::new()).unwrap_err();
+        let p = named(&[&def], &Url::new()).unwrap();
 
-        assert_eq!(
-            err.message(),
-            "expressions are not evaluated yet: variable `$w` = \"image.width / 2\""
-        );
+        assert_eq!(p.operations[0].options["width"], json!(600));
+        assert_eq!(p.operations[0].options["height"], json!(200));
     }
 
     #[test]
@@ -943,37 +1121,101 @@ mod tests {
     }
 
     #[test]
-    fn stack_expressions_are_refused_as_unsupported() {
-        let def = stack(
-            json!({"operations":[],"expressions":[{"expression":"options.dpr >= 2","overrides":{"options":{"jpg.quality":60}}}]}),
-        );
+    fn a_url_variable_replaces_the_literal_before_later_variables_are_evaluated() {
+        let def = stack(json!({
+            "operations":[{"name":"resize","expressions":{"width":"$double"}}],
+            "variables":{"w":100,"double":"$w * 2"}
+        }));
 
-        let err = named(&[&def], &Url::new()).unwrap_err();
+        let p = named(&[&def], &Url::new().var("w", json!(150))).unwrap();
 
-        assert_eq!(
-            err.message(),
-            "expressions are not evaluated yet: stack expression \"options.dpr >= 2\""
-        );
+        assert_eq!(p.operations[0].options["width"], json!(300));
     }
 
     #[test]
-    fn bracketed_url_values_are_refused_as_unsupported() {
-        let err = dynamic(&Url::new().op(
+    fn truthy_stack_expressions_apply_in_order_and_later_ones_win() {
+        let def = stack(json!({
+            "operations":[{"name":"resize","options":{"width":"$w"}}],
+            "variables":{"w":300},
+            "expressions":[
+                {"expression":"options.dpr >= 2","overrides":{"options":{"jpg.quality":60}}},
+                {"expression":"image.width > 5000","overrides":{"options":{"jpg.quality":10}}},
+                {"expression":"options.dpr >= 3","overrides":{"options":{"jpg.quality":40},"variables":{"w":100}}}
+            ]
+        }));
+
+        let one = named(&[&def], &Url::new()).unwrap();
+        let two = named(&[&def], &Url::new().opt(&[("dpr", "2")])).unwrap();
+        let three = named(&[&def], &Url::new().opt(&[("dpr", "3")])).unwrap();
+
+        assert_eq!(one.options["jpg.quality"], json!(80));
+        assert_eq!(two.options["jpg.quality"], json!(60));
+        assert_eq!(three.options["jpg.quality"], json!(40));
+        assert_eq!(three.operations[0].options["width"], json!(100));
+        assert_ne!(one.canonical_bytes(), two.canonical_bytes());
+    }
+
+    #[test]
+    fn an_expression_on_save_data_is_noted_for_the_answer_to_vary() {
+        let def = stack(json!({
+            "operations":[{"name":"resize","options":{"width":300}}],
+            "expressions":[{"expression":"request.headers.save_data == 'on'","overrides":{"options":{"jpg.quality":40}}}]
+        }));
+
+        let plain = named_with(&[&def], &Url::new(), &photo_context(false)).unwrap();
+        let saving = named_with(&[&def], &Url::new(), &photo_context(true)).unwrap();
+
+        assert!(plain.reads_request && saving.reads_request);
+        assert_eq!(plain.options["jpg.quality"], json!(80));
+        assert_eq!(saving.options["jpg.quality"], json!(40));
+    }
+
+    #[test]
+    fn bracketed_url_values_are_expressions() {
+        let p = dynamic(&Url::new().op(
             "crop",
             &[
-                ("anchor", "face"),
-                ("width", "[image.width*1.5]"),
+                ("anchor", "center_center"),
+                ("width", "[image.subject_area.width * 1.5]"),
                 ("height", "10"),
             ],
         ))
-        .unwrap_err();
-        assert!(matches!(err, ResolveError::ExpressionUnsupported(_)));
+        .unwrap();
+        assert_eq!(p.operations[0].options["width"], json!(600));
 
         let def = stack(
             json!({"operations":[{"name":"resize","expressions":{"width":"$w"}}],"variables":{"w":3}}),
         );
-        let err = named(&[&def], &Url::new().var("w", json!("[image.width]"))).unwrap_err();
-        assert!(matches!(err, ResolveError::ExpressionUnsupported(_)));
+        let p = named(&[&def], &Url::new().var("w", json!("[image.height / 4]"))).unwrap();
+        assert_eq!(p.operations[0].options["width"], json!(200));
+
+        let p = dynamic(
+            &Url::new()
+                .op("resize", &[("width", "100")])
+                .opt(&[("jpg.quality", "[10 * 7]")]),
+        )
+        .unwrap();
+        assert_eq!(p.options["jpg.quality"], json!(70));
+    }
+
+    #[test]
+    fn runtime_errors_name_the_expression() {
+        for (expr, needle) in [
+            ("1 / 0", "division by zero"),
+            ("image.nothing", "image.nothing is not set"),
+            ("'abc' * 2", "needs numbers"),
+        ] {
+            let def = stack(json!({"operations":[{"name":"resize","expressions":{"width":expr}}]}));
+            let err = named(&[&def], &Url::new()).unwrap_err().message();
+            assert!(err.starts_with("resize.width: the expression"), "{err}");
+            assert!(err.contains(expr) && err.contains(needle), "{err}");
+        }
+        // A value of the wrong type for the option is the schema's error.
+        let def = stack(json!({"operations":[{"name":"resize","expressions":{"width":"'wide'"}}]}));
+        assert!(named(&[&def], &Url::new())
+            .unwrap_err()
+            .message()
+            .contains("resize.width"));
     }
 
     #[test]

@@ -13,8 +13,11 @@ pub struct ResolvedOp {
 
 /// Operations in the order they run, and the effective stack options
 /// (every option of the stack-option schema present, with its default if not set).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResolvedPipeline {
     pub operations: Vec<ResolvedOp>,
     pub options: Map<String, Value>,
+    /// An expression read the request (`request.headers.save_data`): the answer varies on
+    /// `Save-Data`. Its effect is in the values already; not part of the canonical form.
+    pub reads_request: bool,
 }

@@ -1472,6 +1472,33 @@ pub fn check_source_file(
     Ok(())
 }
 
+/// Whether an option names another source image (its value is an image hash), so that a
+/// render reading it must apply that image's protection too.
+pub fn names_image(spec: &OptionSpec) -> bool {
+    spec.kind == Kind::Text(Some(Pattern::ImageHash))
+}
+
+/// The image hashes an operation's options name (`composition.secondary_image`, …), with
+/// the option's name, in the order of the schema.
+pub fn image_references<'a>(
+    name: &str,
+    options: &'a Map<String, Value>,
+) -> Vec<(&'static str, &'a str)> {
+    let Some(op) = operation(name) else {
+        return Vec::new();
+    };
+    op.options
+        .iter()
+        .filter(|spec| names_image(spec))
+        .filter_map(|spec| {
+            options
+                .get(spec.name)
+                .and_then(Value::as_str)
+                .map(|v| (spec.name, v))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,9 @@ impl StackDefinition {
     pub fn validated(&self) -> Result<StackDefinition, StackError> {
         for (name, value) in &self.variables {
             check_variable(name, value)?;
+            if let (true, Some(text)) = (is_expression_text(value), value.as_str()) {
+                check_expression(&format!("variables.{name}"), text)?;
+            }
         }
         let mut operations = Vec::with_capacity(self.operations.len());
         for op in &self.operations {
@@ -137,6 +140,8 @@ impl StackDefinition {
                         self.check_reference(opt, &field, var)?;
                     } else if s.trim().is_empty() {
                         return Err(shape(format!("{field}: an expression must not be empty")));
+                    } else {
+                        check_expression(&field, s)?;
                     }
                 }
                 // composition passes a map of expressions to its secondary stack.
@@ -189,7 +194,9 @@ impl StackDefinition {
             return Err(shape(format!("{at}: unknown key `{key}`")));
         }
         match entry.get("expression") {
-            Some(Value::String(s)) if !s.trim().is_empty() => {}
+            Some(Value::String(s)) if !s.trim().is_empty() => {
+                check_expression(&format!("{at}.expression"), s)?;
+            }
             _ => return Err(shape(format!("{at}.expression must be a non-empty string"))),
         }
         let overrides = match entry.get("overrides") {
@@ -274,6 +281,17 @@ fn is_identifier(s: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Refuses an expression that does not parse, naming the field and the position.
+fn check_expression(field: &str, text: &str) -> Result<(), StackError> {
+    crate::model::expr::Expr::parse(text, crate::model::expr::CONTEXT_NAMES)
+        .map(|_| ())
+        .map_err(|e| {
+            shape(format!(
+                "{field}: the expression \"{text}\" has a syntax error: {e}"
+            ))
+        })
 }
 
 fn check_variable(name: &str, value: &Value) -> Result<(), StackError> {

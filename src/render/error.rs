@@ -16,6 +16,9 @@ pub enum RenderError {
     /// The input exceeds a configured limit (dimensions, pixels).
     #[error("{0}")]
     TooLarge(String),
+    /// The work was stopped: its deadline passed or nobody waits for it any more.
+    #[error("the render was cancelled")]
+    Cancelled,
     /// A bug or an environment failure; the message is for the log, not for clients.
     #[error("{0}")]
     Internal(String),

@@ -1,12 +1,22 @@
-//! Decoding limits, checked from the image header before any pixel buffer is allocated.
+//! Decoding and rendering limits. Source limits are checked from the image header before any
+//! pixel buffer is allocated; output and memory limits are checked against the render's plan
+//! (see [`crate::render::plan`]) before the source is decoded, because their values come from
+//! public URLs.
 
-/// Upper bounds on what a decode may allocate.
+/// Upper bounds on what a render may allocate and produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest accepted width or height, in pixels.
+    /// Largest accepted width or height, in pixels (sources and every canvas).
     pub max_dimension: u32,
-    /// Largest accepted width × height.
+    /// Largest accepted width × height of a source image and of any canvas.
     pub max_pixels: u64,
+    /// Largest width × height of a render's result.
+    pub max_output_pixels: u64,
+    /// Largest result of an AVIF render: its encoder cannot be interrupted, so its work is
+    /// bounded up front to what finishes within the render timeout.
+    pub max_avif_output_pixels: u64,
+    /// Largest estimated peak memory of one render, in bytes.
+    pub max_render_memory: u64,
 }
 
 impl Default for Limits {
@@ -14,6 +24,9 @@ impl Default for Limits {
         Limits {
             max_dimension: 30_000,
             max_pixels: 100_000_000,
+            max_output_pixels: 40_000_000,
+            max_avif_output_pixels: 16_000_000,
+            max_render_memory: 1024 * 1024 * 1024,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! operations, encoding. Nothing here knows about HTTP, sled or async runtimes; the service
 //! layer runs it on the CPU pool.
 
+pub mod cancel;
 pub mod codecs;
 pub mod error;
 pub mod limits;
 pub mod ops;
 pub mod pipeline;
+pub mod plan;
 pub mod probe;

@@ -3,10 +3,12 @@
 //! it on the CPU pool. Equal inputs give byte-identical outputs.
 
 use crate::model::resolved::ResolvedPipeline;
+use crate::render::cancel::Cancel;
 use crate::render::codecs::{self, DecodeHint, EncodeOptions, OutputFormat};
 use crate::render::error::Result;
 use crate::render::limits::Limits;
 use crate::render::ops::{Area, OpContext, Operation};
+use crate::render::plan::{self, Plan, SourceShape};
 use image::DynamicImage;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -24,10 +26,42 @@ pub struct RenderInput<'a> {
     pub dynamic_metadata: &'a Map<String, Value>,
     /// Loads another image of the organization by hash (composition).
     pub secondary: &'a dyn Fn(&str) -> Result<DynamicImage>,
+    /// Set when nobody waits for the render any more; checked between steps.
+    pub cancel: &'a Cancel,
+}
+
+/// Works out what rendering `pipeline` on `source` will cost, before anything is decoded;
+/// `secondary` gives the oriented size of another image by hash. Unknown operations and bad
+/// options are refused here as they would be by [`render`].
+pub fn plan(
+    pipeline: &ResolvedPipeline,
+    format: OutputFormat,
+    source: SourceShape,
+    secondary: &dyn Fn(&str) -> Option<(u32, u32)>,
+) -> Result<Plan> {
+    let operations: Vec<Operation> = pipeline
+        .operations
+        .iter()
+        .map(Operation::from_resolved)
+        .collect::<Result<_>>()?;
+    let dpr = number(&pipeline.options, "dpr").unwrap_or(1.0);
+    let hint = decode_hint(&operations, source.oriented, dpr);
+    Ok(plan::plan(
+        &operations,
+        source,
+        hint,
+        dpr,
+        format,
+        secondary,
+    ))
 }
 
 /// Renders `source` and returns the encoded bytes.
 pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+    crate::render::cancel::scope(input.cancel, || render_in_scope(source, input))
+}
+
+fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
     let operations: Vec<Operation> = input
         .pipeline
         .operations
@@ -36,6 +70,7 @@ pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
         .collect::<Result<_>>()?;
     let dpr = number(&input.pipeline.options, "dpr").unwrap_or(1.0);
     let hint = decode_hint(&operations, input.oriented_size, dpr);
+    input.cancel.check()?;
     let decoded = codecs::decode(source, &input.limits, hint)?;
     let (w, h) = (decoded.image.width(), decoded.image.height());
     let mut ctx = OpContext {
@@ -58,8 +93,10 @@ pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
     };
     let mut image = decoded.image;
     for op in &operations {
+        input.cancel.check()?;
         image = op.apply(image, &mut ctx)?;
     }
+    input.cancel.check()?;
     let opts = encode_options(
         &input.pipeline.options,
         input.format,

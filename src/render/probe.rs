@@ -319,6 +319,7 @@ mod tests {
         let tight = Limits {
             max_dimension: 1000,
             max_pixels: 10_000,
+            ..Limits::default()
         };
 
         let result = probe(&bytes, &tight);

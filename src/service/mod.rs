@@ -25,7 +25,7 @@ pub struct Services {
     pub store: Arc<Store>,
     pub pool: Arc<CpuPool>,
     /// Single-flight and failure memory of the render path.
-    pub renders: renders::RenderState,
+    pub renders: Arc<renders::RenderState>,
     /// Bytes served, counted in memory and written in batches.
     pub traffic: stats::Traffic,
     /// Counters of the edge sender.
@@ -56,6 +56,13 @@ impl Services {
         Limits {
             max_dimension: self.config.limits.max_dimension,
             max_pixels: self.config.limits.max_pixels,
+            max_output_pixels: self.config.limits.max_output_pixels,
+            max_avif_output_pixels: self.config.limits.max_avif_output_pixels,
+            max_render_memory: self
+                .config
+                .limits
+                .max_render_memory_mb
+                .saturating_mul(1024 * 1024),
         }
     }
 }
@@ -66,6 +73,10 @@ impl From<RenderError> for Error {
             RenderError::Invalid(m) => Error::Invalid(m),
             RenderError::Unsupported(m) => Error::Unsupported(m),
             RenderError::Unprocessable(m) | RenderError::TooLarge(m) => Error::Unprocessable(m),
+            RenderError::Cancelled => Error::Busy {
+                message: "the render was stopped before it finished; retry later".into(),
+                retry_after_secs: 5,
+            },
             RenderError::Internal(m) => Error::Internal(m),
         }
     }

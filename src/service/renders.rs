@@ -10,16 +10,19 @@ use crate::model::ids::{HashPrefix, OrgName};
 use crate::model::image::ImageRecord;
 use crate::model::resolve::{self, ResolveInput};
 use crate::model::stack::StackDefinition;
+use crate::pool::JobClass;
+use crate::render::cancel::Cancel;
 use crate::render::codecs::OutputFormat;
+use crate::render::error::RenderError;
 use crate::render::pipeline::{self, RenderInput};
+use crate::render::plan::SourceShape;
 use crate::storage::{RenderMeta, ServedPath, StackRevision, StoredRender};
 use crate::url::{self, ImageRef, RenderRequest, StackRef, UrlError};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 
 /// How long a failed render is answered from memory.
 const FAILURE_TTL: Duration = Duration::from_secs(60);
@@ -34,9 +37,6 @@ const RESOLVED_CAP: usize = 50_000;
 
 /// A render key: BLAKE3 over everything that determines the output bytes.
 pub type RenderKey = [u8; 32];
-
-/// One render in progress; every request for its key awaits the same cell.
-type Flight = OnceCell<std::result::Result<StoredRender, Error>>;
 
 /// In-memory render coordination shared by all HTTP workers.
 #[derive(Default)]
@@ -54,6 +54,8 @@ pub struct RenderState {
     pub rendered: AtomicU64,
     /// Requests answered from the render store.
     pub hits: AtomicU64,
+    /// Renders stopped before they finished (timeout, or no request waiting any more).
+    pub cancelled: AtomicU64,
 }
 
 /// Where a request came from: the organization and the path after it.
@@ -65,9 +67,17 @@ pub struct RenderTarget<'a> {
     /// `Some(org)` when the path form was used, so signatures over `/{org}/…` verify too.
     pub org_prefix: Option<&'a str>,
     pub accept: Option<&'a str>,
+    /// The request carried `Save-Data: on`, which stack expressions may read.
+    pub save_data: bool,
     /// The URL as requested, recorded so that invalidations can refresh it at the edge.
     pub served: ServedPath,
+    /// Whether the client has hung up; asked while waiting for a render, which is then
+    /// given up (and cancelled when nobody else waits for it).
+    pub client_gone: &'a (dyn Fn() -> bool + 'a),
 }
+
+/// How often a request waiting for a render asks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(100);
 
 /// A render URL resolved at one store generation.
 struct Resolved {
@@ -82,6 +92,8 @@ struct Resolved {
 pub struct AnswerHeaders {
     /// The format was negotiated from `Accept`.
     pub vary_accept: bool,
+    /// An expression of the stack read `Save-Data`.
+    pub vary_save_data: bool,
     /// `Some(file name)` for `content_disposition: attachment`.
     pub attachment: Option<String>,
     /// Cache tags for purges by tag at a CDN (`org-…`, `image-…`, `stack-…`), joined as
@@ -94,6 +106,7 @@ impl AnswerHeaders {
     fn new(vary_accept: bool, attachment: Option<String>, tags: &[String]) -> AnswerHeaders {
         AnswerHeaders {
             vary_accept,
+            vary_save_data: false,
             attachment,
             surrogate_key: tags.join(" "),
             cache_tag: tags.join(","),
@@ -164,6 +177,29 @@ fn find_image(svc: &Services, org: &OrgName, image: &ImageRef) -> Result<ImageRe
         .ok_or_else(|| not_found("source image"))
 }
 
+/// The `image.*` context of a render's expressions (spec §5.5).
+struct ResolveContext;
+
+impl ResolveContext {
+    fn of(rec: &ImageRecord, save_data: bool) -> resolve::ExprContext {
+        let (width, height) = oriented_size(rec);
+        let subject = rec.dynamic_metadata.get("subject_area").cloned();
+        let image = serde_json::json!({
+            "width": width,
+            "height": height,
+            "format": rec.format,
+            "hash": rec.hash,
+            "isAnimated": rec.animated,
+            "hasSubjectArea": subject.is_some(),
+            "subject_area": subject.unwrap_or(serde_json::Value::Null),
+            // No face detection here: rokka's `face` metadata is never set.
+            "hasDetectionFace": false,
+            "meta_user": serde_json::Value::Object(rec.user_metadata.clone()),
+        });
+        resolve::ExprContext { image, save_data }
+    }
+}
+
 /// Oriented size of a source (EXIF orientations 5–8 swap the axes).
 fn oriented_size(rec: &ImageRecord) -> (u32, u32) {
     let orientation = rec
@@ -198,6 +234,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let org = OrgName::parse(target.org).map_err(|_| not_found("organization"))?;
     let query = (!target.query.is_empty()).then_some(target.query);
     let req: RenderRequest = url::parse_render_path(target.path, query).map_err(url_error)?;
+    let max_operations = svc.config.limits.max_operations;
+    super::stacks::check_operation_count(req.operations.len(), max_operations)?;
     let organization = svc
         .store
         .get_org(org.as_str())?
@@ -223,15 +261,16 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let stack_name = links.last().map(|l| l.name.clone());
     let chain: Vec<&StackDefinition> = links.iter().map(|l| &l.definition).collect();
     let dynamic = matches!(req.stack, StackRef::Dynamic);
+    super::stacks::check_operation_count(
+        chain.iter().map(|d| d.operations.len()).sum::<usize>() + req.operations.len(),
+        max_operations,
+    )?;
 
     // Signatures are checked before any work that depends on the URL's options.
     let stack_protected = chain
         .last()
         .is_some_and(|d| d.options.get("protected") == Some(&serde_json::Value::Bool(true)));
-    let signed = image.protected
-        || stack_protected
-        || (dynamic && organization.options.protect_dynamic_stack);
-    if signed {
+    let verify = || -> Result<()> {
         let keys: Vec<&str> = organization
             .signing_keys
             .iter()
@@ -244,7 +283,13 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             &keys,
             crate::model::time::now_unix(),
         )
-        .map_err(|e| Error::Forbidden(format!("this render URL needs a valid signature: {e}")))?;
+        .map_err(|e| Error::Forbidden(format!("this render URL needs a valid signature: {e}")))
+    };
+    let mut signed = image.protected
+        || stack_protected
+        || (dynamic && organization.options.protect_dynamic_stack);
+    if signed {
+        verify()?;
     }
 
     let pipeline = resolve::resolve(&ResolveInput {
@@ -253,8 +298,18 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         url_options: &req.options,
         url_variables: &req.variables,
         dynamic,
+        context: &ResolveContext::of(&image, target.save_data),
     })
     .map_err(|e| Error::Invalid(e.message()))?;
+    super::stacks::check_operation_count(pipeline.operations.len(), max_operations)?;
+    let reads_request = pipeline.reads_request;
+    // Every other image the render reads follows the same rules as the primary one: it must
+    // exist, not be deleted, and a protected one needs the signature too.
+    let secondaries = secondary_images(svc, &org, &pipeline)?;
+    if !signed && secondaries.iter().any(|(_, rec)| rec.protected) {
+        verify()?;
+        signed = true;
+    }
     let negotiated = resolve::negotiate_format(&req.format, &pipeline.options, target.accept)
         .map_err(|e| Error::Invalid(e.message()))?;
     let format = OutputFormat::from_ext(negotiated.format)
@@ -287,6 +342,24 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         });
     }
 
+    let shape = SourceShape {
+        oriented: oriented_size(&image),
+        jpeg: image.mimetype == "image/jpeg",
+        bytes: image.size,
+    };
+    let secondary_size = |hash: &str| {
+        secondaries
+            .iter()
+            .find(|(given, _)| given == hash)
+            .map(|(_, rec)| oriented_size(rec))
+    };
+    let plan = pipeline::plan(&pipeline, format, shape, &secondary_size)?;
+    plan.check(&svc.limits(), format)?;
+    let class = JobClass::new(
+        &[org.as_str(), stack_name.as_deref().unwrap_or("dynamic")],
+        plan.is_heavy(),
+    );
+
     let key = render_key(
         &org,
         &image.hash,
@@ -310,18 +383,18 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     };
     let job = RenderJob {
         image,
+        secondaries,
+        class,
         pipeline,
         format,
         lossless: negotiated.lossless,
         meta,
         served: target.served,
     };
-    let headers = Arc::new(AnswerHeaders::new(
-        negotiated.vary_accept,
-        attachment,
-        &tags,
-    ));
-    let (render, served) = fetch_or_render(svc, state, key, job).await?;
+    let mut headers = AnswerHeaders::new(negotiated.vary_accept, attachment, &tags);
+    headers.vary_save_data = reads_request;
+    let headers = Arc::new(headers);
+    let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
     // A signed URL is checked on every request: its signature may expire.
     if !signed {
         remember_url(
@@ -344,7 +417,12 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
 /// What identifies a render URL's resolution: the host (for the host form and for the
 /// served-path record), the path with its query, and `Accept` (format negotiation).
 fn resolved_id(target: &RenderTarget<'_>) -> Box<str> {
-    let accept = target.accept.unwrap_or_default();
+    // Stack expressions may read `Save-Data`: requests with it resolve on their own.
+    let accept = match (target.accept.unwrap_or_default(), target.save_data) {
+        (a, false) => std::borrow::Cow::Borrowed(a),
+        (a, true) => std::borrow::Cow::Owned(format!("{a}\u{1}save-data")),
+    };
+    let accept = accept.as_ref();
     let mut id = String::with_capacity(
         target.served.host.len() + target.served.path.len() + accept.len() + 2,
     );
@@ -449,6 +527,9 @@ pub fn maintain_cache(svc: &Services) -> Result<crate::storage::Purged> {
 /// What a miss renders.
 struct RenderJob {
     image: ImageRecord,
+    /// The other images the pipeline names, as named and as found.
+    secondaries: Vec<(String, ImageRecord)>,
+    class: JobClass,
     pipeline: crate::model::resolved::ResolvedPipeline,
     format: OutputFormat,
     lossless: bool,
@@ -458,9 +539,10 @@ struct RenderJob {
 
 async fn fetch_or_render(
     svc: &Services,
-    state: &RenderState,
+    state: &Arc<RenderState>,
     key: RenderKey,
     job: RenderJob,
+    client_gone: &dyn Fn() -> bool,
 ) -> Result<(StoredRender, Served)> {
     if let Some(hit) = svc.store.get_render(&key)? {
         note_hit(svc, key);
@@ -470,118 +552,253 @@ async fn fetch_or_render(
     if let Some(err) = remembered_failure(state, &key) {
         return Err(err);
     }
-    let cell = {
+    let served = job.served.clone();
+    let (flight, ran) = {
         let mut inflight = state
             .inflight
             .lock()
             .map_err(|_| Error::internal("render state poisoned"))?;
-        inflight
-            .entry(key)
-            .or_insert_with(|| Arc::new(OnceCell::new()))
-            .clone()
-    };
-    let served = job.served.clone();
-    let mut ran = false;
-    let result = cell
-        .get_or_init(|| async {
-            ran = true;
-            let r = run_render(svc, key, job).await;
-            if let Err(e) = &r {
-                remember_failure(state, key, e);
-            } else {
-                state.rendered.fetch_add(1, Ordering::Relaxed);
+        match inflight.get(&key) {
+            // A cancelled flight is on its way out; its result would be the cancellation.
+            Some(f) if !f.cancel.is_cancelled() => {
+                f.waiters.fetch_add(1, Ordering::AcqRel);
+                (f.clone(), false)
             }
-            r
-        })
-        .await
-        .clone();
-    if ran {
-        if let Ok(mut inflight) = state.inflight.lock() {
-            inflight.remove(&key);
+            _ => {
+                let f = Arc::new(Flight::new());
+                inflight.insert(key, f.clone());
+                (f, true)
+            }
         }
-    } else if result.is_ok() {
+    };
+    let waiting = Waiting {
+        state: state.clone(),
+        key,
+        flight: flight.clone(),
+    };
+    let mut answer = flight.result.subscribe();
+    if ran {
+        if let Err(e) = start_render(svc, key, flight.clone(), job) {
+            finish(state, key, &flight, Err(e.clone()));
+            return Err(e);
+        }
+    }
+    let timeout = svc.pool.timeout();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = loop {
+        let wake = (tokio::time::Instant::now() + CLIENT_CHECK).min(deadline);
+        match tokio::time::timeout_at(wake, answer.wait_for(Option::is_some)).await {
+            Ok(Err(_)) => break Err(Error::internal("the render was dropped")),
+            Ok(Ok(value)) => {
+                break value
+                    .clone()
+                    .unwrap_or_else(|| Err(Error::internal("the render ended without a result")))
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                break Err(crate::pool::PoolError::Timeout(timeout.as_millis() as u64).into())
+            }
+            Err(_) if client_gone() => {
+                break Err(Error::Busy {
+                    message: "the client closed the connection".into(),
+                    retry_after_secs: 1,
+                })
+            }
+            Err(_) => {}
+        }
+    };
+    // Stops the render when this was the last request waiting for it (timeout included).
+    drop(waiting);
+    let render = result?;
+    if !ran {
         // The render was stored with the path of the request that ran it; this one may have
         // come by another URL, which an invalidation must reach too.
         svc.store.note_served_path(&key, &served)?;
     }
-    result.map(|r| {
-        (
-            r,
-            if ran {
-                Served::Rendered
-            } else {
-                Served::Joined
-            },
-        )
-    })
+    Ok((
+        render,
+        if ran {
+            Served::Rendered
+        } else {
+            Served::Joined
+        },
+    ))
 }
 
-async fn run_render(svc: &Services, key: RenderKey, job: RenderJob) -> Result<StoredRender> {
+/// One render in progress. Every request for its key waits for the same result; when the
+/// last of them stops waiting (its client went away, or its deadline passed) before the
+/// result is there, the render is cancelled and its thread given back.
+struct Flight {
+    cancel: Cancel,
+    /// Requests waiting; changed only under the `inflight` lock.
+    waiters: AtomicUsize,
+    result: tokio::sync::watch::Sender<Option<Result<StoredRender>>>,
+}
+
+impl Flight {
+    fn new() -> Flight {
+        Flight {
+            cancel: Cancel::new(),
+            waiters: AtomicUsize::new(1),
+            result: tokio::sync::watch::Sender::new(None),
+        }
+    }
+}
+
+/// A request's interest in a flight, given up when the request's future ends for any reason
+/// (answered, timed out, or dropped because the client disconnected).
+struct Waiting {
+    state: Arc<RenderState>,
+    key: RenderKey,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut inflight = match self.state.inflight.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let last = self.flight.waiters.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last && self.flight.result.borrow().is_none() {
+            self.flight.cancel.cancel();
+            if inflight
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                inflight.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Records a flight's result: failures that will repeat are remembered, the flight leaves the
+/// in-flight table (the render is in the store by now), and its waiters wake up.
+fn finish(state: &RenderState, key: RenderKey, flight: &Arc<Flight>, result: Result<StoredRender>) {
+    match &result {
+        Err(e) => remember_failure(state, key, e),
+        Ok(_) => {
+            state.rendered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    {
+        let mut inflight = match state.inflight.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            inflight.remove(&key);
+        }
+    }
+    flight.result.send_replace(Some(result));
+}
+
+/// Admits the render of `job` to the CPU pool; the flight gets its result.
+fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: RenderJob) -> Result<()> {
     let store = svc.store.clone();
+    let state = svc.renders.clone();
     let limits = svc.limits();
     let started = Instant::now();
-    let org = job.image.organization.clone();
-    let hash = job.image.hash.clone();
-    let stored = svc
-        .pool
-        .run(move || -> Result<StoredRender> {
-            let source = store.blobs.read(&job.image.blob).map_err(Error::internal)?;
-            let secondary_store = store.clone();
-            let secondary_org = job.image.organization.clone();
-            let secondary = move |hash: &str| -> crate::render::error::Result<image::DynamicImage> {
-                load_secondary(&secondary_store, &secondary_org, hash, &limits)
-            };
-            let input = RenderInput {
-                pipeline: &job.pipeline,
-                format: job.format,
-                lossless: job.lossless,
-                limits,
-                oriented_size: oriented_size(&job.image),
-                dynamic_metadata: &job.image.dynamic_metadata,
-                secondary: &secondary,
-            };
-            let out = pipeline::render(&source, &input)?;
-            let mut meta = job.meta;
-            meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
-            Ok(store.put_render(&key, &meta, &out, &job.served)?)
-        })
-        .await
-        .map_err(Error::from)??;
-    log::info!(
-        "rendered {}/{} in {} ms ({} bytes)",
-        org,
-        hash,
-        started.elapsed().as_millis(),
-        stored.bytes().len()
-    );
-    Ok(stored)
+    let class = job.class;
+    let (org, hash) = (job.image.organization.clone(), job.image.hash.clone());
+    let cancel = flight.cancel.clone();
+    svc.pool
+        .submit(
+            class,
+            cancel,
+            move |cancel| render_job(&store, limits, key, job, cancel),
+            move |outcome| {
+                let result = match outcome {
+                    None => Err(RenderError::Cancelled.into()),
+                    Some(Err(panic)) => {
+                        Err(Error::Internal(format!("the render panicked: {panic}")))
+                    }
+                    Some(Ok(r)) => r,
+                };
+                match &result {
+                    Ok(stored) => log::info!(
+                        "rendered {org}/{hash} in {} ms ({} bytes)",
+                        started.elapsed().as_millis(),
+                        stored.bytes().len()
+                    ),
+                    Err(Error::Busy { .. }) => {
+                        state.cancelled.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "render of {org}/{hash} stopped after {} ms: nobody waits for it",
+                            started.elapsed().as_millis()
+                        )
+                    }
+                    Err(_) => {}
+                }
+                finish(&state, key, &flight, result);
+            },
+        )
+        .map_err(Error::from)
 }
 
-/// Loads another image of the organization for `composition`.
+/// The CPU part of a miss: read, decode, operate, encode, store.
+fn render_job(
+    store: &crate::storage::Store,
+    limits: crate::render::limits::Limits,
+    key: RenderKey,
+    job: RenderJob,
+    cancel: &Cancel,
+) -> Result<StoredRender> {
+    let source = store.blobs.read(&job.image.blob).map_err(Error::internal)?;
+    let secondaries = &job.secondaries;
+    let secondary = |hash: &str| -> crate::render::error::Result<image::DynamicImage> {
+        load_secondary(store, secondaries, hash, &limits)
+    };
+    let input = RenderInput {
+        pipeline: &job.pipeline,
+        format: job.format,
+        lossless: job.lossless,
+        limits,
+        oriented_size: oriented_size(&job.image),
+        dynamic_metadata: &job.image.dynamic_metadata,
+        secondary: &secondary,
+        cancel,
+    };
+    let out = pipeline::render(&source, &input)?;
+    let mut meta = job.meta;
+    meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
+    Ok(store.put_render(&key, &meta, &out, &job.served)?)
+}
+
+/// The images other than the primary one that `pipeline` reads, each as named in its
+/// option and as found: they must exist and not be deleted, like the primary image.
+fn secondary_images(
+    svc: &Services,
+    org: &OrgName,
+    pipeline: &crate::model::resolved::ResolvedPipeline,
+) -> Result<Vec<(String, ImageRecord)>> {
+    let mut out: Vec<(String, ImageRecord)> = Vec::new();
+    for op in &pipeline.operations {
+        for (option, hash) in crate::model::schema::image_references(&op.name, &op.options) {
+            if out.iter().any(|(given, _)| given == hash) {
+                continue;
+            }
+            let rec = find_image(svc, org, &ImageRef::Hash(hash.to_string())).map_err(|_| {
+                Error::Invalid(format!("{}.{option}: image '{hash}' not found", op.name))
+            })?;
+            out.push((hash.to_string(), rec));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes another image of the organization for `composition`, from the records resolved
+/// (and checked) with the request.
 fn load_secondary(
     store: &crate::storage::Store,
-    org: &str,
+    secondaries: &[(String, ImageRecord)],
     hash: &str,
     limits: &crate::render::limits::Limits,
 ) -> crate::render::error::Result<image::DynamicImage> {
-    use crate::render::error::RenderError;
-    let missing = || {
-        RenderError::Invalid(format!(
-            "composition.secondary_image: image '{hash}' not found"
-        ))
+    let Some((_, rec)) = secondaries.iter().find(|(given, _)| given == hash) else {
+        return Err(RenderError::Internal(format!(
+            "image '{hash}' was not resolved with the request"
+        )));
     };
-    let prefix = HashPrefix::parse(hash).ok_or_else(missing)?;
-    let hashes = store
-        .hashes_with_prefix(org, prefix.as_str(), 2)
-        .map_err(|e| RenderError::Internal(e.to_string()))?;
-    let [full] = hashes.as_slice() else {
-        return Err(missing());
-    };
-    let rec = store
-        .get_image(org, full)
-        .map_err(|e| RenderError::Internal(e.to_string()))?
-        .filter(|r| !r.deleted)
-        .ok_or_else(missing)?;
     let bytes = store
         .blobs
         .read(&rec.blob)

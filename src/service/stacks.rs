@@ -68,6 +68,17 @@ pub fn chain(
     Ok(out)
 }
 
+/// Refuses a pipeline of more than `max` operations (`limits.max_operations`): every
+/// operation costs at least one pass over the pixels, and render URLs are public.
+pub fn check_operation_count(count: usize, max: usize) -> Result<()> {
+    if count > max {
+        return Err(Error::Invalid(format!(
+            "the render has {count} operations (with its basestacks and URL), more than the limit of {max}"
+        )));
+    }
+    Ok(())
+}
+
 /// Outcome of `PUT /stacks/{org}/{name}`.
 pub enum Saved {
     Created(Value),
@@ -91,7 +102,11 @@ pub async fn put(
     check_name(name)?;
     let def = stack::parse_stack_body(body).map_err(|e| Error::Invalid(e.message()))?;
     // Resolve the chain now so that a missing basestack or a cycle is refused at creation.
-    chain(&svc.store, org.as_str(), name, 0, &def)?;
+    let links = chain(&svc.store, org.as_str(), name, 0, &def)?;
+    check_operation_count(
+        links.iter().map(|l| l.definition.operations.len()).sum(),
+        svc.config.limits.max_operations,
+    )?;
     let existing = svc.store.get_stack(org.as_str(), name)?;
     let saved = match existing {
         Some(_) if !overwrite => {

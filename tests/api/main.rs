@@ -11,6 +11,7 @@ mod edge;
 mod edge_queue;
 mod gc;
 mod helpers;
+mod hostile_renders;
 mod images;
 mod invalidation;
 mod metrics;

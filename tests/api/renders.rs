@@ -481,7 +481,11 @@ async fn bad_render_urls_get_json_errors() {
         (format!("/dynamic/o-dpr-2/{hash}.jpg"), 400),
         (format!("/thumb/crop-width-10/{hash}.jpg"), 400),
         (
-            format!("/dynamic/resize-width-[image.width]/{hash}.jpg"),
+            format!("/dynamic/resize-width-[image.nowhere]/{hash}.jpg"),
+            400,
+        ),
+        (
+            format!("/dynamic/resize-width-[image.width*]/{hash}.jpg"),
             400,
         ),
         (format!("/thumb/{hash}.jpg?v=notjson"), 400),
@@ -504,15 +508,91 @@ async fn bad_render_urls_get_json_errors() {
 }
 
 #[actix_rt::test]
-async fn expressions_are_refused_with_a_message_saying_so() {
+async fn stack_expressions_and_variables_decide_the_render() {
     let (app, hash, _) = setup().await;
-    app.stack("expr", json!({"operations": [{"name": "resize", "options": {"width": 100}}], "expressions": [{"expression": "options.dpr > 1", "overrides": {"options": {"jpg.quality": 50}}}]})).await;
-    let a = app.render(&format!("/expr/{hash}.jpg")).await;
-    assert_eq!(a.status, 400);
-    assert!(a.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("expression"));
+    app.stack(
+        "expr",
+        json!({
+            "operations": [{"name": "resize", "expressions": {"width": "$w"}}],
+            "variables": {"w": "image.width / 4"},
+            "expressions": [
+                {"expression": "options.dpr >= 2", "overrides": {"variables": {"w": 50}}},
+                {"expression": "request.headers.save_data == 'on'", "overrides": {"options": {"jpg.quality": 30}}}
+            ]
+        }),
+    )
+    .await;
+    let size = |a: &crate::helpers::Answer| {
+        let img = image::load_from_memory(&a.body).unwrap();
+        (img.width(), img.height())
+    };
+    let plain = app.render(&format!("/expr/{hash}.jpg")).await;
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    assert_eq!(size(&plain), (100, 75));
+    assert_eq!(plain.header("vary").as_deref(), Some("Save-Data"));
+    let dpr2 = app.render(&format!("/expr/o-dpr-2/{hash}.jpg")).await;
+    assert_eq!(size(&dpr2), (100, 75), "50 px at dpr 2");
+    let url_var = app.render(&format!("/expr/v-w-40/{hash}.jpg")).await;
+    assert_eq!(size(&url_var), (40, 30));
+    let url_expr = app
+        .render(&format!("/expr/v-w-%5Bimage.height*0.2%5D/{hash}.jpg"))
+        .await;
+    assert_eq!(url_expr.status, 200, "{}", url_expr.text());
+    assert_eq!(size(&url_expr), (60, 45));
+
+    // Save-Data changes the answer, and a request with it is not answered from the
+    // resolution remembered for the same URL without it (and the other way round).
+    let saving = app
+        .send(
+            "GET",
+            &format!("{}/acme/expr/{hash}.jpg", app.render),
+            None,
+            &[("Save-Data", "on")],
+            None,
+        )
+        .await;
+    assert_eq!(saving.status, 200);
+    assert_ne!(saving.body, plain.body);
+    assert!(saving.body.len() < plain.body.len());
+    let again = app.render(&format!("/expr/{hash}.jpg")).await;
+    assert_eq!(again.body, plain.body);
+}
+
+#[actix_rt::test]
+async fn broken_expressions_are_refused_when_saved_and_failing_ones_when_rendered() {
+    let (app, hash, _) = setup().await;
+    let a = app
+        .json(
+            "PUT",
+            "/stacks/acme/broken",
+            ROOT_KEY,
+            &json!({"operations": [{"name": "resize", "expressions": {"width": "image.width *"}}]}),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    let message = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("resize.width") && message.contains("position 13"),
+        "{message}"
+    );
+    let a = app
+        .json(
+            "PUT",
+            "/stacks/acme/broken",
+            ROOT_KEY,
+            &json!({"operations": [], "expressions": [{"expression": "options.dpr >", "overrides": {}}]}),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text());
+
+    app.stack(
+        "divides",
+        json!({"operations": [{"name": "resize", "expressions": {"width": "image.width / (image.height - image.height)"}}]}),
+    )
+    .await;
+    let a = app.render(&format!("/divides/{hash}.jpg")).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("division by zero"), "{}", a.text());
 }
 
 #[actix_rt::test]

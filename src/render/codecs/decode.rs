@@ -601,6 +601,7 @@ mod tests {
         let tight = Limits {
             max_dimension: 150,
             max_pixels: 1_000_000,
+            ..Limits::default()
         };
 
         let result = decode(&bytes, &tight, None);

@@ -30,6 +30,24 @@ const JPEG_OPTIMIZED_HUFFMAN: bool = false;
 /// WebP cannot describe a side longer than this.
 const WEBP_MAX_SIDE: u32 = 16_383;
 
+/// The output buffer of the encoders that write as they go (JPEG, PNG, GIF): a write fails
+/// once the render running on this thread was cancelled, which stops the encoder.
+struct Output(Vec<u8>);
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if crate::render::cancel::stop_requested() {
+            return Err(std::io::Error::other("the render was cancelled"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How to encode a render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodeOptions<'a> {
@@ -137,6 +155,9 @@ fn flatten(rgba: &RgbaImage, background: [u8; 3]) -> Vec<u8> {
 }
 
 fn encoder_error(format: OutputFormat, error: impl std::fmt::Display) -> RenderError {
+    if crate::render::cancel::stop_requested() {
+        return RenderError::Cancelled;
+    }
     RenderError::Internal(format!("the {} encoder failed: {error}", format.ext()))
 }
 
@@ -156,7 +177,7 @@ fn encode_jpeg(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
             &flattened
         }
     };
-    let mut out = Vec::new();
+    let mut out = Output(Vec::new());
     // `new` picks 4:2:0 below quality 90 and 4:4:4 from 90 up.
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, opts.quality.clamp(1, 100));
     encoder.set_optimized_huffman_tables(JPEG_OPTIMIZED_HUFFMAN);
@@ -167,7 +188,7 @@ fn encode_jpeg(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     encoder
         .encode(rgb, width, height, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| encoder_error(OutputFormat::Jpeg, e))?;
-    Ok(out)
+    Ok(out.0)
 }
 
 fn encode_png(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
@@ -176,7 +197,7 @@ fn encode_png(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
         level => CompressionType::Level(level.min(9)),
     };
     let pixels = Pixels::of(img);
-    let mut out = Vec::new();
+    let mut out = Output(Vec::new());
     let mut encoder = PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive);
     if let Some(icc) = opts.icc {
         // PNG always accepts a profile; an error here would only mean a missing iCCP chunk.
@@ -185,7 +206,7 @@ fn encode_png(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     encoder
         .write_image(pixels.raw(), img.width(), img.height(), pixels.color_type())
         .map_err(|e| encoder_error(OutputFormat::Png, e))?;
-    Ok(out)
+    Ok(out.0)
 }
 
 fn encode_gif(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
@@ -199,14 +220,14 @@ fn encode_gif(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     let quality = i32::from(opts.quality.clamp(1, 100));
     let speed = 30 - (quality - 1) * 29 / 99;
     let pixels = Pixels::of(img);
-    let mut out = Vec::new();
+    let mut out = Output(Vec::new());
     {
         let mut encoder = GifEncoder::new_with_speed(&mut out, speed.clamp(1, 30));
         encoder
             .encode(pixels.raw(), img.width(), img.height(), pixels.color_type())
             .map_err(|e| encoder_error(OutputFormat::Gif, e))?;
     }
-    Ok(out)
+    Ok(out.0)
 }
 
 fn encode_webp(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
@@ -288,6 +309,22 @@ mod tests {
 
     fn rgba(width: u32, height: u32) -> DynamicImage {
         DynamicImage::ImageRgba8(testdata::translucent(width, height))
+    }
+
+    #[test]
+    fn a_cancelled_render_stops_the_encoders_that_write_as_they_go() {
+        let cancel = crate::render::cancel::Cancel::new();
+        cancel.cancel();
+        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Gif] {
+            let r =
+                crate::render::cancel::scope(&cancel, || encode(&rgba(64, 64), &options(format)));
+            assert!(
+                matches!(r, Err(RenderError::Cancelled)),
+                "{format:?}: {r:?}"
+            );
+        }
+        // Outside the cancelled render's scope, the same encode works.
+        encode_ok(&rgba(64, 64), &options(OutputFormat::Png));
     }
 
     fn encode_ok(img: &DynamicImage, opts: &EncodeOptions) -> Vec<u8> {

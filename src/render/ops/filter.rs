@@ -222,7 +222,10 @@ fn blur_plane<const N: usize>(data: &mut [[u16; N]], width: usize, height: usize
     let mut line: Vec<[f32; N]> = Vec::with_capacity(width.max(height));
     let mut filtered: Vec<[f32; N]> = Vec::with_capacity(width.max(height));
 
-    for row in data.chunks_exact_mut(width) {
+    for (y, row) in data.chunks_exact_mut(width).enumerate() {
+        if y % 64 == 0 && crate::render::cancel::stop_requested() {
+            return;
+        }
         line.clear();
         line.extend(row.iter().map(|px| px.map(f32::from)));
         filter_line(&line, &mut filtered, kernel, &mut scratch);
@@ -239,6 +242,9 @@ fn blur_plane<const N: usize>(data: &mut [[u16; N]], width: usize, height: usize
         .map(|_| Vec::with_capacity(height))
         .collect();
     for x0 in (0..width).step_by(STRIP) {
+        if crate::render::cancel::stop_requested() {
+            return;
+        }
         let strip_width = STRIP.min(width - x0);
         for column in columns.iter_mut() {
             column.clear();

@@ -670,6 +670,7 @@ pub(crate) mod tests {
         ctx.limits = Limits {
             max_dimension: 1000,
             max_pixels: 10_000,
+            ..Limits::default()
         };
         let resize = op(
             "resize",

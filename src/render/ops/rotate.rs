@@ -183,7 +183,15 @@ fn rotate_any(
     let (half_w, half_h) = (f64::from(iw) / 2.0, f64::from(ih) / 2.0);
     let (new_half_w, new_half_h) = (f64::from(nw) / 2.0, f64::from(nh) / 2.0);
 
+    // A cancelled render skips the remaining pixels; the pipeline drops the result.
+    let stopped = std::cell::Cell::new(false);
     let out = RgbaImage::from_fn(nw, nh, |i, j| {
+        if i == 0 && j % 32 == 0 && crate::render::cancel::stop_requested() {
+            stopped.set(true);
+        }
+        if stopped.get() {
+            return Rgba([0, 0, 0, 0]);
+        }
         let px = f64::from(i) + 0.5 - new_half_w;
         let py = f64::from(j) + 0.5 - new_half_h;
         // Inverse of the clockwise rotation (y axis points down).
@@ -343,6 +351,7 @@ mod tests {
         ctx.limits = Limits {
             max_dimension: 45,
             max_pixels: 10_000,
+            ..Limits::default()
         };
 
         let out = op("rotate", json!({"angle": 45})).apply(quadrants(40, 30), &mut ctx);
