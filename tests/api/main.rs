@@ -19,3 +19,4 @@ mod renders;
 mod shutdown;
 mod stacks;
 mod stats;
+mod tokens;
