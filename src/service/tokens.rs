@@ -118,7 +118,10 @@ pub fn issue(
             "the root key cannot issue tokens; use a user's API key".into(),
         ));
     };
-    let lifetime = request.expires_in.unwrap_or(DEFAULT_LIFETIME);
+    // A renewal without `expires_in` keeps the lifetime of the token it renews.
+    let lifetime = request
+        .expires_in
+        .unwrap_or(presented.map_or(DEFAULT_LIFETIME, |t| t.expt));
     if !(1..=MAX_LIFETIME).contains(&lifetime) {
         return Err(Error::Invalid(format!(
             "expires_in must be between 1 and {MAX_LIFETIME} seconds"
