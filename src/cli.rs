@@ -64,6 +64,9 @@ pub enum Admin {
     /// API keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Run one garbage-collection pass now.
     Gc,
     /// Recompute every counter and reference; exit non-zero if anything disagrees.
@@ -94,6 +97,12 @@ pub enum OrgCmd {
         #[arg(long, default_value = "")]
         display_name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Replace the secret that signs API tokens: every token issued so far stops working.
+    RotateSecret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +184,10 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             let member =
                 accounts::create_member(&store, &org, roles, comment).map_err(|e| e.to_string())?;
             println!("{}", member.api_key);
+        }
+        Admin::Token(TokenCmd::RotateSecret) => {
+            store.rotate_token_secret().map_err(|e| e.to_string())?;
+            println!("token secret replaced: tokens issued before now are no longer valid");
         }
         Admin::Gc => {
             let report = crate::gc::run_once(

@@ -55,11 +55,23 @@ pub struct StorageConfig {
     pub min_free_mb: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// A key with every right on every organization; empty disables it.
     pub root_key: String,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client, for the
+    /// address binding of API tokens.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            root_key: String::new(),
+            trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -334,6 +346,16 @@ impl Config {
             if !ok {
                 return Err(format!("configuration key {key}: {why}"));
             }
+        }
+        if let Some(bad) = self
+            .auth
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::service::tokens::parse_net(p).is_none())
+        {
+            return Err(format!(
+                "configuration key auth.trusted_proxies: '{bad}' is not an address or a network"
+            ));
         }
         let edge_ok = self.edge.url.is_empty()
             || self

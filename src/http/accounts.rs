@@ -206,6 +206,59 @@ pub async fn list_keys(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     Ok(json_response(200, &acc::list_user_keys(&svc.store, &who)?))
 }
 
+/// `GET /user/apikeys/token?expires_in=&renewable=&no_ip_protection=&ips=`: a JWT standing
+/// in for the key (or renewing the token) the request was made with.
+pub async fn token(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let caller = super::client_ip(&req, &svc);
+    let now = crate::model::time::now_unix();
+    // A request authenticated by a token renews it: its rules come from the token.
+    let presented = match (
+        super::header(&req, "api-key"),
+        super::header(&req, "authorization"),
+    ) {
+        (None, Some(auth)) => match acc::bearer(auth) {
+            Some(t) => Some(crate::service::tokens::verify(&svc.store, t, caller, now)?),
+            None => None,
+        },
+        _ => None,
+    };
+    let pairs = super::query_pairs(&req);
+    let flag = |name: &str| -> Result<Option<bool>> {
+        match super::query_value(&pairs, name).as_deref() {
+            None => Ok(None),
+            Some("true" | "1") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(other) => Err(Error::Invalid(format!(
+                "{name} must be true or false, not '{other}'"
+            ))),
+        }
+    };
+    let expires_in = match super::query_value(&pairs, "expires_in") {
+        None => None,
+        Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+            Error::Invalid(format!("expires_in must be a number of seconds, not '{v}'"))
+        })?),
+    };
+    let request = crate::service::tokens::TokenRequest {
+        expires_in,
+        renewable: flag("renewable")?,
+        no_ip_protection: flag("no_ip_protection")?.unwrap_or(false),
+        ips: super::query_value(&pairs, "ips")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let body =
+        crate::service::tokens::issue(&svc.store, &who, presented.as_ref(), &request, caller, now)?;
+    Ok(json_response(200, &body))
+}
+
 /// `GET /user/apikeys/current`.
 pub async fn current_key(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;

@@ -61,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // the calling user
         .route("/user", web::get().to(accounts::get_user))
         .route("/user/apikeys", web::get().to(accounts::list_keys))
+        .route("/user/apikeys/token", web::get().to(accounts::token))
         .route("/user/apikeys", web::post().to(accounts::add_key))
         .route(
             "/user/apikeys/current",

@@ -50,6 +50,24 @@ pub fn principal(req: &HttpRequest, svc: &Services) -> Result<Principal> {
         &svc.config.auth.root_key,
         header(req, "api-key"),
         header(req, "authorization"),
+        client_ip(req, svc),
+    )
+}
+
+/// The client's address: the peer, or what a trusted proxy (`auth.trusted_proxies`) says in
+/// `X-Forwarded-For`.
+pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<std::net::IpAddr> {
+    let trusted: Vec<ipnet::IpNet> = svc
+        .config
+        .auth
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| crate::service::tokens::parse_net(p))
+        .collect();
+    crate::service::tokens::client_ip(
+        req.peer_addr().map(|a| a.ip()),
+        header(req, "x-forwarded-for"),
+        &trusted,
     )
 }
 

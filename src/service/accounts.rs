@@ -76,21 +76,34 @@ pub fn key_digest(key: &str) -> String {
     blake3::hash(key.as_bytes()).to_hex().to_string()
 }
 
-/// Identifies the caller from the `Api-Key` and `Authorization` headers.
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Identifies the caller from the `Api-Key` and `Authorization` headers; a token is checked
+/// against the caller's address.
 pub fn authenticate(
     store: &Store,
     root_key: &str,
     api_key: Option<&str>,
     authorization: Option<&str>,
+    caller: Option<std::net::IpAddr>,
 ) -> Result<Principal> {
+    // An API key wins when both are sent, as in rokka's PHP client.
     if let Some(auth) = authorization.filter(|_| api_key.is_none()) {
-        // Tokens are not issued by this appliance, so any bearer token is invalid; anything
-        // that is not a bearer token is a malformed header.
-        return Err(match auth.strip_prefix("Bearer ") {
-            Some(_) => Error::Unauthenticated("the token is not valid".into()),
-            None => Error::Unauthenticated(
+        let Some(token) = bearer(auth) else {
+            return Err(Error::Unauthenticated(
                 "malformed Authorization header: expected 'Bearer <token>'".into(),
-            ),
+            ));
+        };
+        let claims = super::tokens::verify(store, token, caller, crate::model::time::now_unix())?;
+        return Ok(Principal::User {
+            user_id: claims.id,
+            key_id: claims.kid,
         });
     }
     let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) else {

@@ -10,6 +10,7 @@ pub mod purge;
 pub mod renders;
 pub mod stacks;
 pub mod stats;
+pub mod tokens;
 
 use crate::config::Config;
 use crate::error::Error;

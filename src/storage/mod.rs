@@ -848,6 +848,38 @@ impl Store {
         self.images.iter().values().map(|v| decode("images", &v?))
     }
 
+    /// The secret that signs API tokens, made on first use and kept in the store so that
+    /// every process over it (and every restart) agrees on it.
+    pub fn token_secret(&self) -> Result<Vec<u8>> {
+        if let Some(v) = self.meta.get("token_secret")? {
+            return Ok(v.to_vec());
+        }
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        // Two first uses at once agree on whichever secret was stored first.
+        match self
+            .meta
+            .compare_and_swap("token_secret", None as Option<&[u8]>, Some(&fresh[..]))?
+        {
+            Ok(()) => Ok(fresh.to_vec()),
+            Err(current) => Ok(current
+                .current
+                .map(|v| v.to_vec())
+                .unwrap_or(fresh.to_vec())),
+        }
+    }
+
+    /// Replaces the token secret: every token issued so far stops working.
+    pub fn rotate_token_secret(&self) -> Result<()> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        self.meta.insert("token_secret", &fresh[..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Reads the raw meta tree value (for tests of the schema check).
     pub fn schema_version(&self) -> Result<Option<u32>> {
         Ok(self

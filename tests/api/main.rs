@@ -21,4 +21,5 @@ mod renders;
 mod shutdown;
 mod stacks;
 mod stats;
+mod tokens;
 mod uploads;

@@ -228,6 +228,65 @@ test('user.getId and user.listApiKeys describe the member key', async () => {
   assert.ok(!('api_key' in keys.body[0]), 'listed keys must not reveal the secret')
 })
 
+test('user.getNewToken issues a token that a client in token mode uses instead of the key', async () => {
+  const w = await world()
+  const key = w.membership.body.api_key
+  const issuer = client(key)
+  const res = await issuer.user.getNewToken(key, { expires_in: 7200 })
+  const { token, payload } = res.body
+  assert.equal(typeof token, 'string')
+  assert.equal(payload.id, w.userId)
+  assert.equal(payload.expt, 7200)
+  assert.equal(payload.rn, true)
+  assert.deepEqual(payload.ips, ['127.0.0.1'])
+  assert.ok(issuer.user.getTokenIsValidFor() === -1 || issuer.user.getTokenIsValidFor() > 7000)
+
+  // A browser-style client: no API key at all, only the token callbacks.
+  let stored = token
+  const browser = new Rokka({
+    apiHost: API,
+    apiTokenGetCallback: () => stored,
+    apiTokenSetCallback: t => {
+      stored = t
+    },
+    transport: { retries: 2, requestTimeout: 15000 },
+  })
+  const images = await browser.sourceimages.list(w.org, { limit: 1 })
+  assert.equal(images.statusCode, 200)
+  assert.ok(browser.user.getTokenIsValidFor() > 7000)
+  assert.equal(browser.user.isTokenExpiring(), false)
+  const created = await browser.sourceimages.create(w.org, 'from-token.png', uniquePng(5, 5))
+  assert.equal(created.body.items[0].name, 'from-token.png')
+})
+
+test('a client in token mode renews an expiring token by itself', async () => {
+  const w = await world()
+  const key = w.membership.body.api_key
+  // 1800 s is within rokka.js's default refresh window of 3600 s.
+  const first = (await client(key).user.getNewToken(key, { expires_in: 1800 })).body.token
+  let stored = first
+  let renewals = 0
+  const browser = new Rokka({
+    apiHost: API,
+    apiTokenGetCallback: () => stored,
+    apiTokenSetCallback: t => {
+      stored = t
+      renewals += 1
+    },
+    transport: { retries: 2, requestTimeout: 15000 },
+  })
+  const res = await browser.sourceimages.list(w.org, { limit: 1 })
+  assert.equal(res.statusCode, 200)
+  assert.equal(renewals, 1)
+  assert.equal(typeof stored, 'string')
+  // The renewed token keeps the lifetime of the one it renewed.
+  const payload = JSON.parse(Buffer.from(stored.split('.')[1], 'base64url').toString())
+  assert.equal(payload.expt, 1800)
+  // A renewal may not ask for more than that.
+  const longer = new Rokka({ apiHost: API, apiTokenGetCallback: () => stored })
+  await assertStatus(longer.user.getNewToken(undefined, { expires_in: 86400 }), 403)
+})
+
 test('a read-only key reads its user id but may not manage keys', async () => {
   const w = await world()
   const root = client(ROOT_KEY)
