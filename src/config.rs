@@ -35,7 +35,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_timeout_secs: u64,
-    /// Longest wait for the next piece of a request body (uploads) before it is answered 408.
+    /// Longest wait for the next piece of an API request body (uploads, JSON) before it is
+    /// answered 408.
     pub body_timeout_secs: u64,
     /// Slowest average rate a request body may arrive at, after the first
     /// `body_timeout_secs`, before it is answered 408. 0 = no minimum rate.
