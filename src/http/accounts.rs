@@ -259,6 +259,66 @@ pub async fn token(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     Ok(json_response(200, &body))
 }
 
+/// `POST /utils/{org}/sign_url`: `url` and optional `until` (ISO-8601) and
+/// `round_date_up_to` (seconds) from a JSON body (rokka.js), a form body, or the query
+/// (`roundDateUpTo`, the PHP client).
+pub async fn sign_url(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let org = org_name(&path)?;
+    let raw = super::read_body(payload, super::MAX_JSON_BODY).await?;
+    let mut fields: Map<String, Value> = Map::new();
+    for (k, v) in super::query_pairs(&req) {
+        fields.insert(k, Value::String(v));
+    }
+    let text = String::from_utf8_lossy(&raw);
+    if text.trim_start().starts_with('{') {
+        match super::parse_json(&raw)? {
+            Value::Object(m) => fields.extend(m),
+            _ => return Err(Error::Invalid("the body must be a JSON object".into())),
+        }
+    } else if !text.trim().is_empty() {
+        for (k, v) in super::parse_query(text.trim()) {
+            fields.insert(k, Value::String(v));
+        }
+    }
+    let url = fields
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Invalid("url is required".into()))?
+        .to_owned();
+    let until = match fields.get("until") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(crate::model::time::parse_rfc3339(s).ok_or_else(|| {
+            Error::Invalid(format!(
+                "until must be an ISO-8601 date and time, not '{s}'"
+            ))
+        })?),
+        Some(_) => return Err(Error::Invalid("until must be a string".into())),
+    };
+    let round = match fields
+        .get("round_date_up_to")
+        .or_else(|| fields.get("roundDateUpTo"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    Error::Invalid("round_date_up_to must be a number of seconds".into())
+                })?,
+        ),
+    };
+    let body = acc::sign_url(&svc.store, &who, &org, &url, until, round)?;
+    Ok(json_response(200, &body))
+}
+
 /// `GET /user/apikeys/current`.
 pub async fn current_key(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;

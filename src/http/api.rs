@@ -62,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/user", web::get().to(accounts::get_user))
         .route("/user/apikeys", web::get().to(accounts::list_keys))
         .route("/user/apikeys/token", web::get().to(accounts::token))
+        .route("/utils/{org}/sign_url", web::post().to(accounts::sign_url))
         .route("/user/apikeys", web::post().to(accounts::add_key))
         .route(
             "/user/apikeys/current",

@@ -217,6 +217,69 @@ pub fn require_org(store: &Store, name: &OrgName) -> Result<Organization> {
         .ok_or_else(|| Error::NotFound(format!("organization '{name}' not found")))
 }
 
+/// `POST /utils/{org}/sign_url`: signs a render URL of the organization with its first
+/// signing key, optionally until a time (rounded up to `round_secs`, 300 by default, as
+/// rokka.js does so that URLs signed within one window are identical). The URL may be a path
+/// or absolute; scheme and host are kept as given.
+pub fn sign_url(
+    store: &Store,
+    who: &Principal,
+    name: &OrgName,
+    url: &str,
+    until: Option<i64>,
+    round_secs: Option<i64>,
+) -> Result<Value> {
+    // The answer reveals what the signing key can do, so it takes what seeing the key takes.
+    authorize(store, who, name, Right::Write)?;
+    let org = require_org(store, name)?;
+    let key = org
+        .signing_keys
+        .first()
+        .ok_or_else(|| Error::Conflict("the organization has no signing key".into()))?;
+    let trimmed = url.trim();
+    if trimmed.is_empty() {
+        return Err(Error::Invalid("url is required".into()));
+    }
+    // `https://host/path?query` → (`https://host`, `/path`, `query`).
+    let (origin, rest) = match trimmed.split_once("://") {
+        Some((scheme, after)) => {
+            let cut = after.find('/').unwrap_or(after.len());
+            (format!("{scheme}://{}", &after[..cut]), &after[cut..])
+        }
+        None => (String::new(), trimmed),
+    };
+    let rest = if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest.as_str(), None),
+    };
+    let until = match until {
+        None => None,
+        Some(secs) => {
+            let at = ::time::OffsetDateTime::from_unix_timestamp(secs)
+                .map_err(|_| Error::Invalid("until is out of range".into()))?;
+            Some(crate::url::round_until_up(at, round_secs.unwrap_or(300)))
+        }
+    };
+    let signed = crate::url::sign_path_and_query(path, query, key, until)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut body = json!({
+        "signed_url": format!("{origin}{signed}"),
+        "original_url": url,
+    });
+    if let (Some(u), Value::Object(m)) = (until, &mut body) {
+        m.insert(
+            "until".into(),
+            Value::from(crate::model::time::format_unix(u.unix_timestamp())),
+        );
+    }
+    Ok(body)
+}
+
 /// Sets organization options (`PUT /organizations/{org}/options[/{name}]`).
 pub fn set_org_options(
     store: &Store,

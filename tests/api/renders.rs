@@ -819,3 +819,94 @@ async fn the_host_form_takes_the_organization_from_the_host() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(dims(&a), (20, 15));
 }
+
+#[actix_rt::test]
+async fn sign_url_signs_render_urls_with_the_organizations_key() {
+    let (app, hash, _) = setup().await;
+    let p = app
+        .json(
+            "PUT",
+            &format!("/sourceimages/acme/{hash}/options/protected"),
+            ROOT_KEY,
+            &json!(true),
+        )
+        .await;
+    let protected = p.json()["hash"].as_str().unwrap().to_string();
+    let path = format!("/dynamic/resize-width-20/{protected}.jpg");
+    let absolute = format!("{}/acme{path}", app.render);
+    assert_eq!(app.render(&path).await.status, 403);
+
+    // rokka.js sends JSON with an absolute URL.
+    let a = app
+        .json(
+            "POST",
+            "/utils/acme/sign_url",
+            ROOT_KEY,
+            &json!({"url": path}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let signed = a.json()["signed_url"].as_str().unwrap().to_string();
+    assert_eq!(a.json()["original_url"], json!(path));
+    assert!(signed.starts_with(&format!("{path}?sig=")), "{signed}");
+    assert_eq!(app.render(&signed).await.status, 200);
+
+    // Until a time, rounded up to 300 s: a signature that still holds now.
+    let a = app
+        .json(
+            "POST",
+            "/utils/acme/sign_url",
+            ROOT_KEY,
+            &json!({"url": absolute, "until": "2099-01-01T00:00:01Z", "round_date_up_to": 300}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let signed = a.json()["signed_url"].as_str().unwrap().to_string();
+    assert!(
+        signed.starts_with(&absolute) && signed.contains("sigopts="),
+        "{signed}"
+    );
+    assert!(a.json()["until"]
+        .as_str()
+        .unwrap()
+        .starts_with("2099-01-01T00:05:00"));
+    let through = app.send("GET", &signed, None, &[], None).await;
+    assert_eq!(through.status, 200, "{}", through.text());
+    // Expired before it was made: refused when rendered.
+    let a = app
+        .send(
+            "POST",
+            &format!(
+                "/utils/acme/sign_url?url={}&until=2001-01-01T00:00:00Z",
+                percent_encoding::utf8_percent_encode(&path, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            Some(ROOT_KEY),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let expired = a.json()["signed_url"].as_str().unwrap().to_string();
+    assert_eq!(app.render(&expired).await.status, 403);
+
+    // Signing takes what seeing the signing key takes.
+    let reader = app.create_key("acme", &["read"]).await;
+    let a = app
+        .json(
+            "POST",
+            "/utils/acme/sign_url",
+            &reader,
+            &json!({"url": path}),
+        )
+        .await;
+    assert_eq!(a.status, 403, "{}", a.text());
+    let a = app
+        .json(
+            "POST",
+            "/utils/acme/sign_url",
+            ROOT_KEY,
+            &json!({"nourl": 1}),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text());
+}

@@ -1071,6 +1071,12 @@ test('a protected image renders only with a signed URL', async () => {
   assert.ok(new URL(limited).searchParams.get('sigopts'), limited)
   await render(limited, 'png', 32, 24)
 
+  // The server-side helper signs the same URL with the organization's key.
+  const served = await rokka.utils.signUrl(org, url, { roundDateUpTo: 300 })
+  assert.equal(served.body.original_url, url)
+  assert.match(new URL(served.body.signed_url).searchParams.get('sig'), /^[0-9a-f]{16}$/)
+  await render(served.body.signed_url, 'png', 32, 24)
+
   // rokka.js drops the slug before signing, and the signed URL it returns has none either.
   const slugged = rokka.render.signUrl(rokka.render.getUrl(org, hash, 'png', 'thumb', { filename: 'secret' }), key)
   assert.equal(new URL(slugged).pathname, `/${org}/thumb/${hash}.png`)
