@@ -84,6 +84,10 @@ pub fn bearer(authorization: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+fn role_list() -> String {
+    Role::ALL.map(Role::as_str).join(", ")
+}
+
 /// Identifies the caller from the `Api-Key` and `Authorization` headers; a token is checked
 /// against the caller's address.
 pub fn authenticate(
@@ -135,12 +139,7 @@ pub fn authorize(store: &Store, who: &Principal, org: &OrgName, right: Right) ->
             Some(m) if m.active && right.granted_by(&m.roles) => Ok(()),
             _ => Err(Error::Forbidden(format!(
                 "this key is not allowed to {} organization '{org}'",
-                match right {
-                    Right::Read => "read",
-                    Right::Write => "change",
-                    Right::Upload => "upload to",
-                    Right::Admin => "administer",
-                }
+                right.describe()
             ))),
         },
     }
@@ -316,17 +315,15 @@ pub fn set_org_options(
 /// Parses a list of role names.
 pub fn parse_roles(raw: &[String]) -> Result<Vec<Role>> {
     if raw.is_empty() {
-        return Err(Error::Invalid(
-            "roles must name at least one of read, write, upload, admin".into(),
-        ));
+        return Err(Error::Invalid(format!(
+            "roles must name at least one of {}",
+            role_list()
+        )));
     }
     let mut roles = Vec::new();
     for r in raw {
-        let role = Role::parse(r).ok_or_else(|| {
-            Error::Invalid(format!(
-                "unknown role '{r}': use read, write, upload or admin"
-            ))
-        })?;
+        let role = Role::parse(r)
+            .ok_or_else(|| Error::Invalid(format!("unknown role '{r}': use {}", role_list())))?;
         if !roles.contains(&role) {
             roles.push(role);
         }
@@ -519,14 +516,21 @@ fn user_for_key_management(store: &Store, who: &Principal) -> Result<String> {
             "the root key belongs to no user; create users and keys with memberships".into(),
         )),
         Principal::User { user_id, .. } => {
-            let public = store.user_memberships(user_id)?.iter().any(|m| {
+            // Keys handed to less trusted code (read-only, upload-only, source images only,
+            // billing) cannot make more keys.
+            let limited = store.user_memberships(user_id)?.iter().any(|m| {
                 m.roles
                     .iter()
                     .any(|r| matches!(r, Role::Read | Role::Upload))
+                    || !m
+                        .roles
+                        .iter()
+                        .any(|r| matches!(r, Role::Write | Role::Admin))
             });
-            if public {
+            if limited {
                 Err(Error::Forbidden(
-                    "keys with the read or upload role cannot manage keys".into(),
+                    "keys with the read, upload, sourceimages or billing roles cannot manage keys"
+                        .into(),
                 ))
             } else {
                 Ok(user_id.clone())

@@ -156,7 +156,7 @@ pub fn get(
     hash: &str,
     deleted: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&svc.store, who, org, Right::ImagesRead)?;
     to_json(&svc.store, &find(&svc.store, org, hash, deleted)?)
 }
 
@@ -167,7 +167,7 @@ pub fn list(
     org: &OrgName,
     query: &[(String, String)],
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&svc.store, who, org, Right::ImagesRead)?;
     let binary = query
         .iter()
         .find(|(k, v)| k == "binaryHash" && !v.is_empty())
@@ -194,7 +194,7 @@ pub fn list(
 
 /// `GET /sourceimages/{org}/binaryhash/{sha1}`: every live image with these bytes.
 pub fn by_binary_hash(svc: &Services, who: &Principal, org: &OrgName, raw: &str) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&svc.store, who, org, Right::ImagesRead)?;
     let bh = parse_binary_hash(raw)
         .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
     let items: Vec<Value> = svc
@@ -408,7 +408,7 @@ fn for_change(
     hash: &str,
     guard_lock: bool,
 ) -> Result<ImageRecord> {
-    authorize(&svc.store, who, org, Right::Write)?;
+    authorize(&svc.store, who, org, Right::ImagesWrite)?;
     let rec = find(&svc.store, org, hash, false)?;
     if guard_lock && rec.locked {
         return Err(Error::Forbidden(format!(
@@ -461,7 +461,7 @@ pub async fn delete_by_binary_hash(
     org: &OrgName,
     raw: &str,
 ) -> Result<()> {
-    authorize(&svc.store, who, org, Right::Write)?;
+    authorize(&svc.store, who, org, Right::ImagesWrite)?;
     let bh = parse_binary_hash(raw)
         .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
     let live: Vec<ImageRecord> = svc
@@ -490,7 +490,7 @@ pub async fn delete_by_binary_hash(
 
 /// `POST /sourceimages/{org}/{hash}/restore`.
 pub async fn restore(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Write)?;
+    authorize(&svc.store, who, org, Right::ImagesWrite)?;
     let mut rec = find(&svc.store, org, hash, true)?;
     if rec.deleted {
         let retention = i64::from(svc.config.images.retention_days) * 86_400;
@@ -522,8 +522,11 @@ pub struct Download {
 
 /// `GET /sourceimages/{org}/{hash}/download`.
 pub fn download(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Download> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&svc.store, who, org, Right::ImagesRead)?;
     let rec = find(&svc.store, org, hash, false)?;
+    if rec.protected {
+        authorize(&svc.store, who, org, Right::DownloadProtected)?;
+    }
     Ok(Download {
         path: svc.store.blobs.path(&rec.blob),
         name: rec.name,
@@ -565,7 +568,7 @@ pub fn get_user_meta(
     hash: &str,
     field: Option<&str>,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&svc.store, who, org, Right::ImagesRead)?;
     let rec = find(&svc.store, org, hash, false)?;
     match field {
         None => Ok(Value::Object(rec.user_metadata)),
@@ -790,7 +793,7 @@ pub async fn set_locked(
     hash: &str,
     locked: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Admin)?;
+    authorize(&svc.store, who, org, Right::Lock)?;
     let mut rec = find(&svc.store, org, hash, false)?;
     if rec.locked != locked {
         rec.locked = locked;
@@ -841,9 +844,9 @@ fn check_copy_rights(
     org: &OrgName,
     dest: &str,
 ) -> Result<OrgName> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&svc.store, who, org, Right::ImagesRead)?;
     let dest = OrgName::parse(dest).map_err(Error::Invalid)?;
-    authorize(&svc.store, who, &dest, Right::Write)?;
+    authorize(&svc.store, who, &dest, Right::ImagesWrite)?;
     if svc.store.get_org(dest.as_str())?.is_none() {
         return Err(Error::Invalid(format!(
             "destination organization '{dest}' does not exist"

@@ -310,7 +310,7 @@ async fn unknown_paths_answer_json_404() {
     assert_eq!(r.json()["error"]["code"], 404);
 }
 
-/// Each role against each kind of endpoint: allowed (2xx/404 for a missing image) or 403.
+/// Each role of spec §3.3 against each kind of endpoint: allowed (2xx) or 403.
 #[actix_rt::test]
 async fn the_role_matrix_is_enforced_on_every_endpoint() {
     let app = spawn_app().await;
@@ -319,12 +319,39 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
         .upload_one("acme", ROOT_KEY, "a.jpg", &jpeg(32, 24, 1))
         .await;
     let hash = img["hash"].as_str().unwrap().to_string();
-    let keys = [
-        ("read", app.create_key("acme", &["read"]).await),
-        ("write", app.create_key("acme", &["write"]).await),
-        ("upload", app.create_key("acme", &["upload"]).await),
-        ("admin", app.create_key("acme", &["admin"]).await),
+    let p = app
+        .json(
+            "PUT",
+            &format!("/sourceimages/acme/{hash}/options/protected"),
+            ROOT_KEY,
+            &json!(true),
+        )
+        .await;
+    let protected = p.json()["hash"].as_str().unwrap().to_string();
+    let mut keys = Vec::new();
+    for roles in [
+        "read",
+        "write",
+        "upload",
+        "admin",
+        "sourceimages:read",
+        "sourceimages:write",
+        "sourceimages:read+sourceimages:download:protected",
+        "sourceimages:unlock",
+        "billing:read",
+    ] {
+        let list: Vec<&str> = roles.split('+').collect();
+        keys.push((roles, app.create_key("acme", &list).await));
+    }
+    const READERS: &[&str] = &[
+        "read",
+        "write",
+        "admin",
+        "sourceimages:read",
+        "sourceimages:write",
+        "sourceimages:read+sourceimages:download:protected",
     ];
+    const CHANGERS: &[&str] = &["write", "admin", "sourceimages:write"];
     // (method, path, body, roles allowed)
     let cases: Vec<(&str, String, Option<serde_json::Value>, &[&str])> = vec![
         (
@@ -341,45 +368,64 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
         ),
         (
             "GET",
-            "/sourceimages/acme".into(),
+            "/stacks/acme".into(),
             None,
             &["read", "write", "admin"],
         ),
         (
             "GET",
-            format!("/sourceimages/acme/{hash}"),
+            "/stats/acme".into(),
             None,
             &["read", "write", "admin"],
         ),
+        ("GET", "/sourceimages/acme".into(), None, READERS),
+        ("GET", format!("/sourceimages/acme/{hash}"), None, READERS),
         (
             "GET",
             format!("/sourceimages/acme/{hash}/download"),
             None,
-            &["read", "write", "admin"],
+            READERS,
+        ),
+        (
+            "GET",
+            format!("/sourceimages/acme/{protected}/download"),
+            None,
+            &[
+                "read",
+                "write",
+                "admin",
+                "sourceimages:read+sourceimages:download:protected",
+            ],
         ),
         (
             "GET",
             format!("/sourceimages/acme/{hash}/meta/user"),
             None,
-            &["read", "write", "admin"],
+            READERS,
         ),
         (
             "PATCH",
             format!("/sourceimages/acme/{hash}/meta/user"),
             Some(json!({"a": "b"})),
-            &["write", "admin"],
+            CHANGERS,
         ),
         (
             "PUT",
             format!("/sourceimages/acme/{hash}/name"),
             Some(json!("n.jpg")),
-            &["write", "admin"],
+            CHANGERS,
         ),
         (
             "PUT",
             format!("/sourceimages/acme/{hash}/options/locked"),
             Some(json!(false)),
-            &["admin"],
+            &["admin", "sourceimages:unlock"],
+        ),
+        (
+            "PUT",
+            "/stacks/acme/s".into(),
+            Some(json!([{"name": "grayscale"}])),
+            &["write", "admin"],
         ),
         (
             "PUT",
@@ -390,9 +436,14 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
     ];
     for (method, path, body, allowed) in &cases {
         for (role, key) in &keys {
+            let path = if path.starts_with("/stacks/acme/s") {
+                format!("{path}?overwrite=true")
+            } else {
+                path.clone()
+            };
             let a = match body {
-                Some(b) => app.json(method, path, key, b).await,
-                None => app.send(method, path, Some(key), &[], None).await,
+                Some(b) => app.json(method, &path, key, b).await,
+                None => app.send(method, &path, Some(key), &[], None).await,
             };
             if allowed.contains(role) {
                 assert!(
@@ -406,18 +457,18 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
             }
         }
     }
-    // Upload: upload, write, admin; not read.
+    // Upload: upload, write, admin and sourceimages:write.
     for (role, key) in &keys {
         let a = app
             .upload("acme", key, &[("filedata", "x.jpg", &jpeg(8, 8, 7))], &[])
             .await;
-        let expect_ok = *role != "read";
+        let expect_ok = ["upload", "write", "admin", "sourceimages:write"].contains(role);
         assert_eq!(a.status == 200, expect_ok, "{role}: {}", a.text());
     }
-    // Delete: write and admin only (on fresh copies of the image).
+    // Delete: the changers only (restored after each).
     for (role, key) in &keys {
         let a = app.delete(&format!("/sourceimages/acme/{hash}"), key).await;
-        if ["write", "admin"].contains(role) {
+        if CHANGERS.contains(role) {
             assert_eq!(a.status, 204, "{role}");
             assert_eq!(
                 app.send(
@@ -434,6 +485,14 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
         } else {
             assert_eq!(a.status, 403, "{role}");
         }
+    }
+    // Only write and admin keys make more keys.
+    for (role, key) in &keys {
+        let a = app
+            .json("POST", "/user/apikeys", key, &json!({"comment": "more"}))
+            .await;
+        let expect_ok = ["write", "admin"].contains(role);
+        assert_eq!(a.status == 200, expect_ok, "{role}: {}", a.text());
     }
 }
 
