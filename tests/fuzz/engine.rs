@@ -9,8 +9,10 @@
 //! branches around for further mutation instead of always starting from the seeds.
 //!
 //! A finding is a panic that escapes the function, an `Err` from it (a broken property such as a
-//! 5xx answer), or a thread that held more than [`crate::alloc::THREAD_CAP`] bytes at once while
-//! running the input. Findings are written to `<target tmp>/fuzz-crashes/<harness>/` and the
+//! 5xx answer), or a thread that held more than the harness's allocation cap (usually
+//! [`crate::alloc::THREAD_CAP`]) at once while running the input. An outcome label that starts
+//! with `known:` marks an input showing a reported, not yet fixed problem: such inputs are
+//! counted and printed and do not fail the run. Findings are written to `<target tmp>/fuzz-crashes/<harness>/` and the
 //! harness fails listing them; copy one into the corpus folder once it is fixed.
 //!
 //! `DARKROOM_FUZZ_SEED` fixes the random seed (the run prints the one it used), and
@@ -56,10 +58,12 @@ pub struct Harness<'a> {
     pub max_len: usize,
     /// Repairs an input after mutation (for example recomputes checksums) on half of the
     /// mutations, so that mutated fields get past integrity checks to the parser behind them.
-    pub fixup: Option<fn(&mut Vec<u8>)>,
+    pub fixup: Option<fn(&mut [u8])>,
     /// Makes a fresh input from the grammar of the target; when given, it is used on one draw
     /// in four instead of mutating a kept input.
     pub generate: Option<fn(&mut Rng) -> Vec<u8>>,
+    /// Most bytes one thread may hold while it runs one input.
+    pub alloc_cap: u64,
 }
 
 /// The random number generator of a run, seeded once and shared by the mutation steps.
@@ -120,7 +124,7 @@ fn install_panic_hook() {
 }
 
 /// Runs `input` once with panics recorded and the allocation peak measured.
-fn execute(run: &mut dyn FnMut(&[u8]) -> Outcome, input: &[u8]) -> (Outcome, u64) {
+fn execute(run: &mut dyn FnMut(&[u8]) -> Outcome, input: &[u8], cap: u64) -> (Outcome, u64) {
     FUZZING.with(|f| f.set(true));
     PANICS.with(|p| p.set(0));
     crate::alloc::reset_peak();
@@ -129,7 +133,7 @@ fn execute(run: &mut dyn FnMut(&[u8]) -> Outcome, input: &[u8]) -> (Outcome, u64
     FUZZING.with(|f| f.set(false));
     let caught_inside = PANICS.with(Cell::get);
     let outcome = match result {
-        Ok(Ok(label)) if peak > crate::alloc::THREAD_CAP => Err(format!(
+        Ok(Ok(label)) if peak > cap => Err(format!(
             "held {peak} bytes at once ({label}); the limits should have refused it"
         )),
         Ok(outcome) => outcome,
@@ -297,6 +301,7 @@ pub fn fuzz(h: Harness, run: &mut dyn FnMut(&[u8]) -> Outcome) {
     let mut corpus: Vec<Vec<u8>> = Vec::new();
     let mut executions: u64 = 0;
     let mut caught_inside: u64 = 0;
+    let mut known: u64 = 0;
 
     let record = |input: &[u8], message: String, findings: &mut Vec<(String, String)>| {
         let dir = crash_dir(h.name);
@@ -315,10 +320,11 @@ pub fn fuzz(h: Harness, run: &mut dyn FnMut(&[u8]) -> Outcome) {
         .chain(stored);
     for (origin, input) in replay {
         executions += 1;
-        let (outcome, caught) = execute(run, &input);
+        let (outcome, caught) = execute(run, &input, h.alloc_cap);
         caught_inside += caught;
         match outcome {
             Ok(label) => {
+                known += u64::from(label.starts_with("known:"));
                 outcomes.insert(label);
             }
             Err(message) => record(&input, format!("{origin}: {message}"), &mut findings),
@@ -338,10 +344,11 @@ pub fn fuzz(h: Harness, run: &mut dyn FnMut(&[u8]) -> Outcome) {
             }
         };
         executions += 1;
-        let (outcome, caught) = execute(run, &input);
+        let (outcome, caught) = execute(run, &input, h.alloc_cap);
         caught_inside += caught;
         match outcome {
             Ok(label) => {
+                known += u64::from(label.starts_with("known:"));
                 if outcomes.insert(label) && corpus.len() < MAX_CORPUS {
                     corpus.push(input);
                 }
@@ -353,7 +360,8 @@ pub fn fuzz(h: Harness, run: &mut dyn FnMut(&[u8]) -> Outcome) {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "fuzz {}: {executions} executions ({replayed} replayed) in {secs:.1}s, {} outcomes, \
-         {} findings, {caught_inside} panics caught by the code under test, seed {seed}",
+         {} findings, {known} inputs showing known issues, {caught_inside} panics caught by \
+         the code under test, seed {seed}",
         h.name,
         outcomes.len(),
         findings.len(),

@@ -7,6 +7,7 @@
 //! expressions are refused by `model::resolve`). Its harness belongs here once it exists.
 
 mod alloc;
+mod decode;
 mod engine;
 mod url;
 

@@ -266,6 +266,7 @@ fn render_urls_parse_without_panicking() {
             max_len: 2 * MAX_PATH_BYTES,
             fixup: None,
             generate: Some(generate),
+            alloc_cap: crate::alloc::THREAD_CAP,
         },
         &mut parse_one,
     );
@@ -281,6 +282,7 @@ fn signed_urls_verify_with_their_key_only() {
             max_len: 2 * MAX_PATH_BYTES,
             fixup: None,
             generate: Some(generate),
+            alloc_cap: crate::alloc::THREAD_CAP,
         },
         &mut sign_one,
     );
