@@ -60,7 +60,7 @@ pub struct Harness<'a> {
     /// mutations, so that mutated fields get past integrity checks to the parser behind them.
     pub fixup: Option<fn(&mut [u8])>,
     /// Makes a fresh input from the grammar of the target; when given, it is used on one draw
-    /// in four instead of mutating a kept input.
+    /// in two instead of mutating a kept input.
     pub generate: Option<fn(&mut Rng) -> Vec<u8>>,
     /// Most bytes one thread may hold while it runs one input.
     pub alloc_cap: u64,
@@ -336,7 +336,7 @@ pub fn fuzz(h: Harness, run: &mut dyn FnMut(&[u8]) -> Outcome) {
     let deadline = started + budget();
     while Instant::now() < deadline && findings.len() < MAX_FINDINGS {
         let input = match h.generate {
-            Some(make) if rng.chance(4) || corpus.is_empty() => make(&mut rng),
+            Some(make) if rng.chance(2) || corpus.is_empty() => make(&mut rng),
             _ => {
                 let mut input = rng.pick(&corpus).clone();
                 mutate(&mut rng, &mut input, &corpus, &h);

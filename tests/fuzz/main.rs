@@ -9,6 +9,7 @@
 mod alloc;
 mod decode;
 mod engine;
+mod stack;
 mod url;
 
 #[global_allocator]

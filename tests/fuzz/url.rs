@@ -25,7 +25,7 @@ pub const SEEDS: &[&str] = &[
     "/dynamic/resize-width-__undefined__/c421f4.jpg",
 ];
 
-fn dictionary() -> Vec<Vec<u8>> {
+pub fn dictionary() -> Vec<Vec<u8>> {
     let mut tokens: Vec<String> = [
         "/",
         "-",
