@@ -10,6 +10,7 @@ mod alloc;
 mod decode;
 mod engine;
 mod stack;
+mod upload;
 mod url;
 
 #[global_allocator]
