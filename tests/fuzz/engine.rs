@@ -10,10 +10,14 @@
 //!
 //! A finding is a panic that escapes the function, an `Err` from it (a broken property such as a
 //! 5xx answer), or a thread that held more than the harness's allocation cap (usually
-//! [`crate::alloc::THREAD_CAP`]) at once while running the input. An outcome label that starts
-//! with `known:` marks an input showing a reported, not yet fixed problem: such inputs are
-//! counted and printed and do not fail the run. Findings are written to `<target tmp>/fuzz-crashes/<harness>/` and the
-//! harness fails listing them; copy one into the corpus folder once it is fixed.
+//! [`crate::alloc::THREAD_CAP`]) at once while running the input. Findings are written to
+//! `<target tmp>/fuzz-crashes/<harness>/` and the harness fails listing them; copy one into the
+//! corpus folder once it is fixed. An outcome label that starts with `known:` marks an input
+//! that shows a reported, not yet fixed problem: such inputs are counted and printed, and do
+//! not fail the run, so that the harness keeps guarding everything else meanwhile.
+//!
+//! A run is repeatable from its seed only up to timing: the budget is wall-clock time, and the
+//! upload harness also depends on what the server stored before.
 //!
 //! `DARKROOM_FUZZ_SEED` fixes the random seed (the run prints the one it used), and
 //! `DARKROOM_FUZZ_TOTALS` names a file to which each harness appends
