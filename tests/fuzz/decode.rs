@@ -275,12 +275,6 @@ fn decode_one(input: &[u8]) -> Outcome {
             return Err(format!("the probe accepts {w}x{h}, beyond the limits"));
         }
         if let Err(e) = &full {
-            if e.to_string().contains("Jpeg") {
-                // The upload check reads JPEGs with jpeg-decoder, which passes some damaged
-                // files that the full-size render decoder (zune-jpeg) refuses: reported, not
-                // fixed here (src/render/codecs/decode.rs).
-                return Ok("known: probe accepts a JPEG that a full-size render refuses".into());
-            }
             return Err(format!(
                 "the probe accepts it but a render cannot decode it: {e}"
             ));

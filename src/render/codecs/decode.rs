@@ -203,7 +203,23 @@ fn decode_guarded(
     let scaled = alternative.is_some() && denominator.is_some_and(|d| d > 1);
     let image = match alternative {
         Some(image) => image,
-        None => DynamicImage::from_decoder(decoder).map_err(|e| map_error(format, e))?,
+        None => match DynamicImage::from_decoder(decoder) {
+            Ok(image) => image,
+            // The upload check accepted this JPEG with jpeg-decoder; the default decoder is
+            // stricter with some damaged files. A render takes what the check accepted, with
+            // the same decoder, so that an accepted upload renders at every size.
+            Err(e) if format == SourceFormat::Jpeg && purpose == Purpose::Render => {
+                let budget =
+                    usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX);
+                catch_unwind(AssertUnwindSafe(|| {
+                    jpeg::decode_with_jpeg_decoder(bytes, width, height, 1, budget)
+                }))
+                .ok()
+                .flatten()
+                .ok_or_else(|| map_error(format, e))?
+            }
+            Err(e) => return Err(map_error(format, e)),
+        },
     };
     let (image, opaque) = normalise(image);
     Ok(Source {
@@ -593,6 +609,17 @@ mod tests {
             decoded.image.as_rgba8(),
             Some(&testdata::translucent(30, 20))
         );
+    }
+
+    #[test]
+    fn a_jpeg_the_upload_check_accepts_renders_at_full_size_too() {
+        // Found by the decode-jpeg fuzz harness: damaged in a way jpeg-decoder tolerates and
+        // the default decoder does not.
+        let bytes =
+            include_bytes!("../../../tests/fuzz/corpus/decode-jpeg/probe-accepts-render-refuses");
+        let limits = Limits::default();
+        crate::render::probe::probe(bytes, &limits).expect("the upload check accepts it");
+        decode(bytes, &limits, None).expect("a full-size render decodes it");
     }
 
     #[test]
