@@ -14,6 +14,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(accounts::readyz))
         .route("/metrics", web::get().to(accounts::metrics))
         .route("/stats/{org}", web::get().to(stacks::stats))
+        .route("/billing/{org}", web::get().to(stacks::billing))
         // backups (root key only)
         .route("/admin/export", web::get().to(admin::export))
         // purges (free and unlimited)

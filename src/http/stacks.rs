@@ -113,6 +113,15 @@ pub async fn purge(
     Ok(json_response(200, &report))
 }
 
+/// `GET /billing/{org}?from&to`.
+pub async fn billing(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let pairs = query_pairs(&req);
+    let (from, to) = (query_value(&pairs, "from"), query_value(&pairs, "to"));
+    let body = crate::service::stats::billing(&svc, &who, &org_name(&path)?, from, to)?;
+    Ok(json_response(200, &body))
+}
+
 /// `GET /stats/{org}?from&to`.
 pub async fn stats(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;

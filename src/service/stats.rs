@@ -109,3 +109,83 @@ pub fn get(
         "renders": renders,
     }))
 }
+
+/// `GET /billing/{org}?from=&to=` (spec §7.2): the billed units per month, in rokka's shape
+/// (`{org: {"YYYY-MM": {"combined": …, "organizations": {org: …}}}}`). Storage is the average
+/// of the month's daily source bytes in GB, traffic the bytes served in GB; renders are cache
+/// and never appear. Darkroom keeps the units and no price list, so every `price_in_chf` is 0.
+/// Dates are rounded to whole months; the default is the current month.
+pub fn billing(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<Value> {
+    authorize(&svc.store, who, org, Right::BillingRead)?;
+    require_org(&svc.store, org)?;
+    svc.traffic.flush(&svc.store)?;
+    let today = time::now_unix() / 86_400 * 86_400;
+    let to = parse_day(to, "to")?.unwrap_or(today).min(today);
+    let from = parse_day(from, "from")?.unwrap_or(to);
+    if from > to {
+        return Err(Error::Invalid("from must not be after to".into()));
+    }
+    if (to - from) / 86_400 > 3660 {
+        return Err(Error::Invalid(
+            "at most ten years of billing can be asked at once".into(),
+        ));
+    }
+    let days = svc.store.day_stats(org.as_str())?;
+    // Whole months: from the first of `from`'s month to the end of `to`'s (or today).
+    let first = time::day_of(from);
+    let mut day = time::parse_rfc3339(&format!("{}-01T00:00:00Z", &first[..7])).unwrap_or(from);
+    let mut months: Vec<(String, Value)> = Vec::new();
+    let (mut month, mut storage_sum, mut storage_days, mut traffic) =
+        (String::new(), 0f64, 0u32, 0u64);
+    let entry = |storage: f64, traffic: u64| {
+        let gb = |bytes: f64| bytes / 1e9;
+        let part = |units: f64| json!({"total": {"units_consumed": units, "unit": "GB", "price_in_chf": 0}});
+        let figures = json!({
+            "storage": part(gb(storage)),
+            "traffic": part(gb(traffic as f64)),
+            "total": {"price_in_chf": 0},
+        });
+        json!({"combined": figures.clone(), "organizations": {org.as_str(): figures}})
+    };
+    while day <= to {
+        let name = time::day_of(day);
+        let this_month = name[..7].to_string();
+        if this_month != month && !month.is_empty() {
+            months.push((
+                month.clone(),
+                entry(storage_sum / f64::from(storage_days.max(1)), traffic),
+            ));
+            (storage_sum, storage_days, traffic) = (0.0, 0, 0);
+        }
+        month = this_month;
+        let snap: DayStats = days
+            .iter()
+            .rev()
+            .find(|(d, _)| *d <= name)
+            .map(|(_, s)| *s)
+            .unwrap_or_default();
+        storage_sum += snap.space_in_bytes as f64;
+        storage_days += 1;
+        if let Some((_, s)) = days.iter().find(|(d, _)| *d == name) {
+            traffic += s.bytes_downloaded;
+        }
+        day += 86_400;
+    }
+    if !month.is_empty() {
+        months.push((
+            month,
+            entry(storage_sum / f64::from(storage_days.max(1)), traffic),
+        ));
+    }
+    let mut per_month = serde_json::Map::new();
+    for (m, v) in months {
+        per_month.insert(m, v);
+    }
+    Ok(json!({ org.as_str(): per_month }))
+}

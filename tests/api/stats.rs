@@ -116,3 +116,45 @@ async fn stats_accept_date_ranges_and_refuse_bad_ones() {
     let upload = app.create_key("acme", &["upload"]).await;
     assert_eq!(app.get("/stats/acme", &upload).await.status, 403);
 }
+
+#[actix_rt::test]
+async fn billing_reports_the_months_units_to_billing_readers() {
+    let app = spawn_app().await;
+    app.create_org("acme").await;
+    let photo = jpeg(64, 48, 9);
+    app.upload_one("acme", ROOT_KEY, "a.jpg", &photo).await;
+    let billing = app.create_key("acme", &["billing:read"]).await;
+    let reader = app.create_key("acme", &["read"]).await;
+    let a = app.get("/billing/acme", &billing).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let body = a.json();
+    let months = body["acme"].as_object().unwrap();
+    assert_eq!(months.len(), 1, "{body}");
+    let (month, figures) = months.iter().next().unwrap();
+    assert_eq!(month.len(), 7, "YYYY-MM: {month}");
+    let storage = &figures["combined"]["storage"]["total"];
+    assert_eq!(storage["unit"], "GB");
+    assert!(
+        storage["units_consumed"].as_f64().unwrap() > 0.0,
+        "{figures}"
+    );
+    assert_eq!(figures["organizations"]["acme"], figures["combined"]);
+    assert_eq!(figures["combined"]["total"]["price_in_chf"], 0);
+    // Whole months between the two dates.
+    let a = app
+        .get("/billing/acme?from=2024-01-15&to=2024-03-02", &billing)
+        .await;
+    let body = a.json();
+    let keys: Vec<&String> = body["acme"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["2024-01", "2024-02", "2024-03"]);
+    // billing:read sees billing and nothing else; read does not see billing.
+    assert_eq!(app.get("/billing/acme", &reader).await.status, 403);
+    assert_eq!(app.get("/stats/acme", &billing).await.status, 403);
+    assert_eq!(app.get("/sourceimages/acme", &billing).await.status, 403);
+    assert_eq!(
+        app.get("/billing/acme?from=2024-02-01&to=2024-01-01", &billing)
+            .await
+            .status,
+        400
+    );
+}
