@@ -357,13 +357,18 @@ impl Store {
                     Some(p) => p.to_vec(),
                     None => encode(&Vec::<ServedPath>::new()),
                 };
+                // A large render's bytes come from its file; one whose file is gone is a
+                // render to make again, not part of the backup.
+                let Some(v) = self.inline_value(&k, &v)? else {
+                    continue;
+                };
                 let len = 4 + paths.len() as u64 + v.len() as u64;
                 w.head(Kind::Render, &k, len)?;
                 w.write_all(&(paths.len() as u32).to_be_bytes())?;
                 w.write_all(&paths)?;
                 w.write_all(&v)?;
                 c.renders += 1;
-                c.render_bytes += render.bytes().len() as u64;
+                c.render_bytes += render.size();
             }
         }
         w.finish(&c)?;

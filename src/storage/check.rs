@@ -192,7 +192,7 @@ impl Store {
             let meta = &render.meta;
             let u = render_usage.entry(meta.organization.clone()).or_default();
             u.0 += 1;
-            u.1 += render.bytes().len() as u64;
+            u.1 += render.size();
             if self.render_status(meta)? == RenderStatus::Orphan {
                 problems.push(format!(
                     "render {} of {}/{} is an orphan",

@@ -1,6 +1,11 @@
 //! Rendered outputs, keyed by render key (BLAKE3 over the resolved request). A value is
 //! `[u32 header length][JSON header][encoded bytes]`, so a hit is one lookup and the bytes are
-//! served straight from sled's buffer without a copy.
+//! served straight from sled's buffer without a copy. Renders larger than [`INLINE_MAX`] keep
+//! only their header in sled (the length word has [`EXTERNAL`] set, and the body's length
+//! follows the header) and their bytes in a file `renders/ab/cd/<key>` beside it: sled 0.34's
+//! memory follows the size of its data, whatever its cache setting, so a few thousand large
+//! renders would otherwise hold gigabytes. The file is written before the record and removed
+//! after it; a missing file is a miss, and the render is made again.
 //!
 //! Indexes, written in the same transaction as the render itself, make every render findable
 //! without scanning the store: by image (`org \0 hash \0 key`, which also serves the whole
@@ -43,6 +48,11 @@ fn tx_live(
     Ok(true)
 }
 
+/// Largest render kept inside sled; larger ones live in files.
+pub const INLINE_MAX: usize = 128 * 1024;
+/// Set in a value's length word when the body lives in a file.
+const EXTERNAL: u32 = 0x8000_0000;
+
 /// Most URL paths remembered per render (for edge purges).
 pub const MAX_PATHS_PER_RENDER: usize = 16;
 
@@ -71,6 +81,8 @@ pub struct StoredRender {
     pub meta: RenderMeta,
     raw: sled::IVec,
     body_start: usize,
+    /// The body's length when it lives in a file and `raw` holds only the header.
+    external: Option<u64>,
 }
 
 /// A URL a render was served under: the `Host` it was asked for and the path with its query.
@@ -107,6 +119,11 @@ impl StoredRender {
         (self.raw, self.body_start)
     }
 
+    /// The size of the encoded image, wherever it lives.
+    pub fn size(&self) -> u64 {
+        self.external.unwrap_or_else(|| self.bytes().len() as u64)
+    }
+
     fn parse(raw: sled::IVec) -> Result<StoredRender> {
         let corrupt = |m: &str| StorageError::Corrupt {
             tree: "renders",
@@ -116,14 +133,30 @@ impl StoredRender {
             .get(0..4)
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| corrupt("short value"))?;
-        let len = u32::from_be_bytes(len_bytes) as usize;
+        let word = u32::from_be_bytes(len_bytes);
+        let len = (word & !EXTERNAL) as usize;
         let header = raw.get(4..4 + len).ok_or_else(|| corrupt("short header"))?;
         let meta: RenderMeta =
             serde_json::from_slice(header).map_err(|e| corrupt(&e.to_string()))?;
+        let external = if word & EXTERNAL != 0 {
+            let size: [u8; 8] = raw
+                .get(4 + len..4 + len + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("short external length"))?;
+            Some(u64::from_be_bytes(size))
+        } else {
+            None
+        };
+        let body_start = if external.is_some() {
+            raw.len()
+        } else {
+            4 + len
+        };
         Ok(StoredRender {
             meta,
             raw,
-            body_start: 4 + len,
+            body_start,
+            external,
         })
     }
 }
@@ -204,9 +237,76 @@ fn adjust_usage(
 }
 
 impl Store {
-    /// Looks a render up by key.
+    /// Looks a render up by key; one whose file is gone is not found (it is made again).
     pub fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
-        self.renders.get(key)?.map(StoredRender::parse).transpose()
+        let Some(raw) = self.renders.get(key)? else {
+            return Ok(None);
+        };
+        let stored = StoredRender::parse(raw)?;
+        if stored.external.is_none() {
+            return Ok(Some(stored));
+        }
+        match std::fs::read(self.render_file(key)) {
+            Ok(body) => Ok(Some(StoredRender {
+                meta: stored.meta,
+                raw: sled::IVec::from(body),
+                body_start: 0,
+                external: None,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where the bytes of a large render live.
+    fn render_file(&self, key: &[u8]) -> std::path::PathBuf {
+        let name = hex::encode(key);
+        self.path
+            .join("renders")
+            .join(name.get(0..2).unwrap_or("00"))
+            .join(name.get(2..4).unwrap_or("00"))
+            .join(name)
+    }
+
+    /// Writes the bytes of a large render into place (temporary name, then rename, so a
+    /// reader never sees half a file). Not fsynced: a render is cache, and a file lost in a
+    /// crash is a miss.
+    fn write_render_file(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
+        let target = self.render_file(key);
+        let dir = target
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| self.path.join("renders"));
+        std::fs::create_dir_all(&dir)?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+        std::fs::write(&temp, bytes)?;
+        if let Err(e) = std::fs::rename(&temp, &target) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The full inline value of a stored render (header and bytes), for backups; `None` when
+    /// its file is gone.
+    pub(crate) fn inline_value(&self, key: &[u8], raw: &sled::IVec) -> Result<Option<Vec<u8>>> {
+        let stored = StoredRender::parse(raw.clone())?;
+        if stored.external.is_none() {
+            return Ok(Some(raw.to_vec()));
+        }
+        let body = match std::fs::read(self.render_file(key)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let header = encode(&stored.meta);
+        let mut value = Vec::with_capacity(4 + header.len() + body.len());
+        value.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        value.extend_from_slice(&header);
+        value.extend_from_slice(&body);
+        Ok(Some(value))
     }
 
     /// Stores a render with its indexes, its first served path and the usage counters, in one
@@ -245,16 +345,27 @@ impl Store {
     ) -> Result<StoredRender> {
         self.space.reserve(bytes.len() as u64)?;
         let header = encode(meta);
-        let mut value = Vec::with_capacity(4 + header.len() + bytes.len());
-        value.extend_from_slice(&(header.len() as u32).to_be_bytes());
-        value.extend_from_slice(&header);
-        value.extend_from_slice(bytes);
+        let external = bytes.len() > INLINE_MAX;
+        let value = if external {
+            self.write_render_file(key, bytes)?;
+            let mut value = Vec::with_capacity(4 + header.len() + 8);
+            value.extend_from_slice(&(header.len() as u32 | EXTERNAL).to_be_bytes());
+            value.extend_from_slice(&header);
+            value.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            value
+        } else {
+            let mut value = Vec::with_capacity(4 + header.len() + bytes.len());
+            value.extend_from_slice(&(header.len() as u32).to_be_bytes());
+            value.extend_from_slice(&header);
+            value.extend_from_slice(bytes);
+            value
+        };
         // One buffer serves both the store and the response of the request that rendered it.
         let value = sled::IVec::from(value);
         let org = meta.organization.as_str();
         let paths = encode(&vec![served.clone()]);
         let now = super::edge::now_ms();
-        tx_result(
+        let stored = tx_result(
             (
                 &self.renders,
                 &self.render_by_image,
@@ -281,7 +392,7 @@ impl Store {
                         stacks,
                     )| {
                         if only_if_live && !tx_live(orgs, images, stacks, meta)? {
-                            return Ok(());
+                            return Ok(false);
                         }
                         let replaced = renders.insert(key, value.clone())?;
                         tx_set_atime(atime, lru, key, now)?;
@@ -293,11 +404,28 @@ impl Store {
                             render_paths.insert(key, paths.as_slice())?;
                             adjust_usage(usage, org, 1, bytes.len() as i64)?;
                         }
-                        Ok(())
+                        Ok(true)
                     },
                 ),
-        )?;
-        StoredRender::parse(value)
+        );
+        if !external {
+            stored?;
+            return StoredRender::parse(value);
+        }
+        match stored {
+            Ok(true) => {}
+            // Not stored (a render that raced a change) or failed: its file must not linger.
+            Ok(false) | Err(_) => {
+                let _ = std::fs::remove_file(self.render_file(key));
+                stored?;
+            }
+        }
+        Ok(StoredRender {
+            meta: meta.clone(),
+            raw: sled::IVec::from(bytes),
+            body_start: 0,
+            external: None,
+        })
     }
 
     /// Remembers another URL path a render was served under (at most
@@ -326,14 +454,21 @@ impl Store {
     /// reports it. With `edge`, its served paths are queued for the edge in the same
     /// transaction (an eviction does not: the render comes back byte-identical).
     fn purge_render(&self, key: &[u8], dry_run: bool, edge: bool) -> Result<Purged> {
-        let Some(render) = self.get_render(key)? else {
+        // The header is enough: a large render's file is not read to be removed.
+        let Some(render) = self
+            .renders
+            .get(key)?
+            .map(StoredRender::parse)
+            .transpose()?
+        else {
             return Ok(Purged::default());
         };
+        let external = render.external.is_some();
         let paths: Vec<ServedPath> = match self.render_paths.get(key)? {
             Some(v) => decode("render_paths", &v)?,
             None => Vec::new(),
         };
-        let size = render.bytes().len() as u64;
+        let size = render.size();
         let out = Purged {
             renders: 1,
             bytes: size,
@@ -379,6 +514,11 @@ impl Store {
         );
         self.changed();
         result?;
+        if external {
+            // After the record: a file without one is never read, a record without its file
+            // is a miss.
+            let _ = std::fs::remove_file(self.render_file(key));
+        }
         if !queue_paths.is_empty() {
             self.edge_notify.notify_one();
         }
@@ -650,6 +790,42 @@ mod tests {
         assert_eq!(all.renders, 1);
         assert_eq!(store.render_count(), 0);
         assert_eq!(store.org_usage("acme").unwrap().renders, 0);
+        assert_eq!(store.org_usage("acme").unwrap().render_bytes, 0);
+    }
+
+    #[test]
+    fn a_large_render_lives_in_a_file_and_goes_with_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let big: Vec<u8> = (0..INLINE_MAX + 10).map(|i| (i % 251) as u8).collect();
+        let key = [7u8; 32];
+        let answered = store
+            .put_render_unchecked(&key, &meta("img1", &[("thumb", 1)]), &big, &path("/big"))
+            .unwrap();
+        assert_eq!(answered.bytes(), big.as_slice());
+        // sled keeps the header only; the bytes are in the file.
+        let raw = store.renders.get(key).unwrap().unwrap();
+        assert!(raw.len() < 1024, "{} bytes in sled", raw.len());
+        let file = store.render_file(&key);
+        assert_eq!(std::fs::read(&file).unwrap(), big);
+        let hit = store.get_render(&key).unwrap().unwrap();
+        assert_eq!(hit.bytes(), big.as_slice());
+        assert_eq!(hit.meta.image, "img1");
+        assert_eq!(
+            store.org_usage("acme").unwrap().render_bytes,
+            big.len() as u64
+        );
+        // A backup carries the bytes inline.
+        let inline = store.inline_value(&key, &raw).unwrap().unwrap();
+        assert_eq!(parse_stored(inline.into()).unwrap().bytes(), big.as_slice());
+        // A lost file is a miss, not an error.
+        std::fs::rename(&file, dir.path().join("aside")).unwrap();
+        assert!(store.get_render(&key).unwrap().is_none());
+        std::fs::rename(dir.path().join("aside"), &file).unwrap();
+        // Removing the render removes its file.
+        let purged = store.purge_org_renders("acme", false).unwrap();
+        assert_eq!((purged.renders, purged.bytes), (1, big.len() as u64));
+        assert!(!file.exists());
         assert_eq!(store.org_usage("acme").unwrap().render_bytes, 0);
     }
 
