@@ -203,7 +203,7 @@ impl Application {
             )
         });
         let edge = (!config.edge.url.is_empty()).then(|| {
-            crate::service::edge::spawn(
+            crate::jobs::edge::spawn(
                 self.services.store.clone(),
                 config.edge.clone(),
                 self.services.edge.clone(),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod pool;

@@ -3,7 +3,6 @@
 //! CPU `pool`; none of them knows about HTTP.
 
 pub mod accounts;
-pub mod edge;
 pub mod images;
 pub mod listing;
 pub mod purge;
@@ -20,6 +19,17 @@ use crate::render::limits::Limits;
 use crate::storage::Store;
 use std::sync::Arc;
 
+/// Counters of the edge sender (`jobs::edge`), read by the metrics.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    /// Paths answered by the edge.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Failed attempts that were queued again.
+    pub retried: std::sync::atomic::AtomicU64,
+    /// Paths given up after `edge.max_attempts`.
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
 /// Everything a use case needs, shared by all HTTP workers.
 pub struct Services {
     pub config: Arc<Config>,
@@ -30,7 +40,7 @@ pub struct Services {
     /// Bytes served, counted in memory and written in batches.
     pub traffic: stats::Traffic,
     /// Counters of the edge sender.
-    pub edge: Arc<edge::EdgeStats>,
+    pub edge: Arc<EdgeStats>,
     /// Request, render, GC and eviction counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Uploads in flight per API key, for the per-key limits.

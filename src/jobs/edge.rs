@@ -6,9 +6,10 @@
 //! the queue until answered, so an edge outage or a restart loses none.
 
 use crate::config::{EdgeConfig, EdgeMode};
+pub use crate::service::EdgeStats;
 use crate::storage::edge::now_ms;
 use crate::storage::{EdgeJob, QueuedEdgeJob, Store};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,17 +19,6 @@ const CONCURRENCY: usize = 8;
 const BATCH: usize = 256;
 /// Longest wait between retries of one path.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Counters of the edge sender (for logs and metrics).
-#[derive(Debug, Default)]
-pub struct EdgeStats {
-    /// Paths answered by the edge.
-    pub sent: AtomicU64,
-    /// Failed attempts that were queued again.
-    pub retried: AtomicU64,
-    /// Paths given up after `edge.max_attempts`.
-    pub failed: AtomicU64,
-}
 
 /// Why a request to the edge did not count as done.
 #[derive(Debug)]
