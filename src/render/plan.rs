@@ -100,11 +100,9 @@ pub fn plan(
 ) -> Plan {
     let (sw, sh) = source.oriented;
     let decoded = match hint {
+        // The decoder picks its DCT scale the same way (oriented sizes on both sides here).
         Some(h) if source.jpeg && h.min_width > 0 && h.min_height > 0 => {
-            match [8u32, 4, 2]
-                .into_iter()
-                .find(|&d| sw.div_ceil(d) >= h.min_width && sh.div_ceil(d) >= h.min_height)
-            {
+            match crate::render::codecs::scale_denominator(sw, sh, h.min_width, h.min_height) {
                 Some(d) => (u64::from(sw.div_ceil(d)), u64::from(sh.div_ceil(d))),
                 None => (u64::from(sw), u64::from(sh)),
             }
@@ -204,12 +202,9 @@ fn step(
                     passes: if quarter as i64 % 4 == 0 { 0.0 } else { 1.0 },
                 }
             } else {
-                let (c, s) = (a.to_radians().cos().abs(), a.to_radians().sin().abs());
-                let (fw, fh) = (w as f64, h as f64);
-                let nw = (fw * c + fh * s).ceil().max(1.0) as u64;
-                let nh = (fw * s + fh * c).ceil().max(1.0) as u64;
+                let (c, s) = (a.to_radians().cos(), a.to_radians().sin());
                 Step {
-                    output: (nw, nh),
+                    output: crate::render::ops::rotate::rotated_size(clamp(w), clamp(h), c, s),
                     extra_pixels: 0,
                     passes: 3.0,
                 }
@@ -218,14 +213,9 @@ fn step(
         // A quarter turn at most: the pixel count stays.
         Operation::Autorotate(_) => same(1.0),
         Operation::Dropshadow(d) => {
-            let pad = (f64::from(d.sigma) * 3.0)
-                .ceil()
-                .max(f64::from(d.blur_radius).ceil()) as u64;
-            let (dx, dy) = (
-                u64::from(d.horizontal.unsigned_abs()),
-                u64::from(d.vertical.unsigned_abs()),
-            );
-            let output = (w + dx + 2 * pad, h + dy + 2 * pad);
+            let side = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / 4);
+            let (_, _, cw, ch) = d.canvas(side(w), side(h));
+            let output = (cw, ch);
             Step {
                 output,
                 extra_pixels: px(output),

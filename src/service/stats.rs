@@ -51,6 +51,40 @@ fn parse_day(raw: Option<String>, what: &str) -> Result<Option<i64>> {
         .ok_or_else(|| Error::Invalid(format!("{what} must be a date like 2024-01-31")))
 }
 
+/// The days asked for, as Unix seconds at midnight: `to` defaults to today (and is capped at
+/// it with `up_to_today`), `from` to `default_days` before `to`; at most ten years.
+fn day_range(
+    from: Option<String>,
+    to: Option<String>,
+    up_to_today: bool,
+    default_days: i64,
+) -> Result<(i64, i64)> {
+    let today = time::now_unix() / 86_400 * 86_400;
+    let mut to = parse_day(to, "to")?.unwrap_or(today);
+    if up_to_today {
+        to = to.min(today);
+    }
+    let from = parse_day(from, "from")?.unwrap_or(to - default_days * 86_400);
+    if from > to {
+        return Err(Error::Invalid("from must not be after to".into()));
+    }
+    if (to - from) / 86_400 > 3660 {
+        return Err(Error::Invalid(
+            "at most ten years can be asked at once".into(),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// The last snapshot of an organization's figures on or before `day` (`YYYY-MM-DD`).
+fn snapshot(days: &[(String, DayStats)], day: &str) -> DayStats {
+    days.iter()
+        .rev()
+        .find(|(d, _)| d.as_str() <= day)
+        .map(|(_, s)| *s)
+        .unwrap_or_default()
+}
+
 /// `GET /stats/{org}?from=YYYY-MM-DD&to=YYYY-MM-DD` (both inclusive; default the last 30
 /// days including today). Series are newest first; storage figures carry forward over days
 /// without a change; traffic lists only days with traffic.
@@ -64,17 +98,7 @@ pub fn get(
     authorize(&svc.store, who, org, Right::Read)?;
     require_org(&svc.store, org)?;
     svc.traffic.flush(&svc.store)?;
-    let today = time::now_unix() / 86_400 * 86_400;
-    let to = parse_day(to, "to")?.unwrap_or(today);
-    let from = parse_day(from, "from")?.unwrap_or(to - 29 * 86_400);
-    if from > to {
-        return Err(Error::Invalid("from must not be after to".into()));
-    }
-    if (to - from) / 86_400 > 3660 {
-        return Err(Error::Invalid(
-            "at most ten years of stats can be asked at once".into(),
-        ));
-    }
+    let (from, to) = day_range(from, to, false, 29)?;
     let days = svc.store.day_stats(org.as_str())?;
     let point = |day: i64, value: u64, unit: Value| json!({"timestamp": time::format_unix(day), "value": value, "unit": unit});
     let (mut space, mut files, mut downloaded, mut render_bytes, mut renders) =
@@ -82,13 +106,7 @@ pub fn get(
     let mut day = to;
     while day >= from {
         let name = time::day_of(day);
-        // The last snapshot on or before this day.
-        let snap: DayStats = days
-            .iter()
-            .rev()
-            .find(|(d, _)| *d <= name)
-            .map(|(_, s)| *s)
-            .unwrap_or_default();
+        let snap = snapshot(&days, &name);
         space.push(point(day, snap.space_in_bytes, json!("Bytes")));
         files.push(point(day, snap.number_of_files, Value::Null));
         render_bytes.push(point(day, snap.render_bytes, json!("Bytes")));
@@ -125,17 +143,7 @@ pub fn billing(
     authorize(&svc.store, who, org, Right::BillingRead)?;
     require_org(&svc.store, org)?;
     svc.traffic.flush(&svc.store)?;
-    let today = time::now_unix() / 86_400 * 86_400;
-    let to = parse_day(to, "to")?.unwrap_or(today).min(today);
-    let from = parse_day(from, "from")?.unwrap_or(to);
-    if from > to {
-        return Err(Error::Invalid("from must not be after to".into()));
-    }
-    if (to - from) / 86_400 > 3660 {
-        return Err(Error::Invalid(
-            "at most ten years of billing can be asked at once".into(),
-        ));
-    }
+    let (from, to) = day_range(from, to, true, 0)?;
     let days = svc.store.day_stats(org.as_str())?;
     // Whole months: from the first of `from`'s month to the end of `to`'s (or today).
     let first = time::day_of(from);
@@ -164,12 +172,7 @@ pub fn billing(
             (storage_sum, storage_days, traffic) = (0.0, 0, 0);
         }
         month = this_month;
-        let snap: DayStats = days
-            .iter()
-            .rev()
-            .find(|(d, _)| *d <= name)
-            .map(|(_, s)| *s)
-            .unwrap_or_default();
+        let snap = snapshot(&days, &name);
         storage_sum += snap.space_in_bytes as f64;
         storage_days += 1;
         if let Some((_, s)) = days.iter().find(|(d, _)| *d == name) {

@@ -16,6 +16,7 @@ pub use decode::{decode, DecodeHint, Decoded};
 pub use encode::{encode, EncodeOptions};
 pub use format::{sniff, OutputFormat, SourceFormat};
 pub use jpeg::libjpeg_simd;
+pub(crate) use jpeg::scale_denominator;
 
 pub(crate) use decode::{read_source, Purpose};
 pub(crate) use exif::summary as exif_summary;

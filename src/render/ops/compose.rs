@@ -57,8 +57,9 @@ impl Dropshadow {
         })
     }
 
-    pub(super) fn apply(&self, img: DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
-        let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    /// The canvas for a `w` × `h` image and its shadow: its top-left corner relative to the
+    /// image (never positive) and its size. Shared with the render planner.
+    pub(crate) fn canvas(&self, w: i64, h: i64) -> (i64, i64, u64, u64) {
         // A gaussian has visibly faded after three sigma: that much room keeps the shadow's
         // blurred edge from being cut off.
         let pad = (f64::from(self.sigma) * 3.0)
@@ -69,7 +70,13 @@ impl Dropshadow {
         let y0 = 0.min(dy - pad);
         let x1 = w.max(dx + w + pad);
         let y1 = h.max(dy + h + pad);
-        let (cw, ch) = ((x1 - x0) as u64, (y1 - y0) as u64);
+        (x0, y0, (x1 - x0) as u64, (y1 - y0) as u64)
+    }
+
+    pub(super) fn apply(&self, img: DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
+        let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+        let (dx, dy) = (i64::from(self.horizontal), i64::from(self.vertical));
+        let (x0, y0, cw, ch) = self.canvas(w, h);
         check_output(&ctx.limits, "dropshadow", cw, ch)?;
         let (cw, ch) = (cw as u32, ch as u32);
         let (ix, iy) = ((-x0) as u32, (-y0) as u32);

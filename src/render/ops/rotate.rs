@@ -140,7 +140,7 @@ pub fn rotate(
 
 /// Size of the canvas holding a `w` × `h` rectangle rotated by (cos `c`, sin `s`). The small
 /// tolerance keeps float noise from adding a pixel row.
-fn rotated_size(w: u32, h: u32, c: f64, s: f64) -> (u64, u64) {
+pub(crate) fn rotated_size(w: u32, h: u32, c: f64, s: f64) -> (u64, u64) {
     let (w, h) = (f64::from(w), f64::from(h));
     let nw = (w * c.abs() + h * s.abs() - 1e-6).ceil().max(1.0);
     let nh = (w * s.abs() + h * c.abs() - 1e-6).ceil().max(1.0);
