@@ -193,7 +193,10 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             let report = crate::gc::run_once(
                 &store,
                 crate::model::time::now_unix(),
-                &config.gc_settings(),
+                &crate::gc::GcSettings {
+                    full_sweep: true,
+                    ..config.gc_settings()
+                },
             )
             .map_err(|e| e.to_string())?;
             println!(

@@ -389,6 +389,7 @@ impl Config {
             retention_days: self.images.retention_days,
             max_work: self.gc.max_work.max(1),
             blob_grace: crate::gc::BLOB_GRACE,
+            full_sweep: false,
         }
     }
 

@@ -21,7 +21,15 @@ pub struct GcSettings {
     /// Most items (images, renders, files) one pass removes.
     pub max_work: usize,
     pub blob_grace: Duration,
+    /// Look at every stored render and blob file for orphans in this pass (`darkroom admin
+    /// gc`). Otherwise a pass looks at the next [`SWEEP_RENDERS`] renders and the next blob
+    /// shard only, so that a pass costs the same on any size of store.
+    pub full_sweep: bool,
 }
+
+/// Renders a background pass examines for orphans (they arise only from crashes: deletes
+/// and purges remove their renders at once).
+pub const SWEEP_RENDERS: usize = 1024;
 
 /// What one pass removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,15 +86,22 @@ pub fn run_once(
     }
 
     // 2. Renders nothing can reach any more.
-    let mut after: Option<Vec<u8>> = None;
-    while budget > 0 {
+    // Orphan renders and blob files: a rolling sweep that resumes where the last pass
+    // stopped, or the whole store for a full sweep.
+    let (mut after, mut shard) = store.sweep_position()?;
+    let mut examined = 0;
+    while budget > 0 && (settings.full_sweep || examined < SWEEP_RENDERS) {
         let batch = store.render_headers(after.as_deref(), 256)?;
-        let Some((last, _)) = batch.last() else { break };
+        let Some((last, _)) = batch.last() else {
+            after = None;
+            break;
+        };
         after = Some(last.clone());
         for (key, meta) in &batch {
             if budget == 0 {
                 break;
             }
+            examined += 1;
             if store.render_status(meta)? == RenderStatus::Orphan {
                 report.bytes_freed += store.remove_render(key)?;
                 report.orphan_renders += 1;
@@ -95,8 +110,6 @@ pub fn run_once(
         }
     }
 
-    // 3. Paths kept for the restore of an image that is gone or live again (a crash between
-    //    the two writes of a removal or a restore).
     for (org, hash) in store.stale_restore_paths()? {
         if budget == 0 {
             break;
@@ -105,26 +118,33 @@ pub fn run_once(
         budget -= 1;
     }
 
-    // 4. Blob files no image refers to (a crash between writing the file and committing the
-    //    record), once they are old enough.
-    for id in store.orphan_blobs(settings.blob_grace)? {
-        if budget == 0 {
-            break;
+    let shards: Vec<u8> = if settings.full_sweep {
+        (0..=255).collect()
+    } else {
+        vec![shard]
+    };
+    for s in shards {
+        for id in store.orphan_blobs(s, settings.blob_grace)? {
+            if budget == 0 {
+                break;
+            }
+            let _lock = store.blobs.removal_lock();
+            if store.blob_refs(&id)? > 0 || !store.blobs.older_than(&id, settings.blob_grace) {
+                continue;
+            }
+            let size = std::fs::metadata(store.blobs.path(&id))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            store.blobs.remove(&id)?;
+            report.blobs_removed += 1;
+            report.bytes_freed += size;
+            budget -= 1;
         }
-        // The list is a moment old: an upload of the same bytes may have taken the file back
-        // since. Under the removal lock none can start to until it is gone.
-        let _lock = store.blobs.removal_lock();
-        if store.blob_refs(&id)? > 0 || !store.blobs.older_than(&id, settings.blob_grace) {
-            continue;
-        }
-        let size = std::fs::metadata(store.blobs.path(&id))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        store.blobs.remove(&id)?;
-        report.blobs_removed += 1;
-        report.bytes_freed += size;
-        budget -= 1;
     }
+    if budget > 0 && !settings.full_sweep {
+        shard = shard.wrapping_add(1);
+    }
+    store.set_sweep_position(after.as_deref(), shard)?;
     report.incomplete = budget == 0;
     store.flush_blocking()?;
     Ok(report)
@@ -220,6 +240,12 @@ mod tests {
             "user_metadata": {}, "opaque": true, "animated": false
         }))
         .unwrap();
+        let org: crate::model::account::Organization = serde_json::from_value(serde_json::json!({
+            "id": "id-acme", "name": "acme", "display_name": "", "billing_email": "",
+            "created": "2024-01-01", "master_organization": "", "signing_keys": []
+        }))
+        .unwrap();
+        store.create_org(&org).unwrap();
         store.insert_image(&rec).unwrap();
         store.flush_blocking().unwrap();
         // The blob's place is taken by a folder, so the unlink fails and the pass stops right
@@ -232,6 +258,7 @@ mod tests {
             retention_days: 0,
             max_work: 100,
             blob_grace: Duration::ZERO,
+            full_sweep: true,
         };
         assert!(run_once(&store, 1_000, &settings).is_err());
 

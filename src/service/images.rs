@@ -175,21 +175,7 @@ pub fn list(
     if let Some(bh) = binary {
         return by_binary_hash(svc, who, org, &bh);
     }
-    let q = ListQuery::parse(query)?;
-    if let Some((offset, limit)) = q.plain_page() {
-        // The usual listing walks the creation-time index and reads only the page.
-        let total = svc.store.org_usage(org.as_str())?.number_of_files as usize;
-        let records = svc
-            .store
-            .images_newest_first(org.as_str(), false, offset, limit)?;
-        return q.page(org.as_str(), total, offset.min(total), records, |r| {
-            Ok(svc.store.short_hash(&r.organization, &r.hash)?)
-        });
-    }
-    let records = svc.store.list_images(org.as_str())?;
-    q.run(org.as_str(), records, |r| {
-        Ok(svc.store.short_hash(&r.organization, &r.hash)?)
-    })
+    ListQuery::parse(query)?.run(&svc.store, org.as_str())
 }
 
 /// `GET /sourceimages/{org}/binaryhash/{sha1}`: every live image with these bytes.

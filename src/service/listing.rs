@@ -1,36 +1,51 @@
-//! Listing and searching source images (spec §4.4): filters, sorting, offset and cursor paging.
-//! An organization's records are read with one prefix scan and filtered and sorted in memory,
-//! which stays fast for the tens of thousands of images a small team keeps.
+//! Listing and searching source images (spec §4.4): filters, sorting, offset and cursor paging,
+//! facets — answered from the listing indexes ([`crate::storage::index`]), never by reading an
+//! organization's every record.
+//!
+//! A query is planned, from cheapest to dearest:
+//! 1. a filter that matches few images (at most 1,000) gives the candidates, which are
+//!    read, checked against every filter and sorted in memory;
+//! 2. otherwise an index already in the asked order is walked: the sort field's (narrowed by a
+//!    filter on that field), or one value of an exact filter for the default order by creation;
+//!    other filters are checked on each record walked;
+//! 3. otherwise a filter matching at most 10,000 images gives the candidates as in 1.;
+//! 4. otherwise the sort field's whole index is walked with every filter checked.
+//!
+//! Walks that check filters record by record stop after examining 20,000 entries: a page
+//! that needs more answers 400, and `total` is then a lower bound (`total_relation: "gte"`).
+//! Order is total: by the sort fields, then creation time and hash in the first field's
+//! direction; images without a sorted user field come last. A cursor is the exact position of
+//! the last item, so a cursor walk returns every image exactly once.
 
 use crate::error::{Error, Result};
 use crate::model::image::ImageRecord;
+use crate::storage::index::{self, IndexField, IndexValue, Position};
+use crate::storage::query::{next_prefix, Span};
+use crate::storage::Store;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 
-/// A value to sort or compare by.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub enum SortVal {
-    Num(f64),
-    Str(String),
-    Null(Option<()>),
+/// How much one listing may read.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// Candidates read and sorted in memory without a second thought.
+    small: usize,
+    /// At most this many candidates are read and sorted in memory.
+    collect: usize,
+    /// At most this many index entries are examined record by record for one answer.
+    examine: usize,
+    /// At most this many matches are counted for `total` beyond the page.
+    count: usize,
 }
 
-impl SortVal {
-    fn cmp(&self, other: &SortVal) -> Ordering {
-        match (self, other) {
-            (SortVal::Num(a), SortVal::Num(b)) => a.partial_cmp(b).unwrap_or(Ordering::Equal),
-            (SortVal::Str(a), SortVal::Str(b)) => a.cmp(b),
-            // Missing values sort after present ones.
-            (SortVal::Null(_), SortVal::Null(_)) => Ordering::Equal,
-            (SortVal::Null(_), _) => Ordering::Greater,
-            (_, SortVal::Null(_)) => Ordering::Less,
-            (SortVal::Num(_), SortVal::Str(_)) => Ordering::Less,
-            (SortVal::Str(_), SortVal::Num(_)) => Ordering::Greater,
-        }
-    }
-}
+/// The documented bounds (README, "Listing large libraries").
+const BOUNDS: Bounds = Bounds {
+    small: 1_000,
+    collect: 10_000,
+    examine: 20_000,
+    count: 10_000,
+};
 
 /// A field a list can be sorted or filtered by.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,15 +53,7 @@ enum Field {
     Hash,
     ShortHash,
     BinaryHash,
-    Created,
-    Size,
-    Name,
-    Width,
-    Height,
-    Format,
-    Mimetype,
-    /// A user-metadata key as stored (`foo`, `int:count`).
-    User(String),
+    Indexed(IndexField),
 }
 
 impl Field {
@@ -55,44 +62,30 @@ impl Field {
             "hash" => Field::Hash,
             "short_hash" => Field::ShortHash,
             "binaryhash" | "binary_hash" | "binaryHash" => Field::BinaryHash,
-            "created" => Field::Created,
-            "size" => Field::Size,
-            "name" => Field::Name,
-            "width" => Field::Width,
-            "height" => Field::Height,
-            "format" => Field::Format,
-            "mimetype" => Field::Mimetype,
+            "created" => Field::Indexed(IndexField::Created),
+            "size" => Field::Indexed(IndexField::Size),
+            "name" => Field::Indexed(IndexField::Name),
+            "width" => Field::Indexed(IndexField::Width),
+            "height" => Field::Indexed(IndexField::Height),
+            "format" => Field::Indexed(IndexField::Format),
+            "mimetype" => Field::Indexed(IndexField::Mimetype),
             other => {
                 let key = other.strip_prefix("user:")?;
                 let key = crate::model::image::normalize_meta_key(key).ok()?;
-                Field::User(key)
+                Field::Indexed(IndexField::User(key))
             }
         })
     }
 
-    fn value(&self, rec: &ImageRecord) -> SortVal {
+    /// The sort component of a record: `None` when a user field is absent.
+    fn component(&self, rec: &ImageRecord) -> Option<Vec<u8>> {
         match self {
-            Field::Hash | Field::ShortHash => SortVal::Str(rec.hash.clone()),
-            Field::BinaryHash => SortVal::Str(rec.binary_hash.clone()),
-            Field::Created => SortVal::Num(rec.created_ns as f64),
-            Field::Size => SortVal::Num(rec.size as f64),
-            Field::Name => SortVal::Str(rec.name.clone()),
-            Field::Width => SortVal::Num(f64::from(rec.width)),
-            Field::Height => SortVal::Num(f64::from(rec.height)),
-            Field::Format => SortVal::Str(rec.format.clone()),
-            Field::Mimetype => SortVal::Str(rec.mimetype.clone()),
-            Field::User(key) => match rec.user_metadata.get(key) {
-                Some(Value::Number(n)) => n.as_f64().map_or(SortVal::Null(None), SortVal::Num),
-                Some(Value::String(s)) => SortVal::Str(s.clone()),
-                Some(Value::Bool(b)) => SortVal::Str(b.to_string()),
-                Some(Value::Array(a)) => SortVal::Str(
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                _ => SortVal::Null(None),
-            },
+            Field::Hash | Field::ShortHash => Some(rec.hash.as_bytes().to_vec()),
+            Field::BinaryHash => Some(rec.binary_hash.as_bytes().to_vec()),
+            Field::Indexed(IndexField::Created) => {
+                Some(index::encode_created(rec.created_ns).to_vec())
+            }
+            Field::Indexed(f) => f.values(rec).first().map(index::encode_value),
         }
     }
 }
@@ -107,6 +100,14 @@ enum Matcher {
         low: Option<(String, bool)>,
         high: Option<(String, bool)>,
     },
+}
+
+fn as_num(field: &IndexField, s: &str) -> Option<f64> {
+    if *field == IndexField::Created {
+        crate::model::time::parse_rfc3339(s).map(|t| t as f64 * 1e9)
+    } else {
+        s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+    }
 }
 
 impl Matcher {
@@ -130,71 +131,239 @@ impl Matcher {
         }
     }
 
-    fn matches(&self, field: &Field, v: &SortVal, rec: &ImageRecord) -> bool {
-        let as_num = |s: &str| -> Option<f64> {
-            if *field == Field::Created {
-                crate::model::time::parse_rfc3339(s).map(|t| t as f64 * 1e9)
-            } else {
-                s.parse::<f64>().ok()
+    /// Whether a record matches: any of its values of the field does.
+    fn matches(&self, field: &Field, rec: &ImageRecord) -> bool {
+        let f = match field {
+            Field::Hash => return self.matches_str(&rec.hash),
+            Field::ShortHash => {
+                return match self {
+                    Matcher::Exact(want) | Matcher::Prefix(want) => rec.hash.starts_with(want),
+                    Matcher::Range { .. } => self.matches_str(&rec.hash),
+                }
             }
+            Field::BinaryHash => return self.matches_str(&rec.binary_hash),
+            Field::Indexed(f) => f,
         };
-        match (self, v) {
-            (Matcher::Exact(want), SortVal::Str(s)) => {
-                if let Field::User(key) = field {
-                    if let Some(Value::Array(items)) = rec.user_metadata.get(key) {
-                        return items.iter().any(|i| i.as_str() == Some(want.as_str()));
-                    }
+        if *f == IndexField::Created {
+            if let Matcher::Exact(want) = self {
+                if rec.created == *want {
+                    return true;
                 }
-                s == want || (*field == Field::ShortHash && s.starts_with(want.as_str()))
             }
-            (Matcher::Exact(want), SortVal::Num(n)) => {
-                if *field == Field::Created {
-                    return rec.created == *want
-                        || as_num(want).is_some_and(|w| (w - n).abs() < 1e9);
-                }
-                want.parse::<f64>().is_ok_and(|w| w == *n)
-            }
-            (Matcher::Prefix(p), SortVal::Str(s)) => s.starts_with(p.as_str()),
-            (Matcher::Prefix(p), SortVal::Num(n)) => n.to_string().starts_with(p.as_str()),
-            (Matcher::Range { low, high }, val) => {
-                let check = |bound: &Option<(String, bool)>, upper: bool| -> bool {
-                    let Some((b, inclusive)) = bound else {
-                        return true;
-                    };
-                    let ord = match val {
-                        SortVal::Num(n) => match as_num(b) {
-                            Some(bn) => n.partial_cmp(&bn).unwrap_or(Ordering::Equal),
-                            None => return false,
-                        },
-                        SortVal::Str(s) => s.as_str().cmp(b.as_str()),
-                        SortVal::Null(_) => return false,
-                    };
-                    match (upper, inclusive) {
-                        (false, true) => ord != Ordering::Less,
-                        (false, false) => ord == Ordering::Greater,
-                        (true, true) => ord != Ordering::Greater,
-                        (true, false) => ord == Ordering::Less,
+        }
+        f.values(rec).iter().any(|v| match v {
+            IndexValue::Str(s) => self.matches_str(s),
+            IndexValue::Num(n) => self.matches_num(f, *n),
+        })
+    }
+
+    fn matches_str(&self, s: &str) -> bool {
+        match self {
+            Matcher::Exact(want) => s == want,
+            Matcher::Prefix(p) => s.starts_with(p.as_str()),
+            Matcher::Range { low, high } => {
+                low.as_ref().is_none_or(|(b, incl)| {
+                    if *incl {
+                        s >= b.as_str()
+                    } else {
+                        s > b.as_str()
                     }
-                };
-                check(low, false) && check(high, true)
+                }) && high.as_ref().is_none_or(|(b, incl)| {
+                    if *incl {
+                        s <= b.as_str()
+                    } else {
+                        s < b.as_str()
+                    }
+                })
             }
-            (_, SortVal::Null(_)) => false,
         }
     }
+
+    fn matches_num(&self, field: &IndexField, n: f64) -> bool {
+        match self {
+            Matcher::Exact(want) => match as_num(field, want) {
+                Some(w) if *field == IndexField::Created => (w - n).abs() < 1e9,
+                Some(w) => w == n,
+                None => false,
+            },
+            Matcher::Prefix(p) => *field != IndexField::Created && n.to_string().starts_with(p),
+            Matcher::Range { low, high } => {
+                let ok = |bound: &Option<(String, bool)>, upper: bool| match bound {
+                    None => true,
+                    Some((b, incl)) => match as_num(field, b) {
+                        None => false,
+                        Some(b) => match (upper, incl) {
+                            (false, true) => n >= b,
+                            (false, false) => n > b,
+                            (true, true) => n <= b,
+                            (true, false) => n < b,
+                        },
+                    },
+                };
+                ok(low, false) && ok(high, true)
+            }
+        }
+    }
+
+    /// Index spans that hold every match (a superset), and whether they hold only matches,
+    /// each image once.
+    fn spans(&self, field: &IndexField) -> (Vec<Span>, bool) {
+        let numeric = !matches!(
+            field,
+            IndexField::Name | IndexField::Format | IndexField::Mimetype
+        );
+        let textual = matches!(
+            field,
+            IndexField::Name | IndexField::Format | IndexField::Mimetype | IndexField::User(_)
+        );
+        let once = !field.multi_valued();
+        let num_key = |n: f64| {
+            let mut k = vec![0x01];
+            k.extend_from_slice(&index::ordered_f64(n));
+            k
+        };
+        let created_key = |n: f64| index::encode_created(n as i128).to_vec();
+        let mut spans = Vec::new();
+        let mut exact = once;
+        match self {
+            Matcher::Exact(want) => {
+                if textual {
+                    spans.push(Span::prefixed(index::encode_value(&IndexValue::Str(
+                        want.clone(),
+                    ))));
+                }
+                if numeric {
+                    if let Some(w) = as_num(field, want) {
+                        if *field == IndexField::Created {
+                            spans.push(Span {
+                                from: created_key(w - 1e9 + 1.0),
+                                to: Some(created_key(w + 1e9)),
+                            });
+                            exact = false;
+                        } else {
+                            spans.push(Span::prefixed(num_key(w)));
+                            exact &= w != 0.0;
+                        }
+                    }
+                }
+            }
+            Matcher::Prefix(p) => {
+                if textual {
+                    spans.push(Span::prefixed(index::string_prefix(p)));
+                }
+                if numeric && *field != IndexField::Created {
+                    spans.push(Span {
+                        from: vec![0x01],
+                        to: Some(vec![0x02]),
+                    });
+                    exact = false;
+                }
+            }
+            Matcher::Range { low, high } => {
+                if textual {
+                    let from = match low {
+                        None => vec![0x02],
+                        Some((b, incl)) => {
+                            let k = index::encode_value(&IndexValue::Str(b.clone()));
+                            if *incl {
+                                k
+                            } else {
+                                next_prefix(&k).unwrap_or(k)
+                            }
+                        }
+                    };
+                    let to = match high {
+                        None => vec![0x03],
+                        Some((b, incl)) => {
+                            let k = index::encode_value(&IndexValue::Str(b.clone()));
+                            if *incl {
+                                next_prefix(&k).unwrap_or(vec![0x03])
+                            } else {
+                                k
+                            }
+                        }
+                    };
+                    spans.push(Span { from, to: Some(to) });
+                }
+                let parse = |b: &Option<(String, bool)>| match b {
+                    None => Some(None),
+                    Some((s, incl)) => as_num(field, s).map(|n| Some((n, *incl))),
+                };
+                if let (true, Some(lo), Some(hi)) = (numeric, parse(low), parse(high)) {
+                    if *field == IndexField::Created {
+                        spans.push(Span {
+                            from: lo.map_or(vec![0], |(n, _)| created_key(n.floor())),
+                            to: hi.map(|(n, _)| created_key(n.ceil() + 1.0)),
+                        });
+                        exact = false;
+                    } else {
+                        let from = match lo {
+                            None => vec![0x01],
+                            Some((n, true)) => num_key(n),
+                            Some((n, false)) => next_prefix(&num_key(n)).unwrap_or(vec![0x02]),
+                        };
+                        let to = match hi {
+                            None => vec![0x02],
+                            Some((n, true)) => next_prefix(&num_key(n)).unwrap_or(vec![0x02]),
+                            Some((n, false)) => num_key(n),
+                        };
+                        // -0 and 0 are equal numbers with different bytes.
+                        exact &=
+                            lo.is_none_or(|(n, _)| n != 0.0) && hi.is_none_or(|(n, _)| n != 0.0);
+                        spans.push(Span { from, to: Some(to) });
+                    }
+                }
+            }
+        }
+        (spans, exact)
+    }
 }
+
+/// Where a filter's candidates come from.
+enum Source {
+    /// These images (hash lookups); `None`: more than could be collected.
+    Hashes(Option<Vec<String>>),
+    /// Entries of an index; `exact`: the spans hold exactly the matches, each once.
+    Index {
+        field: IndexField,
+        spans: Vec<Span>,
+        exact: bool,
+        /// One span of one value: its entries are in creation order.
+        single: bool,
+    },
+    /// No index narrows it.
+    None,
+}
+
+/// One component of an item's position in the answer: `None` for an absent user field.
+type Component = Option<Vec<u8>>;
 
 /// A parsed list query.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
     pub limit: usize,
     offset: usize,
-    cursor: Option<Vec<SortVal>>,
+    cursor: Option<Vec<Component>>,
     sort: Vec<(Field, bool)>,
     filters: Vec<(Field, Matcher)>,
     any: bool,
     pub deleted: bool,
+    facets: Vec<(String, IndexField)>,
+    bounds: Bounds,
     /// The query pairs as given, for building `links`.
     raw: Vec<(String, String)>,
+}
+
+/// One page, in order, with the total it is part of.
+struct Answer {
+    start: usize,
+    page: Vec<ImageRecord>,
+    total: usize,
+    /// `total` is a lower bound: counting stopped.
+    total_cut: bool,
+    /// Matches follow the page.
+    more: bool,
+    facets: Option<serde_json::Map<String, Value>>,
 }
 
 impl ListQuery {
@@ -204,12 +373,15 @@ impl ListQuery {
             limit: 100,
             offset: 0,
             cursor: None,
-            sort: vec![(Field::Created, false)],
+            sort: vec![(Field::Indexed(IndexField::Created), false)],
             filters: Vec::new(),
             any: false,
             deleted: false,
+            facets: Vec::new(),
+            bounds: BOUNDS,
             raw: pairs.to_vec(),
         };
+        let mut cursor = None;
         for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
             match k.as_str() {
                 "limit" => {
@@ -223,7 +395,7 @@ impl ListQuery {
                 }
                 "offset" => match v.parse::<usize>() {
                     Ok(n) => q.offset = n,
-                    Err(_) => q.cursor = Some(decode_cursor(v)?),
+                    Err(_) => cursor = Some(v.clone()),
                 },
                 "sort" => {
                     q.sort.clear();
@@ -234,12 +406,34 @@ impl ListQuery {
                         };
                         let field = Field::parse(name)
                             .ok_or_else(|| Error::Invalid(format!("cannot sort by '{name}'")))?;
+                        if matches!(&field, Field::Indexed(f) if f.multi_valued()) {
+                            return Err(Error::Invalid(format!(
+                                "cannot sort by '{name}': an array holds several values"
+                            )));
+                        }
                         q.sort.push((field, dir == "asc"));
+                    }
+                    if q.sort.is_empty() {
+                        q.sort.push((Field::Indexed(IndexField::Created), false));
                     }
                 }
                 "deleted" => q.deleted = v == "true",
                 "operator" => q.any = v.eq_ignore_ascii_case("or"),
-                "facets" | "binaryHash" => {}
+                "facets" => {
+                    for name in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        match Field::parse(name) {
+                            Some(Field::Indexed(f @ IndexField::User(_))) => {
+                                q.facets.push((name.to_string(), f))
+                            }
+                            _ => {
+                                return Err(Error::Invalid(format!(
+                                    "cannot count facets of '{name}': facets are counted for user:str:* and user:array:* fields"
+                                )))
+                            }
+                        }
+                    }
+                }
+                "binaryHash" => {}
                 other => {
                     let field = Field::parse(other)
                         .ok_or_else(|| Error::Invalid(format!("cannot filter by '{other}'")))?;
@@ -247,20 +441,31 @@ impl ListQuery {
                 }
             }
         }
+        if let Some(raw) = cursor {
+            q.cursor = Some(decode_cursor(&raw, q.sort.len() + 2)?);
+        }
         Ok(q)
     }
 
-    fn key(&self, rec: &ImageRecord) -> Vec<SortVal> {
-        let mut k: Vec<SortVal> = self.sort.iter().map(|(f, _)| f.value(rec)).collect();
-        k.push(SortVal::Str(rec.hash.clone()));
+    /// The position of a record in this query's order.
+    fn key(&self, rec: &ImageRecord) -> Vec<Component> {
+        let mut k: Vec<Component> = self.sort.iter().map(|(f, _)| f.component(rec)).collect();
+        k.push(Some(index::encode_created(rec.created_ns).to_vec()));
+        k.push(Some(rec.hash.as_bytes().to_vec()));
         k
     }
 
-    fn compare(&self, a: &[SortVal], b: &[SortVal]) -> Ordering {
+    fn compare(&self, a: &[Component], b: &[Component]) -> Ordering {
+        let first = self.sort.first().is_none_or(|(_, asc)| *asc);
         for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-            let asc = self.sort.get(i).is_none_or(|(_, asc)| *asc);
-            let ord = x.cmp(y);
-            let ord = if asc { ord } else { ord.reverse() };
+            let asc = self.sort.get(i).map_or(first, |(_, asc)| *asc);
+            let ord = match (x, y) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(x), Some(y)) if asc => x.cmp(y),
+                (Some(x), Some(y)) => y.cmp(x),
+            };
             if ord != Ordering::Equal {
                 return ord;
             }
@@ -275,10 +480,7 @@ impl ListQuery {
         if self.filters.is_empty() {
             return true;
         }
-        let mut results = self
-            .filters
-            .iter()
-            .map(|(f, m)| m.matches(f, &f.value(rec), rec));
+        let mut results = self.filters.iter().map(|(f, m)| m.matches(f, rec));
         if self.any {
             results.any(|x| x)
         } else {
@@ -286,18 +488,220 @@ impl ListQuery {
         }
     }
 
-    /// Filters, sorts and pages `records`; `short` gives each item's short hash.
-    pub fn run(
+    /// Answers the query for `org` from the store's indexes.
+    pub fn run(&self, store: &Store, org: &str) -> Result<Value> {
+        let answer = self.plan(store, org)?;
+        self.answer(store, org, answer)
+    }
+
+    fn source(&self, store: &Store, org: &str, field: &Field, m: &Matcher) -> Result<Source> {
+        let hashes = |p: &str| -> Result<Source> {
+            let found = store.hashes_with_prefix(org, p, self.bounds.collect + 1)?;
+            Ok(Source::Hashes(
+                (found.len() <= self.bounds.collect).then_some(found),
+            ))
+        };
+        Ok(match (field, m) {
+            (Field::Hash, Matcher::Exact(h)) => Source::Hashes(Some(vec![h.clone()])),
+            (Field::Hash | Field::ShortHash, Matcher::Exact(p) | Matcher::Prefix(p)) => hashes(p)?,
+            (Field::BinaryHash, Matcher::Exact(b)) => Source::Hashes(Some(
+                store
+                    .images_by_binary(org, &b.to_ascii_lowercase())?
+                    .into_iter()
+                    .map(|r| r.hash)
+                    .collect(),
+            )),
+            (Field::Indexed(f), m) => {
+                let (spans, exact) = m.spans(f);
+                Source::Index {
+                    single: matches!(m, Matcher::Exact(_))
+                        && spans.len() == 1
+                        && *f != IndexField::Created,
+                    field: f.clone(),
+                    spans,
+                    exact,
+                }
+            }
+            _ => Source::None,
+        })
+    }
+
+    /// Collects a source's hashes, or `None` when there are more than `cap`.
+    fn collect(
         &self,
+        store: &Store,
         org: &str,
-        records: Vec<ImageRecord>,
-        short: impl Fn(&ImageRecord) -> Result<String>,
-    ) -> Result<Value> {
-        let mut keyed: Vec<(Vec<SortVal>, ImageRecord)> = records
-            .into_iter()
-            .filter(|r| self.accepts(r))
-            .map(|r| (self.key(&r), r))
-            .collect();
+        source: &Source,
+        cap: usize,
+    ) -> Result<Option<Vec<String>>> {
+        match source {
+            Source::Hashes(h) => Ok(h.clone().filter(|h| h.len() <= cap)),
+            Source::None => Ok(None),
+            Source::Index { field, spans, .. } => {
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                let mut walked = 0;
+                for span in spans {
+                    for p in store.index_walk(org, self.deleted, field, span, false) {
+                        let p = p?;
+                        walked += 1;
+                        if walked > cap * 4 {
+                            return Ok(None);
+                        }
+                        if seen.insert(p.hash.clone()) {
+                            out.push(p.hash);
+                            if out.len() > cap {
+                                return Ok(None);
+                            }
+                        }
+                    }
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+
+    /// A cheap count of a source's candidates (at most `cap`).
+    fn estimate(&self, store: &Store, org: &str, source: &Source, cap: usize) -> Result<usize> {
+        match source {
+            Source::Hashes(Some(h)) => Ok(h.len()),
+            Source::Hashes(None) | Source::None => Ok(usize::MAX),
+            Source::Index { field, spans, .. } => {
+                let mut n = 0;
+                for span in spans {
+                    n += store.index_count(org, self.deleted, field, span, cap + 1 - n.min(cap))?;
+                    if n > cap {
+                        return Ok(usize::MAX);
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn plan(&self, store: &Store, org: &str) -> Result<Answer> {
+        let mut sources = Vec::with_capacity(self.filters.len());
+        for (f, m) in &self.filters {
+            sources.push(self.source(store, org, f, m)?);
+        }
+        if self.any && self.filters.len() > 1 {
+            let mut all = Vec::new();
+            for s in &sources {
+                match self.collect(store, org, s, self.bounds.collect)? {
+                    Some(h) => all.extend(h),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "with operator=or every filter must match at most {} images; narrow the filters", self.bounds.collect
+                        )))
+                    }
+                }
+            }
+            all.sort();
+            all.dedup();
+            return self.in_memory(store, org, all);
+        }
+        // 1. A small candidate set.
+        let mut best: Option<(usize, usize)> = None;
+        for (i, s) in sources.iter().enumerate() {
+            let n = self.estimate(store, org, s, self.bounds.small)?;
+            if n <= self.bounds.small && best.is_none_or(|(_, b)| n < b) {
+                best = Some((i, n));
+            }
+        }
+        if let Some((i, _)) = best {
+            if let Some(h) = self.collect(store, org, &sources[i], self.bounds.small * 4)? {
+                return self.in_memory(store, org, h);
+            }
+        }
+        // 2. An index already in order.
+        if let [(Field::Indexed(sort_field), asc)] = self.sort.as_slice() {
+            let reverse = !*asc;
+            let on_sort = sources.iter().enumerate().find(|(_, s)| {
+                matches!(s, Source::Index { field, spans, .. } if field == sort_field && spans.len() == 1)
+            });
+            if let Some((i, Source::Index { spans, exact, .. })) = on_sort {
+                let skip = if *exact { Some(i) } else { None };
+                return self.walk(
+                    store, org, sort_field, &spans[0], reverse, false, skip, None,
+                );
+            }
+            if *sort_field == IndexField::Created {
+                let one_value = sources.iter().enumerate().find(|(_, s)| {
+                    matches!(
+                        s,
+                        Source::Index {
+                            exact: true,
+                            single: true,
+                            ..
+                        }
+                    )
+                });
+                if let Some((i, Source::Index { field, spans, .. })) = one_value {
+                    let total = (self.filters.len() == 1 && field.counted())
+                        .then(|| store.value_count(org, self.deleted, field, &spans[0].from))
+                        .transpose()?;
+                    return self.walk(
+                        store,
+                        org,
+                        field,
+                        &spans[0],
+                        reverse,
+                        false,
+                        Some(i),
+                        total.map(|t| t as usize),
+                    );
+                }
+            }
+            if self.filters.is_empty() {
+                let tail = matches!(sort_field, IndexField::User(_));
+                let total = store.image_count(org, self.deleted)? as usize;
+                return self.walk(
+                    store,
+                    org,
+                    sort_field,
+                    &Span::default(),
+                    reverse,
+                    tail,
+                    None,
+                    Some(total),
+                );
+            }
+        }
+        // 3. A candidate set that still fits in memory.
+        for s in &sources {
+            if let Some(h) = self.collect(store, org, s, self.bounds.collect)? {
+                return self.in_memory(store, org, h);
+            }
+        }
+        // 4. The sort field's whole index, every record checked.
+        if let [(Field::Indexed(sort_field), asc)] = self.sort.as_slice() {
+            let tail = matches!(sort_field, IndexField::User(_));
+            return self.walk(
+                store,
+                org,
+                sort_field,
+                &Span::default(),
+                !*asc,
+                tail,
+                None,
+                None,
+            );
+        }
+        Err(Error::Invalid(format!(
+            "this listing needs a filter matching at most {} images: it sorts by several fields or by a field without an index", self.bounds.collect
+        )))
+    }
+
+    /// Reads the candidates, keeps the matches and sorts and pages them in memory.
+    fn in_memory(&self, store: &Store, org: &str, hashes: Vec<String>) -> Result<Answer> {
+        let mut keyed = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            if let Some(rec) = store.get_image(org, &h)? {
+                if self.accepts(&rec) {
+                    keyed.push((self.key(&rec), rec));
+                }
+            }
+        }
         keyed.sort_by(|a, b| self.compare(&a.0, &b.0));
         let total = keyed.len();
         let start = match &self.cursor {
@@ -307,46 +711,230 @@ impl ListQuery {
                 .unwrap_or(total),
             None => self.offset.min(total),
         };
-        let end = (start + self.limit).min(total);
-        let page = keyed.get(start..end).unwrap_or_default();
-        self.answer(org, total, start, page, short)
+        let facets = (!self.facets.is_empty()).then(|| {
+            let mut out = serde_json::Map::new();
+            for (name, field) in &self.facets {
+                let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+                for (_, rec) in &keyed {
+                    for v in field.values(rec) {
+                        if let IndexValue::Str(s) = v {
+                            *counts.entry(s).or_default() += 1;
+                        }
+                    }
+                }
+                let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+                counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                counts.truncate(FACET_VALUES);
+                out.insert(name.clone(), facet_json(counts));
+            }
+            out
+        });
+        let page = keyed
+            .into_iter()
+            .skip(start)
+            .take(self.limit)
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>();
+        Ok(Answer {
+            start,
+            more: start + page.len() < total,
+            page,
+            total,
+            total_cut: false,
+            facets,
+        })
     }
 
-    /// The default listing (newest first, no filters, no cursor) of live images: what the
-    /// creation-time index can answer without reading every record.
-    pub fn plain_page(&self) -> Option<(usize, usize)> {
-        let default_sort = self.sort == [(Field::Created, false)];
-        (default_sort && self.filters.is_empty() && self.cursor.is_none() && !self.deleted)
-            .then_some((self.offset, self.limit))
-    }
-
-    /// Builds the answer for one page of an already-ordered listing of `total` records that
-    /// starts at `start`.
-    pub fn page(
+    /// Walks one field's index in order: the page, then a count of the matches after it.
+    /// Filter `skip` is known to hold for every entry of `span`; `tail` adds the images without
+    /// the (user) field after the entries; `total` is known beforehand.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
         &self,
+        store: &Store,
         org: &str,
-        total: usize,
-        start: usize,
-        records: Vec<ImageRecord>,
-        short: impl Fn(&ImageRecord) -> Result<String>,
-    ) -> Result<Value> {
-        let keyed: Vec<(Vec<SortVal>, ImageRecord)> =
-            records.into_iter().map(|r| (self.key(&r), r)).collect();
-        self.answer(org, total, start, &keyed, short)
+        field: &IndexField,
+        span: &Span,
+        reverse: bool,
+        tail: bool,
+        skip: Option<usize>,
+        total: Option<usize>,
+    ) -> Result<Answer> {
+        let check = self.filters.len() > usize::from(skip.is_some()) || self.deleted;
+        let mut span = span.clone();
+        let mut in_tail = false;
+        let mut tail_from: Option<Position> = None;
+        if let Some(c) = &self.cursor {
+            let created: [u8; index::CREATED_LEN] = c
+                .get(c.len() - 2)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(bad_cursor)?;
+            let hash = c
+                .last()
+                .cloned()
+                .flatten()
+                .and_then(|h| String::from_utf8(h).ok())
+                .ok_or_else(bad_cursor)?;
+            match c.first().cloned().flatten() {
+                Some(v) => {
+                    // Walking one value of another field: positions carry that value.
+                    let value = match self.sort.first() {
+                        Some((Field::Indexed(f), _)) if f != field => span.from.clone(),
+                        _ if *field == IndexField::Created => Vec::new(),
+                        _ => v,
+                    };
+                    span = span.past(
+                        &Position {
+                            value,
+                            created,
+                            hash,
+                        },
+                        reverse,
+                    );
+                }
+                None => {
+                    in_tail = true;
+                    tail_from = Some(Position {
+                        value: Vec::new(),
+                        created,
+                        hash,
+                    });
+                }
+            }
+        }
+        let mut page = Vec::new();
+        let mut skipped = 0;
+        let mut counted = 0;
+        let mut examined = 0;
+        let mut cut = false;
+        let offset = if self.cursor.is_some() {
+            0
+        } else {
+            self.offset
+        };
+        let mut visit = |rec: Option<ImageRecord>, hash: &str| -> Result<bool> {
+            // Returns false to stop.
+            let matched = match rec {
+                Some(r) => {
+                    if self.accepts(&r) {
+                        Some(Some(r))
+                    } else {
+                        None
+                    }
+                }
+                None => Some(None),
+            };
+            let Some(rec) = matched else {
+                return Ok(true);
+            };
+            if skipped < offset {
+                skipped += 1;
+                return Ok(true);
+            }
+            if page.len() < self.limit {
+                let rec = match rec {
+                    Some(r) => r,
+                    None => match store.get_image(org, hash)? {
+                        Some(r) => r,
+                        None => return Ok(true),
+                    },
+                };
+                page.push(rec);
+                return Ok(true);
+            }
+            counted += 1;
+            Ok(total.is_none() && counted < self.bounds.count)
+        };
+        let mut done = false;
+        if !in_tail {
+            for p in store.index_walk(org, self.deleted, field, &span, reverse) {
+                let p = p?;
+                let rec = if check {
+                    examined += 1;
+                    if examined > self.bounds.examine {
+                        cut = true;
+                        done = true;
+                        break;
+                    }
+                    match store.get_image(org, &p.hash)? {
+                        Some(r) => Some(r),
+                        None => continue,
+                    }
+                } else {
+                    None
+                };
+                if !visit(rec, &p.hash)? {
+                    done = true;
+                    cut = total.is_none();
+                    break;
+                }
+            }
+        }
+        if tail && !done {
+            let mut all = Span::default();
+            if let Some(p) = &tail_from {
+                all = all.past(p, reverse);
+            }
+            for p in store.index_walk(org, self.deleted, &IndexField::Created, &all, reverse) {
+                let p = p?;
+                examined += 1;
+                if examined > self.bounds.examine {
+                    cut = true;
+                    break;
+                }
+                let Some(rec) = store.get_image(org, &p.hash)? else {
+                    continue;
+                };
+                if !field.values(&rec).is_empty() {
+                    continue;
+                }
+                if !visit(Some(rec), &p.hash)? {
+                    cut = total.is_none();
+                    break;
+                }
+            }
+        }
+        if cut && page.len() < self.limit && total.is_none() {
+            return Err(Error::Invalid(format!(
+                "this listing would examine more than {} images for one page; add a filter that matches fewer images, or sort by the filtered field", self.bounds.examine
+            )));
+        }
+        let start = skipped;
+        let known = start + page.len() + counted;
+        let facets = if self.facets.is_empty() {
+            None
+        } else if self.filters.is_empty() {
+            let mut out = serde_json::Map::new();
+            for (name, f) in &self.facets {
+                let values = store.facet_values(org, self.deleted, f, FACET_VALUES, FACET_SCAN)?;
+                out.insert(name.clone(), facet_json(values));
+            }
+            Some(out)
+        } else {
+            return Err(Error::Invalid(format!(
+                "facets are counted over all images or over a filter matching at most {} images",
+                self.bounds.collect
+            )));
+        };
+        Ok(Answer {
+            more: counted > 0 || cut,
+            start: if self.cursor.is_some() { 0 } else { start },
+            page,
+            total: total.unwrap_or(known),
+            total_cut: total.is_none() && cut,
+            facets,
+        })
     }
 
-    fn answer(
-        &self,
-        org: &str,
-        total: usize,
-        start: usize,
-        page: &[(Vec<SortVal>, ImageRecord)],
-        short: impl Fn(&ImageRecord) -> Result<String>,
-    ) -> Result<Value> {
-        let end = start + page.len();
-        let items: Vec<Value> = page
+    fn answer(&self, store: &Store, org: &str, a: Answer) -> Result<Value> {
+        let short =
+            |r: &ImageRecord| -> Result<String> { Ok(store.short_hash(&r.organization, &r.hash)?) };
+        let items: Vec<Value> = a
+            .page
             .iter()
-            .map(|(_, r)| Ok(r.to_json(&short(r)?)))
+            .map(|r| Ok(r.to_json(&short(r)?)))
             .collect::<Result<_>>()?;
         let mut links = serde_json::Map::new();
         let base: Vec<(String, String)> = self
@@ -365,52 +953,117 @@ impl ListQuery {
                 .collect();
             json!({ "href": format!("/sourceimages/{org}?{}", qs.join("&")) })
         };
-        if self.cursor.is_none() && start > 0 && self.limit > 0 {
+        if self.cursor.is_none() && a.start > 0 && self.limit > 0 {
             links.insert(
                 "prev".into(),
-                link(&start.saturating_sub(self.limit).to_string()),
+                link(&a.start.saturating_sub(self.limit).to_string()),
             );
         }
-        let cursor = page.last().map(|(k, _)| encode_cursor(k));
-        if end < total && self.limit > 0 {
+        let cursor = a.page.last().map(|r| encode_cursor(&self.key(r)));
+        if a.more && self.limit > 0 {
+            let end = a.start + a.page.len();
             let next = match (&self.cursor, &cursor) {
                 (Some(_), Some(c)) => c.clone(),
+                (None, Some(c)) if end > DEEP_OFFSET => c.clone(),
                 _ => end.to_string(),
             };
             links.insert("next".into(), link(&next));
         }
-        let mut out = json!({ "total": total, "items": items, "links": links });
-        if let (Some(c), Value::Object(m)) = (cursor, &mut out) {
-            m.insert("cursor".into(), Value::String(c));
+        let mut out = json!({ "total": a.total, "items": items, "links": links });
+        if let Value::Object(m) = &mut out {
+            if let Some(c) = cursor {
+                m.insert("cursor".into(), Value::String(c));
+            }
+            if a.total_cut {
+                m.insert("total_relation".into(), Value::String("gte".into()));
+            }
+            if let Some(f) = a.facets {
+                m.insert("facets".into(), Value::Object(f));
+            }
         }
         Ok(out)
     }
+}
+
+/// Values per facet field.
+const FACET_VALUES: usize = 1000;
+/// Distinct values read per facet field.
+const FACET_SCAN: usize = 100_000;
+/// Past this offset the `next` link carries a cursor (spec §4.4).
+const DEEP_OFFSET: usize = 10_000;
+
+fn facet_json(values: Vec<(String, u64)>) -> Value {
+    Value::Array(
+        values
+            .into_iter()
+            .map(|(value, count)| json!({ "value": value, "count": count }))
+            .collect(),
+    )
 }
 
 fn encode_component(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn encode_cursor(key: &[SortVal]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(key).unwrap_or_default())
+/// A cursor: version 1, then each component as `0` (absent) or `1`, a 2-byte length and
+/// the bytes.
+fn encode_cursor(key: &[Component]) -> String {
+    let mut out = vec![1u8];
+    for c in key {
+        match c {
+            None => out.push(0),
+            Some(b) => {
+                out.push(1);
+                out.extend_from_slice(&(b.len().min(u16::MAX as usize) as u16).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
 }
 
-fn decode_cursor(raw: &str) -> Result<Vec<SortVal>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+fn bad_cursor() -> Error {
+    Error::Invalid(
+        "offset must be a number or a cursor from a previous answer with the same sort".into(),
+    )
+}
+
+fn decode_cursor(raw: &str, parts: usize) -> Result<Vec<Component>> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            Error::Invalid("offset must be a number or a cursor from a previous answer".into())
-        })
+        .map_err(|_| bad_cursor())?;
+    let mut rest = bytes.strip_prefix(&[1u8]).ok_or_else(bad_cursor)?;
+    let mut out = Vec::with_capacity(parts);
+    while let Some((&tag, tail)) = rest.split_first() {
+        match tag {
+            0 => {
+                out.push(None);
+                rest = tail;
+            }
+            1 => {
+                let len = tail
+                    .get(..2)
+                    .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+                    .ok_or_else(bad_cursor)?;
+                out.push(Some(tail.get(2..2 + len).ok_or_else(bad_cursor)?.to_vec()));
+                rest = tail.get(2 + len..).unwrap_or_default();
+            }
+            _ => return Err(bad_cursor()),
+        }
+    }
+    let tie_ok = matches!(out.get(parts.wrapping_sub(2)), Some(Some(c)) if c.len() == index::CREATED_LEN)
+        && matches!(out.last(), Some(Some(_)));
+    if out.len() != parts || !tie_ok {
+        return Err(bad_cursor());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rec(hash: &str, name: &str, size: u64, ns: i128) -> ImageRecord {
+    fn rec(hash: &str, name: &str, size: u64, ns: i128, meta: Value) -> ImageRecord {
         ImageRecord {
             organization: "o".into(),
             hash: hash.into(),
@@ -424,7 +1077,7 @@ mod tests {
             height: 10,
             created: String::new(),
             created_ns: ns,
-            user_metadata: serde_json::from_value(json!({"int:n": size, "tag": name})).unwrap(),
+            user_metadata: serde_json::from_value(meta).unwrap(),
             dynamic_metadata: Default::default(),
             static_metadata: Default::default(),
             deleted: false,
@@ -442,6 +1095,15 @@ mod tests {
             .collect()
     }
 
+    fn hashes(v: &Value) -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["hash"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn names(v: &Value) -> Vec<String> {
         v["items"]
             .as_array()
@@ -451,81 +1113,87 @@ mod tests {
             .collect()
     }
 
-    fn sample() -> Vec<ImageRecord> {
-        vec![
-            rec("aaa", "a.jpg", 30, 1),
-            rec("bbb", "b.png", 10, 2),
-            rec("ccc", "c.jpg", 20, 3),
-        ]
+    fn sample() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        for r in [
+            rec(
+                &"a".repeat(40),
+                "a.jpg",
+                30,
+                1,
+                json!({"int:n": 30, "tag": "a.jpg"}),
+            ),
+            rec(
+                &"b".repeat(40),
+                "b.png",
+                10,
+                2,
+                json!({"int:n": 10, "tag": "b.png"}),
+            ),
+            rec(
+                &"c".repeat(40),
+                "c.jpg",
+                20,
+                3,
+                json!({"int:n": 20, "tag": "c.jpg"}),
+            ),
+        ] {
+            store.insert_image(&r).unwrap();
+        }
+        (dir, store)
+    }
+
+    fn run(store: &Store, q: &[(&str, &str)]) -> Value {
+        ListQuery::parse(&pairs(q))
+            .unwrap()
+            .run(store, "o")
+            .unwrap()
     }
 
     #[test]
     fn the_default_order_is_newest_first() {
-        let q = ListQuery::parse(&[]).unwrap();
-        let v = q.run("o", sample(), |r| Ok(r.hash.clone())).unwrap();
+        let (_d, store) = sample();
+        let v = run(&store, &[]);
         assert_eq!(names(&v), ["c.jpg", "b.png", "a.jpg"]);
         assert_eq!(v["total"], 3);
     }
 
     #[test]
     fn sorting_by_size_and_user_fields_works_both_ways() {
-        let q = ListQuery::parse(&pairs(&[("sort", "size asc")])).unwrap();
+        let (_d, store) = sample();
         assert_eq!(
-            names(&q.run("o", sample(), |r| Ok(r.hash.clone())).unwrap()),
+            names(&run(&store, &[("sort", "size asc")])),
             ["b.png", "c.jpg", "a.jpg"]
         );
-        let q = ListQuery::parse(&pairs(&[("sort", "user:int:n desc")])).unwrap();
         assert_eq!(
-            names(&q.run("o", sample(), |r| Ok(r.hash.clone())).unwrap()),
+            names(&run(&store, &[("sort", "user:int:n desc")])),
             ["a.jpg", "c.jpg", "b.png"]
         );
     }
 
     #[test]
     fn filters_match_exact_prefix_and_ranges() {
-        let run = |q: &[(&str, &str)]| {
-            names(
-                &ListQuery::parse(&pairs(q))
-                    .unwrap()
-                    .run("o", sample(), |r| Ok(r.hash.clone()))
-                    .unwrap(),
-            )
-        };
-        assert_eq!(run(&[("name", "b.png")]), ["b.png"]);
-        assert_eq!(run(&[("name", "a*"), ("sort", "name")]), ["a.jpg"]);
-        assert_eq!(run(&[("size", "[15,30}"), ("sort", "size")]), ["c.jpg"]);
+        let (_d, store) = sample();
+        let r = |q: &[(&str, &str)]| names(&run(&store, q));
+        assert_eq!(r(&[("name", "b.png")]), ["b.png"]);
+        assert_eq!(r(&[("name", "a*"), ("sort", "name")]), ["a.jpg"]);
+        assert_eq!(r(&[("size", "[15,30}"), ("sort", "size")]), ["c.jpg"]);
         assert_eq!(
-            run(&[("user:int:n", "[20,}"), ("sort", "size")]),
+            r(&[("user:int:n", "[20,}"), ("sort", "size")]),
             ["c.jpg", "a.jpg"]
         );
-        assert_eq!(run(&[("user:tag", "a.jpg")]), ["a.jpg"]);
+        assert_eq!(r(&[("user:tag", "a.jpg")]), ["a.jpg"]);
         assert_eq!(
-            run(&[("format", "jpg"), ("sort", "name")]),
+            r(&[("format", "jpg"), ("sort", "name")]),
             ["a.jpg", "c.jpg"]
         );
     }
 
     #[test]
-    fn cursor_paging_walks_every_item_once() {
-        let mut seen = Vec::new();
-        let mut offset = String::new();
-        loop {
-            let q = ListQuery::parse(&pairs(&[("limit", "2"), ("offset", &offset)])).unwrap();
-            let v = q.run("o", sample(), |r| Ok(r.hash.clone())).unwrap();
-            let page = names(&v);
-            if page.is_empty() {
-                break;
-            }
-            seen.extend(page);
-            offset = v["cursor"].as_str().unwrap().to_string();
-        }
-        assert_eq!(seen, ["c.jpg", "b.png", "a.jpg"]);
-    }
-
-    #[test]
     fn offset_paging_gives_links() {
-        let q = ListQuery::parse(&pairs(&[("limit", "1"), ("offset", "1")])).unwrap();
-        let v = q.run("o", sample(), |r| Ok(r.hash.clone())).unwrap();
+        let (_d, store) = sample();
+        let v = run(&store, &[("limit", "1"), ("offset", "1")]);
         assert_eq!(names(&v), ["b.png"]);
         assert!(v["links"]["prev"]["href"]
             .as_str()
@@ -541,7 +1209,264 @@ mod tests {
     fn bad_parameters_are_refused() {
         assert!(ListQuery::parse(&pairs(&[("limit", "5000")])).is_err());
         assert!(ListQuery::parse(&pairs(&[("sort", "bogus desc")])).is_err());
+        assert!(ListQuery::parse(&pairs(&[("sort", "user:array:labels")])).is_err());
         assert!(ListQuery::parse(&pairs(&[("offset", "not-a-cursor!")])).is_err());
+        assert!(ListQuery::parse(&pairs(&[("facets", "size")])).is_err());
         assert!(ListQuery::parse(&pairs(&[("limit", ""), ("offset", "")])).is_ok());
+    }
+
+    /// Random images, metadata changes, deletes and queries: every answer from the indexes
+    /// equals the brute-force one (every record filtered and sorted), and pages concatenate to
+    /// the whole answer.
+    #[test]
+    fn indexed_answers_equal_the_brute_force_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let mut rng = fastrand::Rng::with_seed(
+            std::env::var("DARKROOM_LISTING_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(7),
+        );
+        let pick = |rng: &mut fastrand::Rng, xs: &[&str]| xs[rng.usize(..xs.len())].to_string();
+        let mut model: Vec<ImageRecord> = Vec::new();
+        let random_meta = |rng: &mut fastrand::Rng| {
+            let mut m = serde_json::Map::new();
+            if rng.u8(..4) > 0 {
+                m.insert(
+                    "tag".into(),
+                    json!(["t0", "t1", "t2", "t\u{0}x", ""][rng.usize(..5)]),
+                );
+            }
+            if rng.bool() {
+                m.insert("int:n".into(), json!(rng.i64(-3..8)));
+            }
+            if rng.bool() {
+                let labels: Vec<&str> = ["l0", "l1", "l2", "l3"]
+                    .into_iter()
+                    .filter(|_| rng.bool())
+                    .collect();
+                m.insert("array:labels".into(), json!(labels));
+            }
+            if rng.u8(..4) == 0 {
+                m.insert("double:d".into(), json!(rng.i32(-20..20) as f64 / 4.0));
+            }
+            Value::Object(m)
+        };
+        for _ in 0..400 {
+            let hash = format!("{:040x}", rng.u128(..) >> 1);
+            let name = format!(
+                "{}{}.{}",
+                pick(&mut rng, &["a", "ab", "b", "ba"]),
+                rng.u8(..3),
+                pick(&mut rng, &["jpg", "png", "gif"])
+            );
+            let mut r = rec(
+                &hash,
+                &name,
+                rng.u64(0..6) * 10,
+                i128::from(rng.u8(..60)) * 1_000_000_000 + i128::from(rng.u8(..3)),
+                random_meta(&mut rng),
+            );
+            r.width = rng.u32(1..5);
+            r.height = rng.u32(1..5);
+            r.deleted = rng.u8(..6) == 0;
+            store.insert_image(&r).unwrap();
+            model.push(r);
+        }
+        // Changes after insertion: metadata, deletes, restores and removals.
+        for _ in 0..150 {
+            let i = rng.usize(..model.len());
+            match rng.u8(..4) {
+                0 => {
+                    store.remove_image("o", &model[i].hash).unwrap();
+                    model.remove(i);
+                }
+                1 => {
+                    model[i].deleted = !model[i].deleted;
+                    store.update_image(&model[i]).unwrap();
+                }
+                _ => {
+                    model[i].user_metadata = random_meta(&mut rng).as_object().unwrap().clone();
+                    store.update_image(&model[i]).unwrap();
+                }
+            }
+        }
+        let problems: Vec<String> = store
+            .verify(std::time::Duration::ZERO)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.contains("listing"))
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        let sorts = [
+            "created",
+            "size",
+            "name",
+            "width",
+            "height",
+            "format",
+            "mimetype",
+            "user:tag",
+            "user:int:n",
+            "user:double:d",
+            "hash",
+        ];
+        let filters: &[(&str, &[&str])] = &[
+            (
+                "name",
+                &["a1.jpg", "a*", "b*", "[a,b]", "{ab,}", "[,b1.png]"],
+            ),
+            ("size", &["20", "[10,30]", "{10,30}", "[30,}", "{,20]", "x"]),
+            ("width", &["2", "[2,3]"]),
+            ("height", &["{1,4}"]),
+            ("format", &["jpg", "png", "p*"]),
+            (
+                "created",
+                &[
+                    "['1970-01-01T00:00:10Z','1970-01-01T00:00:30Z']",
+                    "1970-01-01T00:00:05+00:00",
+                ],
+            ),
+            ("user:str:tag", &["t1", "t*", "[t0,t1]", "", "t\u{0}x"]),
+            ("user:tag", &["t2"]),
+            ("user:int:n", &["3", "[0,4]", "{-2,}", "[,0]", "-1"]),
+            ("user:array:labels", &["l1", "l*", "[l0,l1]"]),
+            ("user:double:d", &["[-1.5,2]", "0.25"]),
+            ("hash", &["0*", "1*"]),
+            ("short_hash", &["2", "a"]),
+        ];
+        let mut refused = 0;
+        for round in 0..600 {
+            let mut q: Vec<(String, String)> = Vec::new();
+            let nsort = if rng.u8(..5) == 0 { 2 } else { 1 };
+            let sort: Vec<String> = (0..nsort)
+                .map(|_| {
+                    format!(
+                        "{} {}",
+                        pick(&mut rng, &sorts),
+                        if rng.bool() { "asc" } else { "desc" }
+                    )
+                })
+                .collect();
+            if round % 7 != 0 {
+                q.push(("sort".into(), sort.join(",")));
+            }
+            for _ in 0..rng.usize(..3) {
+                let (f, vals) = filters[rng.usize(..filters.len())];
+                q.push((f.into(), pick(&mut rng, vals)));
+            }
+            if rng.u8(..6) == 0 {
+                q.push(("operator".into(), "or".into()));
+            }
+            if rng.u8(..5) == 0 {
+                q.push(("deleted".into(), "true".into()));
+            }
+            let limit = [1usize, 3, 7, 50][rng.usize(..4)];
+            let mut parsed = ListQuery::parse(&q).unwrap();
+            parsed.bounds = Bounds {
+                small: rng.usize(0..20),
+                collect: rng.usize(20..60),
+                examine: 10_000,
+                count: 10_000,
+            };
+            let want: Vec<String> = {
+                let mut m: Vec<&ImageRecord> = model.iter().filter(|r| parsed.accepts(r)).collect();
+                m.sort_by(|a, b| parsed.compare(&parsed.key(a), &parsed.key(b)));
+                m.iter().map(|r| r.hash.clone()).collect()
+            };
+            // A walk by cursor.
+            let mut got = Vec::new();
+            let mut cursor: Option<String> = None;
+            let mut failed = None;
+            for _ in 0..1000 {
+                let mut page_q = q.clone();
+                page_q.push(("limit".into(), limit.to_string()));
+                if let Some(c) = &cursor {
+                    page_q.push(("offset".into(), c.clone()));
+                }
+                let mut pq = ListQuery::parse(&page_q).unwrap();
+                pq.bounds = parsed.bounds;
+                match pq.run(&store, "o") {
+                    Ok(v) => {
+                        let page = hashes(&v);
+                        if cursor.is_none() && v.get("total_relation").is_none() {
+                            assert_eq!(v["total"], want.len(), "total of {q:?}");
+                        }
+                        got.extend(page.iter().cloned());
+                        if page.len() < limit {
+                            break;
+                        }
+                        cursor = Some(v["cursor"].as_str().unwrap().to_string());
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                // Only what no index orders may be refused.
+                let unordered =
+                    parsed.sort.len() > 1 || !matches!(parsed.sort[0].0, Field::Indexed(_));
+                assert!(unordered || parsed.any, "{q:?} refused: {e}");
+                refused += 1;
+                continue;
+            }
+            assert_eq!(got, want, "cursor walk of {q:?} (limit {limit})");
+            // One offset page.
+            let offset = rng.usize(..want.len() + 2);
+            let mut page_q = q.clone();
+            page_q.push(("limit".into(), limit.to_string()));
+            page_q.push(("offset".into(), offset.to_string()));
+            let mut pq = ListQuery::parse(&page_q).unwrap();
+            pq.bounds = parsed.bounds;
+            let v = pq.run(&store, "o").unwrap();
+            let end = (offset + limit).min(want.len());
+            assert_eq!(
+                hashes(&v),
+                want.get(offset.min(end)..end).unwrap_or_default(),
+                "offset {offset} of {q:?}"
+            );
+        }
+        assert!(refused < 200, "{refused} of 600 queries refused");
+    }
+
+    #[test]
+    fn facets_count_values_of_all_or_of_the_filtered_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        for (i, labels) in [json!(["sea", "sky"]), json!(["sea"]), json!(["hill"])]
+            .iter()
+            .enumerate()
+        {
+            store
+                .insert_image(&rec(
+                    &format!("{i:040}"),
+                    "x.jpg",
+                    1,
+                    i as i128,
+                    json!({"array:labels": labels, "tag": "t"}),
+                ))
+                .unwrap();
+        }
+        let v = run(&store, &[("facets", "user:array:labels"), ("limit", "0")]);
+        assert_eq!(
+            v["facets"]["user:array:labels"],
+            json!([{"value":"sea","count":2},{"value":"hill","count":1},{"value":"sky","count":1}])
+        );
+        assert_eq!(v["total"], 3);
+        assert_eq!(v["items"], json!([]));
+        let v = run(
+            &store,
+            &[
+                ("facets", "user:array:labels"),
+                ("user:array:labels", "sky"),
+            ],
+        );
+        assert_eq!(
+            v["facets"]["user:array:labels"],
+            json!([{"value":"sea","count":1},{"value":"sky","count":1}])
+        );
     }
 }

@@ -193,6 +193,27 @@ impl BlobStore {
         Ok(out)
     }
 
+    /// Every blob id of one shard: the files under `xx/` where `xx` is `shard` in hex.
+    pub fn list_shard(&self, shard: u8) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let a = self.root.join(format!("{shard:02x}"));
+        if !a.is_dir() {
+            return Ok(out);
+        }
+        for b in std::fs::read_dir(&a)? {
+            let b = b?.path();
+            if !b.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&b)? {
+                if let Some(name) = f?.file_name().to_str() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes temporary files left by interrupted uploads.
     pub fn clear_tmp(&self) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.tmp)? {

@@ -66,25 +66,34 @@ impl Store {
 
     /// Soft-deleted images whose retention ended before `cutoff` (Unix seconds).
     pub fn expired_images(&self, cutoff: i64, limit: usize) -> Result<Vec<(String, String)>> {
+        // The deletion-time index of every organization, up to the cutoff: work in proportion
+        // to what has expired.
+        let field = super::index::IndexField::DeletedAt;
+        let mut upto = vec![0x01];
+        upto.extend_from_slice(&super::index::ordered_f64(cutoff as f64));
+        let span = super::query::Span {
+            from: vec![0x01],
+            to: Some(upto),
+        };
         let mut out = Vec::new();
-        for v in self.images.iter().values() {
-            let rec: ImageRecord = decode("images", &v?)?;
-            if rec.deleted && rec.deleted_at.is_some_and(|at| at < cutoff) {
-                out.push((rec.organization, rec.hash));
+        for org in self.list_orgs()? {
+            for p in self.index_walk(&org.name, true, &field, &span, false) {
                 if out.len() >= limit {
-                    break;
+                    return Ok(out);
                 }
+                out.push((org.name.clone(), p?.hash));
             }
         }
         Ok(out)
     }
 
-    /// Blob files that no image refers to and that are older than `grace` (younger ones may
-    /// belong to an upload whose metadata is being committed).
-    pub fn orphan_blobs(&self, grace: Duration) -> Result<Vec<String>> {
+    /// Blob files of one shard (`00`..`ff`, the first two hex digits of their name) that no
+    /// image refers to and that are older than `grace` (younger ones may belong to an upload
+    /// whose metadata is being committed). The collector visits one shard per pass.
+    pub fn orphan_blobs(&self, shard: u8, grace: Duration) -> Result<Vec<String>> {
         let now = SystemTime::now();
         let mut out = Vec::new();
-        for id in self.blobs.list()? {
+        for id in self.blobs.list_shard(shard)? {
             if self.blob_refs.get(id.as_bytes())?.is_some() {
                 continue;
             }
@@ -99,6 +108,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Where the collector's rolling sweeps stand (renders after this key; the next blob
+    /// shard), kept in the store so that they survive restarts.
+    pub fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
+        let renders = self.meta.get("gc_render_sweep")?.map(|v| v.to_vec());
+        let shard = self
+            .meta
+            .get("gc_blob_sweep")?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0);
+        Ok((renders, shard))
+    }
+
+    pub fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
+        match renders {
+            Some(k) => self.meta.insert("gc_render_sweep", k)?,
+            None => self.meta.remove("gc_render_sweep")?,
+        };
+        self.meta.insert("gc_blob_sweep", &[shard])?;
+        Ok(())
+    }
+
     /// Recomputes every counter and reference and lists what disagrees. `grace` is how old an
     /// unreferenced blob file may be before it counts as a leak.
     pub fn verify(&self, grace: Duration) -> Result<Vec<String>> {
@@ -106,6 +136,8 @@ impl Store {
         let mut refs: HashMap<String, (u64, u64)> = HashMap::new();
         let mut live_blobs: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
         let mut files: BTreeMap<String, u64> = BTreeMap::new();
+        let mut index_entries = 0usize;
+        let mut index_counts: HashMap<Vec<u8>, u64> = HashMap::new();
         let orgs: BTreeSet<String> = self.list_orgs()?.into_iter().map(|o| o.name).collect();
         for v in self.images.iter().values() {
             let rec: ImageRecord = decode("images", &v?)?;
@@ -130,11 +162,25 @@ impl Store {
                     rec.organization, rec.hash
                 ));
             }
-            if self.img_created.get(super::created_key(&rec))?.is_none() {
+            let (entries, counters) = super::index::record_keys(&rec);
+            index_entries += entries.len();
+            if let Some(missing) = entries
+                .iter()
+                .map(|k| self.img_index.contains_key(k))
+                .collect::<std::result::Result<Vec<bool>, _>>()?
+                .iter()
+                .position(|found| !found)
+            {
                 problems.push(format!(
-                    "image {}/{} is missing from the creation-time index",
-                    rec.organization, rec.hash
+                    "image {}/{} is missing from the listing index ({} of {} entries)",
+                    rec.organization,
+                    rec.hash,
+                    missing + 1,
+                    entries.len()
                 ));
+            }
+            for k in counters {
+                *index_counts.entry(k).or_insert(0u64) += 1;
             }
             if !rec.deleted {
                 *files.entry(rec.organization.clone()).or_default() += 1;
@@ -154,11 +200,27 @@ impl Store {
                 }
             }
         }
-        if self.img_created.len() != self.images.len() {
+        let stored_entries = self.img_index.iter().keys().count();
+        if stored_entries != index_entries {
             problems.push(format!(
-                "the creation-time index has {} entries for {} images",
-                self.img_created.len(),
-                self.images.len()
+                "the listing index has {stored_entries} entries for {index_entries} expected"
+            ));
+        }
+        for item in self.img_counts.iter() {
+            let (k, v) = item?;
+            let stored = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+            let counted = index_counts.remove(k.as_ref()).unwrap_or(0);
+            if stored != counted {
+                problems.push(format!(
+                    "listing counter {}: {stored} stored, {counted} counted",
+                    String::from_utf8_lossy(&k).replace('\0', "/")
+                ));
+            }
+        }
+        for k in index_counts.keys() {
+            problems.push(format!(
+                "listing counter {} is missing",
+                String::from_utf8_lossy(k).replace('\0', "/")
             ));
         }
         // Blob reference counts.
@@ -181,7 +243,12 @@ impl Store {
         for (id, (_, n)) in refs {
             problems.push(format!("blob {id}: {n} references counted, none stored"));
         }
-        for id in self.orphan_blobs(grace)? {
+        for id in (0..=255u8)
+            .map(|s| self.orphan_blobs(s, grace))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+        {
             problems.push(format!("blob file {id} is not referenced by any image"));
         }
         // Renders and their indexes.

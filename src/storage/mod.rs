@@ -10,6 +10,8 @@ pub mod backup;
 pub mod blobs;
 pub mod check;
 pub mod edge;
+pub mod index;
+pub mod query;
 pub mod renders;
 pub mod space;
 pub mod stacks;
@@ -30,7 +32,8 @@ pub use space::Space;
 pub use stacks::StoredStack;
 
 /// Version of the data layout. Opening a store written by a newer version fails.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the listing indexes (`img_index`, `img_counts`) replace the creation-time index.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Storage failures. Callers treat them as internal errors.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +150,8 @@ pub struct Store {
     members: Tree,
     images: Tree,
     img_binary: Tree,
-    img_created: Tree,
+    img_index: Tree,
+    img_counts: Tree,
     blob_refs: Tree,
     org_blobs: Tree,
     org_usage: Tree,
@@ -202,11 +206,38 @@ pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
     })
 }
 
-/// Key of the creation-time index: `org \0 <created_ns as 32 hex digits> \0 hash`, which
-/// sorts by creation time within an organization.
-pub(crate) fn created_key(rec: &ImageRecord) -> Vec<u8> {
-    let ns = u128::try_from(rec.created_ns).unwrap_or(0);
-    key3(&rec.organization, &format!("{ns:032x}"), &rec.hash)
+/// Adds (`delta` 1) or removes (`delta` -1) a record's listing-index entries and counters.
+pub(crate) fn index_record(
+    img_index: &TransactionalTree,
+    img_counts: &TransactionalTree,
+    rec: &ImageRecord,
+    delta: i64,
+) -> std::result::Result<(), TxError> {
+    let (entries, counters) = index::record_keys(rec);
+    for k in entries {
+        if delta > 0 {
+            img_index.insert(k, &[])?;
+        } else {
+            img_index.remove(k)?;
+        }
+    }
+    for k in counters {
+        let before = match img_counts.get(&k)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        let after = if delta > 0 {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if after == 0 {
+            img_counts.remove(k)?;
+        } else {
+            img_counts.insert(k, &after.to_be_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 /// Aborts a transaction with a storage error (decoding failure inside the closure).
@@ -296,9 +327,13 @@ impl Store {
             .flush_every_ms(Some(500))
             .open()?;
         let meta = db.open_tree("meta")?;
+        let mut migrate_from = None;
         match meta.get("schema_version")? {
             Some(v) => {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
+                if found < SCHEMA_VERSION {
+                    migrate_from = Some(found);
+                }
                 if found > SCHEMA_VERSION {
                     return Err(StorageError::Schema(format!(
                         "the data folder {} was written by a newer Darkroom (schema {found}, this binary reads up to {SCHEMA_VERSION}); upgrade the binary",
@@ -319,7 +354,8 @@ impl Store {
             members: db.open_tree("members")?,
             images: db.open_tree("images")?,
             img_binary: db.open_tree("img_binary")?,
-            img_created: db.open_tree("img_created")?,
+            img_index: db.open_tree("img_index")?,
+            img_counts: db.open_tree("img_counts")?,
             blob_refs: db.open_tree("blob_refs")?,
             org_blobs: db.open_tree("org_blobs")?,
             org_usage: db.open_tree("org_usage")?,
@@ -341,6 +377,10 @@ impl Store {
             path: path.to_path_buf(),
             blobs,
         };
+        if let Some(found) = migrate_from {
+            store.space.check()?;
+            store.migrate(found)?;
+        }
         // A one-time migration; on a full disk it waits for a start with room.
         if !store.space.is_low() {
             store.backfill_render_atime()?;
@@ -647,49 +687,6 @@ impl Store {
         Ok(hash.to_string())
     }
 
-    /// Every image record of an organization.
-    pub fn list_images(&self, org: &str) -> Result<Vec<ImageRecord>> {
-        self.images
-            .scan_prefix(prefix(org))
-            .values()
-            .map(|v| decode("images", &v?))
-            .collect()
-    }
-
-    /// The organization's image records, newest first, skipping `offset` records whose
-    /// `deleted` flag differs from `deleted`, at most `limit` — one walk of the creation-time
-    /// index, for the default listing without filters.
-    pub fn images_newest_first(
-        &self,
-        org: &str,
-        deleted: bool,
-        offset: usize,
-        limit: usize,
-    ) -> Result<Vec<ImageRecord>> {
-        let mut out = Vec::new();
-        let mut skipped = 0;
-        for k in self.img_created.scan_prefix(prefix(org)).keys().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let k = k?;
-            let start = k.iter().rposition(|b| *b == 0).map_or(0, |p| p + 1);
-            let hash = String::from_utf8_lossy(k.get(start..).unwrap_or_default()).to_string();
-            let Some(rec) = self.get_image(org, &hash)? else {
-                continue;
-            };
-            if rec.deleted != deleted {
-                continue;
-            }
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            out.push(rec);
-        }
-        Ok(out)
-    }
-
     /// Image records of an organization with this SHA-1.
     pub fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
@@ -714,20 +711,29 @@ impl Store {
             (
                 &self.images,
                 &self.img_binary,
-                &self.img_created,
+                &self.img_index,
+                &self.img_counts,
                 &self.blob_refs,
                 &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(images, img_binary, img_created, blob_refs, org_blobs, org_usage)| {
+                    |(
+                        images,
+                        img_binary,
+                        img_index,
+                        img_counts,
+                        blob_refs,
+                        org_blobs,
+                        org_usage,
+                    )| {
                         if let Some(existing) = images.get(&k)? {
                             return Ok(Inserted::Exists(Box::new(tx_decode("images", &existing)?)));
                         }
                         images.insert(k.as_slice(), encode(rec))?;
                         img_binary
                             .insert(key3(&rec.organization, &rec.binary_hash, &rec.hash), &[])?;
-                        img_created.insert(created_key(rec), &[])?;
+                        index_record(img_index, img_counts, rec, 1)?;
                         let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
                             Some(v) => tx_decode("blob_refs", &v)?,
                             None => BlobRef {
@@ -761,27 +767,36 @@ impl Store {
         self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
         let result = tx_result(
-            (&self.images, &self.org_blobs, &self.org_usage).transaction(
-                |(images, org_blobs, org_usage)| {
-                    let Some(old) = images.get(&k)? else {
-                        return Ok(false);
-                    };
-                    let old: ImageRecord = tx_decode("images", &old)?;
-                    if old.deleted != rec.deleted {
-                        let delta = if rec.deleted { -1 } else { 1 };
-                        adjust_org_blob(
-                            org_blobs,
-                            org_usage,
-                            &rec.organization,
-                            &rec.blob,
-                            rec.size,
-                            delta,
-                        )?;
-                    }
-                    images.insert(k.as_slice(), encode(rec))?;
-                    Ok(true)
-                },
-            ),
+            (
+                &self.images,
+                &self.img_index,
+                &self.img_counts,
+                &self.org_blobs,
+                &self.org_usage,
+            )
+                .transaction(
+                    |(images, img_index, img_counts, org_blobs, org_usage)| {
+                        let Some(old) = images.get(&k)? else {
+                            return Ok(false);
+                        };
+                        let old: ImageRecord = tx_decode("images", &old)?;
+                        index_record(img_index, img_counts, &old, -1)?;
+                        index_record(img_index, img_counts, rec, 1)?;
+                        if old.deleted != rec.deleted {
+                            let delta = if rec.deleted { -1 } else { 1 };
+                            adjust_org_blob(
+                                org_blobs,
+                                org_usage,
+                                &rec.organization,
+                                &rec.blob,
+                                rec.size,
+                                delta,
+                            )?;
+                        }
+                        images.insert(k.as_slice(), encode(rec))?;
+                        Ok(true)
+                    },
+                ),
         );
         self.changed();
         result
@@ -795,19 +810,28 @@ impl Store {
             (
                 &self.images,
                 &self.img_binary,
-                &self.img_created,
+                &self.img_index,
+                &self.img_counts,
                 &self.blob_refs,
                 &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(images, img_binary, img_created, blob_refs, org_blobs, org_usage)| {
+                    |(
+                        images,
+                        img_binary,
+                        img_index,
+                        img_counts,
+                        blob_refs,
+                        org_blobs,
+                        org_usage,
+                    )| {
                         let Some(old) = images.remove(k.as_slice())? else {
                             return Ok(None);
                         };
                         let rec: ImageRecord = tx_decode("images", &old)?;
                         img_binary.remove(key3(org, &rec.binary_hash, hash))?;
-                        img_created.remove(created_key(&rec))?;
+                        index_record(img_index, img_counts, &rec, -1)?;
                         if !rec.deleted {
                             adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
                         }

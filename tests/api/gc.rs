@@ -9,6 +9,7 @@ fn settings() -> GcSettings {
         retention_days: 30,
         max_work: 1000,
         blob_grace: Duration::ZERO,
+        full_sweep: true,
     }
 }
 

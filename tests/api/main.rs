@@ -14,6 +14,7 @@ mod helpers;
 mod hostile_renders;
 mod images;
 mod invalidation;
+mod listing;
 mod metrics;
 mod quirks;
 mod render_cache;
