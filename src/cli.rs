@@ -71,6 +71,9 @@ pub enum Admin {
     Gc,
     /// Recompute every counter and reference; exit non-zero if anything disagrees.
     Verify,
+    /// Rewrite the database into a fresh file, giving back the space of deleted records (the
+    /// service stopped).
+    Compact,
     /// Write a backup to FILE: from the running service (at server.api_bind, with
     /// auth.root_key) when it answers, else from the data folder.
     Export {
@@ -151,11 +154,24 @@ fn serve(config: Config) -> Result<(), String> {
 }
 
 fn admin(config: Config, cmd: Admin) -> Result<(), String> {
-    let cmd = match cmd {
-        Admin::Export { to, renders } => return export(&config, &to, renders),
-        Admin::Import { from } => return import(&config, &from),
-        other => other,
-    };
+    let cmd =
+        match cmd {
+            Admin::Export { to, renders } => return export(&config, &to, renders),
+            Admin::Import { from } => return import(&config, &from),
+            Admin::Compact => {
+                let (before, after) = crate::storage::compact::compact(&config.storage.path)
+                    .map_err(|e| match e.to_string() {
+                        m if m.contains("lock") => format!("{m}: stop the service first"),
+                        m => m,
+                    })?;
+                println!(
+                    "compact: the database went from {} to {} bytes",
+                    before, after
+                );
+                return Ok(());
+            }
+            other => other,
+        };
     let store =
         Store::open(&config.storage.path, config.storage.cache_mb).map_err(|e| e.to_string())?;
     match cmd {
@@ -225,7 +241,7 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             println!("verify: ok");
         }
         // Handled above: they decide themselves whether to open the data folder.
-        Admin::Export { .. } | Admin::Import { .. } => {}
+        Admin::Export { .. } | Admin::Import { .. } | Admin::Compact => {}
     }
     store.flush_blocking().map_err(|e| e.to_string())
 }

@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod blobs;
 pub mod check;
+pub mod compact;
 pub mod edge;
 pub mod index;
 pub mod query;
@@ -315,6 +316,7 @@ impl Store {
     /// work, writes are refused until there is room).
     pub fn open_with_headroom(path: &Path, cache_mb: u64, min_free: u64) -> Result<Store> {
         std::fs::create_dir_all(path)?;
+        compact::recover(path)?;
         let mut blobs = BlobStore::open(path)?;
         blobs.clear_tmp()?;
         let _ = std::fs::remove_file(path.join(format!("{}.tmp", space::RESERVE_FILE)));
