@@ -195,11 +195,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let config = &self.services.config;
         let gc = (config.gc.interval_secs > 0).then(|| {
-            crate::gc::spawn_loop(
-                self.services.store.clone(),
-                config.gc_settings(),
+            let (store, metrics) = (self.services.store.clone(), self.services.metrics.clone());
+            let settings = crate::gc::GcSettings::from_config(config);
+            crate::jobs::every(
+                "gc",
                 Duration::from_secs(config.gc.interval_secs),
-                self.services.metrics.clone(),
+                move || crate::gc::pass(&store, &settings, &metrics),
             )
         });
         let edge = (!config.edge.url.is_empty()).then(|| {
@@ -213,29 +214,20 @@ impl Application {
         // seconds, off the request path.
         let cache = (config.render_cache.max_bytes > 0).then(|| {
             let services = self.services.clone();
-            actix_rt::spawn(async move {
-                loop {
-                    tokio::time::sleep(CACHE_MAINTENANCE).await;
-                    let svc = services.clone();
-                    let pass = tokio::task::spawn_blocking(move || {
-                        crate::service::renders::maintain_cache(&svc)
-                    })
-                    .await;
-                    match pass {
-                        Ok(Ok(p)) if p.renders > 0 => {
-                            let m = &services.metrics;
-                            m.renders_evicted.fetch_add(p.renders, Ordering::Relaxed);
-                            m.render_bytes_evicted.fetch_add(p.bytes, Ordering::Relaxed);
-                            log::info!(
-                                "render store budget: evicted {} renders ({} bytes)",
-                                p.renders,
-                                p.bytes
-                            )
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => log::warn!("render store maintenance failed: {e}"),
-                        Err(e) => log::warn!("render store maintenance panicked: {e}"),
+            crate::jobs::every("render store", CACHE_MAINTENANCE, move || {
+                match crate::service::renders::maintain_cache(&services) {
+                    Ok(p) if p.renders > 0 => {
+                        let m = &services.metrics;
+                        m.renders_evicted.fetch_add(p.renders, Ordering::Relaxed);
+                        m.render_bytes_evicted.fetch_add(p.bytes, Ordering::Relaxed);
+                        log::info!(
+                            "render store budget: evicted {} renders ({} bytes)",
+                            p.renders,
+                            p.bytes
+                        )
                     }
+                    Ok(_) => {}
+                    Err(e) => log::warn!("render store maintenance failed: {e}"),
                 }
             })
         });
@@ -243,41 +235,28 @@ impl Application {
         // resume as soon as there is room again.
         let space = (config.storage.min_free_mb > 0).then(|| {
             let store = self.services.store.clone();
-            actix_rt::spawn(async move {
-                loop {
-                    tokio::time::sleep(SPACE_WATCH).await;
-                    let low = store.space().refresh();
-                    let store = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if low {
-                            // Another program may go on filling the disk: the reserve gives
-                            // sled room for the small writes still under way.
-                            if let Err(e) =
-                                crate::storage::space::release_reserve_if_full(store.path())
-                            {
-                                log::warn!("the reserve file was not removed: {e}");
-                            }
-                        } else {
-                            // Put the reserve file back once there is room.
-                            store.space().keep_reserve();
-                        }
-                    })
-                    .await;
+            crate::jobs::every("free space", SPACE_WATCH, move || {
+                if store.space().refresh() {
+                    // Another program may go on filling the disk: the reserve gives the
+                    // database room for the small writes still under way.
+                    if let Err(e) = crate::storage::space::release_reserve_if_full(store.path()) {
+                        log::warn!("the reserve file was not removed: {e}");
+                    }
+                } else {
+                    // Put the reserve file back once there is room.
+                    store.space().keep_reserve();
                 }
             })
         });
         // Traffic counters are written every few seconds, not once per request; below the
         // headroom they wait in memory.
         let services = self.services.clone();
-        let traffic = actix_rt::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                if services.store.space().is_low() {
-                    continue;
-                }
-                if let Err(e) = services.traffic.flush(&services.store) {
-                    log::warn!("traffic counters were not written: {e}");
-                }
+        let traffic = crate::jobs::every("traffic", Duration::from_secs(10), move || {
+            if services.store.space().is_low() {
+                return;
+            }
+            if let Err(e) = services.traffic.flush(&services.store) {
+                log::warn!("traffic counters were not written: {e}");
             }
         });
         let handle = self.handle();

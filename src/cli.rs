@@ -211,7 +211,7 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
                 crate::model::time::now_unix(),
                 &crate::gc::GcSettings {
                     full_sweep: true,
-                    ..config.gc_settings()
+                    ..crate::gc::GcSettings::from_config(&config)
                 },
             )
             .map_err(|e| e.to_string())?;

@@ -352,7 +352,7 @@ impl Config {
             .auth
             .trusted_proxies
             .iter()
-            .find(|p| crate::service::tokens::parse_net(p).is_none())
+            .find(|p| crate::model::net::parse_net(p).is_none())
         {
             return Err(format!(
                 "configuration key auth.trusted_proxies: '{bad}' is not an address or a network"
@@ -381,16 +381,6 @@ impl Config {
             );
         }
         Ok(())
-    }
-
-    /// Settings of one garbage-collection pass.
-    pub fn gc_settings(&self) -> crate::gc::GcSettings {
-        crate::gc::GcSettings {
-            retention_days: self.images.retention_days,
-            max_work: self.gc.max_work.max(1),
-            blob_grace: crate::gc::BLOB_GRACE,
-            full_sweep: false,
-        }
     }
 
     /// The free-space headroom in bytes.

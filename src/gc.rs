@@ -7,7 +7,6 @@
 
 use crate::storage::{RenderStatus, Store};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How old an unreferenced blob file must be before it is collected: younger ones may belong
@@ -25,6 +24,18 @@ pub struct GcSettings {
     /// gc`). Otherwise a pass looks at the next [`SWEEP_RENDERS`] renders and the next blob
     /// shard only, so that a pass costs the same on any size of store.
     pub full_sweep: bool,
+}
+
+impl GcSettings {
+    /// The background passes' settings.
+    pub fn from_config(config: &crate::config::Config) -> GcSettings {
+        GcSettings {
+            retention_days: config.images.retention_days,
+            max_work: config.gc.max_work.max(1),
+            blob_grace: BLOB_GRACE,
+            full_sweep: false,
+        }
+    }
 }
 
 /// Renders a background pass examines for orphans (they arise only from crashes: deletes
@@ -150,39 +161,23 @@ pub fn run_once(
     Ok(report)
 }
 
-/// Runs a pass every `interval`, each on a blocking thread so that the HTTP workers never
-/// wait for it, until the returned task is aborted.
-pub fn spawn_loop(
-    store: Arc<Store>,
-    settings: GcSettings,
-    interval: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> actix_rt::task::JoinHandle<()> {
-    actix_rt::spawn(async move {
-        loop {
-            tokio::time::sleep(interval).await;
-            let store = store.clone();
-            let pass = tokio::task::spawn_blocking(move || {
-                run_once(&store, crate::model::time::now_unix(), &settings)
-            })
-            .await;
-            if let Ok(Ok(r)) = &pass {
-                metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .gc_bytes_freed
-                    .fetch_add(r.bytes_freed, Ordering::Relaxed);
-                metrics
-                    .gc_renders_removed
-                    .fetch_add(r.orphan_renders, Ordering::Relaxed);
-            }
-            match pass {
-                Ok(Ok(r)) if r != GcReport::default() => log::info!("gc: {r:?}"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => log::warn!("gc pass failed: {e}"),
-                Err(e) => log::warn!("gc pass panicked: {e}"),
+/// One background pass: runs [`run_once`] now, counts it in the metrics and logs what it did.
+pub fn pass(store: &Store, settings: &GcSettings, metrics: &crate::metrics::Metrics) {
+    match run_once(store, crate::model::time::now_unix(), settings) {
+        Ok(r) => {
+            metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .gc_bytes_freed
+                .fetch_add(r.bytes_freed, Ordering::Relaxed);
+            metrics
+                .gc_renders_removed
+                .fetch_add(r.orphan_renders, Ordering::Relaxed);
+            if r != GcReport::default() {
+                log::info!("gc: {r:?}");
             }
         }
-    })
+        Err(e) => log::warn!("gc pass failed: {e}"),
+    }
 }
 
 #[cfg(test)]

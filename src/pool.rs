@@ -355,13 +355,13 @@ mod tests {
         JobClass::new(&[family], heavy)
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn a_job_returns_its_value() {
         let pool = CpuPool::new(1, 1, Duration::from_secs(5)).unwrap();
         assert_eq!(pool.run(|| 6 * 7).await, Ok(42));
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn a_panicking_job_becomes_an_error() {
         let pool = CpuPool::new(1, 1, Duration::from_secs(5)).unwrap();
         let r: Result<(), _> = pool.run(|| panic!("boom")).await;
@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(pool.run(|| 1).await, Ok(1));
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn jobs_beyond_the_queue_are_refused() {
         let pool = Arc::new(CpuPool::new(1, 0, Duration::from_secs(5)).unwrap());
         let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(first.await.unwrap(), Ok(true));
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn a_slow_job_times_out_and_is_told_to_stop() {
         let pool = CpuPool::new(1, 1, Duration::from_millis(20)).unwrap();
         let (seen_tx, seen_rx) = mpsc::channel::<bool>();
@@ -420,7 +420,7 @@ mod tests {
             .collect()
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn heavy_jobs_leave_a_thread_to_the_others() {
         let pool = CpuPool::new(2, 8, Duration::from_secs(5)).unwrap();
         let heavy = occupy(&pool, "acme/dynamic", true, 3);
@@ -430,7 +430,7 @@ mod tests {
         drop(heavy);
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn families_take_turns() {
         let pool = CpuPool::new(1, 16, Duration::from_secs(5)).unwrap();
         let blocker = occupy(&pool, "gate", false, 1);
@@ -460,7 +460,7 @@ mod tests {
         );
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn one_family_cannot_take_every_waiting_place() {
         let pool = CpuPool::new(1, 4, Duration::from_secs(5)).unwrap();
         // One running and two waiting (half of the queue) fill the family's share.
@@ -472,7 +472,7 @@ mod tests {
         drop(held);
     }
 
-    #[actix_rt::test]
+    #[tokio::test]
     async fn a_job_cancelled_before_it_starts_does_not_run() {
         let pool = CpuPool::new(1, 4, Duration::from_secs(5)).unwrap();
         let blocker = occupy(&pool, "gate", false, 1);

@@ -62,7 +62,7 @@ pub fn client_ip(req: &HttpRequest, svc: &Services) -> Option<std::net::IpAddr> 
         .auth
         .trusted_proxies
         .iter()
-        .filter_map(|p| crate::service::tokens::parse_net(p))
+        .filter_map(|p| crate::model::net::parse_net(p))
         .collect();
     crate::service::tokens::client_ip(
         req.peer_addr().map(|a| a.ip()),

@@ -5,6 +5,7 @@ pub mod account;
 pub mod expr;
 pub mod ids;
 pub mod image;
+pub mod net;
 pub mod raw;
 pub mod resolve;
 pub mod resolved;

@@ -432,7 +432,7 @@ pub async fn delete(
         let would = svc
             .store
             .purge_image_renders(org.as_str(), &rec.hash, true)?;
-        return Ok(Some(super::purge::purged_json(&would, true)));
+        return Ok(Some(super::purged_json(&would, true)));
     }
     soft_delete(&svc.store, rec)?;
     svc.store.flush().await?;

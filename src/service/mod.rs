@@ -92,3 +92,24 @@ impl From<RenderError> for Error {
         }
     }
 }
+
+/// The answer to a purge: rokka's `{"items": [paths]}`, plus the counts; a dry run says so and
+/// changes nothing.
+pub fn purged_json(p: &crate::storage::Purged, dry_run: bool) -> serde_json::Value {
+    // One item per path, in the order they were found (a path served under several hosts
+    // appears once).
+    let mut seen = std::collections::HashSet::with_capacity(p.paths.len());
+    let items: Vec<&str> = p
+        .paths
+        .iter()
+        .map(|s| s.path.as_str())
+        .filter(|path| seen.insert(*path))
+        .collect();
+    let mut v = serde_json::json!({ "status": "ok", "items": items, "renders": p.renders, "bytes": p.bytes, "paths": items.len() });
+    if dry_run {
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("dry_run".into(), serde_json::Value::Bool(true));
+        }
+    }
+    v
+}

@@ -3,33 +3,12 @@
 //! Purges are free, unlimited and synchronous for the render store.
 
 use super::accounts::{authorize, require_org, Principal};
+use super::purged_json;
 use super::Services;
 use crate::error::Result;
 use crate::model::account::Right;
 use crate::model::ids::OrgName;
-use crate::storage::Purged;
-use serde_json::{json, Value};
-
-/// The answer to a purge: rokka's `{"items": [paths]}`, plus the counts; a dry run says so and
-/// changes nothing.
-pub fn purged_json(p: &Purged, dry_run: bool) -> Value {
-    // One item per path, in the order they were found (a path served under several hosts
-    // appears once).
-    let mut seen = std::collections::HashSet::with_capacity(p.paths.len());
-    let items: Vec<&str> = p
-        .paths
-        .iter()
-        .map(|s| s.path.as_str())
-        .filter(|path| seen.insert(*path))
-        .collect();
-    let mut v = json!({ "status": "ok", "items": items, "renders": p.renders, "bytes": p.bytes, "paths": items.len() });
-    if dry_run {
-        if let Value::Object(m) = &mut v {
-            m.insert("dry_run".into(), Value::Bool(true));
-        }
-    }
-    v
-}
+use serde_json::Value;
 
 /// `DELETE /sourceimages/{org}/{hash}/cache`.
 pub async fn image_cache(

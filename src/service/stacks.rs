@@ -127,7 +127,7 @@ pub async fn put(
                 let would = svc
                     .store
                     .purge_stack_renders(org.as_str(), name, Some(next), true)?;
-                return Ok(Saved::DryRun(super::purge::purged_json(&would, true)));
+                return Ok(Saved::DryRun(super::purged_json(&would, true)));
             }
             let stored = StoredStack {
                 revision: old.revision + 1,
@@ -212,7 +212,7 @@ pub async fn delete(
         let would = svc
             .store
             .purge_stack_renders(org.as_str(), name, None, true)?;
-        return Ok(Some(super::purge::purged_json(&would, true)));
+        return Ok(Some(super::purged_json(&would, true)));
     }
     svc.store.delete_stack(org.as_str(), name)?;
     svc.store

@@ -7,6 +7,7 @@
 
 use super::accounts::Principal;
 use crate::error::{Error, Result};
+use crate::model::net::parse_net;
 use crate::storage::Store;
 use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -93,14 +94,6 @@ pub fn verify(store: &Store, token: &str, caller: Option<IpAddr>, now: i64) -> R
         }
     }
     Ok(claims)
-}
-
-/// An address or a network (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a host network.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// Issues a token for `who`. `presented` holds the claims when the request itself came with a

@@ -36,8 +36,9 @@
 //! removed it meanwhile is left out), and renders last, kept only when their image, its live
 //! state and every stack revision they went through are in the backup.
 
-use super::renders::{parse_stored, ServedPath, StoredRender};
+use super::renders::{parse_stored, StoredRender};
 use super::stacks::StoredStack;
+use super::ServedPath;
 use super::{decode, encode, key2, DayStats, Result, StorageError, Store};
 use crate::model::account::{ApiKey, Membership, Organization, User};
 use crate::model::image::ImageRecord;

@@ -8,8 +8,8 @@
 //! Paths of a deleted image are also kept (`edge_restore`, bounded) so that restoring the image
 //! refreshes them again: the edge holds the short-lived 404 of the deletion until then.
 
+use super::ServedPath;
 use super::{decode, encode, key2, Result, Store, TxError};
-use crate::storage::renders::ServedPath;
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 

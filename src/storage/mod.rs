@@ -28,7 +28,7 @@ pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
 
-pub use renders::{Purged, RenderMeta, ServedPath, StackRevision, StoredRender};
+pub use renders::{Purged, RenderMeta, StackRevision, StoredRender};
 pub use space::Space;
 pub use stacks::StoredStack;
 
@@ -121,6 +121,13 @@ pub(crate) fn store_usage(
     };
     org_usage.insert(day_key, encode(&day.with_usage(usage)))?;
     Ok(())
+}
+
+/// A URL a render was served under: the `Host` it was asked for and the path with its query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedPath {
+    pub host: String,
+    pub path: String,
 }
 
 /// Reference count of one blob over every image record (deleted or not) of every organization.

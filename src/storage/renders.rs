@@ -13,8 +13,8 @@
 //! (`org \0 stack \0 revision \0 key`), and the URL paths it was served under (bounded).
 
 use super::{
-    decode, encode, key2, key3, prefix, tx_decode, tx_result, OrgUsage, Result, StorageError,
-    Store, TxError,
+    decode, encode, key2, key3, prefix, tx_decode, tx_result, OrgUsage, Result, ServedPath,
+    StorageError, Store, TxError,
 };
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
@@ -83,13 +83,6 @@ pub struct StoredRender {
     body_start: usize,
     /// The body's length when it lives in a file and `raw` holds only the header.
     external: Option<u64>,
-}
-
-/// A URL a render was served under: the `Host` it was asked for and the path with its query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServedPath {
-    pub host: String,
-    pub path: String,
 }
 
 /// What an invalidation removed (or, in a dry run, would remove).
