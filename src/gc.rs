@@ -135,6 +135,9 @@ pub fn run_once(
         vec![shard]
     };
     for s in shards {
+        let (files, bytes) = store.sweep_render_files(s, settings.blob_grace)?;
+        report.orphan_renders += files;
+        report.bytes_freed += bytes;
         for id in store.orphan_blobs(s, settings.blob_grace)? {
             if budget == 0 {
                 break;

@@ -261,6 +261,51 @@ impl Store {
             .join(name)
     }
 
+    /// Removes the render files of one shard (`renders/xx/`, `xx` = `shard` in hex) that no
+    /// stored render refers to and that are older than `grace`: left by a crash between a
+    /// removal's commit and its unlink, or between a file's write and its record's commit.
+    /// Returns the files and bytes removed.
+    pub fn sweep_render_files(&self, shard: u8, grace: std::time::Duration) -> Result<(u64, u64)> {
+        let dir = self.path.join("renders").join(format!("{shard:02x}"));
+        let (mut files, mut bytes) = (0, 0);
+        let Ok(subdirs) = std::fs::read_dir(&dir) else {
+            return Ok((0, 0));
+        };
+        let now = std::time::SystemTime::now();
+        for sub in subdirs.flatten() {
+            let Ok(entries) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let young = meta
+                    .modified()
+                    .map(|t| now.duration_since(t).unwrap_or_default() < grace)
+                    .unwrap_or(true);
+                if young || !meta.is_file() {
+                    continue;
+                }
+                let name = entry.file_name();
+                let referenced = match hex::decode(name.to_string_lossy().as_bytes()) {
+                    Ok(key) => match self.renders.get(&key)? {
+                        Some(v) => StoredRender::parse(v)?.external.is_some(),
+                        None => false,
+                    },
+                    // A temporary file of a write that never finished.
+                    Err(_) => false,
+                };
+                if !referenced {
+                    std::fs::remove_file(entry.path())?;
+                    files += 1;
+                    bytes += meta.len();
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+
     /// Writes the bytes of a large render into place (temporary name, then rename, so a
     /// reader never sees half a file). Not fsynced: a render is cache, and a file lost in a
     /// crash is a miss.
@@ -723,6 +768,39 @@ mod tests {
             host: String::new(),
             path: p.into(),
         }
+    }
+
+    #[test]
+    fn the_sweep_removes_render_files_nothing_refers_to_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let key = [0xab; 32];
+        let big = vec![7u8; INLINE_MAX + 1];
+        store
+            .put_render_unchecked(&key, &meta("img1", &[("thumb", 1)]), &big, &path("/big"))
+            .unwrap();
+        let kept = store.render_file(&key);
+        assert!(kept.exists());
+        let stray = store.render_file(&[0xab, 0xcd, 1]);
+        std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+        std::fs::write(&stray, b"left by a crash").unwrap();
+        let temp = stray.parent().unwrap().join(".tmp-0011223344556677");
+        std::fs::write(&temp, b"half a write").unwrap();
+        let young = store.sweep_render_files(0xab, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            young.unwrap(),
+            (0, 0),
+            "young files may be in the middle of a write"
+        );
+        let (files, bytes) = store
+            .sweep_render_files(0xab, std::time::Duration::ZERO)
+            .unwrap();
+        assert_eq!((files, bytes), (2, 15 + 12));
+        assert!(kept.exists() && !stray.exists() && !temp.exists());
+        assert_eq!(
+            store.get_render(&key).unwrap().unwrap().bytes().len(),
+            big.len()
+        );
     }
 
     #[test]
