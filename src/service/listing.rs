@@ -37,6 +37,8 @@ struct Bounds {
     examine: usize,
     /// At most this many matches are counted for `total` beyond the page.
     count: usize,
+    /// At most this many index positions of one filter are ordered by creation time.
+    positions: usize,
 }
 
 /// The documented bounds (README, "Listing large libraries").
@@ -45,6 +47,7 @@ const BOUNDS: Bounds = Bounds {
     collect: 10_000,
     examine: 20_000,
     count: 10_000,
+    positions: 100_000,
 };
 
 /// A field a list can be sorted or filtered by.
@@ -216,7 +219,9 @@ impl Matcher {
             field,
             IndexField::Name | IndexField::Format | IndexField::Mimetype | IndexField::User(_)
         );
-        let once = !field.multi_valued();
+        // An exact value is indexed once per image, even in an array; a prefix or a range may
+        // meet several values of one array.
+        let once = !field.multi_valued() || matches!(self, Matcher::Exact(_));
         let num_key = |n: f64| {
             let mut k = vec![0x01];
             k.extend_from_slice(&index::ordered_f64(n));
@@ -667,13 +672,29 @@ impl ListQuery {
                 );
             }
         }
-        // 3. A candidate set that still fits in memory.
+        // 3. In creation order: one filter's index positions carry the creation time, so its
+        //    candidates are ordered without reading them.
+        if let [(Field::Indexed(IndexField::Created), asc)] = self.sort.as_slice() {
+            let mut best: Option<(usize, usize)> = None;
+            for (i, s) in sources.iter().enumerate() {
+                if matches!(s, Source::Index { .. }) {
+                    let n = self.estimate(store, org, s, self.bounds.positions)?;
+                    if n <= self.bounds.positions && best.is_none_or(|(_, b)| n < b) {
+                        best = Some((i, n));
+                    }
+                }
+            }
+            if let Some((i, _)) = best {
+                return self.by_creation(store, org, &sources[i], !*asc);
+            }
+        }
+        // 4. A candidate set that still fits in memory.
         for s in &sources {
             if let Some(h) = self.collect(store, org, s, self.bounds.collect)? {
                 return self.in_memory(store, org, h);
             }
         }
-        // 4. The sort field's whole index, every record checked.
+        // 5. The sort field's whole index, every record checked.
         if let [(Field::Indexed(sort_field), asc)] = self.sort.as_slice() {
             let tail = matches!(sort_field, IndexField::User(_));
             return self.walk(
@@ -690,6 +711,131 @@ impl ListQuery {
         Err(Error::Invalid(format!(
             "this listing needs a filter matching at most {} images: it sorts by several fields or by a field without an index", self.bounds.collect
         )))
+    }
+
+    /// Orders one filter's index positions by creation time, then reads records in that order
+    /// for the page, checking the other filters.
+    fn by_creation(
+        &self,
+        store: &Store,
+        org: &str,
+        source: &Source,
+        reverse: bool,
+    ) -> Result<Answer> {
+        let Source::Index {
+            field,
+            spans,
+            exact,
+            ..
+        } = source
+        else {
+            return Err(Error::internal("creation order needs an index"));
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut positions: Vec<([u8; index::CREATED_LEN], String)> = Vec::new();
+        for span in spans {
+            for p in store.index_walk(org, self.deleted, field, span, false) {
+                let p = p?;
+                if seen.insert(p.hash.clone()) {
+                    positions.push((p.created, p.hash));
+                }
+            }
+        }
+        positions.sort();
+        if reverse {
+            positions.reverse();
+        }
+        let start = match &self.cursor {
+            Some(c) => {
+                let at = (
+                    c.get(c.len() - 2).cloned().flatten().unwrap_or_default(),
+                    c.last().cloned().flatten().unwrap_or_default(),
+                );
+                positions
+                    .iter()
+                    .position(|(created, hash)| {
+                        let here = (created.to_vec(), hash.as_bytes().to_vec());
+                        if reverse {
+                            here < at
+                        } else {
+                            here > at
+                        }
+                    })
+                    .unwrap_or(positions.len())
+            }
+            None => 0,
+        };
+        // The only filter, and its positions are exactly its matches: no record is checked.
+        let only = self.filters.len() == 1 && *exact;
+        let offset = if self.cursor.is_some() {
+            0
+        } else {
+            self.offset
+        };
+        let (mut page, mut skipped, mut counted, mut examined) = (Vec::new(), 0, 0, 0);
+        let mut cut = false;
+        for (_, hash) in positions.iter().skip(start) {
+            if only && skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            if only && page.len() >= self.limit {
+                break;
+            }
+            examined += 1;
+            if examined > self.bounds.examine {
+                cut = true;
+                break;
+            }
+            let Some(rec) = store.get_image(org, hash)? else {
+                continue;
+            };
+            if !(only || self.accepts(&rec)) {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+            } else if page.len() < self.limit {
+                page.push(rec);
+            } else {
+                counted += 1;
+                if counted >= self.bounds.count {
+                    cut = true;
+                    break;
+                }
+            }
+        }
+        if cut && page.len() < self.limit {
+            return Err(Error::Invalid(format!(
+                "this listing would examine more than {} images for one page; add a filter that matches fewer images",
+                self.bounds.examine
+            )));
+        }
+        let total = if only {
+            positions.len()
+        } else {
+            skipped + page.len() + counted
+        };
+        let facets = if self.facets.is_empty() {
+            None
+        } else {
+            return Err(Error::Invalid(format!(
+                "facets are counted over all images or over a filter matching at most {} images",
+                self.bounds.collect
+            )));
+        };
+        Ok(Answer {
+            more: if only {
+                start + skipped + page.len() < total
+            } else {
+                counted > 0 || cut
+            },
+            start: if self.cursor.is_some() { 0 } else { skipped },
+            page,
+            total,
+            total_cut: !only && cut,
+            facets,
+        })
     }
 
     /// Reads the candidates, keeps the matches and sorts and pages them in memory.
@@ -1369,6 +1515,7 @@ mod tests {
                 collect: rng.usize(20..60),
                 examine: 10_000,
                 count: 10_000,
+                positions: rng.usize(0..300),
             };
             let want: Vec<String> = {
                 let mut m: Vec<&ImageRecord> = model.iter().filter(|r| parsed.accepts(r)).collect();
