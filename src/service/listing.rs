@@ -47,7 +47,7 @@ const BOUNDS: Bounds = Bounds {
     collect: 10_000,
     examine: 20_000,
     count: 10_000,
-    positions: 100_000,
+    positions: 20_000,
 };
 
 /// A field a list can be sorted or filtered by.
@@ -697,7 +697,12 @@ impl ListQuery {
         // 5. The sort field's whole index, every record checked.
         if let [(Field::Indexed(sort_field), asc)] = self.sort.as_slice() {
             let tail = matches!(sort_field, IndexField::User(_));
-            return self.walk(
+            // The only filter's matches are counted from its index, without reads.
+            let (total, lower) = match self.known_total(store, org, &sources)? {
+                Some((n, lower)) => (Some(n), lower),
+                None => (None, false),
+            };
+            let mut answer = self.walk(
                 store,
                 org,
                 sort_field,
@@ -705,12 +710,48 @@ impl ListQuery {
                 !*asc,
                 tail,
                 None,
-                None,
-            );
+                total,
+            )?;
+            answer.total_cut |= lower;
+            answer.more |= lower && answer.page.len() == self.limit;
+            return Ok(answer);
         }
         Err(Error::Invalid(format!(
             "this listing needs a filter matching at most {} images: it sorts by several fields or by a field without an index", self.bounds.collect
         )))
+    }
+
+    /// The number of matches of the only filter, from its counters or its index entries
+    /// (keys only, at most `count`: then `true`, a lower bound); `None` when it takes reads.
+    fn known_total(
+        &self,
+        store: &Store,
+        org: &str,
+        sources: &[Source],
+    ) -> Result<Option<(usize, bool)>> {
+        let [Source::Index {
+            field,
+            spans,
+            exact: true,
+            single,
+        }] = sources
+        else {
+            return Ok(None);
+        };
+        if *single && field.counted() {
+            if let Some(span) = spans.first() {
+                let n = store.value_count(org, self.deleted, field, &span.from)?;
+                return Ok(Some((n as usize, false)));
+            }
+        }
+        let mut n = 0;
+        for span in spans {
+            n += store.index_count(org, self.deleted, field, span, self.bounds.count - n)?;
+            if n >= self.bounds.count {
+                return Ok(Some((n, true)));
+            }
+        }
+        Ok(Some((n, false)))
     }
 
     /// Orders one filter's index positions by creation time, then reads records in that order
