@@ -595,9 +595,12 @@ impl ListQuery {
                 match self.collect(store, org, s, self.bounds.collect)? {
                     Some(h) => all.extend(h),
                     None => {
+                        if let Some(every) = self.everything(store, org)? {
+                            return self.in_memory(store, org, every);
+                        }
                         return Err(Error::Invalid(format!(
                             "with operator=or every filter must match at most {} images; narrow the filters", self.bounds.collect
-                        )))
+                        )));
                     }
                 }
             }
@@ -716,9 +719,32 @@ impl ListQuery {
             answer.more |= lower && answer.page.len() == self.limit;
             return Ok(answer);
         }
+        // 6. A library small enough to be read whole.
+        if let Some(all) = self.everything(store, org)? {
+            return self.in_memory(store, org, all);
+        }
         Err(Error::Invalid(format!(
             "this listing needs a filter matching at most {} images: it sorts by several fields or by a field without an index", self.bounds.collect
         )))
+    }
+
+    /// Every image of the listing's kind (live or deleted) when there are at most `collect`.
+    fn everything(&self, store: &Store, org: &str) -> Result<Option<Vec<String>>> {
+        if store.image_count(org, self.deleted)? as usize > self.bounds.collect {
+            return Ok(None);
+        }
+        store
+            .index_walk(
+                org,
+                self.deleted,
+                &IndexField::Created,
+                &Span::default(),
+                false,
+            )
+            .map(|p| p.map(|p| p.hash))
+            .collect::<crate::storage::Result<Vec<_>>>()
+            .map(Some)
+            .map_err(Into::into)
     }
 
     /// The number of matches of the only filter, from its counters or its index entries
@@ -1356,6 +1382,11 @@ mod tests {
         assert_eq!(
             names(&run(&store, &[("sort", "user:int:n desc")])),
             ["a.jpg", "c.jpg", "b.png"]
+        );
+        // Several fields: a small library is sorted in memory.
+        assert_eq!(
+            names(&run(&store, &[("sort", "format asc,name desc")])),
+            ["c.jpg", "a.jpg", "b.png"]
         );
     }
 
