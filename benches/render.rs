@@ -34,7 +34,7 @@ use darkroom::render::limits::Limits;
 use darkroom::render::pipeline::{render, RenderInput};
 use darkroom::service::accounts::create_org;
 use darkroom::service::Services;
-use darkroom::storage::{ReceivedBlob, Store};
+use darkroom::storage::Storage;
 use darkroom::url::{parse_render_path, RenderRequest, StackRef};
 use image::{DynamicImage, ImageEncoder, RgbImage, RgbaImage};
 use serde_json::Map;
@@ -341,23 +341,19 @@ fn bench_renders(c: &mut Criterion) {
 /// temporary data folder holding one organization and one uploaded 1200×900 photo: everything
 /// a request goes through except the socket.
 fn hit_services(dir: &Path) -> web::Data<Services> {
-    let store = Store::open(dir, 64).expect("a temporary store");
+    let storage = Storage::open_embedded(dir, 64, 0).expect("a temporary store");
+    let store = &*storage.records;
     let org = OrgName::parse(ORG).expect("a valid organization name");
-    create_org(&store, &org, "", "").expect("the organization is created");
+    create_org(store, &org, "", "").expect("the organization is created");
     let source = synthetic_jpeg(1200, 900);
-    let (temp_path, mut file) = store.blobs.create_temp().expect("a temporary file");
-    file.write_all(&source).expect("the source is written");
-    drop(file);
-    let blob = blake3::hash(&source).to_hex().to_string();
-    store
-        .blobs
-        .commit(&ReceivedBlob {
-            temp_path,
-            id: blob.clone(),
-            sha1: "0".repeat(40),
-            size: source.len() as u64,
-        })
+    let mut staged = storage.bytes.stage().expect("a temporary file");
+    staged.write_all(&source).expect("the source is written");
+    let received = staged.finish().expect("the source is written");
+    storage
+        .bytes
+        .commit(&received)
         .expect("the source is stored");
+    let blob = received.id;
     let record: ImageRecord = serde_json::from_value(serde_json::json!({
         "organization": ORG, "hash": HASH, "binary_hash": "0".repeat(40), "blob": blob,
         "name": "holiday-photo.jpg", "format": "jpg", "mimetype": "image/jpeg",
@@ -368,7 +364,7 @@ fn hit_services(dir: &Path) -> web::Data<Services> {
     .expect("a valid image record");
     store.insert_image(&record).expect("the image is stored");
     let pool = CpuPool::new(2, 16, Duration::from_secs(30)).expect("a render pool");
-    web::Data::new(Services::new(Config::default(), store, pool))
+    web::Data::new(Services::new(Config::default(), storage, pool))
 }
 
 fn bench_hit(c: &mut Criterion) {

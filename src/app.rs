@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::pool::CpuPool;
 use crate::service::Services;
-use crate::storage::Store;
+use crate::storage::Storage;
 use actix_web::dev::{Server, Service as _};
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
@@ -50,12 +50,13 @@ pub struct Application {
 impl Application {
     /// Opens the data folder and binds both listeners.
     pub fn build(config: Config) -> Result<Application, String> {
-        let store = Store::open_with_headroom(
+        let storage = Storage::open_embedded(
             &config.storage.path,
             config.storage.cache_mb,
             config.min_free_bytes(),
         )
         .map_err(|e| e.to_string())?;
+        let store = &storage.records;
         if store.space().is_low() {
             log::warn!("started below storage.min_free_mb: read-only until there is room");
         }
@@ -72,7 +73,7 @@ impl Application {
             config.render.queue,
             Duration::from_millis(config.render.timeout_ms),
         )?;
-        let services = web::Data::new(Services::new(config.clone(), store, pool));
+        let services = web::Data::new(Services::new(config.clone(), storage, pool));
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -195,12 +196,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let config = &self.services.config;
         let gc = (config.gc.interval_secs > 0).then(|| {
-            let (store, metrics) = (self.services.store.clone(), self.services.metrics.clone());
+            let services = self.services.clone();
             let settings = crate::gc::GcSettings::from_config(config);
             crate::jobs::every(
                 "gc",
                 Duration::from_secs(config.gc.interval_secs),
-                move || crate::gc::pass(&store, &settings, &metrics),
+                move || {
+                    crate::gc::pass(
+                        &*services.store,
+                        &*services.blobs,
+                        &settings,
+                        &services.metrics,
+                    )
+                },
             )
         });
         let edge = (!config.edge.url.is_empty()).then(|| {
@@ -239,7 +247,7 @@ impl Application {
                 if store.space().refresh() {
                     // Another program may go on filling the disk: the reserve gives the
                     // database room for the small writes still under way.
-                    if let Err(e) = crate::storage::space::release_reserve_if_full(store.path()) {
+                    if let Err(e) = store.space().release_reserve_if_full() {
                         log::warn!("the reserve file was not removed: {e}");
                     }
                 } else {
@@ -255,7 +263,7 @@ impl Application {
             if services.store.space().is_low() {
                 return;
             }
-            if let Err(e) = services.traffic.flush(&services.store) {
+            if let Err(e) = services.traffic.flush(&*services.store) {
                 log::warn!("traffic counters were not written: {e}");
             }
         });
@@ -279,7 +287,7 @@ impl Application {
             task.abort();
             let _ = task.await;
         }
-        if let Err(e) = self.services.traffic.flush(&self.services.store) {
+        if let Err(e) = self.services.traffic.flush(&*self.services.store) {
             log::warn!("traffic counters were not written: {e}");
         }
         if let Err(e) = crate::service::renders::maintain_cache(&self.services) {

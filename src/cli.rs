@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::model::ids::OrgName;
 use crate::service::accounts;
 use crate::storage::backup::{self, BackupCounts};
-use crate::storage::Store;
+use crate::storage::Storage;
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -172,8 +172,8 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             }
             other => other,
         };
-    let store =
-        Store::open(&config.storage.path, config.storage.cache_mb).map_err(|e| e.to_string())?;
+    let storage = open_storage(&config)?;
+    let store = &*storage.records;
     match cmd {
         Admin::Org(OrgCmd::Create {
             name,
@@ -181,7 +181,7 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             display_name,
         }) => {
             let name = OrgName::parse(&name)?;
-            let org = accounts::create_org(&store, &name, &email, &display_name)
+            let org = accounts::create_org(store, &name, &email, &display_name)
                 .map_err(|e| e.to_string())?;
             println!("created organization {} ({})", org.name, org.id);
         }
@@ -198,7 +198,7 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
                 .collect();
             let roles = accounts::parse_roles(&raw).map_err(|e| e.to_string())?;
             let member =
-                accounts::create_member(&store, &org, roles, comment).map_err(|e| e.to_string())?;
+                accounts::create_member(store, &org, roles, comment).map_err(|e| e.to_string())?;
             println!("{}", member.api_key);
         }
         Admin::Token(TokenCmd::RotateSecret) => {
@@ -207,7 +207,8 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
         }
         Admin::Gc => {
             let report = crate::gc::run_once(
-                &store,
+                store,
+                &*storage.bytes,
                 crate::model::time::now_unix(),
                 &crate::gc::GcSettings {
                     full_sweep: true,
@@ -229,9 +230,9 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             );
         }
         Admin::Verify => {
-            let problems = store
-                .verify(crate::gc::BLOB_GRACE)
-                .map_err(|e| e.to_string())?;
+            let problems =
+                crate::storage::check::verify(store, &*storage.bytes, crate::gc::BLOB_GRACE)
+                    .map_err(|e| e.to_string())?;
             if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("{p}");
@@ -244,6 +245,12 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
         Admin::Export { .. } | Admin::Import { .. } | Admin::Compact => {}
     }
     store.flush_blocking().map_err(|e| e.to_string())
+}
+
+/// The configured storage, opened by this process (the service must not be running).
+fn open_storage(config: &Config) -> Result<Storage, String> {
+    Storage::open_embedded(&config.storage.path, config.storage.cache_mb, 0)
+        .map_err(|e| e.to_string())
 }
 
 /// The address where the service's API would answer, when it listens on a fixed port.
@@ -286,11 +293,11 @@ fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
                 format!("the running service at {addr}")
             }
             None => {
-                let store = Store::open(&config.storage.path, config.storage.cache_mb)
-                    .map_err(|e| {
-                        format!("{e} (no service answered at server.api_bind, so the export opened the data folder itself)")
-                    })?;
-                store
+                let storage = open_storage(config).map_err(|e| {
+                    format!("{e} (no service answered at server.api_bind, so the export opened the data folder itself)")
+                })?;
+                storage
+                    .records
                     .export(&mut file, renders)
                     .map_err(|e| e.to_string())?;
                 format!("the data folder {}", config.storage.path.display())
@@ -367,9 +374,10 @@ fn export_from_service(
 /// `admin import`: restores a backup into the (empty) configured data folder.
 fn import(config: &Config, from: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let store =
-        Store::open(&config.storage.path, config.storage.cache_mb).map_err(|e| e.to_string())?;
-    let done = store.import(from).map_err(|e| e.to_string())?;
+    let done = open_storage(config)?
+        .records
+        .import(from)
+        .map_err(|e| e.to_string())?;
     println!(
         "imported {} into {} in {:.2}s{}; verify: ok",
         done.counts,

@@ -5,7 +5,7 @@
 //! idempotent steps, so a crash mid-pass is finished by the next one; a thin loop runs it
 //! every `gc.interval_secs`.
 
-use crate::storage::{RenderStatus, Store};
+use crate::storage::{Bytes, Records, RenderStatus};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -55,7 +55,8 @@ pub struct GcReport {
 
 /// One bounded pass at time `now` (Unix seconds).
 pub fn run_once(
-    store: &Store,
+    store: &dyn Records,
+    blobs: &dyn Bytes,
     now: i64,
     settings: &GcSettings,
 ) -> crate::storage::Result<GcReport> {
@@ -82,18 +83,7 @@ pub fn run_once(
         store.flush_blocking()?;
     }
     for blob in unreferenced {
-        // An upload of the same bytes may have referred to the file again since; under the
-        // removal lock, none can start referring to it until it is gone.
-        let _lock = store.blobs.removal_lock();
-        if store.blob_refs(&blob)? > 0 {
-            continue;
-        }
-        let size = std::fs::metadata(store.blobs.path(&blob))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        store.blobs.remove(&blob)?;
-        report.blobs_removed += 1;
-        report.bytes_freed += size;
+        remove_unreferenced_blob(store, blobs, &blob, Duration::ZERO, &mut report)?;
     }
 
     // 2. Renders nothing can reach any more.
@@ -138,21 +128,13 @@ pub fn run_once(
         let (files, bytes) = store.sweep_render_files(s, settings.blob_grace)?;
         report.orphan_renders += files;
         report.bytes_freed += bytes;
-        for id in store.orphan_blobs(s, settings.blob_grace)? {
+        for id in crate::storage::check::orphan_blobs(store, blobs, s, settings.blob_grace)? {
             if budget == 0 {
                 break;
             }
-            let _lock = store.blobs.removal_lock();
-            if store.blob_refs(&id)? > 0 || !store.blobs.older_than(&id, settings.blob_grace) {
-                continue;
+            if remove_unreferenced_blob(store, blobs, &id, settings.blob_grace, &mut report)? {
+                budget -= 1;
             }
-            let size = std::fs::metadata(store.blobs.path(&id))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            store.blobs.remove(&id)?;
-            report.blobs_removed += 1;
-            report.bytes_freed += size;
-            budget -= 1;
         }
     }
     if budget > 0 && !settings.full_sweep {
@@ -164,9 +146,36 @@ pub fn run_once(
     Ok(report)
 }
 
+/// Removes a blob that no image refers to and that was last written at least `grace` ago,
+/// and counts it; returns whether it did. An upload of the same bytes may have referred to the
+/// blob since it was found; under the removal lock none can start referring to it until it is
+/// gone, so both are checked again there.
+fn remove_unreferenced_blob(
+    store: &dyn Records,
+    blobs: &dyn Bytes,
+    id: &str,
+    grace: Duration,
+    report: &mut GcReport,
+) -> crate::storage::Result<bool> {
+    let _lock = blobs.removal_lock();
+    if store.blob_refs(id)? > 0 || (!grace.is_zero() && !blobs.older_than(id, grace)) {
+        return Ok(false);
+    }
+    let size = blobs.size(id)?.unwrap_or(0);
+    blobs.remove(id)?;
+    report.blobs_removed += 1;
+    report.bytes_freed += size;
+    Ok(true)
+}
+
 /// One background pass: runs [`run_once`] now, counts it in the metrics and logs what it did.
-pub fn pass(store: &Store, settings: &GcSettings, metrics: &crate::metrics::Metrics) {
-    match run_once(store, crate::model::time::now_unix(), settings) {
+pub fn pass(
+    store: &dyn Records,
+    blobs: &dyn Bytes,
+    settings: &GcSettings,
+    metrics: &crate::metrics::Metrics,
+) {
+    match run_once(store, blobs, crate::model::time::now_unix(), settings) {
         Ok(r) => {
             metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
             metrics
@@ -187,8 +196,7 @@ pub fn pass(store: &Store, settings: &GcSettings, metrics: &crate::metrics::Metr
 mod tests {
     use super::*;
     use crate::model::image::ImageRecord;
-    use crate::storage::ReceivedBlob;
-    use std::io::Write;
+    use crate::storage::{FileBytes, ImageRecords, SledStore, Storage};
     use std::path::Path;
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -206,29 +214,19 @@ mod tests {
 
     /// What a crash at this moment would leave: the files as they are, without a flush, opened
     /// as a new store.
-    fn as_after_a_crash(live: &Path, copy: &Path) -> Store {
+    fn as_after_a_crash(live: &Path, copy: &Path) -> SledStore {
         copy_dir(live, copy);
-        Store::open(copy, 8).unwrap()
+        SledStore::open(copy, 8).unwrap()
     }
 
     #[test]
     fn the_removal_of_an_expired_image_is_durable_before_its_blob_file_is_touched() {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live");
-        let store = Store::open(&live, 8).unwrap();
+        let storage = Storage::open_embedded(&live, 8, 0).unwrap();
+        let store = &*storage.records;
         let bytes = b"source bytes";
-        let id = blake3::hash(bytes).to_hex().to_string();
-        let (temp_path, mut file) = store.blobs.create_temp().unwrap();
-        file.write_all(bytes).unwrap();
-        store
-            .blobs
-            .commit(&ReceivedBlob {
-                temp_path,
-                id: id.clone(),
-                sha1: "b".repeat(40),
-                size: bytes.len() as u64,
-            })
-            .unwrap();
+        let id = crate::storage::blobs::put_test_blob(&*storage.bytes, bytes);
         let rec: ImageRecord = serde_json::from_value(serde_json::json!({
             "organization": "acme", "hash": "a".repeat(40), "binary_hash": "b".repeat(40),
             "blob": id, "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
@@ -248,7 +246,7 @@ mod tests {
         store.flush_blocking().unwrap();
         // The blob's place is taken by a folder, so the unlink fails and the pass stops right
         // there: whatever the pass made durable before touching the file is now on disk.
-        let blob = store.blobs.path(&id);
+        let blob = FileBytes::open(&live).unwrap().path(&id);
         std::fs::remove_file(&blob).unwrap();
         std::fs::create_dir(&blob).unwrap();
         std::fs::write(blob.join("keep"), b"x").unwrap();
@@ -258,7 +256,7 @@ mod tests {
             blob_grace: Duration::ZERO,
             full_sweep: true,
         };
-        assert!(run_once(&store, 1_000, &settings).is_err());
+        assert!(run_once(store, &*storage.bytes, 1_000, &settings).is_err());
 
         let crashed = as_after_a_crash(&live, &dir.path().join("crashed"));
         assert_eq!(

@@ -46,7 +46,7 @@ pub async fn create_org(
     let body = json_body(payload).await?;
     let email = string_field(&body, "billing_email")?.unwrap_or_default();
     let display = string_field(&body, "display_name")?.unwrap_or_default();
-    let org = acc::create_org(&svc.store, &name, &email, &display)?;
+    let org = acc::create_org(&*svc.store, &name, &email, &display)?;
     svc.store.flush().await?;
     // rokka answers 200 here (recorded client fixture), not 201.
     Ok(json_response(200, &acc::org_json(&org, true)))
@@ -57,7 +57,7 @@ pub async fn get_org(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Res
     let who = principal(&req, &svc)?;
     Ok(json_response(
         200,
-        &acc::get_org(&svc.store, &who, &org_name(&path)?)?,
+        &acc::get_org(&*svc.store, &who, &org_name(&path)?)?,
     ))
 }
 
@@ -75,7 +75,7 @@ pub async fn set_options(
             "the body must be a JSON object of options".into(),
         ));
     };
-    let org = acc::set_org_options(&svc.store, &who, &org_name(&path)?, &changes)?;
+    let org = acc::set_org_options(&*svc.store, &who, &org_name(&path)?, &changes)?;
     svc.store.flush().await?;
     Ok(json_response(200, &org))
 }
@@ -91,7 +91,7 @@ pub async fn set_option(
     let (org, option) = path.into_inner();
     let mut changes = Map::new();
     changes.insert(option, json_body(payload).await?);
-    let org = acc::set_org_options(&svc.store, &who, &org_name(&org)?, &changes)?;
+    let org = acc::set_org_options(&*svc.store, &who, &org_name(&org)?, &changes)?;
     svc.store.flush().await?;
     Ok(json_response(200, &org))
 }
@@ -118,10 +118,10 @@ pub async fn create_member(
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
     let org = org_name(&path)?;
-    acc::authorize(&svc.store, &who, &org, crate::model::account::Right::Admin)?;
+    acc::authorize(&*svc.store, &who, &org, crate::model::account::Right::Admin)?;
     let body = json_body(payload).await?;
     let roles = roles_from(&body)?;
-    let member = acc::create_member(&svc.store, &org, roles, string_field(&body, "comment")?)?;
+    let member = acc::create_member(&*svc.store, &org, roles, string_field(&body, "comment")?)?;
     svc.store.flush().await?;
     Ok(json_response(201, &member.json))
 }
@@ -135,7 +135,7 @@ pub async fn list_members(
     let who = principal(&req, &svc)?;
     Ok(json_response(
         200,
-        &acc::list_members(&svc.store, &who, &org_name(&path)?)?,
+        &acc::list_members(&*svc.store, &who, &org_name(&path)?)?,
     ))
 }
 
@@ -149,7 +149,7 @@ pub async fn get_member(
     let (org, user) = path.into_inner();
     Ok(json_response(
         200,
-        &acc::get_member(&svc.store, &who, &org_name(&org)?, &user)?,
+        &acc::get_member(&*svc.store, &who, &org_name(&org)?, &user)?,
     ))
 }
 
@@ -163,10 +163,10 @@ pub async fn put_member(
     let who = principal(&req, &svc)?;
     let (org, user) = path.into_inner();
     let org = org_name(&org)?;
-    acc::authorize(&svc.store, &who, &org, crate::model::account::Right::Admin)?;
+    acc::authorize(&*svc.store, &who, &org, crate::model::account::Right::Admin)?;
     let body = json_body(payload).await?;
     let change = acc::put_member(
-        &svc.store,
+        &*svc.store,
         &who,
         &org,
         &user,
@@ -189,7 +189,7 @@ pub async fn delete_member(
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
     let (org, user) = path.into_inner();
-    acc::delete_member(&svc.store, &who, &org_name(&org)?, &user)?;
+    acc::delete_member(&*svc.store, &who, &org_name(&org)?, &user)?;
     svc.store.flush().await?;
     Ok(no_content())
 }
@@ -197,13 +197,13 @@ pub async fn delete_member(
 /// `GET /user`.
 pub async fn get_user(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
-    Ok(json_response(200, &acc::get_user(&svc.store, &who)?))
+    Ok(json_response(200, &acc::get_user(&*svc.store, &who)?))
 }
 
 /// `GET /user/apikeys`.
 pub async fn list_keys(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
-    Ok(json_response(200, &acc::list_user_keys(&svc.store, &who)?))
+    Ok(json_response(200, &acc::list_user_keys(&*svc.store, &who)?))
 }
 
 /// `GET /user/apikeys/token?expires_in=&renewable=&no_ip_protection=&ips=`: a JWT standing
@@ -218,7 +218,7 @@ pub async fn token(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
         super::header(&req, "authorization"),
     ) {
         (None, Some(auth)) => match acc::bearer(auth) {
-            Some(t) => Some(crate::service::tokens::verify(&svc.store, t, caller, now)?),
+            Some(t) => Some(crate::service::tokens::verify(&*svc.store, t, caller, now)?),
             None => None,
         },
         _ => None,
@@ -254,8 +254,14 @@ pub async fn token(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
             })
             .unwrap_or_default(),
     };
-    let body =
-        crate::service::tokens::issue(&svc.store, &who, presented.as_ref(), &request, caller, now)?;
+    let body = crate::service::tokens::issue(
+        &*svc.store,
+        &who,
+        presented.as_ref(),
+        &request,
+        caller,
+        now,
+    )?;
     Ok(json_response(200, &body))
 }
 
@@ -315,14 +321,14 @@ pub async fn sign_url(
                 })?,
         ),
     };
-    let body = acc::sign_url(&svc.store, &who, &org, &url, until, round)?;
+    let body = acc::sign_url(&*svc.store, &who, &org, &url, until, round)?;
     Ok(json_response(200, &body))
 }
 
 /// `GET /user/apikeys/current`.
 pub async fn current_key(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
-    Ok(json_response(200, &acc::current_key(&svc.store, &who)?))
+    Ok(json_response(200, &acc::current_key(&*svc.store, &who)?))
 }
 
 /// `POST /user/apikeys`.
@@ -330,7 +336,7 @@ pub async fn add_key(req: HttpRequest, svc: Svc, payload: web::Payload) -> Resul
     let who = principal(&req, &svc)?;
     let body = json_body(payload).await?;
     let key = acc::add_user_key(
-        &svc.store,
+        &*svc.store,
         &who,
         string_field(&body, "comment")?.unwrap_or_default(),
     )?;
@@ -345,7 +351,7 @@ pub async fn delete_key(
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
-    acc::delete_user_key(&svc.store, &who, &path)?;
+    acc::delete_user_key(&*svc.store, &who, &path)?;
     svc.store.flush().await?;
     Ok(no_content())
 }
@@ -355,7 +361,7 @@ pub async fn my_memberships(req: HttpRequest, svc: Svc) -> Result<HttpResponse> 
     let who = principal(&req, &svc)?;
     Ok(json_response(
         200,
-        &acc::user_memberships(&svc.store, &who)?,
+        &acc::user_memberships(&*svc.store, &who)?,
     ))
 }
 

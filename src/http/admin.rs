@@ -60,7 +60,7 @@ pub async fn export(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     }
     let renders = query_value(&query_pairs(&req), "renders").is_some_and(|v| v == "true");
     // Bytes served so far belong in the day figures the backup carries.
-    svc.traffic.flush(&svc.store)?;
+    svc.traffic.flush(&*svc.store)?;
     let (tx, rx) = mpsc::channel::<io::Result<web::Bytes>>(8);
     let store = svc.store.clone();
     tokio::task::spawn_blocking(move || {

@@ -91,12 +91,12 @@ where
 /// answer, or by the client going away (actix then drops the handler's future, and no error
 /// path runs). Files moved into the store by then are no longer there to remove.
 #[derive(Default)]
-struct TempFiles(Vec<std::path::PathBuf>);
+struct TempFiles(Vec<crate::storage::ReceivedBlob>);
 
 impl Drop for TempFiles {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
+        for blob in &self.0 {
+            blob.discard();
         }
     }
 }
@@ -122,7 +122,7 @@ pub async fn upload(
     let who = principal(&req, &svc)?;
     let org = org_name(&path)?;
     crate::service::accounts::authorize(
-        &svc.store,
+        &*svc.store,
         &who,
         &org,
         crate::model::account::Right::Upload,
@@ -144,7 +144,7 @@ pub async fn upload(
         )));
     }
     // Refused before a byte is read when there is no room (507).
-    svc.store.space().check()?;
+    img::check_room(&svc)?;
     let _slot = svc.uploads.acquire(
         &who,
         declared.unwrap_or(max_body),
@@ -177,7 +177,7 @@ pub async fn upload(
             };
             match classify(&name, filename.is_some()) {
                 FormField::File => {
-                    let mut up = svc.store.blobs.begin().await.map_err(Error::io)?;
+                    let mut up = img::begin_upload(&svc).await?;
                     loop {
                         let chunk = match next_part(&mut field, &watch).await {
                             Ok(Some(Ok(c))) => c,
@@ -206,7 +206,7 @@ pub async fn upload(
                     let filename = filename
                         .filter(|f| !f.is_empty())
                         .unwrap_or_else(|| format!("{}.bin", &blob.id[..8.min(blob.id.len())]));
-                    temp.0.push(blob.temp_path.clone());
+                    temp.0.push(blob.clone());
                     files.push(UploadFile { blob, filename });
                 }
                 kind => {
@@ -381,7 +381,7 @@ pub async fn download(
     let (org, hash) = path.into_inner();
     let d = img::download(&svc, &who, &org_name(&org)?, &hash)?;
     svc.traffic.add(&org, d.size);
-    let stream = super::stream_file(&d.path).await?;
+    let stream = img::stream_blob(&svc, &d.blob).await?;
     let mut resp = HttpResponse::Ok();
     resp.content_type(d.mimetype);
     if let Some(v) = super::attachment(&d.name) {

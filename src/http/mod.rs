@@ -46,7 +46,7 @@ pub fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 /// The caller of this request.
 pub fn principal(req: &HttpRequest, svc: &Services) -> Result<Principal> {
     authenticate(
-        &svc.store,
+        &*svc.store,
         &svc.config.auth.root_key,
         header(req, "api-key"),
         header(req, "authorization"),
@@ -163,29 +163,6 @@ pub fn attachment(name: &str) -> Option<actix_web::http::header::HeaderValue> {
         })
         .collect();
     actix_web::http::header::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")).ok()
-}
-
-/// Streams a file in 64 KiB chunks, so large originals never sit in memory.
-pub async fn stream_file(
-    path: &std::path::Path,
-) -> Result<impl futures_util::Stream<Item = std::io::Result<web::Bytes>>> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await.map_err(Error::internal)?;
-    Ok(futures_util::stream::unfold(
-        Some(file),
-        |state| async move {
-            let mut file = state?;
-            let mut buf = vec![0u8; 64 * 1024];
-            match file.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(web::Bytes::from(buf)), Some(file)))
-                }
-                Err(e) => Some((Err(e), None)),
-            }
-        },
-    ))
 }
 
 /// The JSON 404 for paths no route matches.

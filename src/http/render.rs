@@ -128,7 +128,7 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
     );
     match result {
         Ok(answer) => {
-            let resp = respond(&req, answer).await;
+            let resp = respond(&req, &svc, answer).await;
             if resp.status() == actix_web::http::StatusCode::OK {
                 let size = match actix_web::body::MessageBody::size(resp.body()) {
                     actix_web::body::BodySize::Sized(n) => n,
@@ -152,7 +152,7 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
-async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
+async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> HttpResponse {
     match answer {
         RenderAnswer::Render {
             render,
@@ -180,12 +180,10 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
             if not_modified(req, &etag) {
                 return resp.finish();
             }
-            let (raw, start) = render.into_parts();
-            let body = web::Bytes::from_owner(raw).slice(start..);
-            resp.content_type(content_type).body(body)
+            resp.content_type(content_type).body(render.into_body())
         }
         RenderAnswer::Original {
-            path,
+            blob,
             mimetype,
             size,
             etag,
@@ -202,7 +200,7 @@ async fn respond(req: &HttpRequest, answer: RenderAnswer) -> HttpResponse {
             if not_modified(req, &etag) {
                 return resp.finish();
             }
-            let stream = match super::stream_file(&path).await {
+            let stream = match crate::service::images::stream_blob(svc, &blob).await {
                 Ok(stream) => stream,
                 Err(e) => return error_plain(&e),
             };

@@ -8,7 +8,7 @@
 use crate::config::{EdgeConfig, EdgeMode};
 pub use crate::service::EdgeStats;
 use crate::storage::edge::now_ms;
-use crate::storage::{EdgeJob, QueuedEdgeJob, Store};
+use crate::storage::{EdgeJob, QueuedEdgeJob, Records};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +69,7 @@ async fn send(
 
 /// Sends one round of due jobs; returns how many were due.
 async fn round(
-    store: &Store,
+    store: &dyn Records,
     client: &awc::Client,
     config: &EdgeConfig,
     stats: &EdgeStats,
@@ -121,7 +121,7 @@ async fn round(
 /// Runs the sender until the returned task is aborted. It wakes when jobs are queued, when
 /// the next retry is due, and at least every second.
 pub fn spawn(
-    store: Arc<Store>,
+    store: Arc<dyn Records>,
     config: EdgeConfig,
     stats: Arc<EdgeStats>,
 ) -> actix_rt::task::JoinHandle<()> {
@@ -130,7 +130,7 @@ pub fn spawn(
             .timeout(Duration::from_secs(config.timeout_secs))
             .finish();
         loop {
-            let sent = match round(&store, &client, &config, &stats).await {
+            let sent = match round(&*store, &client, &config, &stats).await {
                 Ok(n) => n,
                 Err(e) => {
                     log::warn!("edge: the queue could not be read: {e}");
@@ -146,7 +146,7 @@ pub fn spawn(
             }
             .min(Duration::from_secs(1));
             tokio::select! {
-                _ = store.edge_wakeup().notified() => {}
+                _ = store.edge_queued() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

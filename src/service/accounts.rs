@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::account::{ApiKey, Membership, OrgOptions, Organization, Right, Role, User};
 use crate::model::ids::OrgName;
 use crate::model::time;
-use crate::storage::Store;
+use crate::storage::Records;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -91,7 +91,7 @@ fn role_list() -> String {
 /// Identifies the caller from the `Api-Key` and `Authorization` headers; a token is checked
 /// against the caller's address.
 pub fn authenticate(
-    store: &Store,
+    store: &dyn Records,
     root_key: &str,
     api_key: Option<&str>,
     authorization: Option<&str>,
@@ -132,7 +132,7 @@ pub fn authenticate(
 
 /// Checks that the caller has `right` on `org`. The answer for an organization that does not
 /// exist is the same as for one the caller may not see.
-pub fn authorize(store: &Store, who: &Principal, org: &OrgName, right: Right) -> Result<()> {
+pub fn authorize(store: &dyn Records, who: &Principal, org: &OrgName, right: Right) -> Result<()> {
     match who {
         Principal::Root => Ok(()),
         Principal::User { user_id, .. } => match store.get_membership(org.as_str(), user_id)? {
@@ -146,7 +146,7 @@ pub fn authorize(store: &Store, who: &Principal, org: &OrgName, right: Right) ->
 }
 
 /// Whether the caller may see signing keys and other secrets of an organization.
-fn may_see_secrets(store: &Store, who: &Principal, org: &OrgName) -> Result<bool> {
+fn may_see_secrets(store: &dyn Records, who: &Principal, org: &OrgName) -> Result<bool> {
     Ok(authorize(store, who, org, Right::Write).is_ok())
 }
 
@@ -174,7 +174,7 @@ pub fn org_json(org: &Organization, with_secrets: bool) -> Value {
 
 /// Creates an organization (root only through the API; the CLI calls it directly).
 pub fn create_org(
-    store: &Store,
+    store: &dyn Records,
     name: &OrgName,
     billing_email: &str,
     display_name: &str,
@@ -203,14 +203,14 @@ pub fn create_org(
 }
 
 /// Loads an organization that the caller is allowed to read.
-pub fn get_org(store: &Store, who: &Principal, name: &OrgName) -> Result<Value> {
+pub fn get_org(store: &dyn Records, who: &Principal, name: &OrgName) -> Result<Value> {
     authorize(store, who, name, Right::Read)?;
     let org = require_org(store, name)?;
     Ok(org_json(&org, may_see_secrets(store, who, name)?))
 }
 
 /// The organization, or 404.
-pub fn require_org(store: &Store, name: &OrgName) -> Result<Organization> {
+pub fn require_org(store: &dyn Records, name: &OrgName) -> Result<Organization> {
     store
         .get_org(name.as_str())?
         .ok_or_else(|| Error::NotFound(format!("organization '{name}' not found")))
@@ -221,7 +221,7 @@ pub fn require_org(store: &Store, name: &OrgName) -> Result<Organization> {
 /// rokka.js does so that URLs signed within one window are identical). The URL may be a path
 /// or absolute; scheme and host are kept as given.
 pub fn sign_url(
-    store: &Store,
+    store: &dyn Records,
     who: &Principal,
     name: &OrgName,
     url: &str,
@@ -281,7 +281,7 @@ pub fn sign_url(
 
 /// Sets organization options (`PUT /organizations/{org}/options[/{name}]`).
 pub fn set_org_options(
-    store: &Store,
+    store: &dyn Records,
     who: &Principal,
     name: &OrgName,
     changes: &serde_json::Map<String, Value>,
@@ -360,7 +360,7 @@ pub struct NewMember {
 /// Creates a new user with one key and a membership with `roles` on `org`
 /// (`POST /organizations/{org}/memberships`, `darkroom admin key create`).
 pub fn create_member(
-    store: &Store,
+    store: &dyn Records,
     org: &OrgName,
     roles: Vec<Role>,
     comment: Option<String>,
@@ -399,7 +399,7 @@ pub fn create_member(
 }
 
 /// Lists the memberships of an organization.
-pub fn list_members(store: &Store, who: &Principal, org: &OrgName) -> Result<Value> {
+pub fn list_members(store: &dyn Records, who: &Principal, org: &OrgName) -> Result<Value> {
     authorize(store, who, org, Right::Admin)?;
     require_org(store, org)?;
     let items: Vec<Value> = store
@@ -411,7 +411,12 @@ pub fn list_members(store: &Store, who: &Principal, org: &OrgName) -> Result<Val
 }
 
 /// One membership.
-pub fn get_member(store: &Store, who: &Principal, org: &OrgName, user_id: &str) -> Result<Value> {
+pub fn get_member(
+    store: &dyn Records,
+    who: &Principal,
+    org: &OrgName,
+    user_id: &str,
+) -> Result<Value> {
     authorize(store, who, org, Right::Admin)?;
     let m = store
         .get_membership(org.as_str(), user_id)?
@@ -426,7 +431,7 @@ pub enum MemberChange {
     Unchanged,
 }
 
-fn active_admins(store: &Store, org: &OrgName) -> Result<usize> {
+fn active_admins(store: &dyn Records, org: &OrgName) -> Result<usize> {
     Ok(store
         .org_memberships(org.as_str())?
         .iter()
@@ -436,7 +441,7 @@ fn active_admins(store: &Store, org: &OrgName) -> Result<usize> {
 
 /// Adds an existing user to an organization or changes their roles.
 pub fn put_member(
-    store: &Store,
+    store: &dyn Records,
     who: &Principal,
     org: &OrgName,
     user_id: &str,
@@ -490,7 +495,12 @@ pub fn put_member(
 }
 
 /// Removes a membership.
-pub fn delete_member(store: &Store, who: &Principal, org: &OrgName, user_id: &str) -> Result<()> {
+pub fn delete_member(
+    store: &dyn Records,
+    who: &Principal,
+    org: &OrgName,
+    user_id: &str,
+) -> Result<()> {
     authorize(store, who, org, Right::Admin)?;
     let m = store
         .get_membership(org.as_str(), user_id)?
@@ -510,7 +520,7 @@ fn key_json(k: &ApiKey) -> Value {
 
 /// Key management is refused to users with `read` or `upload` anywhere: such keys are
 /// assumed to be public (spec §3.1).
-fn user_for_key_management(store: &Store, who: &Principal) -> Result<String> {
+fn user_for_key_management(store: &dyn Records, who: &Principal) -> Result<String> {
     match who {
         Principal::Root => Err(Error::Forbidden(
             "the root key belongs to no user; create users and keys with memberships".into(),
@@ -540,7 +550,7 @@ fn user_for_key_management(store: &Store, who: &Principal) -> Result<String> {
 }
 
 /// `GET /user`.
-pub fn get_user(store: &Store, who: &Principal) -> Result<Value> {
+pub fn get_user(store: &dyn Records, who: &Principal) -> Result<Value> {
     match who {
         Principal::Root => Ok(json!({ "user_id": "root", "api_keys": [] })),
         Principal::User { user_id, .. } => {
@@ -565,7 +575,7 @@ pub fn get_user(store: &Store, who: &Principal) -> Result<Value> {
 }
 
 /// `GET /user/apikeys`.
-pub fn list_user_keys(store: &Store, who: &Principal) -> Result<Value> {
+pub fn list_user_keys(store: &dyn Records, who: &Principal) -> Result<Value> {
     let user_id = user_for_key_management(store, who)?;
     Ok(Value::Array(
         store
@@ -577,7 +587,7 @@ pub fn list_user_keys(store: &Store, who: &Principal) -> Result<Value> {
 }
 
 /// `GET /user/apikeys/current`.
-pub fn current_key(store: &Store, who: &Principal) -> Result<Value> {
+pub fn current_key(store: &dyn Records, who: &Principal) -> Result<Value> {
     let user_id = user_for_key_management(store, who)?;
     let Principal::User { key_id, .. } = who else {
         return Err(Error::NotFound("no key".into()));
@@ -591,7 +601,7 @@ pub fn current_key(store: &Store, who: &Principal) -> Result<Value> {
 }
 
 /// `POST /user/apikeys`.
-pub fn add_user_key(store: &Store, who: &Principal, comment: String) -> Result<Value> {
+pub fn add_user_key(store: &dyn Records, who: &Principal, comment: String) -> Result<Value> {
     let user_id = user_for_key_management(store, who)?;
     if store.user_keys(&user_id)?.len() >= MAX_KEYS_PER_USER {
         return Err(Error::Conflict(format!(
@@ -610,7 +620,7 @@ pub fn add_user_key(store: &Store, who: &Principal, comment: String) -> Result<V
 }
 
 /// `DELETE /user/apikeys/{id}`.
-pub fn delete_user_key(store: &Store, who: &Principal, key_id: &str) -> Result<()> {
+pub fn delete_user_key(store: &dyn Records, who: &Principal, key_id: &str) -> Result<()> {
     let user_id = user_for_key_management(store, who)?;
     if matches!(who, Principal::User { key_id: current, .. } if current == key_id) {
         return Err(Error::Conflict(
@@ -625,7 +635,7 @@ pub fn delete_user_key(store: &Store, who: &Principal, key_id: &str) -> Result<(
 }
 
 /// `GET /user/memberships`.
-pub fn user_memberships(store: &Store, who: &Principal) -> Result<Value> {
+pub fn user_memberships(store: &dyn Records, who: &Principal) -> Result<Value> {
     let items: Vec<Value> = match who {
         Principal::Root => store
             .list_orgs()?

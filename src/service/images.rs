@@ -10,10 +10,9 @@ use crate::model::account::Right;
 use crate::model::ids::{parse_binary_hash, HashPrefix, OrgName};
 use crate::model::image::{self, image_hash, ImageRecord};
 use crate::model::time;
-use crate::storage::{Inserted, Purged, ReceivedBlob, Store};
+use crate::storage::{Inserted, Purged, ReceivedBlob, Records};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Uploads in flight per API key (count and declared bytes), so that one client cannot hold
@@ -113,7 +112,7 @@ pub struct UploadMeta {
 /// Finds an image by full or short hash. Soft-deleted images are found only with
 /// `include_deleted`.
 pub fn find(
-    store: &Store,
+    store: &dyn Records,
     org: &OrgName,
     raw_hash: &str,
     include_deleted: bool,
@@ -144,7 +143,7 @@ pub fn find(
         .ok_or_else(not_found)
 }
 
-fn to_json(store: &Store, rec: &ImageRecord) -> Result<Value> {
+fn to_json(store: &dyn Records, rec: &ImageRecord) -> Result<Value> {
     Ok(rec.to_json(&store.short_hash(&rec.organization, &rec.hash)?))
 }
 
@@ -156,8 +155,8 @@ pub fn get(
     hash: &str,
     deleted: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::ImagesRead)?;
-    to_json(&svc.store, &find(&svc.store, org, hash, deleted)?)
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
+    to_json(&*svc.store, &find(&*svc.store, org, hash, deleted)?)
 }
 
 /// `GET /sourceimages/{org}?…` and `?binaryHash=`.
@@ -167,7 +166,7 @@ pub fn list(
     org: &OrgName,
     query: &[(String, String)],
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::ImagesRead)?;
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
     let binary = query
         .iter()
         .find(|(k, v)| k == "binaryHash" && !v.is_empty())
@@ -175,12 +174,12 @@ pub fn list(
     if let Some(bh) = binary {
         return by_binary_hash(svc, who, org, &bh);
     }
-    ListQuery::parse(query)?.run(&svc.store, org.as_str())
+    ListQuery::parse(query)?.run(&*svc.store, org.as_str())
 }
 
 /// `GET /sourceimages/{org}/binaryhash/{sha1}`: every live image with these bytes.
 pub fn by_binary_hash(svc: &Services, who: &Principal, org: &OrgName, raw: &str) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::ImagesRead)?;
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
     let bh = parse_binary_hash(raw)
         .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
     let items: Vec<Value> = svc
@@ -188,7 +187,7 @@ pub fn by_binary_hash(svc: &Services, who: &Principal, org: &OrgName, raw: &str)
         .images_by_binary(org.as_str(), &bh)?
         .iter()
         .filter(|r| !r.deleted)
-        .map(|r| to_json(&svc.store, r))
+        .map(|r| to_json(&*svc.store, r))
         .collect::<Result<_>>()?;
     Ok(json!({ "total": items.len(), "items": items }))
 }
@@ -210,6 +209,17 @@ pub fn parse_json_object(what: &str, raw: &str) -> Result<Map<String, Value>> {
     }
 }
 
+/// Refuses a write before a byte of it is read while the data folder is below its headroom
+/// (507).
+pub fn check_room(svc: &Services) -> Result<()> {
+    Ok(svc.store.space().check()?)
+}
+
+/// Starts receiving the bytes of one uploaded file (see [`upload`]).
+pub async fn begin_upload(svc: &Services) -> Result<crate::storage::BlobUpload> {
+    svc.blobs.begin().await.map_err(Error::io)
+}
+
 /// Uploads files. Every file is checked (format, limits, full decode) before any is stored,
 /// so a request with one broken file stores nothing. Each stored image is durable before the
 /// answer. Identical bytes with identical dynamic metadata give the existing image back.
@@ -221,8 +231,8 @@ pub async fn upload(
     meta: Vec<UploadMeta>,
 ) -> Result<Value> {
     let discard_all = |files: &[UploadFile]| files.iter().for_each(|f| f.blob.discard());
-    if let Err(e) = authorize(&svc.store, who, org, Right::Upload)
-        .and_then(|_| require_org(&svc.store, org).map(|_| ()))
+    if let Err(e) = authorize(&*svc.store, who, org, Right::Upload)
+        .and_then(|_| require_org(&*svc.store, org).map(|_| ()))
     {
         discard_all(&files);
         return Err(e);
@@ -252,12 +262,12 @@ pub async fn upload(
                 f.filename
             )));
         }
-        let path = f.blob.temp_path.clone();
+        let received = f.blob.clone();
         let limits = svc.limits();
         let probed = svc
             .pool
             .run(move || -> Result<crate::render::probe::ImageInfo> {
-                let bytes = std::fs::read(&path).map_err(Error::internal)?;
+                let bytes = received.read().map_err(Error::internal)?;
                 Ok(crate::render::probe::probe(&bytes, &limits)?)
             })
             .await
@@ -278,7 +288,7 @@ pub async fn upload(
     svc.store.flush().await?;
     let items: Vec<Value> = items
         .iter()
-        .map(|r| to_json(&svc.store, r))
+        .map(|r| to_json(&*svc.store, r))
         .collect::<Result<_>>()?;
     Ok(json!({ "total": items.len(), "items": items }))
 }
@@ -296,14 +306,14 @@ async fn store_uploads(
         // Bytes already stored are taken over under the removal lock, up to their record's
         // commit, so that GC cannot unlink the file between the two (it re-checks the
         // references under the same lock). Taking over is a rename-free, fsync-free step.
-        let _taken_over = if svc.store.blobs.exists(&f.blob.id) {
-            let guard = svc.store.blobs.removal_lock();
-            svc.store.blobs.commit(&f.blob).map_err(Error::io)?;
+        let _taken_over = if svc.blobs.exists(&f.blob.id) {
+            let guard = svc.blobs.removal_lock();
+            svc.blobs.commit(&f.blob).map_err(Error::io)?;
             Some(guard)
         } else {
-            let store = svc.store.clone();
+            let blobs = svc.blobs.clone();
             let blob = f.blob.clone();
-            tokio::task::spawn_blocking(move || store.blobs.commit(&blob))
+            tokio::task::spawn_blocking(move || blobs.commit(&blob))
                 .await
                 .map_err(Error::internal)?
                 .map_err(Error::io)?;
@@ -394,8 +404,8 @@ fn for_change(
     hash: &str,
     guard_lock: bool,
 ) -> Result<ImageRecord> {
-    authorize(&svc.store, who, org, Right::ImagesWrite)?;
-    let rec = find(&svc.store, org, hash, false)?;
+    authorize(&*svc.store, who, org, Right::ImagesWrite)?;
+    let rec = find(&*svc.store, org, hash, false)?;
     if guard_lock && rec.locked {
         return Err(Error::Forbidden(format!(
             "source image '{}' is locked: unlock it (PUT …/options/locked false) before changing or deleting it",
@@ -408,7 +418,7 @@ fn for_change(
 /// Marks an image deleted (restorable for the retention period).
 /// Its renders go at once: the image's render URLs answer 404 from now on. The record changes
 /// first: a purge before it would send the edge to fetch the URLs while they still render.
-fn soft_delete(store: &Store, mut rec: ImageRecord) -> Result<Purged> {
+fn soft_delete(store: &dyn Records, mut rec: ImageRecord) -> Result<Purged> {
     rec.deleted = true;
     rec.deleted_at = Some(time::now_unix());
     store.update_image(&rec)?;
@@ -434,7 +444,7 @@ pub async fn delete(
             .purge_image_renders(org.as_str(), &rec.hash, true)?;
         return Ok(Some(super::purged_json(&would, true)));
     }
-    soft_delete(&svc.store, rec)?;
+    soft_delete(&*svc.store, rec)?;
     svc.store.flush().await?;
     Ok(None)
 }
@@ -447,7 +457,7 @@ pub async fn delete_by_binary_hash(
     org: &OrgName,
     raw: &str,
 ) -> Result<()> {
-    authorize(&svc.store, who, org, Right::ImagesWrite)?;
+    authorize(&*svc.store, who, org, Right::ImagesWrite)?;
     let bh = parse_binary_hash(raw)
         .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
     let live: Vec<ImageRecord> = svc
@@ -468,7 +478,7 @@ pub async fn delete_by_binary_hash(
         )));
     }
     for rec in live {
-        soft_delete(&svc.store, rec)?;
+        soft_delete(&*svc.store, rec)?;
     }
     svc.store.flush().await?;
     Ok(())
@@ -476,8 +486,8 @@ pub async fn delete_by_binary_hash(
 
 /// `POST /sourceimages/{org}/{hash}/restore`.
 pub async fn restore(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::ImagesWrite)?;
-    let mut rec = find(&svc.store, org, hash, true)?;
+    authorize(&*svc.store, who, org, Right::ImagesWrite)?;
+    let mut rec = find(&*svc.store, org, hash, true)?;
     if rec.deleted {
         let retention = i64::from(svc.config.images.retention_days) * 86_400;
         if rec
@@ -495,12 +505,12 @@ pub async fn restore(svc: &Services, who: &Principal, org: &OrgName, hash: &str)
         svc.store.refresh_restored(org.as_str(), &rec.hash)?;
         svc.store.flush().await?;
     }
-    to_json(&svc.store, &rec)
+    to_json(&*svc.store, &rec)
 }
 
-/// What a download streams.
+/// What a download streams: the blob and how to present it.
 pub struct Download {
-    pub path: PathBuf,
+    pub blob: String,
     pub name: String,
     pub mimetype: String,
     pub size: u64,
@@ -508,17 +518,22 @@ pub struct Download {
 
 /// `GET /sourceimages/{org}/{hash}/download`.
 pub fn download(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Download> {
-    authorize(&svc.store, who, org, Right::ImagesRead)?;
-    let rec = find(&svc.store, org, hash, false)?;
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
+    let rec = find(&*svc.store, org, hash, false)?;
     if rec.protected {
-        authorize(&svc.store, who, org, Right::DownloadProtected)?;
+        authorize(&*svc.store, who, org, Right::DownloadProtected)?;
     }
     Ok(Download {
-        path: svc.store.blobs.path(&rec.blob),
+        blob: rec.blob,
         name: rec.name,
         mimetype: rec.mimetype,
         size: rec.size,
     })
+}
+
+/// The bytes of a blob found through [`download`] or a `source_file` render, as a stream.
+pub async fn stream_blob(svc: &Services, blob: &str) -> Result<crate::storage::ByteStream> {
+    svc.blobs.stream(blob).await.map_err(Error::internal)
 }
 
 /// `PUT /sourceimages/{org}/{hash}/name` with a JSON string body.
@@ -554,8 +569,8 @@ pub fn get_user_meta(
     hash: &str,
     field: Option<&str>,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::ImagesRead)?;
-    let rec = find(&svc.store, org, hash, false)?;
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
+    let rec = find(&*svc.store, org, hash, false)?;
     match field {
         None => Ok(Value::Object(rec.user_metadata)),
         Some(f) => {
@@ -665,7 +680,7 @@ async fn derive_variant(
         ));
     }
     if old.dynamic_metadata == dynamic && old.protected == protected {
-        return Ok(HashChange::Unchanged(to_json(&svc.store, &old)?));
+        return Ok(HashChange::Unchanged(to_json(&*svc.store, &old)?));
     }
     if flags.keep_hash {
         let mut rec = old;
@@ -673,7 +688,7 @@ async fn derive_variant(
         rec.protected = protected;
         svc.store.update_image(&rec)?;
         svc.store.flush().await?;
-        let image = to_json(&svc.store, &rec)?;
+        let image = to_json(&*svc.store, &rec)?;
         return Ok(HashChange::Changed {
             hash: rec.hash,
             image,
@@ -707,10 +722,10 @@ async fn derive_variant(
                 old.hash
             )));
         }
-        soft_delete(&svc.store, old)?;
+        soft_delete(&*svc.store, old)?;
     }
     svc.store.flush().await?;
-    let image = to_json(&svc.store, &stored)?;
+    let image = to_json(&*svc.store, &stored)?;
     Ok(HashChange::Changed {
         hash: stored.hash,
         image,
@@ -779,14 +794,14 @@ pub async fn set_locked(
     hash: &str,
     locked: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Lock)?;
-    let mut rec = find(&svc.store, org, hash, false)?;
+    authorize(&*svc.store, who, org, Right::Lock)?;
+    let mut rec = find(&*svc.store, org, hash, false)?;
     if rec.locked != locked {
         rec.locked = locked;
         svc.store.update_image(&rec)?;
         svc.store.flush().await?;
     }
-    to_json(&svc.store, &rec)
+    to_json(&*svc.store, &rec)
 }
 
 /// Reads a JSON boolean body (`true`, `false`, or those as strings).
@@ -830,9 +845,9 @@ fn check_copy_rights(
     org: &OrgName,
     dest: &str,
 ) -> Result<OrgName> {
-    authorize(&svc.store, who, org, Right::ImagesRead)?;
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
     let dest = OrgName::parse(dest).map_err(Error::Invalid)?;
-    authorize(&svc.store, who, &dest, Right::ImagesWrite)?;
+    authorize(&*svc.store, who, &dest, Right::ImagesWrite)?;
     if svc.store.get_org(dest.as_str())?.is_none() {
         return Err(Error::Invalid(format!(
             "destination organization '{dest}' does not exist"
@@ -851,7 +866,7 @@ pub async fn copy(
     overwrite: bool,
 ) -> Result<Copied> {
     let dest = check_copy_rights(svc, who, org, dest)?;
-    let src = find(&svc.store, org, hash, false)?;
+    let src = find(&*svc.store, org, hash, false)?;
     let outcome = copy_one(svc, &src, &dest, overwrite)?;
     if outcome == Copied::Existing {
         return Err(Error::PreconditionFailed(format!(
@@ -888,7 +903,7 @@ pub async fn copy_many(
     };
     let (mut created, mut existing, mut notfound) = (Vec::new(), Vec::new(), Vec::new());
     for h in hashes {
-        match find(&svc.store, org, h, false) {
+        match find(&*svc.store, org, h, false) {
             Ok(src) => match copy_one(svc, &src, &dest, overwrite)? {
                 Copied::Created | Copied::Overwritten => created.push(src.hash),
                 Copied::Existing => existing.push(src.hash),

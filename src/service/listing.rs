@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::model::image::ImageRecord;
 use crate::storage::index::{self, IndexField, IndexValue, Position};
 use crate::storage::query::{next_prefix, Span};
-use crate::storage::Store;
+use crate::storage::Records;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::cmp::Ordering;
@@ -494,12 +494,12 @@ impl ListQuery {
     }
 
     /// Answers the query for `org` from the store's indexes.
-    pub fn run(&self, store: &Store, org: &str) -> Result<Value> {
+    pub fn run(&self, store: &dyn Records, org: &str) -> Result<Value> {
         let answer = self.plan(store, org)?;
         self.answer(store, org, answer)
     }
 
-    fn source(&self, store: &Store, org: &str, field: &Field, m: &Matcher) -> Result<Source> {
+    fn source(&self, store: &dyn Records, org: &str, field: &Field, m: &Matcher) -> Result<Source> {
         let hashes = |p: &str| -> Result<Source> {
             let found = store.hashes_with_prefix(org, p, self.bounds.collect + 1)?;
             Ok(Source::Hashes(
@@ -534,7 +534,7 @@ impl ListQuery {
     /// Collects a source's hashes, or `None` when there are more than `cap`.
     fn collect(
         &self,
-        store: &Store,
+        store: &dyn Records,
         org: &str,
         source: &Source,
         cap: usize,
@@ -567,7 +567,13 @@ impl ListQuery {
     }
 
     /// A cheap count of a source's candidates (at most `cap`).
-    fn estimate(&self, store: &Store, org: &str, source: &Source, cap: usize) -> Result<usize> {
+    fn estimate(
+        &self,
+        store: &dyn Records,
+        org: &str,
+        source: &Source,
+        cap: usize,
+    ) -> Result<usize> {
         match source {
             Source::Hashes(Some(h)) => Ok(h.len()),
             Source::Hashes(None) | Source::None => Ok(usize::MAX),
@@ -584,7 +590,7 @@ impl ListQuery {
         }
     }
 
-    fn plan(&self, store: &Store, org: &str) -> Result<Answer> {
+    fn plan(&self, store: &dyn Records, org: &str) -> Result<Answer> {
         let mut sources = Vec::with_capacity(self.filters.len());
         for (f, m) in &self.filters {
             sources.push(self.source(store, org, f, m)?);
@@ -729,7 +735,7 @@ impl ListQuery {
     }
 
     /// Every image of the listing's kind (live or deleted) when there are at most `collect`.
-    fn everything(&self, store: &Store, org: &str) -> Result<Option<Vec<String>>> {
+    fn everything(&self, store: &dyn Records, org: &str) -> Result<Option<Vec<String>>> {
         if store.image_count(org, self.deleted)? as usize > self.bounds.collect {
             return Ok(None);
         }
@@ -751,7 +757,7 @@ impl ListQuery {
     /// (keys only, at most `count`: then `true`, a lower bound); `None` when it takes reads.
     fn known_total(
         &self,
-        store: &Store,
+        store: &dyn Records,
         org: &str,
         sources: &[Source],
     ) -> Result<Option<(usize, bool)>> {
@@ -784,7 +790,7 @@ impl ListQuery {
     /// for the page, checking the other filters.
     fn by_creation(
         &self,
-        store: &Store,
+        store: &dyn Records,
         org: &str,
         source: &Source,
         reverse: bool,
@@ -906,7 +912,7 @@ impl ListQuery {
     }
 
     /// Reads the candidates, keeps the matches and sorts and pages them in memory.
-    fn in_memory(&self, store: &Store, org: &str, hashes: Vec<String>) -> Result<Answer> {
+    fn in_memory(&self, store: &dyn Records, org: &str, hashes: Vec<String>) -> Result<Answer> {
         let mut keyed = Vec::with_capacity(hashes.len());
         for h in hashes {
             if let Some(rec) = store.get_image(org, &h)? {
@@ -964,7 +970,7 @@ impl ListQuery {
     #[allow(clippy::too_many_arguments)]
     fn walk(
         &self,
-        store: &Store,
+        store: &dyn Records,
         org: &str,
         field: &IndexField,
         span: &Span,
@@ -1141,7 +1147,7 @@ impl ListQuery {
         })
     }
 
-    fn answer(&self, store: &Store, org: &str, a: Answer) -> Result<Value> {
+    fn answer(&self, store: &dyn Records, org: &str, a: Answer) -> Result<Value> {
         let short =
             |r: &ImageRecord| -> Result<String> { Ok(store.short_hash(&r.organization, &r.hash)?) };
         let items: Vec<Value> = a
@@ -1275,6 +1281,7 @@ fn decode_cursor(raw: &str, parts: usize) -> Result<Vec<Component>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{ImageRecords, SledStore};
 
     fn rec(hash: &str, name: &str, size: u64, ns: i128, meta: Value) -> ImageRecord {
         ImageRecord {
@@ -1326,9 +1333,9 @@ mod tests {
             .collect()
     }
 
-    fn sample() -> (tempfile::TempDir, Store) {
+    fn sample() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         for r in [
             rec(
                 &"a".repeat(40),
@@ -1357,7 +1364,7 @@ mod tests {
         (dir, store)
     }
 
-    fn run(store: &Store, q: &[(&str, &str)]) -> Value {
+    fn run(store: &dyn Records, q: &[(&str, &str)]) -> Value {
         ListQuery::parse(&pairs(q))
             .unwrap()
             .run(store, "o")
@@ -1439,7 +1446,7 @@ mod tests {
     #[test]
     fn indexed_answers_equal_the_brute_force_model() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         let mut rng = fastrand::Rng::with_seed(
             std::env::var("DARKROOM_LISTING_SEED")
                 .ok()
@@ -1654,7 +1661,7 @@ mod tests {
     #[test]
     fn facets_count_values_of_all_or_of_the_filtered_images() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         for (i, labels) in [json!(["sea", "sky"]), json!(["sea"]), json!(["hill"])]
             .iter()
             .enumerate()

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::pool::CpuPool;
 use crate::render::error::RenderError;
 use crate::render::limits::Limits;
-use crate::storage::Store;
+use crate::storage::{Bytes, Records, Storage};
 use std::sync::Arc;
 
 /// Counters of the edge sender (`jobs::edge`), read by the metrics.
@@ -33,7 +33,10 @@ pub struct EdgeStats {
 /// Everything a use case needs, shared by all HTTP workers.
 pub struct Services {
     pub config: Arc<Config>,
-    pub store: Arc<Store>,
+    /// The records (organizations, images, stacks, renders, …).
+    pub store: Arc<dyn Records>,
+    /// The source bytes.
+    pub blobs: Arc<dyn Bytes>,
     pub pool: Arc<CpuPool>,
     /// Single-flight and failure memory of the render path.
     pub renders: Arc<renders::RenderState>,
@@ -48,11 +51,12 @@ pub struct Services {
 }
 
 impl Services {
-    /// The services over an opened store and a started pool, with empty counters.
-    pub fn new(config: Config, store: Store, pool: CpuPool) -> Services {
+    /// The services over opened storage and a started pool, with empty counters.
+    pub fn new(config: Config, storage: Storage, pool: CpuPool) -> Services {
         Services {
             config: Arc::new(config),
-            store: Arc::new(store),
+            store: storage.records,
+            blobs: storage.bytes,
             pool: Arc::new(pool),
             renders: Default::default(),
             traffic: Default::default(),
@@ -60,6 +64,16 @@ impl Services {
             metrics: Default::default(),
             uploads: Default::default(),
         }
+    }
+
+    /// Checks every invariant over the records and the bytes (`darkroom admin verify`).
+    pub fn verify(&self, grace: std::time::Duration) -> crate::storage::Result<Vec<String>> {
+        crate::storage::check::verify(&*self.store, &*self.blobs, grace)
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> crate::error::Result<()> {
+        Ok(self.store.flush().await?)
     }
 
     /// Decoding limits from the configuration.

@@ -18,8 +18,8 @@ pub async fn image_cache(
     hash: &str,
     dry_run: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Write)?;
-    let rec = super::images::find(&svc.store, org, hash, false)?;
+    authorize(&*svc.store, who, org, Right::Write)?;
+    let rec = super::images::find(&*svc.store, org, hash, false)?;
     let purged = svc
         .store
         .purge_image_renders(org.as_str(), &rec.hash, dry_run)?;
@@ -35,8 +35,8 @@ pub async fn stack_cache(
     name: &str,
     dry_run: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Write)?;
-    super::stacks::require(&svc.store, org, name)?;
+    authorize(&*svc.store, who, org, Right::Write)?;
+    super::stacks::require(&*svc.store, org, name)?;
     let purged = svc
         .store
         .purge_stack_renders(org.as_str(), name, None, dry_run)?;
@@ -51,8 +51,8 @@ pub async fn org_cache(
     org: &OrgName,
     dry_run: bool,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Admin)?;
-    require_org(&svc.store, org)?;
+    authorize(&*svc.store, who, org, Right::Admin)?;
+    require_org(&*svc.store, org)?;
     let purged = svc.store.purge_org_renders(org.as_str(), dry_run)?;
     svc.store.flush().await?;
     Ok(purged_json(&purged, dry_run))

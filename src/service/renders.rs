@@ -19,7 +19,6 @@ use crate::render::plan::SourceShape;
 use crate::storage::{RenderMeta, ServedPath, StackRevision, StoredRender};
 use crate::url::{self, ImageRef, RenderRequest, StackRef, UrlError};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -132,9 +131,9 @@ pub enum RenderAnswer {
         served: Served,
         headers: Arc<AnswerHeaders>,
     },
-    /// `source_file: true`: the original bytes from the blob file.
+    /// `source_file: true`: the original bytes of this blob.
     Original {
-        path: PathBuf,
+        blob: String,
         mimetype: String,
         size: u64,
         etag: String,
@@ -161,7 +160,7 @@ fn find_image(svc: &Services, org: &OrgName, image: &ImageRef) -> Result<ImageRe
         ));
     };
     let prefix = HashPrefix::parse(raw).ok_or_else(|| not_found("source image"))?;
-    let store = &svc.store;
+    let store = &*svc.store;
     let rec = if prefix.is_full() {
         store.get_image(org.as_str(), prefix.as_str())?
     } else {
@@ -250,7 +249,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
                 .get_stack(org.as_str(), name)?
                 .ok_or_else(|| not_found("stack"))?;
             super::stacks::chain(
-                &svc.store,
+                &*svc.store,
                 org.as_str(),
                 name,
                 stored.revision,
@@ -334,7 +333,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
 
     if pipeline.options.get("source_file") == Some(&serde_json::Value::Bool(true)) {
         return Ok(RenderAnswer::Original {
-            path: svc.store.blobs.path(&image.blob),
+            blob: image.blob.clone(),
             mimetype: image.mimetype.clone(),
             size: image.size,
             etag: format!("\"{}\"", image.binary_hash),
@@ -694,7 +693,7 @@ fn finish(state: &RenderState, key: RenderKey, flight: &Arc<Flight>, result: Res
 
 /// Admits the render of `job` to the CPU pool; the flight gets its result.
 fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: RenderJob) -> Result<()> {
-    let store = svc.store.clone();
+    let (store, blobs) = (svc.store.clone(), svc.blobs.clone());
     let state = svc.renders.clone();
     let limits = svc.limits();
     let started = Instant::now();
@@ -705,7 +704,7 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
         .submit(
             class,
             cancel,
-            move |cancel| render_job(&store, limits, key, job, cancel),
+            move |cancel| render_job(&*store, &*blobs, limits, key, job, cancel),
             move |outcome| {
                 let result = match outcome {
                     None => Err(RenderError::Cancelled.into()),
@@ -737,16 +736,17 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
 
 /// The CPU part of a miss: read, decode, operate, encode, store.
 fn render_job(
-    store: &crate::storage::Store,
+    store: &dyn crate::storage::Records,
+    blobs: &dyn crate::storage::Bytes,
     limits: crate::render::limits::Limits,
     key: RenderKey,
     job: RenderJob,
     cancel: &Cancel,
 ) -> Result<StoredRender> {
-    let source = store.blobs.read(&job.image.blob).map_err(Error::internal)?;
+    let source = blobs.read(&job.image.blob).map_err(Error::internal)?;
     let secondaries = &job.secondaries;
     let secondary = |hash: &str| -> crate::render::error::Result<image::DynamicImage> {
-        load_secondary(store, secondaries, hash, &limits)
+        load_secondary(blobs, secondaries, hash, &limits)
     };
     let input = RenderInput {
         pipeline: &job.pipeline,
@@ -789,7 +789,7 @@ fn secondary_images(
 /// Decodes another image of the organization for `composition`, from the records resolved
 /// (and checked) with the request.
 fn load_secondary(
-    store: &crate::storage::Store,
+    blobs: &dyn crate::storage::Bytes,
     secondaries: &[(String, ImageRecord)],
     hash: &str,
     limits: &crate::render::limits::Limits,
@@ -799,8 +799,7 @@ fn load_secondary(
             "image '{hash}' was not resolved with the request"
         )));
     };
-    let bytes = store
-        .blobs
+    let bytes = blobs
         .read(&rec.blob)
         .map_err(|e| RenderError::Internal(e.to_string()))?;
     Ok(crate::render::codecs::decode(&bytes, limits, None)?.image)

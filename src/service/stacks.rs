@@ -9,7 +9,7 @@ use crate::model::account::Right;
 use crate::model::ids::OrgName;
 use crate::model::stack::{self, StackDefinition};
 use crate::model::time;
-use crate::storage::{Store, StoredStack};
+use crate::storage::{Records, StoredStack};
 use serde_json::{json, Value};
 
 /// Longest basestack chain followed (a longer one is treated as a cycle).
@@ -34,7 +34,7 @@ pub struct ChainLink {
 /// `revision`), loading each basestack from the store. A missing basestack or a cycle is an
 /// error naming it.
 pub fn chain(
-    store: &Store,
+    store: &dyn Records,
     org: &str,
     name: &str,
     revision: u64,
@@ -97,12 +97,12 @@ pub async fn put(
     overwrite: bool,
     dry_run: bool,
 ) -> Result<Saved> {
-    authorize(&svc.store, who, org, Right::Write)?;
-    require_org(&svc.store, org)?;
+    authorize(&*svc.store, who, org, Right::Write)?;
+    require_org(&*svc.store, org)?;
     check_name(name)?;
     let def = stack::parse_stack_body(body).map_err(|e| Error::Invalid(e.message()))?;
     // Resolve the chain now so that a missing basestack or a cycle is refused at creation.
-    let links = chain(&svc.store, org.as_str(), name, 0, &def)?;
+    let links = chain(&*svc.store, org.as_str(), name, 0, &def)?;
     check_operation_count(
         links.iter().map(|l| l.definition.operations.len()).sum(),
         svc.config.limits.max_operations,
@@ -160,7 +160,7 @@ pub async fn put(
 }
 
 /// Loads a stored stack or answers 404.
-pub fn require(store: &Store, org: &OrgName, name: &str) -> Result<StoredStack> {
+pub fn require(store: &dyn Records, org: &OrgName, name: &str) -> Result<StoredStack> {
     store.get_stack(org.as_str(), name)?.ok_or_else(|| {
         Error::NotFound(format!(
             "stack '{}' not found",
@@ -171,8 +171,8 @@ pub fn require(store: &Store, org: &OrgName, name: &str) -> Result<StoredStack> 
 
 /// `GET /stacks/{org}/{name}`.
 pub fn get(svc: &Services, who: &Principal, org: &OrgName, name: &str) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
-    Ok(stack_json(&require(&svc.store, org, name)?))
+    authorize(&*svc.store, who, org, Right::Read)?;
+    Ok(stack_json(&require(&*svc.store, org, name)?))
 }
 
 /// `GET /stacks/{org}?limit&offset`.
@@ -183,7 +183,7 @@ pub fn list(
     limit: Option<usize>,
     offset: Option<usize>,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
+    authorize(&*svc.store, who, org, Right::Read)?;
     let all = svc.store.list_stacks(org.as_str())?;
     let offset = offset.unwrap_or(0);
     let limit = limit.unwrap_or(usize::MAX);
@@ -206,8 +206,8 @@ pub async fn delete(
     name: &str,
     dry_run: bool,
 ) -> Result<Option<Value>> {
-    authorize(&svc.store, who, org, Right::Write)?;
-    require(&svc.store, org, name)?;
+    authorize(&*svc.store, who, org, Right::Write)?;
+    require(&*svc.store, org, name)?;
     if dry_run {
         let would = svc
             .store

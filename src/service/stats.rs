@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::account::Right;
 use crate::model::ids::OrgName;
 use crate::model::time;
-use crate::storage::{DayStats, Store};
+use crate::storage::{DayStats, Records};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,7 +30,7 @@ impl Traffic {
     }
 
     /// Writes the pending counts into today's figures.
-    pub fn flush(&self, store: &Store) -> Result<()> {
+    pub fn flush(&self, store: &dyn Records) -> Result<()> {
         let pending: Vec<(String, u64)> = match self.pending.lock() {
             Ok(mut p) => p.drain().collect(),
             Err(_) => return Err(Error::internal("traffic counters poisoned")),
@@ -95,9 +95,9 @@ pub fn get(
     from: Option<String>,
     to: Option<String>,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::Read)?;
-    require_org(&svc.store, org)?;
-    svc.traffic.flush(&svc.store)?;
+    authorize(&*svc.store, who, org, Right::Read)?;
+    require_org(&*svc.store, org)?;
+    svc.traffic.flush(&*svc.store)?;
     let (from, to) = day_range(from, to, false, 29)?;
     let days = svc.store.day_stats(org.as_str())?;
     let point = |day: i64, value: u64, unit: Value| json!({"timestamp": time::format_unix(day), "value": value, "unit": unit});
@@ -140,9 +140,9 @@ pub fn billing(
     from: Option<String>,
     to: Option<String>,
 ) -> Result<Value> {
-    authorize(&svc.store, who, org, Right::BillingRead)?;
-    require_org(&svc.store, org)?;
-    svc.traffic.flush(&svc.store)?;
+    authorize(&*svc.store, who, org, Right::BillingRead)?;
+    require_org(&*svc.store, org)?;
+    svc.traffic.flush(&*svc.store)?;
     let (from, to) = day_range(from, to, true, 0)?;
     let days = svc.store.day_stats(org.as_str())?;
     // Whole months: from the first of `from`'s month to the end of `to`'s (or today).

@@ -8,7 +8,7 @@
 use super::accounts::Principal;
 use crate::error::{Error, Result};
 use crate::model::net::parse_net;
-use crate::storage::Store;
+use crate::storage::Records;
 use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -51,14 +51,19 @@ pub struct TokenRequest {
     pub ips: Vec<String>,
 }
 
-fn key(store: &Store) -> Result<Vec<u8>> {
+fn key(store: &dyn Records) -> Result<Vec<u8>> {
     Ok(store.token_secret()?)
 }
 
 /// The claims of a bearer token, if it is one this store issued, unexpired, whose key still
 /// exists, presented from an address it is bound to. Expired and forged tokens are 401 (rokka.js
 /// then drops its token); a valid token from elsewhere is 403.
-pub fn verify(store: &Store, token: &str, caller: Option<IpAddr>, now: i64) -> Result<Claims> {
+pub fn verify(
+    store: &dyn Records,
+    token: &str,
+    caller: Option<IpAddr>,
+    now: i64,
+) -> Result<Claims> {
     let secret = key(store)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
@@ -99,7 +104,7 @@ pub fn verify(store: &Store, token: &str, caller: Option<IpAddr>, now: i64) -> R
 /// Issues a token for `who`. `presented` holds the claims when the request itself came with a
 /// token (a renewal): it must be renewable and may not ask for a longer lifetime.
 pub fn issue(
-    store: &Store,
+    store: &dyn Records,
     who: &Principal,
     presented: Option<&Claims>,
     request: &TokenRequest,

@@ -1,6 +1,6 @@
-//! Logical backups of a data folder. [`Store::export`] writes the primary records and the
+//! Logical backups of a data folder. [`super::Records::export`] writes the primary records and the
 //! source bytes they refer to as one self-describing stream, while the service runs;
-//! [`Store::import`] restores such a stream into an empty data folder. Nothing derived is
+//! [`super::Records::import`] restores such a stream into an empty data folder. Nothing derived is
 //! exported: indexes, blob reference counts, usage counters and render recency are rebuilt on
 //! import through the same store methods the API uses (`insert_image`, `put_render`, …), so a
 //! restored folder passes `verify` by construction. The edge queue and the paths kept for
@@ -36,14 +36,14 @@
 //! removed it meanwhile is left out), and renders last, kept only when their image, its live
 //! state and every stack revision they went through are in the backup.
 
+use super::records::*;
 use super::renders::{parse_stored, StoredRender};
 use super::stacks::StoredStack;
 use super::ServedPath;
-use super::{decode, encode, key2, DayStats, Result, StorageError, Store};
+use super::{decode, encode, key2, Bytes, DayStats, Records, Result, SledStore, StorageError};
 use crate::model::account::{ApiKey, Membership, Organization, User};
 use crate::model::image::ImageRecord;
 use serde::{Deserialize, Serialize};
-use sha1::Digest;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -122,7 +122,7 @@ pub struct Exported {
 pub struct Imported {
     pub counts: BackupCounts,
     /// Renders in the backup whose image or stack revision it does not hold (none from a
-    /// backup written by [`Store::export`]).
+    /// backup written by [`super::Records::export`]).
     pub skipped_renders: u64,
 }
 
@@ -230,11 +230,11 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Writes a backup of the whole store to `out` (see the module documentation), with the
     /// stored renders when `renders`. Safe while the service runs; holds one record (and
     /// one render) in memory at a time, and streams blobs.
-    pub fn export(&self, out: impl Write, renders: bool) -> Result<Exported> {
+    pub(crate) fn export_to(&self, out: impl Write, renders: bool) -> Result<Exported> {
         let mut w = FrameWriter::new(BufWriter::with_capacity(BUFFER, out))?;
         let mut c = BackupCounts::default();
         let info = BackupInfo {
@@ -765,7 +765,7 @@ fn check(input: impl Read) -> Result<BackupCounts> {
 
 /// The second pass of an import: writes every record through the store's own methods.
 struct Apply<'a> {
-    store: &'a Store,
+    store: &'a SledStore,
     skipped_renders: u64,
 }
 
@@ -814,36 +814,9 @@ impl Visitor for Apply<'_> {
     }
 
     fn blob(&mut self, id: &str, bytes: &mut dyn Read) -> Result<()> {
-        let (temp_path, file) = self.store.blobs.create_temp()?;
-        let mut file = BufWriter::with_capacity(BUFFER, file);
-        let mut b3 = blake3::Hasher::new();
-        let mut s1 = sha1::Sha1::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let written = (|| -> io::Result<()> {
-            loop {
-                let n = bytes.read(&mut buf)?;
-                let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
-                    break;
-                };
-                b3.update(chunk);
-                s1.update(chunk);
-                file.write_all(chunk)?;
-                size += n as u64;
-            }
-            file.flush()
-        })();
-        drop(file);
-        let received = super::ReceivedBlob {
-            temp_path,
-            id: b3.finalize().to_hex().to_string(),
-            sha1: hex::encode(s1.finalize()),
-            size,
-        };
-        if let Err(e) = written {
-            received.discard();
-            return Err(e.into());
-        }
+        let mut staged = self.store.blobs.stage()?;
+        io::copy(bytes, &mut staged)?;
+        let received = staged.finish()?;
         if received.id != id {
             received.discard();
             return Err(invalid(format!(
@@ -856,12 +829,12 @@ impl Visitor for Apply<'_> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Restores the backup at `path` into this store, which must hold no data. The file is
     /// checked completely first (nothing is written for a damaged or truncated file); should
     /// the import itself fail, everything it wrote is removed again. Ends with a flush and a
     /// `verify` pass, and fails if that finds anything.
-    pub fn import(&self, path: &Path) -> Result<Imported> {
+    pub(crate) fn import_from(&self, path: &Path) -> Result<Imported> {
         self.space.check()?;
         self.ensure_empty()?;
         check_file(path)?;
@@ -884,7 +857,7 @@ impl Store {
                 })
             }
         };
-        let problems = self.verify(std::time::Duration::ZERO)?;
+        let problems = super::check::verify(self, &self.blobs, std::time::Duration::ZERO)?;
         if !problems.is_empty() {
             return Err(invalid(format!(
                 "the imported data fails verify ({} problems; {} is left as imported, for inspection): {}",
@@ -968,23 +941,10 @@ impl Store {
 mod tests {
     use super::*;
     use crate::storage::renders::{RenderMeta, StackRevision};
-    use crate::storage::ReceivedBlob;
     use std::io::Cursor;
 
-    fn put_blob(store: &Store, bytes: &[u8]) -> String {
-        let (temp_path, mut file) = store.blobs.create_temp().unwrap();
-        file.write_all(bytes).unwrap();
-        let id = blake3::hash(bytes).to_hex().to_string();
-        store
-            .blobs
-            .commit(&ReceivedBlob {
-                temp_path,
-                id: id.clone(),
-                sha1: hex::encode(sha1::Sha1::digest(bytes)),
-                size: bytes.len() as u64,
-            })
-            .unwrap();
-        id
+    fn put_blob(store: &SledStore, bytes: &[u8]) -> String {
+        crate::storage::blobs::put_test_blob(&store.blobs, bytes)
     }
 
     fn image(org: &str, hash: &str, blob: &str, size: u64, deleted: bool) -> ImageRecord {
@@ -1000,8 +960,8 @@ mod tests {
 
     /// A store with one of everything: two organizations sharing a blob, a deleted image, an
     /// overwritten stack, a render and day figures.
-    fn sample(dir: &Path) -> Store {
-        let store = Store::open(dir, 8).unwrap();
+    fn sample(dir: &Path) -> SledStore {
+        let store = SledStore::open(dir, 8).unwrap();
         for name in ["acme", "beta"] {
             store
                 .put_org(
@@ -1097,7 +1057,7 @@ mod tests {
         store
     }
 
-    fn export(store: &Store, renders: bool) -> Vec<u8> {
+    fn export(store: &SledStore, renders: bool) -> Vec<u8> {
         let mut out = Vec::new();
         store.export(&mut out, renders).unwrap();
         out
@@ -1111,7 +1071,7 @@ mod tests {
         let file = a.path().join("backup");
         std::fs::write(&file, &bytes).unwrap();
 
-        let target = Store::open(b.path(), 8).unwrap();
+        let target = SledStore::open(b.path(), 8).unwrap();
         let done = target.import(&file).unwrap();
         assert_eq!(done.counts.organizations, 2);
         assert_eq!(done.counts.images, 3);
@@ -1122,7 +1082,7 @@ mod tests {
 
         assert_eq!(target.list_orgs().unwrap(), source.list_orgs().unwrap());
         for org in ["acme", "beta"] {
-            let all = |s: &Store| -> Vec<ImageRecord> {
+            let all = |s: &SledStore| -> Vec<ImageRecord> {
                 s.all_images()
                     .map(Result::unwrap)
                     .filter(|r| r.organization == org)
@@ -1256,7 +1216,7 @@ mod tests {
         // directly, as if the file had changed between the passes.
         let pos = bytes.windows(11).position(|w| w == b"RENDERBYTES").unwrap();
         bytes[pos] = b'r';
-        let target = Store::open(b.path(), 8).unwrap();
+        let target = SledStore::open(b.path(), 8).unwrap();
         let mut apply = Apply {
             store: &target,
             skipped_renders: 0,

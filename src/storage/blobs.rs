@@ -1,24 +1,70 @@
-//! Source bytes as content-addressed files beside the database: `blobs/ab/cd/<blake3>`.
-//! A blob is written to `tmp/`, fsynced and renamed into place before any metadata refers to
-//! it, so a crash leaves at worst an unreferenced file (which GC removes), never a reference
-//! without a file. Identical bytes are stored once, however many images refer to them.
+//! The bytes interface ([`Bytes`]) and its embedded implementation: source bytes as
+//! content-addressed files beside the database, `blobs/ab/cd/<blake3>` ([`FileBytes`]).
+//!
+//! Every backend receives an upload the same way: into a temporary file of the local data
+//! folder ([`BlobUpload`]), hashed while it is written, checked, and only then committed into
+//! the backend ([`Bytes::commit`]) before any record refers to it. So a crash leaves at worst
+//! an unreferenced blob (which GC removes), never a reference without bytes. Identical bytes
+//! are stored once, however many images refer to them.
 
 use super::space::{io_refusal, Space};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use sha1::Digest;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
+/// A blob's bytes as a stream of chunks, for downloads.
+pub type ByteStream = BoxStream<'static, io::Result<bytes::Bytes>>;
+
+/// Where source bytes live: content-addressed blobs, written once and immutable. Methods that
+/// block (file or network I/O) are called from blocking tasks or the CPU pool, except the two
+/// that return futures.
+pub trait Bytes: Send + Sync {
+    /// Starts receiving an upload into a temporary file of the local data folder. Refused
+    /// (`ErrorKind::StorageFull`) while the data folder is below its headroom.
+    fn begin(&self) -> BoxFuture<'_, io::Result<BlobUpload>>;
+    /// A temporary file for bytes written synchronously (imports, tests); hand it to
+    /// [`Bytes::commit`] once written.
+    fn stage(&self) -> io::Result<BlobWriter>;
+    /// Stores a received upload under its id, durably, before any record refers to it.
+    /// Returns without writing when the blob exists (and keeps it from being collected as an
+    /// orphan meanwhile); the temporary file is removed either way.
+    fn commit(&self, received: &ReceivedBlob) -> io::Result<()>;
+    /// A whole blob in memory (for decoding).
+    fn read(&self, id: &str) -> io::Result<Vec<u8>>;
+    /// A blob as a stream of chunks (for downloads).
+    fn stream(&self, id: &str) -> BoxFuture<'_, io::Result<ByteStream>>;
+    /// The size of a blob; `None` when it is missing.
+    fn size(&self, id: &str) -> io::Result<Option<u64>>;
+    /// Whether a blob exists.
+    fn exists(&self, id: &str) -> bool;
+    /// Whether the blob was last written at least `age` ago (false when it is missing).
+    fn older_than(&self, id: &str, age: std::time::Duration) -> bool;
+    /// Removes a blob; a missing one is not an error (removal is idempotent).
+    fn remove(&self, id: &str) -> io::Result<()>;
+    /// Every blob id of one shard (of 256: the first two hex digits of the id).
+    fn list_shard(&self, shard: u8) -> io::Result<Vec<String>>;
+    /// Serialises "is this blob still unreferenced? then remove it" (GC) with "this blob
+    /// exists, so refer to it" (an upload of bytes already stored): without it, GC could
+    /// remove a blob between an upload's check and its record's commit. Both sides hold it
+    /// only for short steps.
+    fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()>;
+    /// For readiness probes, in constant work: the blobs can be reached.
+    fn probe_ready(&self) -> io::Result<()>;
+}
+
 /// The blob files of one data folder.
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub struct FileBytes {
     root: PathBuf,
     tmp: PathBuf,
     /// Uploads announce their bytes here and are refused below the headroom.
     space: Arc<Space>,
     /// Held while GC decides to unlink a file and unlinks it, and while an upload takes over
-    /// an existing file and commits its record: see [`BlobStore::removal_lock`].
+    /// an existing file and commits its record: see [`Bytes::removal_lock`].
     removals: Arc<std::sync::Mutex<()>>,
 }
 
@@ -28,16 +74,54 @@ pub struct BlobStore {
 pub struct BlobUpload {
     path: PathBuf,
     file: Option<tokio::fs::File>,
-    blake3: blake3::Hasher,
-    sha1: sha1::Sha1,
-    size: u64,
+    digests: Digests,
     space: Arc<Space>,
 }
 
-/// A fully received upload, not yet in the store.
+/// Bytes written synchronously into a temporary file, hashed as they go (imports, tests).
+pub struct BlobWriter {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    digests: Digests,
+    space: Arc<Space>,
+}
+
+/// The digests of bytes being received.
+struct Digests {
+    blake3: blake3::Hasher,
+    sha1: sha1::Sha1,
+    size: u64,
+}
+
+impl Digests {
+    fn new() -> Digests {
+        Digests {
+            blake3: blake3::Hasher::new(),
+            sha1: sha1::Sha1::new(),
+            size: 0,
+        }
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        self.blake3.update(chunk);
+        self.sha1.update(chunk);
+        self.size += chunk.len() as u64;
+    }
+
+    fn received(&mut self, temp_path: PathBuf) -> ReceivedBlob {
+        ReceivedBlob {
+            temp_path,
+            id: self.blake3.finalize().to_hex().to_string(),
+            sha1: hex::encode(std::mem::take(&mut self.sha1).finalize()),
+            size: self.size,
+        }
+    }
+}
+
+/// A fully received upload, not yet in the store: its digests and its temporary file.
 #[derive(Debug, Clone)]
 pub struct ReceivedBlob {
-    pub temp_path: PathBuf,
+    temp_path: PathBuf,
     /// BLAKE3 hex: the blob id.
     pub id: String,
     /// SHA-1 hex: rokka's `binary_hash`.
@@ -45,14 +129,14 @@ pub struct ReceivedBlob {
     pub size: u64,
 }
 
-impl BlobStore {
+impl FileBytes {
     /// Opens (creating) the blob folders under the data folder.
-    pub fn open(data: &Path) -> io::Result<BlobStore> {
+    pub fn open(data: &Path) -> io::Result<FileBytes> {
         let root = data.join("blobs");
         let tmp = data.join("tmp");
         std::fs::create_dir_all(&root)?;
         std::fs::create_dir_all(&tmp)?;
-        Ok(BlobStore {
+        Ok(FileBytes {
             root,
             tmp,
             space: Arc::new(Space::new(data, 0)),
@@ -60,24 +144,9 @@ impl BlobStore {
         })
     }
 
-    /// Serialises "is this file still unreferenced? then unlink it" (GC) with "this file
-    /// exists, so refer to it" (an upload of bytes already stored): without it, GC could
-    /// unlink a file between an upload's check and its record's commit. Both sides hold it
-    /// only for synchronous, short steps.
-    pub fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.removals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Makes uploads respect this free-space watch.
     pub(crate) fn watch(&mut self, space: Arc<Space>) {
         self.space = space;
-    }
-
-    /// The folder the blob files live under.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Where the blob with this id lives.
@@ -94,34 +163,52 @@ impl BlobStore {
         Ok(self.tmp.join(format!("up-{}", hex::encode(name))))
     }
 
-    /// Starts receiving bytes into a temporary file.
-    /// Refused (`ErrorKind::StorageFull`) while the data folder is below its headroom.
-    pub async fn begin(&self) -> io::Result<BlobUpload> {
+    /// Ids of every blob file (backups of the whole folder, tests).
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for shard in 0..=255u8 {
+            out.extend(self.list_shard(shard)?);
+        }
+        Ok(out)
+    }
+
+    /// Removes temporary files left by interrupted uploads.
+    pub(crate) fn clear_tmp(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.tmp)? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        Ok(())
+    }
+}
+
+impl Bytes for FileBytes {
+    fn begin(&self) -> BoxFuture<'_, io::Result<BlobUpload>> {
+        Box::pin(async move {
+            self.space.check().map_err(io_refusal)?;
+            let path = self.temp_path()?;
+            let file = tokio::fs::File::create(&path).await?;
+            Ok(BlobUpload {
+                path,
+                file: Some(file),
+                digests: Digests::new(),
+                space: self.space.clone(),
+            })
+        })
+    }
+
+    fn stage(&self) -> io::Result<BlobWriter> {
         self.space.check().map_err(io_refusal)?;
         let path = self.temp_path()?;
-        let file = tokio::fs::File::create(&path).await?;
-        Ok(BlobUpload {
+        let file = std::fs::File::create(&path)?;
+        Ok(BlobWriter {
             path,
-            file: Some(file),
-            blake3: blake3::Hasher::new(),
-            sha1: sha1::Sha1::new(),
-            size: 0,
+            file: Some(std::io::BufWriter::with_capacity(256 * 1024, file)),
+            digests: Digests::new(),
             space: self.space.clone(),
         })
     }
 
-    /// A new temporary file for bytes written synchronously (imports); hand it to
-    /// [`BlobStore::commit`] as a [`ReceivedBlob`] once written.
-    pub fn create_temp(&self) -> io::Result<(PathBuf, std::fs::File)> {
-        self.space.check().map_err(io_refusal)?;
-        let path = self.temp_path()?;
-        let file = std::fs::File::create(&path)?;
-        Ok((path, file))
-    }
-
-    /// Moves a received upload into place (fsync + rename). Returns without writing when a
-    /// blob with the same id already exists; the temporary file is removed either way.
-    pub fn commit(&self, received: &ReceivedBlob) -> io::Result<()> {
+    fn commit(&self, received: &ReceivedBlob) -> io::Result<()> {
         let target = self.path(&received.id);
         if target.exists() {
             let _ = std::fs::remove_file(&received.temp_path);
@@ -144,57 +231,58 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Reads a whole blob into memory (for decoding).
-    pub fn read(&self, id: &str) -> io::Result<Vec<u8>> {
+    fn read(&self, id: &str) -> io::Result<Vec<u8>> {
         std::fs::read(self.path(id))
     }
 
-    /// Whether the blob file was last modified at least `age` ago (false when it is missing).
-    pub fn older_than(&self, id: &str, age: std::time::Duration) -> bool {
+    fn stream(&self, id: &str) -> BoxFuture<'_, io::Result<ByteStream>> {
+        let path = self.path(id);
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            let file = tokio::fs::File::open(path).await?;
+            let chunks = futures_util::stream::unfold(Some(file), |state| async move {
+                let mut file = state?;
+                let mut buf = vec![0u8; 64 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            });
+            Ok(Box::pin(chunks) as ByteStream)
+        })
+    }
+
+    fn size(&self, id: &str) -> io::Result<Option<u64>> {
+        match std::fs::metadata(self.path(id)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        self.path(id).is_file()
+    }
+
+    fn older_than(&self, id: &str, age: std::time::Duration) -> bool {
         std::fs::metadata(self.path(id))
             .and_then(|m| m.modified())
             .ok()
             .is_some_and(|t| t.elapsed().unwrap_or_default() >= age)
     }
 
-    /// Whether the blob file exists.
-    pub fn exists(&self, id: &str) -> bool {
-        self.path(id).is_file()
-    }
-
-    /// Removes a blob file; a missing file is not an error (removal is idempotent).
-    pub fn remove(&self, id: &str) -> io::Result<()> {
+    fn remove(&self, id: &str) -> io::Result<()> {
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
 
-    /// Ids of every blob file, for verification and garbage collection.
-    pub fn list(&self) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for a in std::fs::read_dir(&self.root)? {
-            let a = a?.path();
-            if !a.is_dir() {
-                continue;
-            }
-            for b in std::fs::read_dir(&a)? {
-                let b = b?.path();
-                if !b.is_dir() {
-                    continue;
-                }
-                for f in std::fs::read_dir(&b)? {
-                    if let Some(name) = f?.file_name().to_str() {
-                        out.push(name.to_string());
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every blob id of one shard: the files under `xx/` where `xx` is `shard` in hex.
-    pub fn list_shard(&self, shard: u8) -> io::Result<Vec<String>> {
+    fn list_shard(&self, shard: u8) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         let a = self.root.join(format!("{shard:02x}"));
         if !a.is_dir() {
@@ -214,12 +302,21 @@ impl BlobStore {
         Ok(out)
     }
 
-    /// Removes temporary files left by interrupted uploads.
-    pub fn clear_tmp(&self) -> io::Result<()> {
-        for entry in std::fs::read_dir(&self.tmp)? {
-            let _ = std::fs::remove_file(entry?.path());
+    fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn probe_ready(&self) -> io::Result<()> {
+        if self.root.is_dir() && self.tmp.is_dir() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the blob folder is missing",
+            ))
         }
-        Ok(())
     }
 }
 
@@ -231,15 +328,13 @@ impl BlobUpload {
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("the upload was already finished"));
         };
-        self.blake3.update(chunk);
-        self.sha1.update(chunk);
-        self.size += chunk.len() as u64;
+        self.digests.update(chunk);
         file.write_all(chunk).await
     }
 
     /// Bytes received so far.
     pub fn size(&self) -> u64 {
-        self.size
+        self.digests.size
     }
 
     /// Finishes receiving and returns the digests.
@@ -249,12 +344,7 @@ impl BlobUpload {
         }
         // From here on the temporary file belongs to the `ReceivedBlob`.
         self.file = None;
-        Ok(ReceivedBlob {
-            temp_path: std::mem::take(&mut self.path),
-            id: self.blake3.finalize().to_hex().to_string(),
-            sha1: hex::encode(std::mem::take(&mut self.sha1).finalize()),
-            size: self.size,
-        })
+        Ok(self.digests.received(std::mem::take(&mut self.path)))
     }
 
     /// Gives up on this upload and removes the temporary file.
@@ -272,7 +362,60 @@ impl Drop for BlobUpload {
     }
 }
 
+impl io::Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.space.reserve(buf.len() as u64).map_err(io_refusal)?;
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the blob was already finished"));
+        };
+        let n = file.write(buf)?;
+        self.digests.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BlobWriter {
+    /// Finishes writing and returns the digests; commit the result with [`Bytes::commit`].
+    pub fn finish(mut self) -> io::Result<ReceivedBlob> {
+        if let Some(mut file) = self.file.take() {
+            io::Write::flush(&mut file)?;
+        }
+        Ok(self.digests.received(std::mem::take(&mut self.path)))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() && !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Stores `data` as a blob through the upload path's stage and commit; returns its id.
+#[cfg(test)]
+pub(crate) fn put_test_blob(bytes: &dyn Bytes, data: &[u8]) -> String {
+    use std::io::Write;
+    let mut staged = bytes.stage().unwrap();
+    staged.write_all(data).unwrap();
+    let received = staged.finish().unwrap();
+    bytes.commit(&received).unwrap();
+    received.id
+}
+
 impl ReceivedBlob {
+    /// The received bytes, read back from the temporary file (to check them before commit).
+    pub fn read(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(&self.temp_path)
+    }
+
     /// Removes the temporary file of an upload that will not be stored.
     pub fn discard(&self) {
         let _ = std::fs::remove_file(&self.temp_path);

@@ -2,12 +2,16 @@
 //! records themselves and compares them with what is stored (design §7). Used by
 //! `darkroom admin verify`, by the tests after every data change, and by the garbage collector
 //! to find orphans.
+//!
+//! [`verify`] and [`orphan_blobs`] work over the interfaces, so they hold on every backend;
+//! each backend adds the checks of its own indexes and counters ([`Records::verify_records`],
+//! here for sled).
 
-use super::renders::RenderMeta;
-use super::{decode, key2, BlobRef, OrgUsage, Result, Store};
+use super::records::*;
+use super::{decode, key2, BlobRef, Bytes, OrgUsage, Records, Result, SledStore};
 use crate::model::image::ImageRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Whether a render's image, organization and stack revisions still exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,120 +22,49 @@ pub enum RenderStatus {
     Orphan,
 }
 
-impl Store {
-    /// Every render key with its header, in key order, starting after `after` (at most
-    /// `limit`), for passes that must be bounded and resumable.
-    pub fn render_headers(
-        &self,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, RenderMeta)>> {
-        let iter = match after {
-            Some(a) => self
-                .renders
-                .range::<&[u8], _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => self.renders.iter(),
-        };
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item?;
-            let render = super::renders::parse_stored(v)?;
-            out.push((k.to_vec(), render.meta));
+/// Blob files of one shard (`00`..`ff`, the first two hex digits of their id) that no image
+/// refers to and that are older than `grace` (younger ones may belong to an upload whose record
+/// is being committed). The collector visits one shard per pass.
+pub fn orphan_blobs(
+    records: &dyn Records,
+    bytes: &dyn Bytes,
+    shard: u8,
+    grace: Duration,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for id in bytes.list_shard(shard)? {
+        if records.blob_refs(&id)? == 0 && bytes.older_than(&id, grace) {
+            out.push(id);
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    /// Whether a render is still reachable.
-    pub fn render_status(&self, meta: &RenderMeta) -> Result<RenderStatus> {
-        if self.get_org(&meta.organization)?.is_none() {
-            return Ok(RenderStatus::Orphan);
+/// Checks every invariant (design §7) and lists what breaks: the backend's own indexes and
+/// counters, every image's bytes present, and no blob older than `grace` left unreferenced.
+pub fn verify(records: &dyn Records, bytes: &dyn Bytes, grace: Duration) -> Result<Vec<String>> {
+    let mut problems = records.verify_records()?;
+    for rec in records.all_images() {
+        let rec = rec?;
+        if !bytes.exists(&rec.blob) {
+            problems.push(format!(
+                "image {}/{} refers to a missing blob file {}",
+                rec.organization, rec.hash, rec.blob
+            ));
         }
-        match self.get_image(&meta.organization, &meta.image)? {
-            Some(img) if !img.deleted => {}
-            _ => return Ok(RenderStatus::Orphan),
+    }
+    for shard in 0..=255u8 {
+        for id in orphan_blobs(records, bytes, shard, grace)? {
+            problems.push(format!("blob file {id} is not referenced by any image"));
         }
-        for s in &meta.stacks {
-            match self.get_stack(&meta.organization, &s.name)? {
-                Some(stack) if stack.revision == s.revision => {}
-                _ => return Ok(RenderStatus::Orphan),
-            }
-        }
-        Ok(RenderStatus::Live)
     }
+    Ok(problems)
+}
 
-    /// Removes one render (GC of an orphan); returns the bytes freed.
-    pub fn remove_render(&self, key: &[u8]) -> Result<u64> {
-        Ok(self.purge_render_by_key(key)?.bytes)
-    }
-
-    /// Soft-deleted images whose retention ended before `cutoff` (Unix seconds).
-    pub fn expired_images(&self, cutoff: i64, limit: usize) -> Result<Vec<(String, String)>> {
-        // The deletion-time index of every organization, up to the cutoff: work in proportion
-        // to what has expired.
-        let field = super::index::IndexField::DeletedAt;
-        let mut upto = vec![0x01];
-        upto.extend_from_slice(&super::index::ordered_f64(cutoff as f64));
-        let span = super::query::Span {
-            from: vec![0x01],
-            to: Some(upto),
-        };
-        let mut out = Vec::new();
-        for org in self.list_orgs()? {
-            for p in self.index_walk(&org.name, true, &field, &span, false) {
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-                out.push((org.name.clone(), p?.hash));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Blob files of one shard (`00`..`ff`, the first two hex digits of their name) that no
-    /// image refers to and that are older than `grace` (younger ones may belong to an upload
-    /// whose metadata is being committed). The collector visits one shard per pass.
-    pub fn orphan_blobs(&self, shard: u8, grace: Duration) -> Result<Vec<String>> {
-        let now = SystemTime::now();
-        let mut out = Vec::new();
-        for id in self.blobs.list_shard(shard)? {
-            if self.blob_refs.get(id.as_bytes())?.is_some() {
-                continue;
-            }
-            let old_enough = std::fs::metadata(self.blobs.path(&id))
-                .and_then(|m| m.modified())
-                .map(|t| now.duration_since(t).unwrap_or_default() >= grace)
-                .unwrap_or(false);
-            if old_enough {
-                out.push(id);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Where the collector's rolling sweeps stand (renders after this key; the next blob
-    /// shard), kept in the store so that they survive restarts.
-    pub fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
-        let renders = self.meta.get("gc_render_sweep")?.map(|v| v.to_vec());
-        let shard = self
-            .meta
-            .get("gc_blob_sweep")?
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0);
-        Ok((renders, shard))
-    }
-
-    pub fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
-        match renders {
-            Some(k) => self.meta.insert("gc_render_sweep", k)?,
-            None => self.meta.remove("gc_render_sweep")?,
-        };
-        self.meta.insert("gc_blob_sweep", &[shard])?;
-        Ok(())
-    }
-
-    /// Recomputes every counter and reference and lists what disagrees. `grace` is how old an
-    /// unreferenced blob file may be before it counts as a leak.
-    pub fn verify(&self, grace: Duration) -> Result<Vec<String>> {
+impl SledStore {
+    /// Recomputes every counter, index entry and reference of the sled trees and lists what
+    /// disagrees ([`Records::verify_records`]).
+    pub(crate) fn check_records(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut refs: HashMap<String, (u64, u64)> = HashMap::new();
         let mut live_blobs: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
@@ -147,12 +80,6 @@ impl Store {
                 problems.push(format!(
                     "image {}/{} belongs to no organization",
                     rec.organization, rec.hash
-                ));
-            }
-            if !self.blobs.exists(&rec.blob) {
-                problems.push(format!(
-                    "image {}/{} refers to a missing blob file {}",
-                    rec.organization, rec.hash, rec.blob
                 ));
             }
             let idx = super::key3(&rec.organization, &rec.binary_hash, &rec.hash);
@@ -242,14 +169,6 @@ impl Store {
         }
         for (id, (_, n)) in refs {
             problems.push(format!("blob {id}: {n} references counted, none stored"));
-        }
-        for id in (0..=255u8)
-            .map(|s| self.orphan_blobs(s, grace))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-        {
-            problems.push(format!("blob file {id} is not referenced by any image"));
         }
         // Renders and their indexes.
         let mut render_usage: BTreeMap<String, (u64, u64)> = BTreeMap::new();

@@ -82,7 +82,8 @@ pub fn compact(data: &Path) -> Result<(u64, u64)> {
 mod tests {
     use super::*;
     use crate::model::image::ImageRecord;
-    use crate::storage::Store;
+    use crate::storage::records::*;
+    use crate::storage::SledStore;
 
     fn image(i: usize) -> ImageRecord {
         serde_json::from_value(serde_json::json!({
@@ -100,7 +101,7 @@ mod tests {
     fn compaction_gives_back_the_space_of_removed_records_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 8).unwrap();
+            let store = SledStore::open(dir.path(), 8).unwrap();
             for i in 0..4000 {
                 store.insert_image(&image(i)).unwrap();
             }
@@ -111,7 +112,7 @@ mod tests {
         }
         let (before, after) = compact(dir.path()).unwrap();
         assert!(after * 10 < before * 7, "{before} -> {after} bytes");
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         assert!(store.get_image("acme", &image(1).hash).unwrap().is_some());
         assert!(store.get_image("acme", &image(2).hash).unwrap().is_none());
         let problems: Vec<String> = store
@@ -128,7 +129,7 @@ mod tests {
     fn an_interrupted_swap_is_finished_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 8).unwrap();
+            let store = SledStore::open(dir.path(), 8).unwrap();
             store.insert_image(&image(1)).unwrap();
             store.flush_blocking().unwrap();
         }
@@ -137,7 +138,7 @@ mod tests {
         std::fs::rename(dir.path().join("sled"), dir.path().join(FRESH)).unwrap();
         std::fs::File::create(dir.path().join(FRESH).join(COMPLETE)).unwrap();
         std::fs::create_dir(dir.path().join(OLD)).unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         assert!(store.get_image("acme", &image(1).hash).unwrap().is_some());
         assert!(!dir.path().join(OLD).exists() && !dir.path().join(FRESH).exists());
     }

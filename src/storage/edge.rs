@@ -8,8 +8,10 @@
 //! Paths of a deleted image are also kept (`edge_restore`, bounded) so that restoring the image
 //! refreshes them again: the edge holds the short-lived 404 of the deletion until then.
 
+use super::records::*;
+use super::EdgeQueue;
 use super::ServedPath;
-use super::{decode, encode, key2, Result, Store, TxError};
+use super::{decode, encode, key2, Result, SledStore, TxError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 
@@ -65,24 +67,24 @@ pub(crate) fn tx_enqueue(
     Ok(())
 }
 
-impl Store {
+impl EdgeQueue for SledStore {
     /// Turns the edge queue on (with `edge.url` set). Off, invalidations queue nothing.
-    pub fn enable_edge(&self, on: bool) {
+    fn enable_edge(&self, on: bool) {
         self.edge_on.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether invalidations are queued for the edge.
-    pub fn edge_enabled(&self) -> bool {
+    fn edge_enabled(&self) -> bool {
         self.edge_on.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Wakes the edge sender when jobs were queued.
-    pub fn edge_wakeup(&self) -> &tokio::sync::Notify {
-        &self.edge_notify
+    /// One process writes this store, so an in-process notification is enough.
+    fn edge_queued(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(self.edge_notify.notified())
     }
 
     /// Queues paths for the edge (outside any other change).
-    pub fn enqueue_edge(&self, paths: &[ServedPath]) -> Result<()> {
+    fn enqueue_edge(&self, paths: &[ServedPath]) -> Result<()> {
         if paths.is_empty() || !self.edge_enabled() {
             return Ok(());
         }
@@ -92,7 +94,7 @@ impl Store {
     }
 
     /// Jobs due at `now_ms`, oldest first, at most `limit`.
-    pub fn due_edge_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedEdgeJob>> {
+    fn due_edge_jobs(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedEdgeJob>> {
         let mut out = Vec::new();
         for item in self.edge_queue.iter() {
             let (k, v) = item?;
@@ -112,7 +114,7 @@ impl Store {
     }
 
     /// When the next job is due (ms since the epoch), if any is queued.
-    pub fn next_edge_due(&self) -> Result<Option<u64>> {
+    fn next_edge_due(&self) -> Result<Option<u64>> {
         Ok(self.edge_queue.first()?.and_then(|(k, _)| {
             k.get(..8)
                 .and_then(|b| b.try_into().ok())
@@ -121,13 +123,13 @@ impl Store {
     }
 
     /// Removes a job that was sent (or given up).
-    pub fn finish_edge_job(&self, queued: &QueuedEdgeJob) -> Result<()> {
+    fn finish_edge_job(&self, queued: &QueuedEdgeJob) -> Result<()> {
         self.edge_queue.remove(&queued.key)?;
         Ok(())
     }
 
     /// Moves a failed job to `due_ms` with one more attempt counted.
-    pub fn retry_edge_job(&self, queued: &QueuedEdgeJob, due_ms: u64) -> Result<()> {
+    fn retry_edge_job(&self, queued: &QueuedEdgeJob, due_ms: u64) -> Result<()> {
         let mut job = queued.job.clone();
         job.attempts += 1;
         let next = job_key(due_ms, self.db.generate_id()?);
@@ -139,19 +141,19 @@ impl Store {
     }
 
     /// Number of queued edge jobs.
-    pub fn edge_pending(&self) -> usize {
+    fn edge_pending(&self) -> usize {
         self.edge_queue.len()
     }
 
     /// Drops every queued job (the edge was switched off); returns how many there were.
-    pub fn clear_edge_queue(&self) -> Result<usize> {
+    fn clear_edge_queue(&self) -> Result<usize> {
         let n = self.edge_queue.len();
         self.edge_queue.clear()?;
         Ok(n)
     }
 
     /// Keeps the paths of a deleted image for its restore (merged, bounded).
-    pub fn keep_restore_paths(&self, org: &str, hash: &str, paths: &[ServedPath]) -> Result<()> {
+    fn keep_restore_paths(&self, org: &str, hash: &str, paths: &[ServedPath]) -> Result<()> {
         if paths.is_empty() || !self.edge_enabled() {
             return Ok(());
         }
@@ -173,7 +175,7 @@ impl Store {
     }
 
     /// Takes the kept paths of a restored image and queues them.
-    pub fn refresh_restored(&self, org: &str, hash: &str) -> Result<usize> {
+    fn refresh_restored(&self, org: &str, hash: &str) -> Result<usize> {
         let Some(v) = self.edge_restore.remove(key2(org, hash))? else {
             return Ok(0);
         };
@@ -183,13 +185,13 @@ impl Store {
     }
 
     /// Forgets the kept paths of an image removed for good.
-    pub fn drop_restore_paths(&self, org: &str, hash: &str) -> Result<()> {
+    fn drop_restore_paths(&self, org: &str, hash: &str) -> Result<()> {
         self.edge_restore.remove(key2(org, hash))?;
         Ok(())
     }
 
     /// Kept restore paths whose image is gone or live again (for the verifier and GC).
-    pub fn stale_restore_paths(&self) -> Result<Vec<(String, String)>> {
+    fn stale_restore_paths(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for k in self.edge_restore.iter().keys() {
             let k = k?;
@@ -219,7 +221,7 @@ mod tests {
     #[test]
     fn jobs_come_out_when_due_and_retries_move_them_later() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         store.enqueue_edge(&[path("/a")]).unwrap();
         assert_eq!(store.edge_pending(), 0, "off: nothing is queued");
 
@@ -244,7 +246,7 @@ mod tests {
     fn jobs_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 8).unwrap();
+            let store = SledStore::open(dir.path(), 8).unwrap();
             store.enable_edge(true);
             store.enqueue_edge(&[path("/kept")]).unwrap();
             store.flush_blocking().unwrap();
@@ -252,7 +254,7 @@ mod tests {
         // sled lets go of its file lock shortly after the last handle is dropped.
         let store = (0..100)
             .find_map(|_| {
-                Store::open(dir.path(), 8)
+                SledStore::open(dir.path(), 8)
                     .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
                     .ok()
             })

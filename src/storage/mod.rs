@@ -1,7 +1,12 @@
-//! The only place that names sled. Small structured data lives in sled trees (organizations,
-//! users, keys, memberships, image records and their indexes, counters); source bytes live in
-//! content-addressed files beside it (`blobs`). Changes that touch several trees go in one
-//! sled transaction, so indexes and counters never drift from the records they describe.
+//! Where everything is kept, behind two interfaces: the records ([`Records`], in
+//! [`records`]) and the bytes ([`Bytes`], in [`blobs`]). The rest of the appliance holds them
+//! as [`Storage`] and never sees a backend's types.
+//!
+//! The embedded backend is the only place that names sled: small structured data lives in
+//! sled trees (organizations, users, keys, memberships, image records and their indexes,
+//! counters, renders) in [`SledStore`]; source bytes live in content-addressed files beside it
+//! ([`FileBytes`]). Changes that touch several trees go in one sled transaction, so indexes and
+//! counters never drift from the records they describe.
 //!
 //! Key layout: composite keys join their parts with a zero byte (`org \0 hash`), which sorts
 //! by the first part and allows prefix scans per organization.
@@ -13,6 +18,7 @@ pub mod compact;
 pub mod edge;
 pub mod index;
 pub mod query;
+pub mod records;
 pub mod renders;
 pub mod space;
 pub mod stacks;
@@ -24,9 +30,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 use std::path::{Path, PathBuf};
 
-pub use blobs::{BlobStore, BlobUpload, ReceivedBlob};
+pub use blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBlob};
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
+pub use records::{
+    Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RenderRecords, StackRecords,
+};
 
 pub use renders::{Purged, RenderMeta, StackRevision, StoredRender};
 pub use space::Space;
@@ -145,11 +154,32 @@ pub enum Inserted {
     Exists(Box<ImageRecord>),
 }
 
-/// The data folder: sled database plus blob files.
-pub struct Store {
+/// The records and the bytes of one installation, as the rest of the appliance holds them.
+#[derive(Clone)]
+pub struct Storage {
+    pub records: std::sync::Arc<dyn Records>,
+    pub bytes: std::sync::Arc<dyn Bytes>,
+}
+
+impl Storage {
+    /// The embedded default over one data folder: sled records and blob files, keeping
+    /// `min_free` bytes free under it (see [`SledStore::open_with_headroom`]).
+    pub fn open_embedded(path: &Path, cache_mb: u64, min_free: u64) -> Result<Storage> {
+        let store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
+        let bytes = std::sync::Arc::new(store.blobs.clone());
+        Ok(Storage {
+            records: std::sync::Arc::new(store),
+            bytes,
+        })
+    }
+}
+
+/// The embedded records: one sled database in the data folder. It keeps a handle on the blob
+/// files beside it for the whole-folder operations (backups, readiness).
+pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
-    pub blobs: BlobStore,
+    blobs: FileBytes,
     meta: Tree,
     orgs: Tree,
     users: Tree,
@@ -177,7 +207,7 @@ pub struct Store {
     /// Free space of the data folder against `storage.min_free_mb`.
     space: std::sync::Arc<Space>,
     /// Bumped after every change to organizations, images or stacks and every removal of a
-    /// render; see [`Store::generation`].
+    /// render; see [`SledStore::generation`].
     generation: std::sync::atomic::AtomicU64,
 }
 
@@ -309,11 +339,11 @@ fn adjust_org_blob(
     store_usage(org_usage, org, &usage)
 }
 
-impl Store {
+impl SledStore {
     /// Opens the data folder, creating it on first use, with no free-space headroom (the
     /// command line and tests). Fails clearly when the data was written by a newer version.
-    pub fn open(path: &Path, cache_mb: u64) -> Result<Store> {
-        Store::open_with_headroom(path, cache_mb, 0)
+    pub fn open(path: &Path, cache_mb: u64) -> Result<SledStore> {
+        SledStore::open_with_headroom(path, cache_mb, 0)
     }
 
     /// Opens the data folder keeping `min_free` bytes free under it: writes that would go
@@ -321,10 +351,10 @@ impl Store {
     /// uploads are removed before the database is opened, since they may be what filled the
     /// disk; on a disk below the headroom the store opens without writing anything (reads
     /// work, writes are refused until there is room).
-    pub fn open_with_headroom(path: &Path, cache_mb: u64, min_free: u64) -> Result<Store> {
+    pub fn open_with_headroom(path: &Path, cache_mb: u64, min_free: u64) -> Result<SledStore> {
         std::fs::create_dir_all(path)?;
         compact::recover(path)?;
-        let mut blobs = BlobStore::open(path)?;
+        let mut blobs = FileBytes::open(path)?;
         blobs.clear_tmp()?;
         let _ = std::fs::remove_file(path.join(format!("{}.tmp", space::RESERVE_FILE)));
         space::release_reserve_if_full(path)?;
@@ -355,7 +385,7 @@ impl Store {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
-        let store = Store {
+        let store = SledStore {
             orgs: db.open_tree("orgs")?,
             users: db.open_tree("users")?,
             keys: db.open_tree("keys")?,
@@ -398,50 +428,14 @@ impl Store {
         Ok(store)
     }
 
-    /// For readiness probes, in constant work: the free space is above the headroom (looked
-    /// at afresh), a marker record can be written and read, and the blob folder is there.
-    pub fn probe_ready(&self) -> Result<()> {
-        self.space.refresh();
-        self.space.check()?;
-        self.meta
-            .insert("ready_probe", &crate::model::time::now_unix().to_be_bytes())?;
-        self.meta.get("ready_probe")?;
-        if !self.blobs.root().is_dir() {
-            return Err(StorageError::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the blob folder is missing",
-            )));
-        }
-        Ok(())
-    }
-
-    /// The free-space watch of the data folder (refreshed by a background task).
-    pub fn space(&self) -> &Space {
-        &self.space
-    }
-
     /// The data folder.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Makes every write so far durable.
-    pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Blocking variant of [`Store::flush`], for the command line and shutdown.
-    pub fn flush_blocking(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// A counter that moves after every committed change to an organization, an image or a
-    /// stack, and after every removal of a render. Anything derived from those records while
-    /// the counter read `g` (taken *before* the reads) is still true while it reads `g`.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    /// [`check::verify`] over these records and the blob files beside them.
+    pub fn verify(&self, grace: std::time::Duration) -> Result<Vec<String>> {
+        check::verify(self, &self.blobs, grace)
     }
 
     /// Moves the generation on; called after the change is committed.
@@ -449,11 +443,92 @@ impl Store {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
+}
 
+impl Records for SledStore {
+    /// The free space is above the headroom (looked at afresh), a marker record can be
+    /// written and read, and the blob folder is there.
+    fn probe_ready(&self) -> Result<()> {
+        self.space.refresh();
+        self.space.check()?;
+        self.meta
+            .insert("ready_probe", &crate::model::time::now_unix().to_be_bytes())?;
+        self.meta.get("ready_probe")?;
+        self.blobs.probe_ready()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> futures_util::future::BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.db.flush_async().await?;
+            Ok(())
+        })
+    }
+
+    /// The free-space watch of the data folder (refreshed by a background task).
+    fn space(&self) -> &Space {
+        &self.space
+    }
+
+    fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A counter that moves after every committed change to an organization, an image or a
+    /// stack, and after every removal of a render. Anything derived from those records while
+    /// the counter read `g` (taken *before* the reads) is still true while it reads `g`.
+    fn export(&self, out: &mut dyn std::io::Write, renders: bool) -> Result<backup::Exported> {
+        self.export_to(out, renders)
+    }
+
+    fn import(&self, path: &Path) -> Result<backup::Imported> {
+        self.import_from(path)
+    }
+
+    fn verify_records(&self) -> Result<Vec<String>> {
+        self.check_records()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Reads the raw meta tree value (for tests of the schema check).
+    fn schema_version(&self) -> Result<Option<u32>> {
+        Ok(self
+            .meta
+            .get("schema_version")?
+            .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))))
+    }
+
+    /// Where the collector's rolling sweeps stand (renders after this key; the next blob
+    /// shard), kept in the store so that they survive restarts.
+    fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
+        let renders = self.meta.get("gc_render_sweep")?.map(|v| v.to_vec());
+        let shard = self
+            .meta
+            .get("gc_blob_sweep")?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0);
+        Ok((renders, shard))
+    }
+
+    fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
+        match renders {
+            Some(k) => self.meta.insert("gc_render_sweep", k)?,
+            None => self.meta.remove("gc_render_sweep")?,
+        };
+        self.meta.insert("gc_blob_sweep", &[shard])?;
+        Ok(())
+    }
+}
+
+impl Accounts for SledStore {
     // ---- organizations ----
 
     /// Creates an organization; `false` when the name is taken.
-    pub fn create_org(&self, org: &Organization) -> Result<bool> {
+    fn create_org(&self, org: &Organization) -> Result<bool> {
         self.space.check()?;
         let swapped = self.orgs.compare_and_swap(
             org.name.as_bytes(),
@@ -464,21 +539,21 @@ impl Store {
         Ok(swapped.is_ok())
     }
 
-    pub fn get_org(&self, name: &str) -> Result<Option<Organization>> {
+    fn get_org(&self, name: &str) -> Result<Option<Organization>> {
         self.orgs
             .get(name.as_bytes())?
             .map(|v| decode("orgs", &v))
             .transpose()
     }
 
-    pub fn put_org(&self, org: &Organization) -> Result<()> {
+    fn put_org(&self, org: &Organization) -> Result<()> {
         self.space.check()?;
         self.orgs.insert(org.name.as_bytes(), encode(org))?;
         self.changed();
         Ok(())
     }
 
-    pub fn list_orgs(&self) -> Result<Vec<Organization>> {
+    fn list_orgs(&self) -> Result<Vec<Organization>> {
         self.orgs
             .iter()
             .values()
@@ -487,7 +562,7 @@ impl Store {
     }
 
     /// Adds bytes served for an organization to a day's figures.
-    pub fn add_downloaded(&self, org: &str, day: &str, bytes: u64) -> Result<()> {
+    fn add_downloaded(&self, org: &str, day: &str, bytes: u64) -> Result<()> {
         let usage = self.org_usage(org)?;
         let day_key = key2(org, day);
         let mut failure = None;
@@ -516,7 +591,7 @@ impl Store {
     }
 
     /// The daily figures of an organization, oldest first.
-    pub fn day_stats(&self, org: &str) -> Result<Vec<(String, DayStats)>> {
+    fn day_stats(&self, org: &str) -> Result<Vec<(String, DayStats)>> {
         let p = prefix(org);
         let mut out = Vec::new();
         for item in self.org_usage.scan_prefix(&p) {
@@ -528,7 +603,7 @@ impl Store {
     }
 
     /// The usage counters of every organization, by name.
-    pub fn usage_by_org(&self) -> Result<Vec<(String, OrgUsage)>> {
+    fn usage_by_org(&self) -> Result<Vec<(String, OrgUsage)>> {
         let mut out = Vec::new();
         for item in self.org_usage.iter() {
             let (k, v) = item?;
@@ -544,7 +619,7 @@ impl Store {
     }
 
     /// Billable usage counters of an organization.
-    pub fn org_usage(&self, org: &str) -> Result<OrgUsage> {
+    fn org_usage(&self, org: &str) -> Result<OrgUsage> {
         Ok(self
             .org_usage
             .get(org.as_bytes())?
@@ -555,13 +630,13 @@ impl Store {
 
     // ---- users, keys, memberships ----
 
-    pub fn put_user(&self, user: &User) -> Result<()> {
+    fn put_user(&self, user: &User) -> Result<()> {
         self.space.check()?;
         self.users.insert(user.id.as_bytes(), encode(user))?;
         Ok(())
     }
 
-    pub fn get_user(&self, id: &str) -> Result<Option<User>> {
+    fn get_user(&self, id: &str) -> Result<Option<User>> {
         self.users
             .get(id.as_bytes())?
             .map(|v| decode("users", &v))
@@ -569,7 +644,7 @@ impl Store {
     }
 
     /// Stores a key under the digest of its secret.
-    pub fn put_key(&self, digest: &str, key: &ApiKey) -> Result<()> {
+    fn put_key(&self, digest: &str, key: &ApiKey) -> Result<()> {
         self.space.check()?;
         tx_result(
             (&self.keys, &self.user_keys).transaction(|(keys, user_keys)| {
@@ -581,7 +656,7 @@ impl Store {
     }
 
     /// Looks a key up by the digest of its secret.
-    pub fn get_key(&self, digest: &str) -> Result<Option<ApiKey>> {
+    fn get_key(&self, digest: &str) -> Result<Option<ApiKey>> {
         self.keys
             .get(digest.as_bytes())?
             .map(|v| decode("keys", &v))
@@ -589,7 +664,7 @@ impl Store {
     }
 
     /// Keys of a user, oldest first.
-    pub fn user_keys(&self, user_id: &str) -> Result<Vec<(String, ApiKey)>> {
+    fn user_keys(&self, user_id: &str) -> Result<Vec<(String, ApiKey)>> {
         let mut out = Vec::new();
         for item in self.user_keys.scan_prefix(prefix(user_id)) {
             let (_, digest) = item?;
@@ -603,7 +678,7 @@ impl Store {
     }
 
     /// Deletes a key of a user; `false` if there is no such key.
-    pub fn delete_key(&self, user_id: &str, key_id: &str) -> Result<bool> {
+    fn delete_key(&self, user_id: &str, key_id: &str) -> Result<bool> {
         let Some(digest) = self.user_keys.get(key2(user_id, key_id))? else {
             return Ok(false);
         };
@@ -617,25 +692,25 @@ impl Store {
         Ok(true)
     }
 
-    pub fn put_membership(&self, m: &Membership) -> Result<()> {
+    fn put_membership(&self, m: &Membership) -> Result<()> {
         self.space.check()?;
         self.members
             .insert(key2(&m.organization, &m.user_id), encode(m))?;
         Ok(())
     }
 
-    pub fn get_membership(&self, org: &str, user_id: &str) -> Result<Option<Membership>> {
+    fn get_membership(&self, org: &str, user_id: &str) -> Result<Option<Membership>> {
         self.members
             .get(key2(org, user_id))?
             .map(|v| decode("members", &v))
             .transpose()
     }
 
-    pub fn delete_membership(&self, org: &str, user_id: &str) -> Result<bool> {
+    fn delete_membership(&self, org: &str, user_id: &str) -> Result<bool> {
         Ok(self.members.remove(key2(org, user_id))?.is_some())
     }
 
-    pub fn org_memberships(&self, org: &str) -> Result<Vec<Membership>> {
+    fn org_memberships(&self, org: &str) -> Result<Vec<Membership>> {
         self.members
             .scan_prefix(prefix(org))
             .values()
@@ -643,7 +718,7 @@ impl Store {
             .collect()
     }
 
-    pub fn user_memberships(&self, user_id: &str) -> Result<Vec<Membership>> {
+    fn user_memberships(&self, user_id: &str) -> Result<Vec<Membership>> {
         let mut out = Vec::new();
         for v in self.members.iter().values() {
             let m: Membership = decode("members", &v?)?;
@@ -654,9 +729,43 @@ impl Store {
         Ok(out)
     }
 
+    /// The secret that signs API tokens, made on first use and kept in the store so that
+    /// every process over it (and every restart) agrees on it.
+    fn token_secret(&self) -> Result<Vec<u8>> {
+        if let Some(v) = self.meta.get("token_secret")? {
+            return Ok(v.to_vec());
+        }
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        // Two first uses at once agree on whichever secret was stored first.
+        match self
+            .meta
+            .compare_and_swap("token_secret", None as Option<&[u8]>, Some(&fresh[..]))?
+        {
+            Ok(()) => Ok(fresh.to_vec()),
+            Err(current) => Ok(current
+                .current
+                .map(|v| v.to_vec())
+                .unwrap_or(fresh.to_vec())),
+        }
+    }
+
+    /// Replaces the token secret: every token issued so far stops working.
+    fn rotate_token_secret(&self) -> Result<()> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        self.meta.insert("token_secret", &fresh[..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl ImageRecords for SledStore {
     // ---- source images ----
 
-    pub fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>> {
+    fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>> {
         self.images
             .get(key2(org, hash))?
             .map(|v| decode("images", &v))
@@ -664,12 +773,7 @@ impl Store {
     }
 
     /// Full hashes of the organization's images that start with `prefix` (at most `max`).
-    pub fn hashes_with_prefix(
-        &self,
-        org: &str,
-        hash_prefix: &str,
-        max: usize,
-    ) -> Result<Vec<String>> {
+    fn hashes_with_prefix(&self, org: &str, hash_prefix: &str, max: usize) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for k in self
             .images
@@ -686,7 +790,7 @@ impl Store {
 
     /// The shortest prefix of `hash`, at least 6 characters, that no other image of the
     /// organization shares.
-    pub fn short_hash(&self, org: &str, hash: &str) -> Result<String> {
+    fn short_hash(&self, org: &str, hash: &str) -> Result<String> {
         for len in 6..hash.len() {
             let p = hash.get(..len).unwrap_or(hash);
             if self.hashes_with_prefix(org, p, 2)?.len() <= 1 {
@@ -697,7 +801,7 @@ impl Store {
     }
 
     /// Image records of an organization with this SHA-1.
-    pub fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {
+    fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
         for k in self.img_binary.scan_prefix(key2(org, binary_hash)).keys() {
             let k = k?;
@@ -713,7 +817,7 @@ impl Store {
 
     /// Inserts a new image record with its indexes, blob reference and usage counters, in one
     /// transaction. An existing record with the same hash is returned instead.
-    pub fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
+    fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
         self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
         let result = tx_result(
@@ -772,7 +876,7 @@ impl Store {
 
     /// Replaces the record of an existing image whose identity (hash, blob) is unchanged, and
     /// keeps the usage counters in step with its `deleted` flag.
-    pub fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
+    fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
         self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
         let result = tx_result(
@@ -813,7 +917,7 @@ impl Store {
 
     /// Removes an image record for good. Returns the blob id when no record of any
     /// organization refers to it any more, so the caller can remove the file.
-    pub fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
+    fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
         let k = key2(org, hash);
         let result = tx_result(
             (
@@ -867,7 +971,7 @@ impl Store {
     }
 
     /// Number of image records referring to a blob.
-    pub fn blob_refs(&self, blob: &str) -> Result<u64> {
+    fn blob_refs(&self, blob: &str) -> Result<u64> {
         Ok(self
             .blob_refs
             .get(blob.as_bytes())?
@@ -877,48 +981,31 @@ impl Store {
     }
 
     /// Every organization with image records, for background passes.
-    pub fn all_images(&self) -> impl Iterator<Item = Result<ImageRecord>> + '_ {
-        self.images.iter().values().map(|v| decode("images", &v?))
+    fn all_images(&self) -> Box<dyn Iterator<Item = Result<ImageRecord>> + '_> {
+        Box::new(self.images.iter().values().map(|v| decode("images", &v?)))
     }
 
-    /// The secret that signs API tokens, made on first use and kept in the store so that
-    /// every process over it (and every restart) agrees on it.
-    pub fn token_secret(&self) -> Result<Vec<u8>> {
-        if let Some(v) = self.meta.get("token_secret")? {
-            return Ok(v.to_vec());
+    /// Soft-deleted images whose retention ended before `cutoff` (Unix seconds).
+    fn expired_images(&self, cutoff: i64, limit: usize) -> Result<Vec<(String, String)>> {
+        // The deletion-time index of every organization, up to the cutoff: work in proportion
+        // to what has expired.
+        let field = index::IndexField::DeletedAt;
+        let mut upto = vec![0x01];
+        upto.extend_from_slice(&index::ordered_f64(cutoff as f64));
+        let span = query::Span {
+            from: vec![0x01],
+            to: Some(upto),
+        };
+        let mut out = Vec::new();
+        for org in self.list_orgs()? {
+            for p in self.index_walk(&org.name, true, &field, &span, false) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push((org.name.clone(), p?.hash));
+            }
         }
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh)
-            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
-        // Two first uses at once agree on whichever secret was stored first.
-        match self
-            .meta
-            .compare_and_swap("token_secret", None as Option<&[u8]>, Some(&fresh[..]))?
-        {
-            Ok(()) => Ok(fresh.to_vec()),
-            Err(current) => Ok(current
-                .current
-                .map(|v| v.to_vec())
-                .unwrap_or(fresh.to_vec())),
-        }
-    }
-
-    /// Replaces the token secret: every token issued so far stops working.
-    pub fn rotate_token_secret(&self) -> Result<()> {
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh)
-            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
-        self.meta.insert("token_secret", &fresh[..])?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Reads the raw meta tree value (for tests of the schema check).
-    pub fn schema_version(&self) -> Result<Option<u32>> {
-        Ok(self
-            .meta
-            .get("schema_version")?
-            .map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))))
+        Ok(out)
     }
 }
 
@@ -930,7 +1017,7 @@ mod tests {
     fn a_store_written_by_a_newer_version_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 8).unwrap();
+            let store = SledStore::open(dir.path(), 8).unwrap();
             assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
             store
                 .meta
@@ -938,7 +1025,7 @@ mod tests {
                 .unwrap();
             store.flush_blocking().unwrap();
         }
-        let err = Store::open(dir.path(), 8)
+        let err = SledStore::open(dir.path(), 8)
             .err()
             .expect("refused")
             .to_string();
@@ -948,7 +1035,7 @@ mod tests {
     #[test]
     fn every_change_a_render_url_resolves_against_moves_the_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         let mut last = store.generation();
         let mut moved = |what: &str| {
             let now = store.generation();
@@ -1016,6 +1103,9 @@ mod tests {
     #[test]
     fn a_fresh_store_is_ready() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Store::open(dir.path(), 8).unwrap().probe_ready().is_ok());
+        assert!(SledStore::open(dir.path(), 8)
+            .unwrap()
+            .probe_ready()
+            .is_ok());
     }
 }

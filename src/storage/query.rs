@@ -2,7 +2,9 @@
 //! counts, counters and facets; and the migration that builds the indexes for old stores.
 
 use super::index::{self, IndexField, Position};
-use super::{decode, Result, Store};
+use super::records::*;
+use super::ImageIndex;
+use super::{decode, Result, SledStore};
 use crate::model::image::ImageRecord;
 
 /// A range of one field's entries: `from` inclusive, `to` exclusive (both after the field
@@ -57,16 +59,16 @@ fn counter(v: Option<sled::IVec>) -> u64 {
     })
 }
 
-impl Store {
+impl ImageIndex for SledStore {
     /// Number of live (or soft-deleted) images of an organization.
-    pub fn image_count(&self, org: &str, deleted: bool) -> Result<u64> {
+    fn image_count(&self, org: &str, deleted: bool) -> Result<u64> {
         Ok(counter(
             self.img_counts.get(index::total_key(org, deleted))?,
         ))
     }
 
     /// Number of images with this value of a counted field ([`IndexField::counted`]).
-    pub fn value_count(
+    fn value_count(
         &self,
         org: &str,
         deleted: bool,
@@ -79,14 +81,14 @@ impl Store {
     }
 
     /// The positions of one field's entries within `span`, in order or in reverse.
-    pub fn index_walk<'a>(
+    fn index_walk<'a>(
         &'a self,
         org: &str,
         deleted: bool,
         field: &'a IndexField,
         span: &Span,
         reverse: bool,
-    ) -> impl Iterator<Item = Result<Position>> + 'a {
+    ) -> Box<dyn Iterator<Item = Result<Position>> + 'a> {
         let prefix = index::field_prefix(org, deleted, field);
         let mut from = prefix.clone();
         from.extend_from_slice(&span.from);
@@ -110,7 +112,7 @@ impl Store {
             Box::new(iter)
         };
         let plen = prefix.len();
-        iter.map(move |item| {
+        Box::new(iter.map(move |item| {
             let (k, _) = item?;
             Position::parse(field, k.get(plen..).unwrap_or_default()).ok_or_else(|| {
                 super::StorageError::Corrupt {
@@ -118,11 +120,11 @@ impl Store {
                     message: format!("unreadable entry {}", hex::encode(&k)),
                 }
             })
-        })
+        }))
     }
 
     /// Number of entries in `span`, counting at most `cap`.
-    pub fn index_count(
+    fn index_count(
         &self,
         org: &str,
         deleted: bool,
@@ -143,7 +145,7 @@ impl Store {
 
     /// The string values of a counted field with their image counts, most frequent first, at
     /// most `max` (reading at most `scan` distinct values).
-    pub fn facet_values(
+    fn facet_values(
         &self,
         org: &str,
         deleted: bool,
@@ -163,7 +165,9 @@ impl Store {
         out.truncate(max);
         Ok(out)
     }
+}
 
+impl SledStore {
     /// Brings a store written with an older layout up to [`super::SCHEMA_VERSION`], in place.
     pub(crate) fn migrate(&self, found: u32) -> Result<()> {
         if found < 2 {

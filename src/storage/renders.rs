@@ -12,16 +12,19 @@
 //! organization by prefix), by every stack of its chain and that stack's revision
 //! (`org \0 stack \0 revision \0 key`), and the URL paths it was served under (bounded).
 
+use super::check::RenderStatus;
+use super::records::*;
+use super::RenderRecords;
 use super::{
     decode, encode, key2, key3, prefix, tx_decode, tx_result, OrgUsage, Result, ServedPath,
-    StorageError, Store, TxError,
+    SledStore, StorageError, TxError,
 };
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 /// Whether a render's organization, image (not deleted) and stack revisions still exist, read
-/// inside the transaction that would store it; the same rule as `Store::render_status`.
+/// inside the transaction that would store it; the same rule as `SledStore::render_status`.
 fn tx_live(
     orgs: &TransactionalTree,
     images: &TransactionalTree,
@@ -79,7 +82,7 @@ pub struct RenderMeta {
 #[derive(Debug, Clone)]
 pub struct StoredRender {
     pub meta: RenderMeta,
-    raw: sled::IVec,
+    raw: bytes::Bytes,
     body_start: usize,
     /// The body's length when it lives in a file and `raw` holds only the header.
     external: Option<u64>,
@@ -107,9 +110,9 @@ impl StoredRender {
         self.raw.get(self.body_start..).unwrap_or_default()
     }
 
-    /// The whole stored value and where the image starts in it, for zero-copy responses.
-    pub fn into_parts(self) -> (sled::IVec, usize) {
-        (self.raw, self.body_start)
+    /// The encoded image, sharing the store's buffer (zero-copy responses).
+    pub fn into_body(self) -> bytes::Bytes {
+        self.raw.slice(self.body_start.min(self.raw.len())..)
     }
 
     /// The size of the encoded image, wherever it lives.
@@ -118,6 +121,7 @@ impl StoredRender {
     }
 
     fn parse(raw: sled::IVec) -> Result<StoredRender> {
+        let raw = bytes::Bytes::from_owner(raw);
         let corrupt = |m: &str| StorageError::Corrupt {
             tree: "renders",
             message: m.to_string(),
@@ -229,9 +233,9 @@ fn adjust_usage(
     super::store_usage(usage, org, &u)
 }
 
-impl Store {
+impl RenderRecords for SledStore {
     /// Looks a render up by key; one whose file is gone is not found (it is made again).
-    pub fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
+    fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
         let Some(raw) = self.renders.get(key)? else {
             return Ok(None);
         };
@@ -242,7 +246,7 @@ impl Store {
         match std::fs::read(self.render_file(key)) {
             Ok(body) => Ok(Some(StoredRender {
                 meta: stored.meta,
-                raw: sled::IVec::from(body),
+                raw: bytes::Bytes::from(body),
                 body_start: 0,
                 external: None,
             })),
@@ -251,21 +255,11 @@ impl Store {
         }
     }
 
-    /// Where the bytes of a large render live.
-    fn render_file(&self, key: &[u8]) -> std::path::PathBuf {
-        let name = hex::encode(key);
-        self.path
-            .join("renders")
-            .join(name.get(0..2).unwrap_or("00"))
-            .join(name.get(2..4).unwrap_or("00"))
-            .join(name)
-    }
-
     /// Removes the render files of one shard (`renders/xx/`, `xx` = `shard` in hex) that no
     /// stored render refers to and that are older than `grace`: left by a crash between a
     /// removal's commit and its unlink, or between a file's write and its record's commit.
     /// Returns the files and bytes removed.
-    pub fn sweep_render_files(&self, shard: u8, grace: std::time::Duration) -> Result<(u64, u64)> {
+    fn sweep_render_files(&self, shard: u8, grace: std::time::Duration) -> Result<(u64, u64)> {
         let dir = self.path.join("renders").join(format!("{shard:02x}"));
         let (mut files, mut bytes) = (0, 0);
         let Ok(subdirs) = std::fs::read_dir(&dir) else {
@@ -304,6 +298,203 @@ impl Store {
             }
         }
         Ok((files, bytes))
+    }
+
+    /// Stores a render with its indexes, its first served path and the usage counters, in one
+    /// transaction — unless, by the time it is stored, its image was deleted or one of its
+    /// stacks changed (a render that raced the change): an orphan is never stored, so a crash
+    /// cannot leave one behind for `verify` to find. The render is returned either way, for
+    /// the request that made it.
+    fn put_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        served: &ServedPath,
+    ) -> Result<StoredRender> {
+        self.store_render(key, meta, bytes, served, true)
+    }
+
+    /// Remembers another URL path a render was served under (at most
+    /// [`MAX_PATHS_PER_RENDER`]); a no-op for a path already known.
+    fn note_served_path(&self, key: &[u8], served: &ServedPath) -> Result<()> {
+        let known: Vec<ServedPath> = match self.render_paths.get(key)? {
+            Some(v) => decode("render_paths", &v)?,
+            None => return Ok(()),
+        };
+        if known.len() >= MAX_PATHS_PER_RENDER || known.contains(served) {
+            return Ok(());
+        }
+        let mut next = known;
+        next.push(served.clone());
+        self.render_paths.insert(key, encode(&next))?;
+        Ok(())
+    }
+
+    /// Removes every render of an image.
+    fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged> {
+        let mut p = key2(org, image);
+        p.push(0);
+        self.purge_index(&self.render_by_image, p, dry_run)
+    }
+
+    /// Removes every render made through a stack (as the named stack or a basestack): all
+    /// revisions, or only those below `below_revision`.
+    fn purge_stack_renders(
+        &self,
+        org: &str,
+        stack: &str,
+        below_revision: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Purged> {
+        let mut p = key2(org, stack);
+        p.push(0);
+        match below_revision {
+            None => self.purge_index(&self.render_by_stack, p, dry_run),
+            Some(current) => {
+                let mut total = Purged::default();
+                for rev in self.stack_revisions(org, stack)? {
+                    if rev < current {
+                        let mut rp = key3(org, stack, &format!("{rev:016x}"));
+                        rp.push(0);
+                        total.add(self.purge_index(&self.render_by_stack, rp, dry_run)?);
+                    }
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    /// Removes every render of an organization.
+    fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged> {
+        self.purge_index(&self.render_by_image, prefix(org), dry_run)
+    }
+
+    /// Records when renders were last served (ms since the epoch), batched by the caller: one
+    /// call per interval, never one write per hit. Renders gone meanwhile are skipped.
+    fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()> {
+        for (key, ms) in accessed {
+            tx_result(
+                (&self.renders, &self.render_atime, &self.render_lru).transaction(
+                    |(renders, atime, lru)| {
+                        if renders.get(key)?.is_none() {
+                            return Ok(());
+                        }
+                        let known = atime.get(key)?.map_or(0, |v| be_u64(&v));
+                        if known < *ms {
+                            tx_set_atime(atime, lru, key, *ms)?;
+                        }
+                        Ok(())
+                    },
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of all stored renders (the sum of the organizations' counters).
+    fn render_bytes(&self) -> Result<u64> {
+        Ok(self
+            .usage_by_org()?
+            .iter()
+            .map(|(_, u)| u.render_bytes)
+            .sum())
+    }
+
+    /// Evicts least recently used renders until the stored renders fit in `max_bytes`, at
+    /// most `limit` of them. Evicted renders are not sent to the edge: they come back
+    /// byte-identical when next requested.
+    fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged> {
+        let mut total = self.render_bytes()?;
+        let mut evicted = Purged::default();
+        while total > max_bytes && (evicted.renders as usize) < limit {
+            let batch: Vec<sled::IVec> = self
+                .render_lru
+                .iter()
+                .keys()
+                .take(64)
+                .collect::<std::result::Result<_, _>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            for lru in batch {
+                if total <= max_bytes || evicted.renders as usize >= limit {
+                    break;
+                }
+                let key = lru.get(8..).unwrap_or_default();
+                let p = self.purge_render(key, false, false)?;
+                if p.renders == 0 {
+                    // A recency entry without its render: drop it.
+                    self.render_lru.remove(&lru)?;
+                    self.render_atime.remove(key)?;
+                }
+                total = total.saturating_sub(p.bytes);
+                evicted.add(p);
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Number of stored renders.
+    fn render_count(&self) -> usize {
+        self.renders.len()
+    }
+
+    /// Every render key with its header, in key order, starting after `after` (at most
+    /// `limit`), for passes that must be bounded and resumable.
+    fn render_headers(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, RenderMeta)>> {
+        let iter = match after {
+            Some(a) => self
+                .renders
+                .range::<&[u8], _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.renders.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item?;
+            let render = super::renders::parse_stored(v)?;
+            out.push((k.to_vec(), render.meta));
+        }
+        Ok(out)
+    }
+
+    /// Whether a render is still reachable.
+    fn render_status(&self, meta: &RenderMeta) -> Result<RenderStatus> {
+        if self.get_org(&meta.organization)?.is_none() {
+            return Ok(RenderStatus::Orphan);
+        }
+        match self.get_image(&meta.organization, &meta.image)? {
+            Some(img) if !img.deleted => {}
+            _ => return Ok(RenderStatus::Orphan),
+        }
+        for s in &meta.stacks {
+            match self.get_stack(&meta.organization, &s.name)? {
+                Some(stack) if stack.revision == s.revision => {}
+                _ => return Ok(RenderStatus::Orphan),
+            }
+        }
+        Ok(RenderStatus::Live)
+    }
+
+    /// Removes one render (GC of an orphan); returns the bytes freed.
+    fn remove_render(&self, key: &[u8]) -> Result<u64> {
+        Ok(self.purge_render_by_key(key)?.bytes)
+    }
+}
+
+impl SledStore {
+    /// Where the bytes of a large render live.
+    fn render_file(&self, key: &[u8]) -> std::path::PathBuf {
+        let name = hex::encode(key);
+        self.path
+            .join("renders")
+            .join(name.get(0..2).unwrap_or("00"))
+            .join(name.get(2..4).unwrap_or("00"))
+            .join(name)
     }
 
     /// Writes the bytes of a large render into place (temporary name, then rename, so a
@@ -347,22 +538,7 @@ impl Store {
         Ok(Some(value))
     }
 
-    /// Stores a render with its indexes, its first served path and the usage counters, in one
-    /// transaction — unless, by the time it is stored, its image was deleted or one of its
-    /// stacks changed (a render that raced the change): an orphan is never stored, so a crash
-    /// cannot leave one behind for `verify` to find. The render is returned either way, for
-    /// the request that made it.
-    pub fn put_render(
-        &self,
-        key: &[u8],
-        meta: &RenderMeta,
-        bytes: &[u8],
-        served: &ServedPath,
-    ) -> Result<StoredRender> {
-        self.store_render(key, meta, bytes, served, true)
-    }
-
-    /// [`Store::put_render`] without the reachability check (imports, tests of orphans).
+    /// [`SledStore::put_render`] without the reachability check (imports, tests of orphans).
     pub(crate) fn put_render_unchecked(
         &self,
         key: &[u8],
@@ -460,26 +636,10 @@ impl Store {
         }
         Ok(StoredRender {
             meta: meta.clone(),
-            raw: sled::IVec::from(bytes),
+            raw: bytes::Bytes::copy_from_slice(bytes),
             body_start: 0,
             external: None,
         })
-    }
-
-    /// Remembers another URL path a render was served under (at most
-    /// [`MAX_PATHS_PER_RENDER`]); a no-op for a path already known.
-    pub fn note_served_path(&self, key: &[u8], served: &ServedPath) -> Result<()> {
-        let known: Vec<ServedPath> = match self.render_paths.get(key)? {
-            Some(v) => decode("render_paths", &v)?,
-            None => return Ok(()),
-        };
-        if known.len() >= MAX_PATHS_PER_RENDER || known.contains(served) {
-            return Ok(());
-        }
-        let mut next = known;
-        next.push(served.clone());
-        self.render_paths.insert(key, encode(&next))?;
-        Ok(())
     }
 
     /// Removes one render with its indexes (an orphan found by GC); returns what it freed.
@@ -595,40 +755,6 @@ impl Store {
         Ok(total)
     }
 
-    /// Removes every render of an image.
-    pub fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged> {
-        let mut p = key2(org, image);
-        p.push(0);
-        self.purge_index(&self.render_by_image, p, dry_run)
-    }
-
-    /// Removes every render made through a stack (as the named stack or a basestack): all
-    /// revisions, or only those below `below_revision`.
-    pub fn purge_stack_renders(
-        &self,
-        org: &str,
-        stack: &str,
-        below_revision: Option<u64>,
-        dry_run: bool,
-    ) -> Result<Purged> {
-        let mut p = key2(org, stack);
-        p.push(0);
-        match below_revision {
-            None => self.purge_index(&self.render_by_stack, p, dry_run),
-            Some(current) => {
-                let mut total = Purged::default();
-                for rev in self.stack_revisions(org, stack)? {
-                    if rev < current {
-                        let mut rp = key3(org, stack, &format!("{rev:016x}"));
-                        rp.push(0);
-                        total.add(self.purge_index(&self.render_by_stack, rp, dry_run)?);
-                    }
-                }
-                Ok(total)
-            }
-        }
-    }
-
     /// Revisions of a stack that have renders.
     fn stack_revisions(&self, org: &str, stack: &str) -> Result<Vec<u64>> {
         let mut p = key2(org, stack);
@@ -650,76 +776,6 @@ impl Store {
         Ok(revs)
     }
 
-    /// Removes every render of an organization.
-    pub fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged> {
-        self.purge_index(&self.render_by_image, prefix(org), dry_run)
-    }
-
-    /// Records when renders were last served (ms since the epoch), batched by the caller: one
-    /// call per interval, never one write per hit. Renders gone meanwhile are skipped.
-    pub fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()> {
-        for (key, ms) in accessed {
-            tx_result(
-                (&self.renders, &self.render_atime, &self.render_lru).transaction(
-                    |(renders, atime, lru)| {
-                        if renders.get(key)?.is_none() {
-                            return Ok(());
-                        }
-                        let known = atime.get(key)?.map_or(0, |v| be_u64(&v));
-                        if known < *ms {
-                            tx_set_atime(atime, lru, key, *ms)?;
-                        }
-                        Ok(())
-                    },
-                ),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Bytes of all stored renders (the sum of the organizations' counters).
-    pub fn render_bytes(&self) -> Result<u64> {
-        Ok(self
-            .usage_by_org()?
-            .iter()
-            .map(|(_, u)| u.render_bytes)
-            .sum())
-    }
-
-    /// Evicts least recently used renders until the stored renders fit in `max_bytes`, at
-    /// most `limit` of them. Evicted renders are not sent to the edge: they come back
-    /// byte-identical when next requested.
-    pub fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged> {
-        let mut total = self.render_bytes()?;
-        let mut evicted = Purged::default();
-        while total > max_bytes && (evicted.renders as usize) < limit {
-            let batch: Vec<sled::IVec> = self
-                .render_lru
-                .iter()
-                .keys()
-                .take(64)
-                .collect::<std::result::Result<_, _>>()?;
-            if batch.is_empty() {
-                break;
-            }
-            for lru in batch {
-                if total <= max_bytes || evicted.renders as usize >= limit {
-                    break;
-                }
-                let key = lru.get(8..).unwrap_or_default();
-                let p = self.purge_render(key, false, false)?;
-                if p.renders == 0 {
-                    // A recency entry without its render: drop it.
-                    self.render_lru.remove(&lru)?;
-                    self.render_atime.remove(key)?;
-                }
-                total = total.saturating_sub(p.bytes);
-                evicted.add(p);
-            }
-        }
-        Ok(evicted)
-    }
-
     /// Gives renders stored before the recency index existed an access time of now.
     pub(crate) fn backfill_render_atime(&self) -> Result<()> {
         if self.meta.get("render_atime_v1")?.is_some() {
@@ -735,11 +791,6 @@ impl Store {
         }
         self.meta.insert("render_atime_v1", &[1])?;
         Ok(())
-    }
-
-    /// Number of stored renders.
-    pub fn render_count(&self) -> usize {
-        self.renders.len()
     }
 }
 
@@ -773,7 +824,7 @@ mod tests {
     #[test]
     fn the_sweep_removes_render_files_nothing_refers_to_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         let key = [0xab; 32];
         let big = vec![7u8; INLINE_MAX + 1];
         store
@@ -806,7 +857,7 @@ mod tests {
     #[test]
     fn renders_are_found_and_purged_by_image_stack_and_organization() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         store
             .put_render_unchecked(
                 &[1; 32],
@@ -867,7 +918,7 @@ mod tests {
     #[test]
     fn a_large_render_lives_in_a_file_and_goes_with_its_record() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         let big: Vec<u8> = (0..INLINE_MAX + 10).map(|i| (i % 251) as u8).collect();
         let key = [7u8; 32];
         let answered = store
@@ -903,7 +954,7 @@ mod tests {
     #[test]
     fn a_render_that_raced_a_stack_change_or_an_image_delete_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         store
             .put_org(
                 &serde_json::from_value(serde_json::json!({
@@ -960,7 +1011,7 @@ mod tests {
     #[test]
     fn served_paths_are_recorded_once_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
         store
             .put_render_unchecked(&[9; 32], &meta("img", &[]), b"x", &path("/a"))
             .unwrap();

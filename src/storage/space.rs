@@ -92,6 +92,11 @@ pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
 }
 
 impl Space {
+    /// [`release_reserve_if_full`] for the watched folder.
+    pub fn release_reserve_if_full(&self) -> std::io::Result<bool> {
+        release_reserve_if_full(&self.path)
+    }
+
     /// Watches the file system of `path`, keeping `min_free` bytes free (0 = no watch). Takes
     /// a first look at once.
     pub fn new(path: &Path, min_free: u64) -> Space {

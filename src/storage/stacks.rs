@@ -1,7 +1,8 @@
 //! Stack definitions, keyed `org \0 name`. Each overwrite bumps the stack's revision, which
 //! renders record so that renders of an old definition can be told apart.
 
-use super::{decode, encode, key2, prefix, Result, Store};
+use super::StackRecords;
+use super::{decode, encode, key2, prefix, Result, SledStore};
 use crate::model::stack::StackDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +17,8 @@ pub struct StoredStack {
     pub definition: StackDefinition,
 }
 
-impl Store {
-    pub fn get_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
+impl StackRecords for SledStore {
+    fn get_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
         self.stacks
             .get(key2(org, name))?
             .map(|v| decode("stacks", &v))
@@ -25,7 +26,7 @@ impl Store {
     }
 
     /// Creates a stack; `false` when the name is taken.
-    pub fn create_stack(&self, stack: &StoredStack) -> Result<bool> {
+    fn create_stack(&self, stack: &StoredStack) -> Result<bool> {
         self.space.check()?;
         let k = key2(&stack.organization, &stack.name);
         let swapped =
@@ -36,7 +37,7 @@ impl Store {
     }
 
     /// Replaces a stack.
-    pub fn put_stack(&self, stack: &StoredStack) -> Result<()> {
+    fn put_stack(&self, stack: &StoredStack) -> Result<()> {
         self.space.check()?;
         self.stacks
             .insert(key2(&stack.organization, &stack.name), encode(stack))?;
@@ -44,14 +45,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
+    fn delete_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
         let removed = self.stacks.remove(key2(org, name))?;
         self.changed();
         removed.map(|v| decode("stacks", &v)).transpose()
     }
 
     /// Stacks of an organization, by name.
-    pub fn list_stacks(&self, org: &str) -> Result<Vec<StoredStack>> {
+    fn list_stacks(&self, org: &str) -> Result<Vec<StoredStack>> {
         self.stacks
             .scan_prefix(prefix(org))
             .values()

@@ -97,7 +97,7 @@ async fn verify_fails_when_a_blob_file_is_missing() {
         .await;
     app.stop().await;
     // Break the folder on purpose, as a careless operator might.
-    let blobs = darkroom::storage::BlobStore::open(dir.path()).unwrap();
+    let blobs = darkroom::storage::FileBytes::open(dir.path()).unwrap();
     std::fs::remove_file(blobs.path(&blobs.list().unwrap()[0])).unwrap();
     let out = darkroom_after_stop(dir.path(), &["admin", "verify"]).await;
     assert!(!out.status.success());

@@ -18,7 +18,7 @@ fn days(n: i64) -> i64 {
 }
 
 fn blob_files(app: &TestApp) -> usize {
-    darkroom::storage::BlobStore::open(&app.data)
+    darkroom::storage::FileBytes::open(&app.data)
         .unwrap()
         .list()
         .unwrap()
@@ -36,10 +36,10 @@ async fn a_deleted_image_is_removed_for_good_after_the_retention_and_its_blob_wi
     app.delete(&format!("/sourceimages/acme/{hash}"), ROOT_KEY)
         .await;
     let store = &app.services.store;
-    let early = run_once(store, days(29), &settings()).unwrap();
+    let early = run_once(&**store, &*app.services.blobs, days(29), &settings()).unwrap();
     assert_eq!(early.expired_images, 0, "still restorable");
     assert_eq!(blob_files(&app), 1);
-    let late = run_once(store, days(31), &settings()).unwrap();
+    let late = run_once(&**store, &*app.services.blobs, days(31), &settings()).unwrap();
     assert_eq!(late.expired_images, 1);
     assert_eq!(late.blobs_removed, 1);
     assert!(late.bytes_freed >= jpeg(40, 30, 1).len() as u64);
@@ -79,7 +79,13 @@ async fn a_blob_shared_with_another_organization_outlives_one_deletion() {
     .await;
     app.delete(&format!("/sourceimages/acme/{hash}"), ROOT_KEY)
         .await;
-    let r = run_once(&app.services.store, days(31), &settings()).unwrap();
+    let r = run_once(
+        &*app.services.store,
+        &*app.services.blobs,
+        days(31),
+        &settings(),
+    )
+    .unwrap();
     assert_eq!((r.expired_images, r.blobs_removed), (1, 0));
     let dl = app
         .get(&format!("/sourceimages/branch/{hash}/download"), ROOT_KEY)
@@ -97,7 +103,9 @@ async fn orphan_blob_files_and_renders_are_collected() {
     let hash = img["hash"].as_str().unwrap();
     // A file left by a crash between writing the bytes and committing the record.
     let store = &app.services.store;
-    let stray = store.blobs.path(&"ab".repeat(32));
+    let stray = darkroom::storage::FileBytes::open(&app.data)
+        .unwrap()
+        .path(&"ab".repeat(32));
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, b"left behind").unwrap();
     // A render stored under a stack revision that no longer exists (a crash between a stack
@@ -133,10 +141,10 @@ async fn orphan_blob_files_and_renders_are_collected() {
     stack.revision += 1;
     store.put_stack(&stack).unwrap();
     assert!(
-        !store.verify(Duration::ZERO).unwrap().is_empty(),
+        !app.services.verify(Duration::ZERO).unwrap().is_empty(),
         "the verifier sees both orphans"
     );
-    let r = run_once(store, days(0), &settings()).unwrap();
+    let r = run_once(&**store, &*app.services.blobs, days(0), &settings()).unwrap();
     assert_eq!(r.orphan_renders, 1);
     assert_eq!(r.blobs_removed, 1);
     assert!(!stray.exists());
@@ -161,10 +169,10 @@ async fn a_pass_does_bounded_work_and_the_next_one_continues() {
         max_work: 2,
         ..settings()
     };
-    let first = run_once(&app.services.store, days(31), &small).unwrap();
+    let first = run_once(&*app.services.store, &*app.services.blobs, days(31), &small).unwrap();
     assert_eq!(first.expired_images, 2);
     assert!(first.incomplete);
-    let second = run_once(&app.services.store, days(31), &small).unwrap();
+    let second = run_once(&*app.services.store, &*app.services.blobs, days(31), &small).unwrap();
     assert_eq!(second.expired_images, 1);
     assert_eq!(blob_files(&app), 0);
 }

@@ -120,7 +120,6 @@ impl Drop for TestApp {
         }
         let problems = self
             .services
-            .store
             .verify(std::time::Duration::ZERO)
             .expect("the store can be verified");
         assert!(problems.is_empty(), "verify found problems: {problems:#?}");

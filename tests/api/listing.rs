@@ -42,11 +42,7 @@ async fn a_store_of_the_previous_layout_is_migrated_on_open() {
         app.services.store.schema_version().unwrap(),
         Some(darkroom::storage::SCHEMA_VERSION)
     );
-    let problems = app
-        .services
-        .store
-        .verify(std::time::Duration::ZERO)
-        .unwrap();
+    let problems = app.services.verify(std::time::Duration::ZERO).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
 
     let list = |q: &'static str| {

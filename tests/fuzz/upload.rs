@@ -360,7 +360,6 @@ fn mutated_multipart_uploads_get_no_5xx_and_leave_no_temporary_files() {
     assert!(left.is_empty(), "tmp/ still holds {left:?}");
     let problems = server
         .services
-        .store
         .verify(Duration::ZERO)
         .expect("the store can be verified");
     assert!(problems.is_empty(), "verify found problems: {problems:#?}");
