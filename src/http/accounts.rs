@@ -47,7 +47,7 @@ pub async fn create_org(
     let email = string_field(&body, "billing_email")?.unwrap_or_default();
     let display = string_field(&body, "display_name")?.unwrap_or_default();
     let org = acc::create_org(&*svc.store, &name, &email, &display)?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     // rokka answers 200 here (recorded client fixture), not 201.
     Ok(json_response(200, &acc::org_json(&org, true)))
 }
@@ -76,7 +76,7 @@ pub async fn set_options(
         ));
     };
     let org = acc::set_org_options(&*svc.store, &who, &org_name(&path)?, &changes)?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(json_response(200, &org))
 }
 
@@ -92,7 +92,7 @@ pub async fn set_option(
     let mut changes = Map::new();
     changes.insert(option, json_body(payload).await?);
     let org = acc::set_org_options(&*svc.store, &who, &org_name(&org)?, &changes)?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(json_response(200, &org))
 }
 
@@ -122,7 +122,7 @@ pub async fn create_member(
     let body = json_body(payload).await?;
     let roles = roles_from(&body)?;
     let member = acc::create_member(&*svc.store, &org, roles, string_field(&body, "comment")?)?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(json_response(201, &member.json))
 }
 
@@ -173,7 +173,7 @@ pub async fn put_member(
         roles_from(&body)?,
         string_field(&body, "comment")?,
     )?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(match change {
         MemberChange::Created(v) => json_response(201, &v),
         MemberChange::Updated(v) => json_response(200, &v),
@@ -190,7 +190,7 @@ pub async fn delete_member(
     let who = principal(&req, &svc)?;
     let (org, user) = path.into_inner();
     acc::delete_member(&*svc.store, &who, &org_name(&org)?, &user)?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(no_content())
 }
 
@@ -340,7 +340,7 @@ pub async fn add_key(req: HttpRequest, svc: Svc, payload: web::Payload) -> Resul
         &who,
         string_field(&body, "comment")?.unwrap_or_default(),
     )?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(json_response(200, &key))
 }
 
@@ -352,7 +352,7 @@ pub async fn delete_key(
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
     acc::delete_user_key(&*svc.store, &who, &path)?;
-    svc.store.flush().await?;
+    svc.flush().await?;
     Ok(no_content())
 }
 
@@ -414,7 +414,7 @@ pub async fn metrics(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
 /// `GET /readyz`: the store can be read and written and has its free-space headroom (no
 /// authentication).
 pub async fn readyz(svc: Svc) -> HttpResponse {
-    match svc.store.probe_ready() {
+    match svc.ready() {
         Ok(()) => json_response(200, &json!({ "status": "ready" })),
         Err(e) => {
             let message = if e.is_no_space() {

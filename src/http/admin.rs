@@ -62,14 +62,14 @@ pub async fn export(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     // Bytes served so far belong in the day figures the backup carries.
     svc.traffic.flush(&*svc.store)?;
     let (tx, rx) = mpsc::channel::<io::Result<web::Bytes>>(8);
-    let store = svc.store.clone();
+    let services = svc.clone().into_inner();
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let mut out = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        match store.export(&mut out, renders) {
+        match services.export(&mut out, renders) {
             Ok(done) => log::info!(
                 "export: {} ({} images left out: removed meanwhile) in {:.2}s",
                 done.counts,

@@ -71,6 +71,22 @@ impl Services {
         crate::storage::check::verify(&*self.store, &*self.blobs, grace)
     }
 
+    /// For readiness probes, in constant work: the records can be written and read, the
+    /// free-space headroom holds, and the bytes can be reached.
+    pub fn ready(&self) -> crate::storage::Result<()> {
+        self.store.probe_ready()?;
+        Ok(self.blobs.probe_ready()?)
+    }
+
+    /// Writes a backup of everything to `out` (`darkroom admin export` and `GET /backup`).
+    pub fn export(
+        &self,
+        out: &mut dyn std::io::Write,
+        renders: bool,
+    ) -> crate::storage::Result<crate::storage::backup::Exported> {
+        self.store.export(out, renders)
+    }
+
     /// Makes every write so far durable.
     pub async fn flush(&self) -> crate::error::Result<()> {
         Ok(self.store.flush().await?)

@@ -446,15 +446,14 @@ impl SledStore {
 }
 
 impl Records for SledStore {
-    /// The free space is above the headroom (looked at afresh), a marker record can be
-    /// written and read, and the blob folder is there.
+    /// The free space is above the headroom (looked at afresh), and a marker record can be
+    /// written and read.
     fn probe_ready(&self) -> Result<()> {
         self.space.refresh();
         self.space.check()?;
         self.meta
             .insert("ready_probe", &crate::model::time::now_unix().to_be_bytes())?;
         self.meta.get("ready_probe")?;
-        self.blobs.probe_ready()?;
         Ok(())
     }
 

@@ -552,3 +552,15 @@ async fn health_and_readiness_need_no_key() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "ready");
 }
+
+#[actix_rt::test]
+async fn readiness_fails_when_the_source_bytes_cannot_be_reached() {
+    let app = spawn_app().await;
+    std::fs::rename(app.data.join("blobs"), app.data.join("blobs.away")).unwrap();
+    let r = app.send("GET", "/readyz", None, &[], None).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "not ready");
+    std::fs::rename(app.data.join("blobs.away"), app.data.join("blobs")).unwrap();
+    let r = app.send("GET", "/readyz", None, &[], None).await;
+    assert_eq!(r.status, 200);
+}
