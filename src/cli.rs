@@ -296,9 +296,7 @@ fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
                 let storage = open_storage(config).map_err(|e| {
                     format!("{e} (no service answered at server.api_bind, so the export opened the data folder itself)")
                 })?;
-                storage
-                    .records
-                    .export(&mut file, renders)
+                backup::export(&*storage.records, &*storage.bytes, &mut file, renders)
                     .map_err(|e| e.to_string())?;
                 format!("the data folder {}", config.storage.path.display())
             }
@@ -374,10 +372,9 @@ fn export_from_service(
 /// `admin import`: restores a backup into the (empty) configured data folder.
 fn import(config: &Config, from: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let done = open_storage(config)?
-        .records
-        .import(from)
-        .map_err(|e| e.to_string())?;
+    let storage = open_storage(config)?;
+    let done = backup::import(&*storage.records, &*storage.bytes, from)
+        .map_err(|e| format!("{e} (data folder {})", config.storage.path.display()))?;
     println!(
         "imported {} into {} in {:.2}s{}; verify: ok",
         done.counts,

@@ -84,7 +84,7 @@ impl Services {
         out: &mut dyn std::io::Write,
         renders: bool,
     ) -> crate::storage::Result<crate::storage::backup::Exported> {
-        self.store.export(out, renders)
+        crate::storage::backup::export(&*self.store, &*self.blobs, out, renders)
     }
 
     /// Makes every write so far durable.

@@ -1,9 +1,10 @@
-//! Logical backups of a data folder. [`super::Records::export`] writes the primary records and the
+//! Logical backups of a data folder. [`export`] writes the primary records and the
 //! source bytes they refer to as one self-describing stream, while the service runs;
-//! [`super::Records::import`] restores such a stream into an empty data folder. Nothing derived is
+//! [`import`] restores such a stream into an empty data folder. Nothing derived is
 //! exported: indexes, blob reference counts, usage counters and render recency are rebuilt on
 //! import through the same store methods the API uses (`insert_image`, `put_render`, …), so a
-//! restored folder passes `verify` by construction. The edge queue and the paths kept for
+//! restored folder passes `verify` by construction. Both read and write only through the
+//! storage interfaces, so a backup moves between backends. The edge queue and the paths kept for
 //! restoring deleted images are dropped: they concern the cache in front of the old machine.
 //!
 //! # Format (version 1)
@@ -36,11 +37,10 @@
 //! removed it meanwhile is left out), and renders last, kept only when their image, its live
 //! state and every stack revision they went through are in the backup.
 
-use super::records::*;
 use super::renders::{parse_stored, StoredRender};
 use super::stacks::StoredStack;
 use super::ServedPath;
-use super::{decode, encode, key2, Bytes, DayStats, Records, Result, SledStore, StorageError};
+use super::{encode, key2, Bytes, DayStats, Records, Result, StorageError};
 use crate::model::account::{ApiKey, Membership, Organization, User};
 use crate::model::image::ImageRecord;
 use serde::{Deserialize, Serialize};
@@ -122,7 +122,7 @@ pub struct Exported {
 pub struct Imported {
     pub counts: BackupCounts,
     /// Renders in the backup whose image or stack revision it does not hold (none from a
-    /// backup written by [`super::Records::export`]).
+    /// backup written by [`export`]).
     pub skipped_renders: u64,
 }
 
@@ -230,123 +230,115 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-impl SledStore {
-    /// Writes a backup of the whole store to `out` (see the module documentation), with the
-    /// stored renders when `renders`. Safe while the service runs; holds one record (and
-    /// one render) in memory at a time, and streams blobs.
-    pub(crate) fn export_to(&self, out: impl Write, renders: bool) -> Result<Exported> {
-        let mut w = FrameWriter::new(BufWriter::with_capacity(BUFFER, out))?;
-        let mut c = BackupCounts::default();
-        let info = BackupInfo {
-            darkroom: env!("CARGO_PKG_VERSION").to_string(),
-            schema: super::SCHEMA_VERSION,
-            created: crate::model::time::format_unix(crate::model::time::now_unix()),
-            renders,
-        };
-        w.frame(Kind::Info, b"", &encode(&info))?;
+/// Writes a backup of everything in `records` and `bytes` to `out` (see the module
+/// documentation), with the stored renders when `renders`. Safe while the service runs; holds
+/// one record (and one render) in memory at a time, and streams blobs. Works on every
+/// backend: it reads only through the interfaces.
+pub fn export(
+    records: &dyn Records,
+    bytes: &dyn Bytes,
+    out: impl Write,
+    renders: bool,
+) -> Result<Exported> {
+    let mut w = FrameWriter::new(BufWriter::with_capacity(BUFFER, out))?;
+    let mut c = BackupCounts::default();
+    let info = BackupInfo {
+        darkroom: env!("CARGO_PKG_VERSION").to_string(),
+        schema: super::SCHEMA_VERSION,
+        created: crate::model::time::format_unix(crate::model::time::now_unix()),
+        renders,
+    };
+    w.frame(Kind::Info, b"", &encode(&info))?;
 
-        let mut orgs = HashSet::new();
-        for v in self.orgs.iter().values() {
-            let org: Organization = decode("orgs", &v?)?;
-            w.frame(Kind::Org, org.name.as_bytes(), &encode(&org))?;
-            c.organizations += 1;
-            orgs.insert(org.name);
+    let all_orgs = records.list_orgs()?;
+    let mut orgs = HashSet::new();
+    for org in &all_orgs {
+        w.frame(Kind::Org, org.name.as_bytes(), &encode(org))?;
+        c.organizations += 1;
+        orgs.insert(org.name.clone());
+    }
+    let mut users = HashSet::new();
+    for user in records.list_users()? {
+        w.frame(Kind::User, user.id.as_bytes(), &encode(&user))?;
+        c.users += 1;
+        users.insert(user.id);
+    }
+    for (digest, key) in records.list_keys()? {
+        if users.contains(&key.user_id) {
+            w.frame(Kind::Key, digest.as_bytes(), &encode(&key))?;
+            c.keys += 1;
         }
-        let mut users = HashSet::new();
-        for v in self.users.iter().values() {
-            let user: User = decode("users", &v?)?;
-            w.frame(Kind::User, user.id.as_bytes(), &encode(&user))?;
-            c.users += 1;
-            users.insert(user.id);
+    }
+    for m in records.list_memberships()? {
+        if orgs.contains(&m.organization) && users.contains(&m.user_id) {
+            w.frame(
+                Kind::Member,
+                &key2(&m.organization, &m.user_id),
+                &encode(&m),
+            )?;
+            c.memberships += 1;
         }
-        for item in self.keys.iter() {
-            let (digest, v) = item?;
-            let key: ApiKey = decode("keys", &v)?;
-            if users.contains(&key.user_id) {
-                w.frame(Kind::Key, &digest, &encode(&key))?;
-                c.keys += 1;
-            }
+    }
+    let mut stacks = HashMap::new();
+    for org in &all_orgs {
+        for s in records.list_stacks(&org.name)? {
+            let k = key2(&s.organization, &s.name);
+            w.frame(Kind::Stack, &k, &encode(&s))?;
+            c.stacks += 1;
+            stacks.insert(k, s.revision);
         }
-        for v in self.members.iter().values() {
-            let m: Membership = decode("members", &v?)?;
-            if orgs.contains(&m.organization) && users.contains(&m.user_id) {
-                w.frame(
-                    Kind::Member,
-                    &key2(&m.organization, &m.user_id),
-                    &encode(&m),
-                )?;
-                c.memberships += 1;
-            }
+    }
+    for org in &all_orgs {
+        for (day, stats) in records.day_stats(&org.name)? {
+            w.frame(Kind::Day, &key2(&org.name, &day), &encode(&stats))?;
+            c.days += 1;
         }
-        let mut stacks = HashMap::new();
-        for v in self.stacks.iter().values() {
-            let s: StoredStack = decode("stacks", &v?)?;
-            if orgs.contains(&s.organization) {
-                let k = key2(&s.organization, &s.name);
-                w.frame(Kind::Stack, &k, &encode(&s))?;
-                c.stacks += 1;
-                stacks.insert(k, s.revision);
-            }
+    }
+
+    let mut blobs = HashSet::new();
+    let mut live = HashSet::new();
+    let mut skipped_images = 0;
+    for rec in records.all_images() {
+        let rec = rec?;
+        if !orgs.contains(&rec.organization) {
+            continue;
         }
-        for item in self.org_usage.iter() {
-            let (k, v) = item?;
-            // Day figures live under `org \0 day`; the bare name holds counters, rebuilt.
-            let Some(sep) = k.iter().position(|b| *b == 0) else {
+        if !blobs.contains(&rec.blob) {
+            // Opened before the record is written: once open, the bytes stay readable even
+            // if GC removes the blob now. One removed before is left out with its image.
+            let Some((len, mut reader)) = bytes.reader(&rec.blob)? else {
+                skipped_images += 1;
                 continue;
             };
-            let org = String::from_utf8_lossy(k.get(..sep).unwrap_or_default());
-            if orgs.contains(org.as_ref()) {
-                let day: DayStats = decode("org_usage", &v)?;
-                w.frame(Kind::Day, &k, &encode(&day))?;
-                c.days += 1;
+            w.head(Kind::Blob, rec.blob.as_bytes(), len)?;
+            let copied = io::copy(&mut (&mut reader).take(len), &mut w)?;
+            if copied != len {
+                return Err(invalid(format!(
+                    "blob {} shrank while it was exported",
+                    rec.blob
+                )));
             }
+            c.blobs += 1;
+            c.blob_bytes += len;
+            blobs.insert(rec.blob.clone());
         }
-
-        let mut blobs = HashSet::new();
-        let mut live = HashSet::new();
-        let mut skipped_images = 0;
-        for v in self.images.iter().values() {
-            let rec: ImageRecord = decode("images", &v?)?;
-            if !orgs.contains(&rec.organization) {
-                continue;
-            }
-            if !blobs.contains(&rec.blob) {
-                // Opened before the record is written: once open, the bytes stay readable
-                // even if GC removes the file now.
-                let mut file = match std::fs::File::open(self.blobs.path(&rec.blob)) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        skipped_images += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let len = file.metadata()?.len();
-                w.head(Kind::Blob, rec.blob.as_bytes(), len)?;
-                let copied = io::copy(&mut (&mut file).take(len), &mut w)?;
-                if copied != len {
-                    return Err(invalid(format!(
-                        "blob {} shrank while it was exported",
-                        rec.blob
-                    )));
-                }
-                c.blobs += 1;
-                c.blob_bytes += len;
-                blobs.insert(rec.blob.clone());
-            }
-            let k = key2(&rec.organization, &rec.hash);
-            w.frame(Kind::Image, &k, &encode(&rec))?;
-            c.images += 1;
-            if !rec.deleted {
-                live.insert(k);
-            }
+        let k = key2(&rec.organization, &rec.hash);
+        w.frame(Kind::Image, &k, &encode(&rec))?;
+        c.images += 1;
+        if !rec.deleted {
+            live.insert(k);
         }
+    }
 
-        if renders {
-            for item in self.renders.iter() {
-                let (k, v) = item?;
-                let render = parse_stored(v.clone())?;
-                let meta = &render.meta;
+    if renders {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = records.render_headers(after.as_deref(), 256)?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, meta) in batch {
                 let reachable = live.contains(&key2(&meta.organization, &meta.image))
                     && meta.stacks.iter().all(|s| {
                         stacks.get(&key2(&meta.organization, &s.name)) == Some(&s.revision)
@@ -354,15 +346,13 @@ impl SledStore {
                 if !reachable {
                     continue;
                 }
-                let paths = match self.render_paths.get(&k)? {
-                    Some(p) => p.to_vec(),
-                    None => encode(&Vec::<ServedPath>::new()),
-                };
-                // A large render's bytes come from its file; one whose file is gone is a
-                // render to make again, not part of the backup.
-                let Some(v) = self.inline_value(&k, &v)? else {
+                // A render removed meanwhile, or whose bytes are gone, is a render to make
+                // again, not part of the backup.
+                let Some(render) = records.get_render(&k)? else {
                     continue;
                 };
+                let paths = encode(&records.served_paths(&k)?);
+                let v = super::renders::inline_value(&render.meta, render.bytes());
                 let len = 4 + paths.len() as u64 + v.len() as u64;
                 w.head(Kind::Render, &k, len)?;
                 w.write_all(&(paths.len() as u32).to_be_bytes())?;
@@ -372,12 +362,12 @@ impl SledStore {
                 c.render_bytes += render.size();
             }
         }
-        w.finish(&c)?;
-        Ok(Exported {
-            counts: c,
-            skipped_images,
-        })
     }
+    w.finish(&c)?;
+    Ok(Exported {
+        counts: c,
+        skipped_images,
+    })
 }
 
 // ---- reading ----
@@ -763,9 +753,10 @@ fn check(input: impl Read) -> Result<BackupCounts> {
     Ok(counts)
 }
 
-/// The second pass of an import: writes every record through the store's own methods.
+/// The second pass of an import: writes every record through the interfaces' own methods.
 struct Apply<'a> {
-    store: &'a SledStore,
+    records: &'a dyn Records,
+    bytes: &'a dyn Bytes,
     skipped_renders: u64,
 }
 
@@ -775,46 +766,37 @@ impl Visitor for Apply<'_> {
     }
 
     fn record(&mut self, record: Record) -> Result<()> {
-        let store = self.store;
+        let records = self.records;
         match record {
-            Record::Org(org) => store.put_org(&org),
-            Record::User(user) => store.put_user(&user),
-            Record::Key(digest, key) => store.put_key(&digest, &key),
-            Record::Member(m) => store.put_membership(&m),
-            Record::Stack(s) => store.put_stack(&s),
-            Record::Day { org, day, stats } => {
-                // History as it was; the images inserted next update today's figures.
-                store.org_usage.insert(key2(&org, &day), encode(&stats))?;
-                Ok(())
-            }
+            Record::Org(org) => records.put_org(&org),
+            Record::User(user) => records.put_user(&user),
+            Record::Key(digest, key) => records.put_key(&digest, &key),
+            Record::Member(m) => records.put_membership(&m),
+            Record::Stack(s) => records.put_stack(&s),
+            // History as it was; the images inserted next update today's figures.
+            Record::Day { org, day, stats } => records.put_day_stats(&org, &day, &stats),
             Record::Image(rec) => {
-                if !store.blobs.exists(&rec.blob) {
+                if !self.bytes.exists(&rec.blob) {
                     return Err(invalid(format!(
                         "image {}/{} comes before its blob",
                         rec.organization, rec.hash
                     )));
                 }
                 // The upload path: indexes, reference counts and usage in one transaction.
-                store.insert_image(&rec).map(|_| ())
+                records.insert_image(&rec).map(|_| ())
             }
             Record::Render { key, paths, render } => {
-                if store.render_status(&render.meta)? != super::RenderStatus::Live {
+                if records.render_status(&render.meta)? != super::RenderStatus::Live {
                     self.skipped_renders += 1;
                     return Ok(());
                 }
-                let first = paths.first().cloned().unwrap_or(ServedPath {
-                    host: String::new(),
-                    path: String::new(),
-                });
-                store.put_render_unchecked(&key, &render.meta, render.bytes(), &first)?;
-                store.render_paths.insert(key, encode(&paths))?;
-                Ok(())
+                records.restore_render(&key, &render.meta, render.bytes(), &paths)
             }
         }
     }
 
     fn blob(&mut self, id: &str, bytes: &mut dyn Read) -> Result<()> {
-        let mut staged = self.store.blobs.stage()?;
+        let mut staged = self.bytes.stage()?;
         io::copy(bytes, &mut staged)?;
         let received = staged.finish()?;
         if received.id != id {
@@ -823,124 +805,94 @@ impl Visitor for Apply<'_> {
                 "blob {id} does not match its bytes: the file is damaged"
             )));
         }
-        // fsync and rename, as for an upload.
-        self.store.blobs.commit(&received)?;
+        // Durable before any record refers to it, as for an upload.
+        self.bytes.commit(&received)?;
         Ok(())
     }
 }
 
-impl SledStore {
-    /// Restores the backup at `path` into this store, which must hold no data. The file is
-    /// checked completely first (nothing is written for a damaged or truncated file); should
-    /// the import itself fail, everything it wrote is removed again. Ends with a flush and a
-    /// `verify` pass, and fails if that finds anything.
-    pub(crate) fn import_from(&self, path: &Path) -> Result<Imported> {
-        self.space.check()?;
-        self.ensure_empty()?;
-        check_file(path)?;
-        let mut apply = Apply {
-            store: self,
-            skipped_renders: 0,
-        };
-        let applied = open(path)
-            .and_then(|input| walk(input, &mut apply))
-            .and_then(|counts| self.flush_blocking().map(|()| counts));
-        let counts = match applied {
-            Ok(counts) => counts,
-            Err(e) => {
-                return Err(match self.wipe() {
-                    Ok(()) => e,
-                    Err(w) => invalid(format!(
-                        "{e}; removing the partial import failed too ({w}): clear {} by hand",
-                        self.path.display()
-                    )),
-                })
-            }
-        };
-        let problems = super::check::verify(self, &self.blobs, std::time::Duration::ZERO)?;
-        if !problems.is_empty() {
-            return Err(invalid(format!(
-                "the imported data fails verify ({} problems; {} is left as imported, for inspection): {}",
-                problems.len(),
-                self.path.display(),
-                problems.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
-            )));
+/// Restores the backup at `path` into `records` and `bytes`, which must hold nothing. The file
+/// is checked completely first (nothing is written for a damaged or truncated file); should
+/// the import itself fail, everything it wrote is removed again. Ends with a flush and a
+/// `verify` pass, and fails if that finds anything. Works on every backend.
+pub fn import(records: &dyn Records, bytes: &dyn Bytes, path: &Path) -> Result<Imported> {
+    records.space().check()?;
+    ensure_empty(records, bytes)?;
+    check_file(path)?;
+    let mut apply = Apply {
+        records,
+        bytes,
+        skipped_renders: 0,
+    };
+    let applied = open(path)
+        .and_then(|input| walk(input, &mut apply))
+        .and_then(|counts| records.flush_blocking().map(|()| counts));
+    let counts = match applied {
+        Ok(counts) => counts,
+        Err(e) => {
+            return Err(match wipe(records, bytes) {
+                Ok(()) => e,
+                Err(w) => invalid(format!(
+                    "{e}; removing the partial import failed too ({w}): clear the data by hand"
+                )),
+            })
         }
-        Ok(Imported {
-            counts,
-            skipped_renders: apply.skipped_renders,
-        })
+    };
+    let problems = super::check::verify(records, bytes, std::time::Duration::ZERO)?;
+    if !problems.is_empty() {
+        return Err(invalid(format!(
+            "the imported data fails verify ({} problems; it is left as imported, for inspection): {}",
+            problems.len(),
+            problems.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+        )));
     }
+    Ok(Imported {
+        counts,
+        skipped_renders: apply.skipped_renders,
+    })
+}
 
-    /// Fails unless the store holds no records and no blob files.
-    fn ensure_empty(&self) -> Result<()> {
-        let mut found: Vec<String> = [
-            ("organizations", &self.orgs),
-            ("users", &self.users),
-            ("keys", &self.keys),
-            ("images", &self.images),
-            ("stacks", &self.stacks),
-            ("renders", &self.renders),
-        ]
-        .into_iter()
-        .filter(|(_, tree)| !tree.is_empty())
-        .map(|(name, tree)| format!("{} {name}", tree.len()))
-        .collect();
-        let files = self.blobs.list()?.len();
-        if files > 0 {
-            found.push(format!("{files} blob files"));
-        }
-        if found.is_empty() {
-            return Ok(());
-        }
-        Err(invalid(format!(
-            "the data folder {} is not empty ({}): a backup is imported into an empty data folder only",
-            self.path.display(),
-            found.join(", ")
-        )))
+/// Every blob id, shard by shard.
+fn all_blobs(bytes: &dyn Bytes) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for shard in 0..=255u8 {
+        out.extend(bytes.list_shard(shard)?);
     }
+    Ok(out)
+}
 
-    /// Removes every record and blob file (after a failed import into an empty store).
-    fn wipe(&self) -> Result<()> {
-        for tree in [
-            &self.orgs,
-            &self.users,
-            &self.keys,
-            &self.user_keys,
-            &self.members,
-            &self.images,
-            &self.img_binary,
-            &self.img_index,
-            &self.img_counts,
-            &self.blob_refs,
-            &self.org_blobs,
-            &self.org_usage,
-            &self.stacks,
-            &self.renders,
-            &self.render_by_image,
-            &self.render_by_stack,
-            &self.render_paths,
-            &self.render_atime,
-            &self.render_lru,
-            &self.edge_queue,
-            &self.edge_restore,
-        ] {
-            tree.clear()?;
-        }
-        // The cleared records must be durable before their files go (design §1b).
-        self.flush_blocking()?;
-        for id in self.blobs.list()? {
-            self.blobs.remove(&id)?;
-        }
-        self.blobs.clear_tmp()?;
-        self.flush_blocking()
+/// Fails unless the records and the bytes hold nothing.
+fn ensure_empty(records: &dyn Records, bytes: &dyn Bytes) -> Result<()> {
+    let mut found = records.contents()?;
+    let blobs = all_blobs(bytes)?.len();
+    if blobs > 0 {
+        found.push(format!("{blobs} blob files"));
     }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "the target is not empty ({}): a backup is imported into an empty data folder only",
+        found.join(", ")
+    )))
+}
+
+/// Removes every record and blob (after a failed import into empty storage). The cleared
+/// records are durable before the blobs go (design §1b).
+fn wipe(records: &dyn Records, bytes: &dyn Bytes) -> Result<()> {
+    records.clear()?;
+    for id in all_blobs(bytes)? {
+        bytes.remove(&id)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::records::*;
     use crate::storage::renders::{RenderMeta, StackRevision};
+    use crate::storage::SledStore;
     use std::io::Cursor;
 
     fn put_blob(store: &SledStore, bytes: &[u8]) -> String {
@@ -1059,7 +1011,7 @@ mod tests {
 
     fn export(store: &SledStore, renders: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        store.export(&mut out, renders).unwrap();
+        super::export(store, &store.blobs, &mut out, renders).unwrap();
         out
     }
 
@@ -1072,7 +1024,7 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
 
         let target = SledStore::open(b.path(), 8).unwrap();
-        let done = target.import(&file).unwrap();
+        let done = import(&target, &target.blobs, &file).unwrap();
         assert_eq!(done.counts.organizations, 2);
         assert_eq!(done.counts.images, 3);
         assert_eq!(done.counts.blobs, 2, "a shared blob is written once");
@@ -1201,11 +1153,10 @@ mod tests {
         let source = sample(a.path());
         let file = b.path().join("backup");
         std::fs::write(&file, export(&source, false)).unwrap();
-        let err = source.import(&file).unwrap_err().to_string();
-        assert!(
-            err.contains("not empty") && err.contains(&a.path().display().to_string()),
-            "{err}"
-        );
+        let err = import(&source, &source.blobs, &file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not empty") && err.contains("images"), "{err}");
     }
 
     #[test]
@@ -1218,7 +1169,8 @@ mod tests {
         bytes[pos] = b'r';
         let target = SledStore::open(b.path(), 8).unwrap();
         let mut apply = Apply {
-            store: &target,
+            records: &target,
+            bytes: &target.blobs,
             skipped_renders: 0,
         };
         assert!(walk(Cursor::new(bytes), &mut apply).is_err());
@@ -1226,8 +1178,8 @@ mod tests {
             !target.images.is_empty(),
             "the records went in before the damage was seen"
         );
-        target.wipe().unwrap();
-        assert!(target.ensure_empty().is_ok());
+        wipe(&target, &target.blobs).unwrap();
+        assert!(ensure_empty(&target, &target.blobs).is_ok());
         assert!(target.verify(std::time::Duration::ZERO).unwrap().is_empty());
     }
 }

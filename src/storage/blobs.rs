@@ -37,6 +37,9 @@ pub trait Bytes: Send + Sync {
     fn read(&self, id: &str) -> io::Result<Vec<u8>>;
     /// A blob as a stream of chunks (for downloads).
     fn stream(&self, id: &str) -> BoxFuture<'_, io::Result<ByteStream>>;
+    /// A blob's size and a blocking reader of its bytes (backups); `None` when it is missing.
+    /// Once open, the bytes stay readable even if the blob is removed meanwhile.
+    fn reader(&self, id: &str) -> io::Result<Option<(u64, Box<dyn io::Read + Send>)>>;
     /// The size of a blob; `None` when it is missing.
     fn size(&self, id: &str) -> io::Result<Option<u64>>;
     /// Whether a blob exists.
@@ -254,6 +257,14 @@ impl Bytes for FileBytes {
             });
             Ok(Box::pin(chunks) as ByteStream)
         })
+    }
+
+    fn reader(&self, id: &str) -> io::Result<Option<(u64, Box<dyn io::Read + Send>)>> {
+        match std::fs::File::open(self.path(id)) {
+            Ok(file) => Ok(Some((file.metadata()?.len(), Box::new(file)))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn size(&self, id: &str) -> io::Result<Option<u64>> {

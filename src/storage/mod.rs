@@ -477,12 +477,49 @@ impl Records for SledStore {
     /// A counter that moves after every committed change to an organization, an image or a
     /// stack, and after every removal of a render. Anything derived from those records while
     /// the counter read `g` (taken *before* the reads) is still true while it reads `g`.
-    fn export(&self, out: &mut dyn std::io::Write, renders: bool) -> Result<backup::Exported> {
-        self.export_to(out, renders)
+    fn contents(&self) -> Result<Vec<String>> {
+        Ok([
+            ("organizations", &self.orgs),
+            ("users", &self.users),
+            ("keys", &self.keys),
+            ("images", &self.images),
+            ("stacks", &self.stacks),
+            ("renders", &self.renders),
+        ]
+        .into_iter()
+        .filter(|(_, tree)| !tree.is_empty())
+        .map(|(name, tree)| format!("{} {name}", tree.len()))
+        .collect())
     }
 
-    fn import(&self, path: &Path) -> Result<backup::Imported> {
-        self.import_from(path)
+    fn clear(&self) -> Result<()> {
+        for tree in [
+            &self.orgs,
+            &self.users,
+            &self.keys,
+            &self.user_keys,
+            &self.members,
+            &self.images,
+            &self.img_binary,
+            &self.img_index,
+            &self.img_counts,
+            &self.blob_refs,
+            &self.org_blobs,
+            &self.org_usage,
+            &self.stacks,
+            &self.renders,
+            &self.render_by_image,
+            &self.render_by_stack,
+            &self.render_paths,
+            &self.render_atime,
+            &self.render_lru,
+            &self.edge_queue,
+            &self.edge_restore,
+        ] {
+            tree.clear()?;
+        }
+        self.changed();
+        self.flush_blocking()
     }
 
     fn verify_records(&self) -> Result<Vec<String>> {
@@ -632,6 +669,40 @@ impl Accounts for SledStore {
     fn put_user(&self, user: &User) -> Result<()> {
         self.space.check()?;
         self.users.insert(user.id.as_bytes(), encode(user))?;
+        Ok(())
+    }
+
+    fn list_users(&self) -> Result<Vec<User>> {
+        self.users
+            .iter()
+            .values()
+            .map(|v| decode("users", &v?))
+            .collect()
+    }
+
+    fn list_keys(&self) -> Result<Vec<(String, ApiKey)>> {
+        let mut out = Vec::new();
+        for item in self.keys.iter() {
+            let (digest, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&digest).to_string(),
+                decode("keys", &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn list_memberships(&self) -> Result<Vec<Membership>> {
+        self.members
+            .iter()
+            .values()
+            .map(|v| decode("members", &v?))
+            .collect()
+    }
+
+    fn put_day_stats(&self, org: &str, day: &str, stats: &DayStats) -> Result<()> {
+        self.space.check()?;
+        self.org_usage.insert(key2(org, day), encode(stats))?;
         Ok(())
     }
 

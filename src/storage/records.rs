@@ -42,8 +42,14 @@ pub trait Accounts {
     /// Billable usage counters of an organization (zero when it has none).
     fn org_usage(&self, org: &str) -> Result<OrgUsage>;
 
+    /// Replaces the figures of one day (`YYYY-MM-DD`) of an organization, as a backup had
+    /// them; today's are kept up to date by the changes themselves.
+    fn put_day_stats(&self, org: &str, day: &str, stats: &DayStats) -> Result<()>;
+
     fn put_user(&self, user: &User) -> Result<()>;
     fn get_user(&self, id: &str) -> Result<Option<User>>;
+    /// Every user, by id.
+    fn list_users(&self) -> Result<Vec<User>>;
     /// Stores a key under the digest of its secret.
     fn put_key(&self, digest: &str, key: &ApiKey) -> Result<()>;
     /// Looks a key up by the digest of its secret.
@@ -52,11 +58,15 @@ pub trait Accounts {
     fn user_keys(&self, user_id: &str) -> Result<Vec<(String, ApiKey)>>;
     /// Deletes a key of a user; `false` if there is no such key.
     fn delete_key(&self, user_id: &str, key_id: &str) -> Result<bool>;
+    /// Every key with the digest of its secret, by digest.
+    fn list_keys(&self) -> Result<Vec<(String, ApiKey)>>;
     fn put_membership(&self, m: &Membership) -> Result<()>;
     fn get_membership(&self, org: &str, user_id: &str) -> Result<Option<Membership>>;
     fn delete_membership(&self, org: &str, user_id: &str) -> Result<bool>;
     fn org_memberships(&self, org: &str) -> Result<Vec<Membership>>;
     fn user_memberships(&self, user_id: &str) -> Result<Vec<Membership>>;
+    /// Every membership, by organization and user.
+    fn list_memberships(&self) -> Result<Vec<Membership>>;
 
     /// The secret that signs API tokens, made on first use and kept in the records so that
     /// every process over them (and every restart) agrees on it.
@@ -167,6 +177,17 @@ pub trait RenderRecords {
     ) -> Result<StoredRender>;
     /// Remembers another URL a stored render was served under (bounded per render).
     fn note_served_path(&self, key: &[u8], served: &ServedPath) -> Result<()>;
+    /// The URLs a stored render was served under.
+    fn served_paths(&self, key: &[u8]) -> Result<Vec<ServedPath>>;
+    /// Stores a render from a backup with the URLs it was served under, without the
+    /// reachability check of [`RenderRecords::put_render`] (the caller checks it).
+    fn restore_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        paths: &[ServedPath],
+    ) -> Result<()>;
     /// Removes (or, in a dry run, lists) every render of an image.
     fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged>;
     /// Removes every render of a stack, or those of its revisions below `below_revision`.
@@ -260,15 +281,11 @@ pub trait Records:
     /// kept in the records so that they survive restarts.
     fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)>;
     fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()>;
-    /// Writes a backup of everything (the stream of [`super::backup`]), with the stored
-    /// renders when `renders`. Safe while the service runs.
-    fn export(
-        &self,
-        out: &mut dyn std::io::Write,
-        renders: bool,
-    ) -> Result<super::backup::Exported>;
-    /// Restores a backup file into these records and their bytes, which must hold nothing.
-    fn import(&self, path: &std::path::Path) -> Result<super::backup::Imported>;
+    /// What the records hold, as counted phrases ("3 organizations"); empty when they hold
+    /// nothing (a backup is restored into empty records only).
+    fn contents(&self) -> Result<Vec<String>>;
+    /// Removes every record (after a failed restore into empty records), durably.
+    fn clear(&self) -> Result<()>;
     /// Recomputes the backend's own indexes and counters from its records and lists what
     /// disagrees; the checks that span records and bytes are [`super::verify`].
     fn verify_records(&self) -> Result<Vec<String>>;

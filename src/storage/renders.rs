@@ -163,6 +163,17 @@ pub(crate) fn parse_stored(raw: sled::IVec) -> Result<StoredRender> {
     StoredRender::parse(raw)
 }
 
+/// A render as one value with its bytes inline: a `u32` header length, the JSON header, the
+/// bytes. The layout of small renders in sled, and of render frames in backups.
+pub(crate) fn inline_value(meta: &RenderMeta, body: &[u8]) -> Vec<u8> {
+    let header = encode(meta);
+    let mut value = Vec::with_capacity(4 + header.len() + body.len());
+    value.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    value.extend_from_slice(&header);
+    value.extend_from_slice(body);
+    value
+}
+
 fn revision_key(org: &str, stack: &str, revision: u64, key: &[u8]) -> Vec<u8> {
     let mut k = key3(org, stack, &format!("{revision:016x}"));
     k.push(0);
@@ -328,6 +339,29 @@ impl RenderRecords for SledStore {
         let mut next = known;
         next.push(served.clone());
         self.render_paths.insert(key, encode(&next))?;
+        Ok(())
+    }
+
+    fn served_paths(&self, key: &[u8]) -> Result<Vec<ServedPath>> {
+        match self.render_paths.get(key)? {
+            Some(v) => decode("render_paths", &v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn restore_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        paths: &[ServedPath],
+    ) -> Result<()> {
+        let first = paths.first().cloned().unwrap_or(ServedPath {
+            host: String::new(),
+            path: String::new(),
+        });
+        self.put_render_unchecked(key, meta, bytes, &first)?;
+        self.render_paths.insert(key, encode(&paths))?;
         Ok(())
     }
 
@@ -518,26 +552,6 @@ impl SledStore {
         Ok(())
     }
 
-    /// The full inline value of a stored render (header and bytes), for backups; `None` when
-    /// its file is gone.
-    pub(crate) fn inline_value(&self, key: &[u8], raw: &sled::IVec) -> Result<Option<Vec<u8>>> {
-        let stored = StoredRender::parse(raw.clone())?;
-        if stored.external.is_none() {
-            return Ok(Some(raw.to_vec()));
-        }
-        let body = match std::fs::read(self.render_file(key)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let header = encode(&stored.meta);
-        let mut value = Vec::with_capacity(4 + header.len() + body.len());
-        value.extend_from_slice(&(header.len() as u32).to_be_bytes());
-        value.extend_from_slice(&header);
-        value.extend_from_slice(&body);
-        Ok(Some(value))
-    }
-
     /// [`SledStore::put_render`] without the reachability check (imports, tests of orphans).
     pub(crate) fn put_render_unchecked(
         &self,
@@ -568,11 +582,7 @@ impl SledStore {
             value.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
             value
         } else {
-            let mut value = Vec::with_capacity(4 + header.len() + bytes.len());
-            value.extend_from_slice(&(header.len() as u32).to_be_bytes());
-            value.extend_from_slice(&header);
-            value.extend_from_slice(bytes);
-            value
+            inline_value(meta, bytes)
         };
         // One buffer serves both the store and the response of the request that rendered it.
         let value = sled::IVec::from(value);
@@ -938,7 +948,7 @@ mod tests {
             big.len() as u64
         );
         // A backup carries the bytes inline.
-        let inline = store.inline_value(&key, &raw).unwrap().unwrap();
+        let inline = inline_value(&hit.meta, hit.bytes());
         assert_eq!(parse_stored(inline.into()).unwrap().bytes(), big.as_slice());
         // A lost file is a miss, not an error.
         std::fs::rename(&file, dir.path().join("aside")).unwrap();
