@@ -125,7 +125,8 @@ pub fn run_once(
         vec![shard]
     };
     for s in shards {
-        let (files, bytes) = store.sweep_render_files(s, settings.blob_grace)?;
+        let (files, bytes) =
+            crate::storage::check::sweep_render_bodies(store, blobs, s, settings.blob_grace)?;
         report.orphan_renders += files;
         report.bytes_freed += bytes;
         for id in crate::storage::check::orphan_blobs(store, blobs, s, settings.blob_grace)? {

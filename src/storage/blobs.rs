@@ -57,12 +57,32 @@ pub trait Bytes: Send + Sync {
     fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()>;
     /// For readiness probes, in constant work: the blobs can be reached.
     fn probe_ready(&self) -> io::Result<()>;
+
+    /// Stores the bytes of a large render under its key, before the record that refers to it
+    /// is committed. Renders are cache: a body lost in a crash is a miss, so this need not be
+    /// durable, only never half-written.
+    fn put_render_body(&self, key: &[u8], body: &[u8]) -> io::Result<()>;
+    /// The bytes of a large render; `None` when they are missing.
+    fn render_body(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
+    /// Removes the bytes of a render; missing ones are not an error.
+    fn remove_render_body(&self, key: &[u8]) -> io::Result<()>;
+    /// Removes the render bodies of one shard (of 256: the first byte of the key) written at
+    /// least `grace` ago for which `referenced` says no, and whatever is left of writes that
+    /// never finished; returns the bodies and bytes removed.
+    fn sweep_render_bodies(
+        &self,
+        shard: u8,
+        grace: std::time::Duration,
+        referenced: &dyn Fn(&[u8]) -> io::Result<bool>,
+    ) -> io::Result<(u64, u64)>;
 }
 
-/// The blob files of one data folder.
+/// The blob files of one data folder (`blobs/ab/cd/<blake3>`), and the bodies of large renders
+/// (`renders/ab/cd/<key in hex>`).
 #[derive(Debug, Clone)]
 pub struct FileBytes {
     root: PathBuf,
+    renders: PathBuf,
     tmp: PathBuf,
     /// Uploads announce their bytes here and are refused below the headroom.
     space: Arc<Space>,
@@ -141,6 +161,7 @@ impl FileBytes {
         std::fs::create_dir_all(&tmp)?;
         Ok(FileBytes {
             root,
+            renders: data.join("renders"),
             tmp,
             space: Arc::new(Space::new(data, 0)),
             removals: Arc::default(),
@@ -157,6 +178,15 @@ impl FileBytes {
         let a = id.get(0..2).unwrap_or("00");
         let b = id.get(2..4).unwrap_or("00");
         self.root.join(a).join(b).join(id)
+    }
+
+    /// Where the bytes of a large render live.
+    pub fn render_path(&self, key: &[u8]) -> PathBuf {
+        let name = hex::encode(key);
+        self.renders
+            .join(name.get(0..2).unwrap_or("00"))
+            .join(name.get(2..4).unwrap_or("00"))
+            .join(name)
     }
 
     /// A fresh name in the temporary folder.
@@ -328,6 +358,85 @@ impl Bytes for FileBytes {
                 "the blob folder is missing",
             ))
         }
+    }
+
+    /// A temporary name beside the target, then a rename, so a reader never sees half a
+    /// file. Not fsynced: a render is cache.
+    fn put_render_body(&self, key: &[u8], body: &[u8]) -> io::Result<()> {
+        self.space.reserve(body.len() as u64).map_err(io_refusal)?;
+        let target = self.render_path(key);
+        let dir = target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.renders.clone());
+        std::fs::create_dir_all(&dir)?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
+        let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+        std::fs::write(&temp, body)?;
+        if let Err(e) = std::fs::rename(&temp, &target) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn render_body(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.render_path(key)) {
+            Ok(body) => Ok(Some(body)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove_render_body(&self, key: &[u8]) -> io::Result<()> {
+        match std::fs::remove_file(self.render_path(key)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn sweep_render_bodies(
+        &self,
+        shard: u8,
+        grace: std::time::Duration,
+        referenced: &dyn Fn(&[u8]) -> io::Result<bool>,
+    ) -> io::Result<(u64, u64)> {
+        let dir = self.renders.join(format!("{shard:02x}"));
+        let (mut files, mut bytes) = (0, 0);
+        let Ok(subdirs) = std::fs::read_dir(&dir) else {
+            return Ok((0, 0));
+        };
+        let now = std::time::SystemTime::now();
+        for sub in subdirs.flatten() {
+            let Ok(entries) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let young = meta
+                    .modified()
+                    .map(|t| now.duration_since(t).unwrap_or_default() < grace)
+                    .unwrap_or(true);
+                if young || !meta.is_file() {
+                    continue;
+                }
+                let name = entry.file_name();
+                let keep = match hex::decode(name.to_string_lossy().as_bytes()) {
+                    Ok(key) => referenced(&key)?,
+                    // A temporary file of a write that never finished.
+                    Err(_) => false,
+                };
+                if !keep {
+                    std::fs::remove_file(entry.path())?;
+                    files += 1;
+                    bytes += meta.len();
+                }
+            }
+        }
+        Ok((files, bytes))
     }
 }
 

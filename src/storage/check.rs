@@ -40,6 +40,23 @@ pub fn orphan_blobs(
     Ok(out)
 }
 
+/// Removes the render bodies of one shard that no stored render refers to and that were
+/// written at least `grace` ago (a crash between a body's write and its record's commit, or
+/// between a removal's commit and the body's removal); returns the bodies and bytes removed.
+pub fn sweep_render_bodies(
+    records: &dyn Records,
+    bytes: &dyn Bytes,
+    shard: u8,
+    grace: Duration,
+) -> Result<(u64, u64)> {
+    let referenced = |key: &[u8]| {
+        records
+            .external_render(key)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    Ok(bytes.sweep_render_bodies(shard, grace, &referenced)?)
+}
+
 /// Checks every invariant (design §7) and lists what breaks: the backend's own indexes and
 /// counters, every image's bytes present, and no blob older than `grace` left unreferenced.
 pub fn verify(records: &dyn Records, bytes: &dyn Bytes, grace: Duration) -> Result<Vec<String>> {

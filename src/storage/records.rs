@@ -220,9 +220,9 @@ pub trait RenderRecords {
     fn render_status(&self, meta: &RenderMeta) -> Result<RenderStatus>;
     /// Removes one render (GC of an orphan); returns the bytes freed.
     fn remove_render(&self, key: &[u8]) -> Result<u64>;
-    /// Removes render bytes of one shard (of 256) that no render refers to and that are older
-    /// than `grace` (a crash between a write and its record); returns files and bytes removed.
-    fn sweep_render_files(&self, shard: u8, grace: std::time::Duration) -> Result<(u64, u64)>;
+    /// Whether a stored render keeps its bytes in the [`super::Bytes`] beside the records
+    /// (large renders), rather than in its record.
+    fn external_render(&self, key: &[u8]) -> Result<bool>;
 }
 
 /// The durable edge queue: URL paths whose cached copies at the edge must be refreshed.

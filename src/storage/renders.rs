@@ -14,6 +14,7 @@
 
 use super::check::RenderStatus;
 use super::records::*;
+use super::Bytes;
 use super::RenderRecords;
 use super::{
     decode, encode, key2, key3, prefix, tx_decode, tx_result, OrgUsage, Result, ServedPath,
@@ -254,61 +255,19 @@ impl RenderRecords for SledStore {
         if stored.external.is_none() {
             return Ok(Some(stored));
         }
-        match std::fs::read(self.render_file(key)) {
-            Ok(body) => Ok(Some(StoredRender {
-                meta: stored.meta,
-                raw: bytes::Bytes::from(body),
-                body_start: 0,
-                external: None,
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.blobs.render_body(key)?.map(|body| StoredRender {
+            meta: stored.meta,
+            raw: bytes::Bytes::from(body),
+            body_start: 0,
+            external: None,
+        }))
     }
 
-    /// Removes the render files of one shard (`renders/xx/`, `xx` = `shard` in hex) that no
-    /// stored render refers to and that are older than `grace`: left by a crash between a
-    /// removal's commit and its unlink, or between a file's write and its record's commit.
-    /// Returns the files and bytes removed.
-    fn sweep_render_files(&self, shard: u8, grace: std::time::Duration) -> Result<(u64, u64)> {
-        let dir = self.path.join("renders").join(format!("{shard:02x}"));
-        let (mut files, mut bytes) = (0, 0);
-        let Ok(subdirs) = std::fs::read_dir(&dir) else {
-            return Ok((0, 0));
-        };
-        let now = std::time::SystemTime::now();
-        for sub in subdirs.flatten() {
-            let Ok(entries) = std::fs::read_dir(sub.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else {
-                    continue;
-                };
-                let young = meta
-                    .modified()
-                    .map(|t| now.duration_since(t).unwrap_or_default() < grace)
-                    .unwrap_or(true);
-                if young || !meta.is_file() {
-                    continue;
-                }
-                let name = entry.file_name();
-                let referenced = match hex::decode(name.to_string_lossy().as_bytes()) {
-                    Ok(key) => match self.renders.get(&key)? {
-                        Some(v) => StoredRender::parse(v)?.external.is_some(),
-                        None => false,
-                    },
-                    // A temporary file of a write that never finished.
-                    Err(_) => false,
-                };
-                if !referenced {
-                    std::fs::remove_file(entry.path())?;
-                    files += 1;
-                    bytes += meta.len();
-                }
-            }
-        }
-        Ok((files, bytes))
+    fn external_render(&self, key: &[u8]) -> Result<bool> {
+        Ok(match self.renders.get(key)? {
+            Some(v) => StoredRender::parse(v)?.external.is_some(),
+            None => false,
+        })
     }
 
     /// Stores a render with its indexes, its first served path and the usage counters, in one
@@ -521,37 +480,6 @@ impl RenderRecords for SledStore {
 }
 
 impl SledStore {
-    /// Where the bytes of a large render live.
-    fn render_file(&self, key: &[u8]) -> std::path::PathBuf {
-        let name = hex::encode(key);
-        self.path
-            .join("renders")
-            .join(name.get(0..2).unwrap_or("00"))
-            .join(name.get(2..4).unwrap_or("00"))
-            .join(name)
-    }
-
-    /// Writes the bytes of a large render into place (temporary name, then rename, so a
-    /// reader never sees half a file). Not fsynced: a render is cache, and a file lost in a
-    /// crash is a miss.
-    fn write_render_file(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
-        let target = self.render_file(key);
-        let dir = target
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| self.path.join("renders"));
-        std::fs::create_dir_all(&dir)?;
-        let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let temp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-        std::fs::write(&temp, bytes)?;
-        if let Err(e) = std::fs::rename(&temp, &target) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
     /// [`SledStore::put_render`] without the reachability check (imports, tests of orphans).
     pub(crate) fn put_render_unchecked(
         &self,
@@ -571,11 +499,13 @@ impl SledStore {
         served: &ServedPath,
         only_if_live: bool,
     ) -> Result<StoredRender> {
-        self.space.reserve(bytes.len() as u64)?;
-        let header = encode(meta);
         let external = bytes.len() > INLINE_MAX;
+        // A large body announces its own bytes when it is written beside the records.
+        self.space
+            .reserve(if external { 0 } else { bytes.len() as u64 })?;
+        let header = encode(meta);
         let value = if external {
-            self.write_render_file(key, bytes)?;
+            self.blobs.put_render_body(key, bytes)?;
             let mut value = Vec::with_capacity(4 + header.len() + 8);
             value.extend_from_slice(&(header.len() as u32 | EXTERNAL).to_be_bytes());
             value.extend_from_slice(&header);
@@ -640,7 +570,7 @@ impl SledStore {
             Ok(true) => {}
             // Not stored (a render that raced a change) or failed: its file must not linger.
             Ok(false) | Err(_) => {
-                let _ = std::fs::remove_file(self.render_file(key));
+                let _ = self.blobs.remove_render_body(key);
                 stored?;
             }
         }
@@ -725,7 +655,7 @@ impl SledStore {
         if external {
             // After the record: a file without one is never read, a record without its file
             // is a miss.
-            let _ = std::fs::remove_file(self.render_file(key));
+            let _ = self.blobs.remove_render_body(key);
         }
         if !queue_paths.is_empty() {
             self.edge_notify.notify_one();
@@ -840,22 +770,22 @@ mod tests {
         store
             .put_render_unchecked(&key, &meta("img1", &[("thumb", 1)]), &big, &path("/big"))
             .unwrap();
-        let kept = store.render_file(&key);
+        let kept = store.blobs.render_path(&key);
         assert!(kept.exists());
-        let stray = store.render_file(&[0xab, 0xcd, 1]);
+        let stray = store.blobs.render_path(&[0xab, 0xcd, 1]);
         std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
         std::fs::write(&stray, b"left by a crash").unwrap();
         let temp = stray.parent().unwrap().join(".tmp-0011223344556677");
         std::fs::write(&temp, b"half a write").unwrap();
-        let young = store.sweep_render_files(0xab, std::time::Duration::from_secs(3600));
+        let sweep =
+            |grace| crate::storage::check::sweep_render_bodies(&store, &store.blobs, 0xab, grace);
+        let young = sweep(std::time::Duration::from_secs(3600));
         assert_eq!(
             young.unwrap(),
             (0, 0),
             "young files may be in the middle of a write"
         );
-        let (files, bytes) = store
-            .sweep_render_files(0xab, std::time::Duration::ZERO)
-            .unwrap();
+        let (files, bytes) = sweep(std::time::Duration::ZERO).unwrap();
         assert_eq!((files, bytes), (2, 15 + 12));
         assert!(kept.exists() && !stray.exists() && !temp.exists());
         assert_eq!(
@@ -938,7 +868,7 @@ mod tests {
         // sled keeps the header only; the bytes are in the file.
         let raw = store.renders.get(key).unwrap().unwrap();
         assert!(raw.len() < 1024, "{} bytes in sled", raw.len());
-        let file = store.render_file(&key);
+        let file = store.blobs.render_path(&key);
         assert_eq!(std::fs::read(&file).unwrap(), big);
         let hit = store.get_render(&key).unwrap().unwrap();
         assert_eq!(hit.bytes(), big.as_slice());
