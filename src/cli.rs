@@ -198,7 +198,8 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
                 .collect();
             let roles = accounts::parse_roles(&raw).map_err(|e| e.to_string())?;
             let member =
-                accounts::create_member(store, &org, roles, comment).map_err(|e| e.to_string())?;
+                accounts::create_member(store, &accounts::Principal::Root, &org, roles, comment)
+                    .map_err(|e| e.to_string())?;
             println!("{}", member.api_key);
         }
         Admin::Token(TokenCmd::RotateSecret) => {

@@ -118,10 +118,12 @@ pub async fn create_member(
 ) -> Result<HttpResponse> {
     let who = principal(&req, &svc)?;
     let org = org_name(&path)?;
+    // Refused before the body is read; the service checks again.
     acc::authorize(&*svc.store, &who, &org, crate::model::account::Right::Admin)?;
     let body = json_body(payload).await?;
     let roles = roles_from(&body)?;
-    let member = acc::create_member(&*svc.store, &org, roles, string_field(&body, "comment")?)?;
+    let comment = string_field(&body, "comment")?;
+    let member = acc::create_member(&*svc.store, &who, &org, roles, comment)?;
     svc.flush().await?;
     Ok(json_response(201, &member.json))
 }
@@ -163,6 +165,7 @@ pub async fn put_member(
     let who = principal(&req, &svc)?;
     let (org, user) = path.into_inner();
     let org = org_name(&org)?;
+    // Refused before the body is read; the service checks again.
     acc::authorize(&*svc.store, &who, &org, crate::model::account::Right::Admin)?;
     let body = json_body(payload).await?;
     let change = acc::put_member(

@@ -361,10 +361,12 @@ pub struct NewMember {
 /// (`POST /organizations/{org}/memberships`, `darkroom admin key create`).
 pub fn create_member(
     store: &dyn Records,
+    who: &Principal,
     org: &OrgName,
     roles: Vec<Role>,
     comment: Option<String>,
 ) -> Result<NewMember> {
+    authorize(store, who, org, Right::Admin)?;
     let organization = require_org(store, org)?;
     let now = time::format_unix(time::now_unix());
     let user = User {
