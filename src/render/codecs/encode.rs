@@ -238,7 +238,7 @@ fn encode_webp(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
         )));
     }
     let pixels = Pixels::of(img);
-    let mut config = webp::WebPConfig::new()
+    let mut config = libwebp_sys::WebPConfig::new()
         .map_err(|()| encoder_error(OutputFormat::Webp, "libwebp configuration"))?;
     if opts.lossless {
         config.lossless = 1;
@@ -252,13 +252,22 @@ fn encode_webp(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     // Multi-threaded encoding in libwebp is deterministic too, but one thread per render is
     // what the render pool expects.
     config.thread_level = 0;
-    let encoder = match &pixels {
-        Pixels::Rgb(buffer) => webp::Encoder::from_rgb(buffer.as_raw(), width, height),
-        Pixels::Rgba(buffer) => webp::Encoder::from_rgba(buffer.as_raw(), width, height),
-    };
-    let memory = encoder
-        .encode_advanced(&config)
-        .map_err(|e| encoder_error(OutputFormat::Webp, format!("{e:?}")))?;
+    let memory = match &pixels {
+        Pixels::Rgb(buffer) => super::webp::encode(
+            buffer.as_raw(),
+            super::webp::Layout::Rgb,
+            width,
+            height,
+            &config,
+        ),
+        Pixels::Rgba(buffer) => super::webp::encode(
+            buffer.as_raw(),
+            super::webp::Layout::Rgba,
+            width,
+            height,
+            &config,
+        ),
+    }?;
     let webp_bytes: &[u8] = &memory;
     match opts.icc {
         Some(icc) => {
@@ -315,9 +324,19 @@ mod tests {
     fn a_cancelled_render_stops_the_encoders_that_write_as_they_go() {
         let cancel = crate::render::cancel::Cancel::new();
         cancel.cancel();
-        for format in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Gif] {
-            let r =
-                crate::render::cancel::scope(&cancel, || encode(&rgba(64, 64), &options(format)));
+        let formats = [
+            (OutputFormat::Jpeg, false),
+            (OutputFormat::Png, false),
+            (OutputFormat::Gif, false),
+            (OutputFormat::Webp, false),
+            (OutputFormat::Webp, true),
+        ];
+        for (format, lossless) in formats {
+            let opts = EncodeOptions {
+                lossless,
+                ..options(format)
+            };
+            let r = crate::render::cancel::scope(&cancel, || encode(&rgba(64, 64), &opts));
             assert!(
                 matches!(r, Err(RenderError::Cancelled)),
                 "{format:?}: {r:?}"

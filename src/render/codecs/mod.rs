@@ -11,6 +11,7 @@ mod format;
 mod jpeg;
 #[cfg(test)]
 pub(crate) mod testdata;
+mod webp;
 
 pub use decode::{decode, DecodeHint, Decoded};
 pub use encode::{encode, EncodeOptions};
