@@ -239,6 +239,7 @@ impl Application {
                 }
             })
         });
+        let watchdog = crate::jobs::systemd::watchdog(self.services.clone().into_inner());
         // The free space is looked at every second, so writes stop before the disk fills and
         // resume as soon as there is room again.
         let space = (config.storage.min_free_mb > 0).then(|| {
@@ -271,6 +272,7 @@ impl Application {
         let timeout = config.server.shutdown_timeout_secs;
         let signals = actix_rt::spawn(async move {
             let name = shutdown_signal().await;
+            crate::jobs::systemd::stopping("finishing requests in flight");
             log::info!(
                 "{name} received: no new connections; finishing requests in flight (up to {timeout}s)"
             );
@@ -283,7 +285,7 @@ impl Application {
         let _ = traffic.await;
         // Wait for the background loops to be gone so that their handles on the store are
         // released. Queued edge requests stay in the store for the next start.
-        for task in [gc, edge, cache, space].into_iter().flatten() {
+        for task in [gc, edge, cache, space, watchdog].into_iter().flatten() {
             task.abort();
             let _ = task.await;
         }

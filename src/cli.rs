@@ -140,15 +140,17 @@ fn serve(config: Config) -> Result<(), String> {
     let runtime = actix_rt::System::new();
     runtime.block_on(async move {
         let app = Application::build(config.clone())?;
-        log::info!(
-            "darkroom {} serving the API on {}:{} and renders on {}:{} from {}",
-            env!("CARGO_PKG_VERSION"),
+        let status = format!(
+            "serving the API on {}:{} and renders on {}:{} from {}",
             config.server.api_bind.ip(),
             app.api_port(),
             config.server.render_bind.ip(),
             app.render_port(),
             config.storage.path.display()
         );
+        log::info!("darkroom {} {status}", env!("CARGO_PKG_VERSION"));
+        // Both listeners are bound and the store is open: systemd may send traffic now.
+        crate::jobs::systemd::ready(&status);
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
 }

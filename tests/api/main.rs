@@ -22,5 +22,6 @@ mod renders;
 mod shutdown;
 mod stacks;
 mod stats;
+mod systemd;
 mod tokens;
 mod uploads;
