@@ -1,7 +1,7 @@
 //! Start-up: open the store, build the CPU pool, bind the API and render listeners (port 0 in
 //! tests) and run both servers until they stop.
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::pool::CpuPool;
 use crate::service::Services;
 use crate::storage::Storage;
@@ -17,11 +17,33 @@ const CACHE_MAINTENANCE: Duration = Duration::from_secs(5);
 /// How often the free space of the data folder is looked at.
 const SPACE_WATCH: Duration = Duration::from_secs(1);
 
-/// One line per request: listener, status, bytes, time, method and path. The query string is
-/// left out on purpose: it carries URL signatures, which must never reach a log.
-fn access_log(listener: &str) -> middleware::Logger {
-    middleware::Logger::new(&format!("{listener} %s %b %Dms %{{method}}xi %U"))
-        .custom_request_replace("method", |req| req.method().to_string())
+/// One line per request: listener, status, bytes, time, method and path, as text or as a
+/// JSON object (`log.format`, see [`crate::logging`]). The query string is left out on
+/// purpose: it carries URL signatures, which must never reach a log.
+fn access_log(listener: &str, format: LogFormat) -> middleware::Logger {
+    let logger = match format {
+        LogFormat::Text => {
+            middleware::Logger::new(&format!("{listener} %s %b %Dms %{{method}}xi %U"))
+        }
+        LogFormat::Json => middleware::Logger::new(&format!(
+            r#"{{"listener":"{listener}","status":%s,"bytes":%b,"ms":%D,"method":%{{method}}xi,"path":%{{path}}xi}}"#
+        )),
+    };
+    let quoted = format == LogFormat::Json;
+    logger
+        .custom_request_replace("method", move |req| {
+            text_field(req.method().as_str(), quoted)
+        })
+        .custom_request_replace("path", move |req| text_field(req.path(), quoted))
+}
+
+/// A request field for the access line: as it is, or as a JSON string.
+fn text_field(value: &str, quoted: bool) -> String {
+    if quoted {
+        serde_json::Value::from(value).to_string()
+    } else {
+        value.to_string()
+    }
 }
 
 /// Stops a running appliance.
@@ -118,7 +140,7 @@ impl Application {
                         Ok(res)
                     }
                 })
-                .wrap(access_log("api").exclude("/healthz"))
+                .wrap(access_log("api", data.config.log.format).exclude("/healthz"))
                 .app_data(data.clone())
                 .configure(crate::http::api::routes)
         })
@@ -145,7 +167,7 @@ impl Application {
                         Ok(res)
                     }
                 })
-                .wrap(access_log("render"))
+                .wrap(access_log("render", data.config.log.format))
                 .app_data(data.clone())
                 .configure(crate::http::render::routes)
         })

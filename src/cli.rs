@@ -132,8 +132,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn init_logging(config: &Config) {
-    let env = env_logger::Env::default().default_filter_or(config.log.level.clone());
-    let _ = env_logger::Builder::from_env(env).try_init();
+    crate::logging::init(&config.log.level, config.log.format);
 }
 
 fn serve(config: Config) -> Result<(), String> {

@@ -197,6 +197,17 @@ pub struct MetricsConfig {
 pub struct LogConfig {
     /// `RUST_LOG`-style filter used when `RUST_LOG` is not set.
     pub level: String,
+    /// Plain text lines, or one JSON object per line (journald, Loki, ELK).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -260,6 +271,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gc;
 pub mod http;
 pub mod jobs;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pool;

@@ -342,3 +342,45 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
     use sha1::Digest;
     hex::encode(sha1::Sha1::digest(bytes))
 }
+
+/// The release-like binary as a child process over `data`, on port 0, with its log on a pipe
+/// (`child.stderr`) and these extra environment variables.
+pub fn start_binary(
+    data: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"));
+    command
+        .env("DARKROOM__STORAGE__PATH", data)
+        .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
+        .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
+        .env("DARKROOM__SERVER__WORKERS", "1")
+        .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
+        .env("DARKROOM__GC__INTERVAL_SECS", "0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("darkroom starts")
+}
+
+/// A raw `GET` over TCP; the status code (0 when there is no answer).
+pub fn get_status(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

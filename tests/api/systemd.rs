@@ -1,12 +1,12 @@
-//! The real binary under a stand-in for systemd: a datagram socket named by `NOTIFY_SOCKET`.
-//! `READY=1` comes only once the listeners answer, the watchdog is pinged at half its
-//! interval when `WATCHDOG_USEC` asks for it, and `STOPPING=1` comes on SIGTERM.
+//! The real binary as a service manager and a log collector see it. Under a stand-in for
+//! systemd (a datagram socket named by `NOTIFY_SOCKET`), `READY=1` comes only once the
+//! listeners answer, the watchdog is pinged at half its interval when `WATCHDOG_USEC` asks for
+//! it, and `STOPPING=1` comes on SIGTERM. With `log.format = "json"` every line is one object.
 
-use crate::helpers::ROOT_KEY;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use crate::helpers::{get_status, start_binary};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Waits for a datagram containing `wanted`, returning everything received until then.
@@ -27,22 +27,6 @@ fn wait_for(socket: &UnixDatagram, wanted: &str, within: Duration) -> Vec<String
     panic!("no {wanted} within {within:?}; received {seen:?}");
 }
 
-fn get_status(addr: &str, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(addr).expect("the listener is bound");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn systemd_is_told_ready_once_the_listeners_answer_and_the_watchdog_is_pinged() {
     let dir = tempfile::tempdir().unwrap();
@@ -51,21 +35,13 @@ fn systemd_is_told_ready_once_the_listeners_answer_and_the_watchdog_is_pinged() 
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-        .env("DARKROOM__STORAGE__PATH", &data)
-        .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
-        .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
-        .env("DARKROOM__SERVER__WORKERS", "1")
-        .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
-        .env("DARKROOM__GC__INTERVAL_SECS", "0")
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("darkroom starts");
+    let mut child = start_binary(
+        &dir.path().join("data"),
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", "400000".as_ref()),
+        ],
+    );
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
 
     let first = wait_for(&socket, "READY=1", Duration::from_secs(30));
@@ -97,4 +73,48 @@ fn systemd_is_told_ready_once_the_listeners_answer_and_the_watchdog_is_pinged() 
     wait_for(&socket, "STOPPING=1", Duration::from_secs(10));
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn json_logs_give_one_object_per_line_with_the_access_fields_and_no_query_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_binary(
+        &dir.path().join("data"),
+        &[("DARKROOM__LOG__FORMAT", "json".as_ref())],
+    );
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut read_json = || -> serde_json::Value {
+        let line = lines.next().expect("a log line").expect("readable");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let started = loop {
+        let v = read_json();
+        if v["msg"].as_str().is_some_and(|m| m.contains("serving the API on")) {
+            break v;
+        }
+    };
+    let msg = started["msg"].as_str().expect("a message").to_string();
+    assert_eq!(started["level"], "INFO");
+    assert!(started["ts"].is_string());
+    let api = msg
+        .split("serving the API on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the API address")
+        .to_string();
+    assert_eq!(get_status(&api, "/readyz?signature=secret"), 200);
+    let access = loop {
+        let v = read_json();
+        if v.get("listener").is_some() {
+            break v;
+        }
+    };
+    assert_eq!(access["listener"], "api");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/readyz");
+    assert!(access["bytes"].as_u64().is_some() && access["ms"].as_f64().is_some());
+    assert!(!access.to_string().contains("secret"));
+    let _ = child.kill();
+    let _ = child.wait();
 }
