@@ -89,7 +89,10 @@ fn json_logs_give_one_object_per_line_with_the_access_fields_and_no_query_string
     };
     let started = loop {
         let v = read_json();
-        if v["msg"].as_str().is_some_and(|m| m.contains("serving the API on")) {
+        if v["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("serving the API on"))
+        {
             break v;
         }
     };
