@@ -55,7 +55,7 @@ mod tests {
         let access = json_line(
             "2026-01-01T00:00:00.000000Z",
             "INFO",
-            "actix_web::middleware::logger",
+            "access",
             r#"{"listener":"render","status":200,"bytes":12,"ms":1.5,"method":"GET","path":"/a \"b\""}"#,
         );
         let v: Value = serde_json::from_str(&access).unwrap();
