@@ -54,6 +54,10 @@ pub enum Command {
     /// Operator tasks on the data folder.
     #[command(subcommand)]
     Admin(Admin),
+    /// Encodes one AVIF image from stdin to stdout: the child process that lets the service
+    /// stop an AVIF encode (see `render::codecs::avif`).
+    #[command(hide = true)]
+    EncodeAvif,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,11 +127,15 @@ pub enum KeyCmd {
 
 /// Runs the parsed command line; the error text is printed by `main`.
 pub fn run(cli: Cli) -> Result<(), String> {
+    if matches!(cli.command, Some(Command::EncodeAvif)) {
+        return crate::render::codecs::avif_child_main();
+    }
     let config = Config::load(cli.config.as_deref())?;
     init_logging(&config);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Admin(cmd) => admin(config, cmd),
+        Command::EncodeAvif => crate::render::codecs::avif_child_main(),
     }
 }
 
@@ -136,6 +144,11 @@ fn init_logging(config: &Config) {
 }
 
 fn serve(config: Config) -> Result<(), String> {
+    // AVIF encodes run in a child process of this binary, so that a cancelled render stops.
+    match std::env::current_exe() {
+        Ok(exe) => crate::render::codecs::use_avif_helper(exe),
+        Err(e) => log::warn!("AVIF encodes run in this process and cannot be stopped: {e}"),
+    }
     let runtime = actix_rt::System::new();
     runtime.block_on(async move {
         let app = Application::build(config.clone())?;

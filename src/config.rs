@@ -86,7 +86,7 @@ pub struct LimitsConfig {
     pub max_dimension: u32,
     /// Largest width × height of a render's result (checked before decoding).
     pub max_output_pixels: u64,
-    /// Largest width × height of an AVIF render (its encoder cannot be interrupted).
+    /// Largest width × height of an AVIF render (its encoder is the slowest per pixel).
     pub max_avif_output_pixels: u64,
     /// Largest estimated peak memory of one render, in MiB (checked before decoding).
     pub max_render_memory_mb: u64,

@@ -386,7 +386,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_job_times_out_and_is_told_to_stop() {
-        let pool = CpuPool::new(1, 1, Duration::from_millis(20)).unwrap();
+        // Long enough for the job to start on a busy machine: one that never started would
+        // not need telling.
+        let pool = CpuPool::new(1, 1, Duration::from_millis(250)).unwrap();
         let (seen_tx, seen_rx) = mpsc::channel::<bool>();
         let r = pool
             .run_as(JobClass::default(), move |cancel| {
@@ -397,7 +399,7 @@ mod tests {
                 let _ = seen_tx.send(cancel.is_cancelled());
             })
             .await;
-        assert_eq!(r, Err(PoolError::Timeout(20)));
+        assert_eq!(r, Err(PoolError::Timeout(250)));
         assert_eq!(seen_rx.recv_timeout(Duration::from_secs(5)), Ok(true));
     }
 

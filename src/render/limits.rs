@@ -12,8 +12,9 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Largest width × height of a render's result.
     pub max_output_pixels: u64,
-    /// Largest result of an AVIF render: its encoder cannot be interrupted, so its work is
-    /// bounded up front to what finishes within the render timeout.
+    /// Largest result of an AVIF render: its encoder is far slower per pixel than the others
+    /// (a stopped render still spent its core until the deadline), so its work is bounded up
+    /// front to what can finish within the render timeout.
     pub max_avif_output_pixels: u64,
     /// Largest estimated peak memory of one render, in bytes.
     pub max_render_memory: u64,

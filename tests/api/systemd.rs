@@ -3,7 +3,7 @@
 //! listeners answer, the watchdog is pinged at half its interval when `WATCHDOG_USEC` asks for
 //! it, and `STOPPING=1` comes on SIGTERM. With `log.format = "json"` every line is one object.
 
-use crate::helpers::{get_status, start_binary};
+use crate::helpers::{get_status, start_binary, Killed};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
@@ -35,14 +35,14 @@ fn systemd_is_told_ready_once_the_listeners_answer_and_the_watchdog_is_pinged() 
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut child = start_binary(
+    let mut child = Killed(start_binary(
         &dir.path().join("data"),
         &[
             ("NOTIFY_SOCKET", socket_path.as_os_str()),
             ("WATCHDOG_USEC", "400000".as_ref()),
         ],
-    );
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    ));
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
 
     let first = wait_for(&socket, "READY=1", Duration::from_secs(30));
     // The status line names the ports, and they answer at once: readiness came after binding.
@@ -66,23 +66,23 @@ fn systemd_is_told_ready_once_the_listeners_answer_and_the_watchdog_is_pinged() 
 
     // systemd stops the service with SIGTERM.
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     wait_for(&socket, "STOPPING=1", Duration::from_secs(10));
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
 
 #[test]
 fn json_logs_give_one_object_per_line_with_the_access_fields_and_no_query_string() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = start_binary(
+    let mut child = Killed(start_binary(
         &dir.path().join("data"),
         &[("DARKROOM__LOG__FORMAT", "json".as_ref())],
-    );
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    ));
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let mut read_json = || -> serde_json::Value {
         let line = lines.next().expect("a log line").expect("readable");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
@@ -118,6 +118,4 @@ fn json_logs_give_one_object_per_line_with_the_access_fields_and_no_query_string
     assert_eq!(access["path"], "/readyz");
     assert!(access["bytes"].as_u64().is_some() && access["ms"].as_f64().is_some());
     assert!(!access.to_string().contains("secret"));
-    let _ = child.kill();
-    let _ = child.wait();
 }

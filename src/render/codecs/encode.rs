@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use image::codecs::avif::AvifEncoder;
 use image::codecs::gif::GifEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{DynamicImage, ExtendedColorType, ImageEncoder, RgbImage, RgbaImage};
@@ -16,10 +15,6 @@ use super::container;
 use super::format::OutputFormat;
 use crate::render::error::{RenderError, Result};
 use crate::render::limits::Limits;
-
-/// rav1e speed preset for AVIF (1 slowest … 10 fastest). Speed 8 keeps a 300 px render at a few
-/// hundred milliseconds of one core while compressing close to the slower presets.
-const AVIF_SPEED: u8 = 8;
 
 /// Optimised Huffman tables save about 4% of a JPEG, but jpeg-encoder then writes one scan per
 /// component, and zune-jpeg 0.5.15 (the decoder behind `image` 0.25.10, widely used by other
@@ -282,16 +277,14 @@ fn encode_webp(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
 
 fn encode_avif(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     let pixels = Pixels::of(img);
-    let mut out = Vec::new();
-    // One thread: ravif otherwise sizes its tiling from the rayon pool, which would make the
-    // bytes depend on the machine's core count.
-    let encoder =
-        AvifEncoder::new_with_speed_quality(&mut out, AVIF_SPEED, opts.quality.clamp(1, 100))
-            .with_num_threads(Some(1));
-    encoder
-        .write_image(pixels.raw(), img.width(), img.height(), pixels.color_type())
-        .map_err(|e| encoder_error(OutputFormat::Avif, e))?;
-    Ok(out)
+    let channels = if pixels.has_alpha() { 4 } else { 3 };
+    super::avif::encode(
+        pixels.raw(),
+        img.width(),
+        img.height(),
+        channels,
+        opts.quality.clamp(1, 100),
+    )
 }
 
 #[cfg(test)]

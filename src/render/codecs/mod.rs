@@ -3,6 +3,7 @@
 //! output format. It knows nothing of operations or HTTP; the probe (`render::probe`) and the
 //! render pipeline are its callers.
 
+mod avif;
 pub(crate) mod container;
 mod decode;
 mod encode;
@@ -13,6 +14,7 @@ mod jpeg;
 pub(crate) mod testdata;
 mod webp;
 
+pub use avif::{child_main as avif_child_main, use_helper as use_avif_helper};
 pub use decode::{decode, DecodeHint, Decoded};
 pub use encode::{encode, EncodeOptions};
 pub use format::{sniff, OutputFormat, SourceFormat};
