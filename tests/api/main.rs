@@ -24,3 +24,4 @@ mod stacks;
 mod stats;
 mod tokens;
 mod uploads;
+mod zip;
