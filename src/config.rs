@@ -97,6 +97,12 @@ pub struct LimitsConfig {
     /// Upload bytes (declared `Content-Length`) one API key may have in flight; past it, 429.
     /// 0 = no limit.
     pub max_upload_bytes_in_flight_per_key: u64,
+    /// Most images in one ZIP download (`GET /sourceimages/{org}/download`); past it, 413
+    /// before the archive starts. 0 = no limit.
+    pub max_zip_images: usize,
+    /// Most bytes of originals (their sizes summed) in one ZIP download; past it, 413 before
+    /// the archive starts. 0 = no limit.
+    pub max_zip_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -245,6 +251,8 @@ impl Default for LimitsConfig {
             max_operations: 50,
             max_concurrent_uploads_per_key: 4,
             max_upload_bytes_in_flight_per_key: 400_000_000,
+            max_zip_images: 1000,
+            max_zip_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }

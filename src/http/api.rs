@@ -86,6 +86,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/sourceimages/{org}/binaryhash/{sha1}",
             web::get().to(images::by_binary),
         )
+        // Before `{hash}`, which would take `download` for a hash (no hash is that word).
+        .route(
+            "/sourceimages/{org}/download",
+            web::get().to(images::download_zip),
+        )
         .route("/sourceimages/{org}/{hash}", web::get().to(images::get))
         .route(
             "/sourceimages/{org}/{hash}",

@@ -390,6 +390,27 @@ pub async fn download(
     Ok(resp.no_chunking(d.size).streaming(stream))
 }
 
+/// `GET /sourceimages/{org}/download`: the originals the listing with the same query selects,
+/// as one ZIP archive. Every refusal (rights, 400 for the list's bad parameters, 413 past the
+/// `limits.max_zip_*` bounds) comes before the first byte; the archive is then streamed with
+/// chunked transfer encoding, since its length is known only once it is written.
+pub async fn download_zip(
+    req: HttpRequest,
+    svc: Svc,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let org = org_name(&path)?;
+    let archive = crate::service::archive::plan(&svc, &who, &org, &query_pairs(&req))?;
+    let stream = crate::service::archive::stream(svc.into_inner(), &org, archive);
+    let mut resp = HttpResponse::Ok();
+    resp.content_type("application/zip");
+    if let Some(v) = super::attachment(&format!("{org}.zip")) {
+        resp.insert_header((actix_web::http::header::CONTENT_DISPOSITION, v));
+    }
+    Ok(resp.streaming(stream))
+}
+
 /// `PUT /sourceimages/{org}/{hash}/name`.
 pub async fn rename(
     req: HttpRequest,

@@ -40,9 +40,28 @@ pub fn day_of(secs: i64) -> String {
         .unwrap_or_else(|| "1970-01-01".to_string())
 }
 
+/// The UTC calendar fields of a Unix time: year, month, day, hour, minute, second (file
+/// timestamps inside ZIP archives are such fields, without a zone).
+pub fn utc_fields(secs: i64) -> Option<(i32, u8, u8, u8, u8, u8)> {
+    let t = OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    Some((
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_fields_split_a_unix_time() {
+        assert_eq!(utc_fields(1_575_976_404), Some((2019, 12, 10, 11, 13, 24)));
+    }
 
     #[test]
     fn timestamps_use_a_numeric_utc_offset() {

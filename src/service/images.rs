@@ -167,29 +167,45 @@ pub fn list(
     query: &[(String, String)],
 ) -> Result<Value> {
     authorize(&*svc.store, who, org, Right::ImagesRead)?;
-    let binary = query
-        .iter()
-        .find(|(k, v)| k == "binaryHash" && !v.is_empty())
-        .map(|(_, v)| v.clone());
-    if let Some(bh) = binary {
+    if let Some(bh) = binary_hash_param(query) {
         return by_binary_hash(svc, who, org, &bh);
     }
     ListQuery::parse(query)?.run(&*svc.store, org.as_str())
 }
 
+/// The `binaryHash` of a list query, which answers every live image with those bytes instead
+/// of a listing.
+pub(crate) fn binary_hash_param(query: &[(String, String)]) -> Option<String> {
+    query
+        .iter()
+        .find(|(k, v)| k == "binaryHash" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+}
+
 /// `GET /sourceimages/{org}/binaryhash/{sha1}`: every live image with these bytes.
 pub fn by_binary_hash(svc: &Services, who: &Principal, org: &OrgName, raw: &str) -> Result<Value> {
     authorize(&*svc.store, who, org, Right::ImagesRead)?;
-    let bh = parse_binary_hash(raw)
-        .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
-    let items: Vec<Value> = svc
-        .store
-        .images_by_binary(org.as_str(), &bh)?
+    let items: Vec<Value> = live_by_binary_hash(svc, org, raw)?
         .iter()
-        .filter(|r| !r.deleted)
         .map(|r| to_json(&*svc.store, r))
         .collect::<Result<_>>()?;
     Ok(json!({ "total": items.len(), "items": items }))
+}
+
+/// The live images of an organization with these bytes (`raw` is the SHA-1 as given).
+pub(crate) fn live_by_binary_hash(
+    svc: &Services,
+    org: &OrgName,
+    raw: &str,
+) -> Result<Vec<ImageRecord>> {
+    let bh = parse_binary_hash(raw)
+        .ok_or_else(|| Error::Invalid("binaryHash must be 40 hex characters".into()))?;
+    Ok(svc
+        .store
+        .images_by_binary(org.as_str(), &bh)?
+        .into_iter()
+        .filter(|r| !r.deleted)
+        .collect())
 }
 
 /// Accepts a JSON object given directly or as a JSON string that contains one (rokka.js
@@ -520,15 +536,29 @@ pub struct Download {
 pub fn download(svc: &Services, who: &Principal, org: &OrgName, hash: &str) -> Result<Download> {
     authorize(&*svc.store, who, org, Right::ImagesRead)?;
     let rec = find(&*svc.store, org, hash, false)?;
-    if rec.protected {
-        authorize(&*svc.store, who, org, Right::DownloadProtected)?;
-    }
+    may_download(svc, who, org, &rec)?;
     Ok(Download {
         blob: rec.blob,
         name: rec.name,
         mimetype: rec.mimetype,
         size: rec.size,
     })
+}
+
+/// Whether the caller, who may read the organization's images, may also have the original
+/// bytes of `rec`: a protected image's only with the right to download protected originals
+/// (spec §3.3; the `sourceimages:*` roles need `sourceimages:download:protected`). The single
+/// and the ZIP download both ask this.
+pub(crate) fn may_download(
+    svc: &Services,
+    who: &Principal,
+    org: &OrgName,
+    rec: &ImageRecord,
+) -> Result<()> {
+    if rec.protected {
+        authorize(&*svc.store, who, org, Right::DownloadProtected)?;
+    }
+    Ok(())
 }
 
 /// The bytes of a blob found through [`download`] or a `source_file` render, as a stream.

@@ -499,6 +499,12 @@ impl ListQuery {
         self.answer(store, org, answer)
     }
 
+    /// The records of the page this query selects, in order: the `items` of [`Self::run`],
+    /// planned the same way, for answers that are not a JSON list (the ZIP download).
+    pub fn records(&self, store: &dyn Records, org: &str) -> Result<Vec<ImageRecord>> {
+        Ok(self.plan(store, org)?.page)
+    }
+
     fn source(&self, store: &dyn Records, org: &str, field: &Field, m: &Matcher) -> Result<Source> {
         let hashes = |p: &str| -> Result<Source> {
             let found = store.hashes_with_prefix(org, p, self.bounds.collect + 1)?;

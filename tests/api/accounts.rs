@@ -397,6 +397,25 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
                 "sourceimages:read+sourceimages:download:protected",
             ],
         ),
+        // The ZIP download follows the single one: of the open image, every reader; with the
+        // protected image in it, only who may download that one.
+        (
+            "GET",
+            format!("/sourceimages/acme/download?hash={hash}"),
+            None,
+            READERS,
+        ),
+        (
+            "GET",
+            "/sourceimages/acme/download".into(),
+            None,
+            &[
+                "read",
+                "write",
+                "admin",
+                "sourceimages:read+sourceimages:download:protected",
+            ],
+        ),
         (
             "GET",
             format!("/sourceimages/acme/{hash}/meta/user"),

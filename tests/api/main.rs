@@ -26,3 +26,4 @@ mod stats;
 mod systemd;
 mod tokens;
 mod uploads;
+mod zip;

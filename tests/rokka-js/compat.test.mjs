@@ -617,6 +617,56 @@ test('sourceimages.download and downloadAsBuffer return the uploaded bytes', asy
   assert.ok(buf.body.equals(JPEG), `got ${buf.body.length} bytes, uploaded ${JPEG.length}`)
 })
 
+/** The entries of a ZIP archive, read through its central directory: [{ name, method, bytes }]. */
+function unzip(buf) {
+  let end = buf.length - 22
+  while (end >= 0 && buf.readUInt32LE(end) !== 0x06054b50) end--
+  assert.ok(end >= 0, 'no end of central directory record')
+  const count = buf.readUInt16LE(end + 10)
+  let at = buf.readUInt32LE(end + 16)
+  const entries = []
+  for (let i = 0; i < count; i++) {
+    assert.equal(buf.readUInt32LE(at), 0x02014b50, `central header ${i}`)
+    const method = buf.readUInt16LE(at + 10)
+    const size = buf.readUInt32LE(at + 20)
+    const nameLength = buf.readUInt16LE(at + 28)
+    const skip = nameLength + buf.readUInt16LE(at + 30) + buf.readUInt16LE(at + 32)
+    const local = buf.readUInt32LE(at + 42)
+    const name = buf.subarray(at + 46, at + 46 + nameLength).toString('utf8')
+    assert.equal(buf.readUInt32LE(local), 0x04034b50, `local header of ${name}`)
+    const data = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28)
+    entries.push({ name, method, bytes: buf.subarray(data, data + size) })
+    at += 46 + skip
+  }
+  return entries
+}
+
+test('sourceimages.downloadList streams a ZIP of the originals the list selects', async () => {
+  const { rokka, org } = await world()
+  const tag = randomBytes(4).toString('hex')
+  const a = uniquePng()
+  const b = uniquePng()
+  await upload(rokka, org, 'zip-a.png', a, { meta_user: { zip: tag } })
+  await upload(rokka, org, 'zip-b.png', b, { meta_user: { zip: tag } })
+  await upload(rokka, org, 'zip-other.png', uniquePng())
+
+  const res = await rokka.sourceimages.downloadList(org, { search: { 'user:str:zip': tag }, sort: 'name asc' })
+  assert.equal(res.statusCode, 200)
+  assert.equal(res.response.headers.get('content-type'), 'application/zip')
+  assert.match(res.response.headers.get('content-disposition') ?? '', new RegExp(`filename="${org}.zip"$`))
+  // Not JSON, so rokka.js hands back the body as a stream.
+  const chunks = []
+  for await (const chunk of res.body) chunks.push(Buffer.from(chunk))
+  const entries = unzip(Buffer.concat(chunks))
+
+  assert.deepEqual(entries.map(e => e.name), ['zip-a.png', 'zip-b.png'])
+  assert.deepEqual(entries.map(e => e.method), [0, 0], 'stored, not deflated')
+  assert.ok(entries[0].bytes.equals(a), 'zip-a.png is the uploaded bytes')
+  assert.ok(entries[1].bytes.equals(b), 'zip-b.png is the uploaded bytes')
+
+  await assertStatus(rokka.sourceimages.downloadList(org, { limit: 5000 }), 400)
+})
+
 test('sourceimages.delete soft-deletes and restore brings the image back', async () => {
   const { rokka, org } = await world()
   const img = await upload(rokka, org, 'restore.png', uniquePng())
