@@ -3,6 +3,7 @@
 //! output format. It knows nothing of operations or HTTP; the probe (`render::probe`) and the
 //! render pipeline are its callers.
 
+mod blur;
 pub(crate) mod container;
 mod decode;
 mod encode;
