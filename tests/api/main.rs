@@ -3,6 +3,7 @@
 
 mod accounts;
 mod backup;
+mod blur;
 mod cli;
 mod crash;
 mod dashboard;
