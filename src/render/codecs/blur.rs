@@ -23,8 +23,9 @@ use crate::render::error::{RenderError, Result};
 pub const COMPONENTS: (u32, u32) = (4, 3);
 
 /// The long side of the sample the BlurHash is computed from. The encoder makes twelve passes
-/// over every pixel it is given: most of a second for a 12-megapixel render, a millisecond for
-/// 128×96. Only the lowest frequencies survive 4×3 components, so the sample decodes to the
+/// over every pixel it is given: measured on one core, 280 ms for a 12-megapixel render
+/// against 65 ms for reducing it to 128×96 in linear light and 0.2 ms for encoding that.
+/// Only the lowest frequencies survive 4×3 components, so the sample decodes to the
 /// same placeholder as the full image, though not always character for character: BlurHash's
 /// formula samples its cosines at pixel edges (an error in proportion to 1/side) and its
 /// square-root quantisation magnifies small differences near zero. Against the full 1200×900
@@ -112,7 +113,8 @@ fn composite(rgba: &RgbaImage, background: [u8; 3]) -> RgbImage {
     })
 }
 
-/// The sRGB ↔ linear tables, built once (the linear-to-sRGB table has 65,536 entries).
+/// The sRGB ↔ linear tables, built once (the linear-to-sRGB table has 65,536 entries and
+/// takes a few milliseconds to fill).
 fn srgb_mapper() -> &'static PixelComponentMapper {
     static MAPPER: OnceLock<PixelComponentMapper> = OnceLock::new();
     MAPPER.get_or_init(create_srgb_mapper)
