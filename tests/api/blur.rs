@@ -32,33 +32,6 @@ async fn acme_with(app: &TestApp, bytes: &[u8]) -> String {
     img["hash"].as_str().unwrap().to_string()
 }
 
-async fn put_stack(app: &TestApp, name: &str, body: serde_json::Value) {
-    let a = app
-        .json(
-            "PUT",
-            &format!("/stacks/acme/{name}?overwrite=true"),
-            ROOT_KEY,
-            &body,
-        )
-        .await;
-    assert!(a.status == 200 || a.status == 201, "{}", a.text());
-}
-
-/// How many renders organization `acme` has stored (a dry-run purge changes nothing).
-async fn stored_renders(app: &TestApp) -> u64 {
-    let a = app
-        .send(
-            "DELETE",
-            "/organizations/acme/cache?dry_run=true",
-            Some(ROOT_KEY),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text());
-    a.json()["renders"].as_u64().unwrap()
-}
-
 /// Checks that `a` is a `.blur` answer and returns its BlurHash.
 fn blurhash_of(a: &Answer) -> String {
     assert_eq!(a.status, 200, "{}", a.text());
@@ -142,8 +115,7 @@ async fn a_blur_follows_the_operations_of_the_url() {
 async fn a_named_stack_blur_is_stored_once_and_answered_with_the_same_bytes_and_etag() {
     let app = spawn_app().await;
     let hash = acme_with(&app, &red_blue_png(160, 80)).await;
-    put_stack(
-        &app,
+    app.stack(
         "thumb",
         json!([{"name": "resize", "options": {"width": 40}}]),
     )
@@ -184,19 +156,18 @@ async fn a_named_stack_blur_is_stored_once_and_answered_with_the_same_bytes_and_
     let png = app.render(&format!("/thumb/{hash}.png")).await;
     assert_eq!(png.header("content-type").as_deref(), Some("image/png"));
     assert_ne!(png.header("etag"), first.header("etag"));
-    assert_eq!(stored_renders(&app).await, 2);
+    assert_eq!(app.stored_renders().await, 2);
 }
 
 #[actix_rt::test]
 async fn every_render_url_form_answers_blur() {
     let app = spawn_app().await;
     let hash = acme_with(&app, &red_blue_png(160, 80)).await;
-    put_stack(
-        &app,
-        "sized",
-        json!({"operations": [{"name": "resize", "options": {"width": "$w"}}], "variables": {"w": 40}}),
-    )
-    .await;
+    let sized = json!({
+        "operations": [{"name": "resize", "options": {"width": "$w"}}],
+        "variables": {"w": 40},
+    });
+    app.stack("sized", sized).await;
     let short = &hash[..6];
     let plain = blurhash_of(&app.render(&format!("/sized/{hash}.blur")).await);
 
@@ -227,7 +198,7 @@ async fn every_render_url_form_answers_blur() {
 async fn signed_blur_urls_are_checked_like_image_urls() {
     let app = spawn_app().await;
     let hash = acme_with(&app, &solid_png(64, 48, RED)).await;
-    put_stack(&app, "secret", json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"protected": true}})).await;
+    app.stack("secret", json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"protected": true}})).await;
     let key = app.get("/organizations/acme", ROOT_KEY).await.json()["signing_keys"][0]["key"]
         .as_str()
         .unwrap()
@@ -247,9 +218,8 @@ async fn signed_blur_urls_are_checked_like_image_urls() {
 async fn autoformat_and_accept_never_turn_a_blur_into_an_image() {
     let app = spawn_app().await;
     let hash = acme_with(&app, &solid_png(64, 48, BLUE)).await;
-    put_stack(&app, "auto", json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"autoformat": true, "autoformat.include": "avif"}})).await;
-    put_stack(
-        &app,
+    app.stack("auto", json!({"operations": [{"name": "resize", "options": {"width": 30}}], "options": {"autoformat": true, "autoformat.include": "avif"}})).await;
+    app.stack(
         "original",
         json!({"operations": [], "options": {"source_file": true}}),
     )
@@ -304,14 +274,14 @@ async fn deleting_the_image_makes_its_blur_url_404() {
     let hash = acme_with(&app, &solid_png(64, 48, RED)).await;
     let url = format!("/dynamic/resize-width-20/{hash}.blur");
     blurhash_of(&app.render(&url).await);
-    assert_eq!(stored_renders(&app).await, 1);
+    assert_eq!(app.stored_renders().await, 1);
 
     let deleted = app
         .delete(&format!("/sourceimages/acme/{hash}"), ROOT_KEY)
         .await;
 
     assert_eq!(deleted.status, 204);
-    assert_eq!(stored_renders(&app).await, 0);
+    assert_eq!(app.stored_renders().await, 0);
     let gone = app.render(&url).await;
     assert_eq!(gone.status, 404, "{}", gone.text());
     assert!(gone.json()["error"]["message"].is_string());
@@ -321,8 +291,7 @@ async fn deleting_the_image_makes_its_blur_url_404() {
 async fn overwriting_a_stack_collects_its_old_blur_and_renders_a_new_one() {
     let app = spawn_app().await;
     let hash = acme_with(&app, &red_blue_png(160, 80)).await;
-    put_stack(
-        &app,
+    app.stack(
         "half",
         json!([{"name": "crop", "options": {"width": 80, "height": 80, "anchor": "left_top"}}]),
     )
@@ -330,17 +299,16 @@ async fn overwriting_a_stack_collects_its_old_blur_and_renders_a_new_one() {
     let url = format!("/half/{hash}.blur");
     let before = app.render(&url).await;
     assert_near(decoded_mean(&blurhash_of(&before)), RED, 3.0);
-    assert_eq!(stored_renders(&app).await, 1);
+    assert_eq!(app.stored_renders().await, 1);
 
-    put_stack(
-        &app,
+    app.stack(
         "half",
         json!([{"name": "crop", "options": {"width": 80, "height": 80, "anchor": "right_top"}}]),
     )
     .await;
 
     assert_eq!(
-        stored_renders(&app).await,
+        app.stored_renders().await,
         0,
         "the old definition's render is purged"
     );
@@ -370,7 +338,7 @@ async fn a_blur_passes_the_render_limits_and_unknown_formats_stay_refused() {
         "{}",
         unknown.text()
     );
-    assert_eq!(stored_renders(&app).await, 0);
+    assert_eq!(app.stored_renders().await, 0);
 }
 
 #[actix_rt::test]
@@ -384,7 +352,7 @@ async fn a_blur_past_the_render_timeout_answers_503_and_is_not_stored() {
     let blurs: Vec<_> = (0..40)
         .map(|_| json!({"name": "blur", "options": {"sigma": 100}}))
         .collect();
-    put_stack(&app, "slow", json!(blurs)).await;
+    app.stack("slow", json!(blurs)).await;
 
     let a = app.render(&format!("/slow/{hash}.blur")).await;
 
