@@ -597,7 +597,7 @@ fn canonical(value: &Value) -> Value {
 /// The output format chosen for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
-    /// `"jpg"`, `"png"`, `"gif"`, `"webp"` or `"avif"`.
+    /// `"jpg"`, `"png"`, `"gif"`, `"webp"`, `"avif"` or `"blur"` (the BlurHash text).
     pub format: &'static str,
     /// Encode without loss (PNG and GIF always; WebP when it replaces a PNG or `webp.quality` is 100).
     pub lossless: bool,
@@ -614,7 +614,8 @@ pub struct Negotiated {
 /// it replaces a JPEG when `autoformat.include` has `avif`, `Accept` lists `image/avif` and
 /// `autoformat.exclude` does not have `avif`. PNG requests never become AVIF, because lossless
 /// AVIF is larger than lossless WebP and far slower to encode. GIF, WebP and AVIF requests keep
-/// their format. `webp.quality` 100 means lossless WebP. Whether `webp.quality` was set
+/// their format; a `blur` request (the BlurHash string) is never an image and does not vary
+/// with `Accept`. `webp.quality` 100 means lossless WebP. Whether `webp.quality` was set
 /// explicitly is not known here (defaults are filled), so a PNG request always becomes
 /// lossless WebP.
 pub fn negotiate_format(
@@ -628,6 +629,7 @@ pub fn negotiate_format(
         "gif" => "gif",
         "webp" => "webp",
         "avif" => "avif",
+        "blur" => "blur",
         _ => return Err(ResolveError::UnsupportedFormat(requested_ext.to_owned())),
     };
     let webp_lossless = options.get("webp.quality").and_then(Value::as_f64) == Some(100.0);
@@ -662,7 +664,8 @@ pub fn negotiate_format(
     Ok(Negotiated {
         format,
         lossless,
-        vary_accept: autoformat,
+        // A BlurHash is text whatever the client accepts.
+        vary_accept: autoformat && requested != "blur",
     })
 }
 
@@ -1511,6 +1514,20 @@ mod tests {
                 format: "gif",
                 lossless: true,
                 vary_accept: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_blur_request_stays_text_whatever_accept_and_autoformat_say() {
+        let o = opts(json!({"autoformat": true, "autoformat.include": "avif"}));
+
+        assert_eq!(
+            negotiate_format("blur", &o, Some(CHROME)).unwrap(),
+            Negotiated {
+                format: "blur",
+                lossless: false,
+                vary_accept: false
             }
         );
     }

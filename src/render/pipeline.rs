@@ -171,13 +171,19 @@ fn encode_options<'a>(
     icc: Option<&'a [u8]>,
 ) -> EncodeOptions<'a> {
     let quality_key = match format {
-        OutputFormat::Jpeg => "jpg.quality",
-        OutputFormat::Webp => "webp.quality",
-        OutputFormat::Avif => "avif.quality",
-        OutputFormat::Gif => "gif.quality",
-        OutputFormat::Png => "pngquant.quality",
+        OutputFormat::Jpeg => Some("jpg.quality"),
+        OutputFormat::Webp => Some("webp.quality"),
+        OutputFormat::Avif => Some("avif.quality"),
+        OutputFormat::Gif => Some("gif.quality"),
+        OutputFormat::Png => Some("pngquant.quality"),
+        // A BlurHash has no quality setting: its size and precision are fixed.
+        OutputFormat::Blur => None,
     };
-    let quality = number(options, quality_key).map_or(80, |q| q.clamp(1.0, 100.0) as u8);
+    let quality = quality_key
+        .and_then(|key| number(options, key))
+        .map_or(80, |q| q.clamp(1.0, 100.0) as u8);
+    // JPEG and BlurHash flatten transparency onto the same colour, so a `.blur` placeholder
+    // looks like the `.jpg` of the same URL.
     let background = hex_color(options.get("transparency.color"))
         .or_else(|| hex_color(options.get("jpg.transparency.color")))
         .unwrap_or([255, 255, 255]);

@@ -272,6 +272,9 @@ fn encoder_cost(format: OutputFormat) -> (u64, f64) {
         OutputFormat::Webp => (8, 6.0),
         // rav1e keeps several planes and reference buffers per pixel and is by far the slowest.
         OutputFormat::Avif => (12, 40.0),
+        // BlurHash makes the result opaque RGB (a copy when it has alpha) and a 16-bit linear
+        // copy of that, reduces it to at most 128 px and encodes the tiny sample.
+        OutputFormat::Blur => (9, 2.0),
     }
 }
 
@@ -327,6 +330,19 @@ mod tests {
             matches!(err, RenderError::TooLarge(ref m) if m.contains("10000×10000")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_blur_of_a_result_beyond_the_output_limit_is_refused_like_an_image() {
+        let o = ops(
+            json!([{"name":"resize","options":{"width":10000,"height":10000,"mode":"absolute"}}]),
+        );
+
+        let p = plan(&o, photo(400, 300), None, 1.0, OutputFormat::Blur, &none);
+
+        assert_eq!(p.output, (10_000, 10_000));
+        let err = p.check(&Limits::default(), OutputFormat::Blur).unwrap_err();
+        assert!(matches!(err, RenderError::TooLarge(_)), "{err}");
     }
 
     #[test]

@@ -331,7 +331,11 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         )
     });
 
-    if pipeline.options.get("source_file") == Some(&serde_json::Value::Bool(true)) {
+    // A `source_file` stack delivers the original bytes; its `.blur` is still the BlurHash,
+    // of the source as decoded (such a stack has no operations).
+    if format.is_image()
+        && pipeline.options.get("source_file") == Some(&serde_json::Value::Bool(true))
+    {
         return Ok(RenderAnswer::Original {
             blob: image.blob.clone(),
             mimetype: image.mimetype.clone(),

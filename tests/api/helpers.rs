@@ -277,6 +277,34 @@ impl TestApp {
         img["hash"].as_str().unwrap().to_string()
     }
 
+    /// Creates or overwrites stack `name` of organization `acme`.
+    pub async fn stack(&self, name: &str, body: Value) {
+        let a = self
+            .json(
+                "PUT",
+                &format!("/stacks/acme/{name}?overwrite=true"),
+                ROOT_KEY,
+                &body,
+            )
+            .await;
+        assert!(a.status == 201 || a.status == 200, "{}", a.text());
+    }
+
+    /// How many renders organization `acme` has stored (a dry-run purge changes nothing).
+    pub async fn stored_renders(&self) -> u64 {
+        let a = self
+            .send(
+                "DELETE",
+                "/organizations/acme/cache?dry_run=true",
+                Some(ROOT_KEY),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()["renders"].as_u64().unwrap()
+    }
+
     /// Uploads one file as rokka.js does (`filedata`) and returns the image JSON.
     pub async fn upload_one(&self, org: &str, key: &str, name: &str, bytes: &[u8]) -> Value {
         let a = self

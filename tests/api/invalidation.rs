@@ -9,23 +9,6 @@ async fn setup() -> (TestApp, String) {
     (app, hash)
 }
 
-impl TestApp {
-    /// How many renders the organization has (a dry-run purge changes nothing).
-    async fn stored_renders(&self) -> u64 {
-        let a = self
-            .send(
-                "DELETE",
-                "/organizations/acme/cache?dry_run=true",
-                Some(ROOT_KEY),
-                &[],
-                None,
-            )
-            .await;
-        assert_eq!(a.status, 200, "{}", a.text());
-        a.json()["renders"].as_u64().unwrap()
-    }
-}
-
 fn items(v: &Value) -> Vec<String> {
     v["items"]
         .as_array()

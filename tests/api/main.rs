@@ -4,6 +4,7 @@
 mod accounts;
 mod avif;
 mod backup;
+mod blur;
 mod cli;
 mod crash;
 mod dashboard;

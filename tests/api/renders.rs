@@ -2,7 +2,7 @@
 //! determinism, signatures and bad input.
 
 use crate::helpers::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// An app with organization `acme`, a 400×300 JPEG and a 200×200 transparent PNG.
 async fn setup() -> (TestApp, String, String) {
@@ -19,20 +19,6 @@ async fn setup() -> (TestApp, String, String) {
         jpg["hash"].as_str().unwrap().to_string(),
         png["hash"].as_str().unwrap().to_string(),
     )
-}
-
-impl TestApp {
-    async fn stack(&self, name: &str, body: Value) {
-        let a = self
-            .json(
-                "PUT",
-                &format!("/stacks/acme/{name}?overwrite=true"),
-                ROOT_KEY,
-                &body,
-            )
-            .await;
-        assert!(a.status == 201 || a.status == 200, "{}", a.text());
-    }
 }
 
 fn dims(a: &Answer) -> (u32, u32) {

@@ -46,6 +46,7 @@ const STACK_URLS: &[&str] = &[
     "/s/c421f4.png",
     "/s/resize-width-30--crop-width-10-height-10/c421f4.webp",
     "/s/options-dpr-3--v-w-20/c421f4.gif",
+    "/s/c421f4.blur",
 ];
 
 fn source() -> &'static (Vec<u8>, DynamicImage) {
@@ -377,7 +378,7 @@ fn generate_dynamic(rng: &mut Rng) -> Vec<u8> {
             parts.push(format!("options-{}-{n}", spec.name));
         }
     }
-    let format = *rng.pick(&["jpg", "png", "webp", "gif"]);
+    let format = *rng.pick(&["jpg", "png", "webp", "gif", "blur"]);
     format!("/dynamic/{}/c421f4e8d8c8.{format}", parts.join("--")).into_bytes()
 }
 

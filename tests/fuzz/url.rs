@@ -61,6 +61,7 @@ pub fn dictionary() -> Vec<Vec<u8>> {
         "webp",
         "avif",
         "gif",
+        "blur",
         "__undefined__",
         "c421f4e8d8c8a0ef3a7b1f9e4b5c6d7e8f9a0b1c",
         "C421F4",

@@ -988,6 +988,43 @@ test('render.getUrl with a dynamic stack of operation objects', async () => {
   await render(noop, 'png', 64, 48)
 })
 
+test('render.getUrl with format blur answers the BlurHash of the render as cacheable text', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const url = rokka.render.getUrl(org, img.hash, 'blur', 'thumb')
+  assert.equal(url, `${RENDER}/${org}/thumb/${img.hash}.blur`)
+
+  const first = await get(url)
+  assert.equal(first.res.status, 200, `GET ${url} → ${first.res.status}: ${first.body.toString('utf8', 0, 300)}`)
+  assert.equal(first.res.headers.get('content-type'), 'text/plain; charset=utf-8')
+  assert.equal(first.res.headers.get('cache-control'), IMMUTABLE)
+  assert.equal(first.res.headers.get('vary'), null)
+  const etag = first.res.headers.get('etag')
+  assert.ok(etag, `no ETag on ${url}`)
+  // 4×3 components: the size flag 'L', the maximum, 4 characters of DC, 2 for each AC component,
+  // all from BlurHash's base-83 alphabet.
+  const blurhash = first.body.toString('utf8')
+  assert.match(blurhash, /^L[0-9A-Za-z#$%*+,\-.:;=?@[\]^_{|}~]{27}$/)
+
+  const second = await get(url)
+  assert.equal(second.body.toString('utf8'), blurhash)
+  assert.equal(second.res.headers.get('etag'), etag)
+  const { res, body } = await get(url, { 'If-None-Match': etag })
+  assert.equal(res.status, 304)
+  assert.equal(body.length, 0)
+
+  // The same stack as an image is another render, with another ETag.
+  const png = await render(rokka.render.getUrl(org, img.hash, 'png', 'thumb'), 'png', 32, 24)
+  assert.notEqual(png.etag, etag)
+
+  // A dynamic stack and an unknown image work as for images.
+  const dynamic = rokka.render.getUrl(org, img.hash, 'blur', [{ name: 'resize', options: { width: 20 } }])
+  assert.equal(dynamic, `${RENDER}/${org}/dynamic/resize-width-20/${img.hash}.blur`)
+  const small = await get(dynamic)
+  assert.equal(small.res.status, 200)
+  assert.match(small.body.toString('utf8'), /^L.{27}$/)
+  await assertRenderStatus(rokka.render.getUrl(org, MISSING_HASH, 'blur', 'thumb'), 404)
+})
+
 test('render.getUrl with stackoptions: dpr and jpg.quality', async () => {
   const { rokka, org, img } = await renderWorld()
   const dpr = rokka.render.getUrl(org, img.hash, 'png', 'thumb', { stackoptions: { dpr: 2 } })

@@ -2,7 +2,8 @@
 //! same pixels and options give byte-identical files, which the render cache and ETags rely
 //! on) and writes no metadata except an ICC profile when one is given and the format can carry
 //! it. JPEG goes through jpeg-encoder (chroma subsampling below quality 90, several times
-//! faster than `image`'s), lossy WebP through libwebp, the rest through `image`.
+//! faster than `image`'s), lossy WebP through libwebp, the BlurHash text through [`super::blur`],
+//! the rest through `image`.
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -54,9 +55,9 @@ pub struct EncodeOptions<'a> {
     pub lossless: bool,
     /// PNG deflate level 0..=9 (0 = stored); larger values are treated as 9.
     pub png_compression: u8,
-    /// Colour that transparency is flattened onto for JPEG.
+    /// Colour that transparency is flattened onto for JPEG and BlurHash.
     pub background: [u8; 3],
-    /// ICC profile to embed (JPEG, PNG, WebP); ignored by GIF and AVIF.
+    /// ICC profile to embed (JPEG, PNG, WebP); ignored by GIF, AVIF and BlurHash.
     pub icc: Option<&'a [u8]>,
 }
 
@@ -72,6 +73,7 @@ pub fn encode(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
         OutputFormat::Gif => encode_gif(img, opts),
         OutputFormat::Webp => encode_webp(img, opts),
         OutputFormat::Avif => encode_avif(img, opts),
+        OutputFormat::Blur => super::blur::encode(img, opts.background),
     }));
     outcome.unwrap_or_else(|_| {
         Err(RenderError::Internal(format!(
@@ -346,12 +348,13 @@ mod tests {
         }
     }
 
-    const ALL: [OutputFormat; 5] = [
+    const ALL: [OutputFormat; 6] = [
         OutputFormat::Jpeg,
         OutputFormat::Png,
         OutputFormat::Gif,
         OutputFormat::Webp,
         OutputFormat::Avif,
+        OutputFormat::Blur,
     ];
 
     #[test]

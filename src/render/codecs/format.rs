@@ -1,6 +1,7 @@
 //! Image formats: the source formats recognised from magic bytes, the output formats a render
-//! can be encoded to, and their file extensions and MIME types. Sniffing looks at the bytes
-//! only, never at a file name, so a text file named `.jpg` is still rejected.
+//! can be encoded to (the image formats, and `blur`, the BlurHash text of the rendered image),
+//! and their file extensions and MIME types. Sniffing looks at the bytes only, never at a file
+//! name, so a text file named `.jpg` is still rejected.
 
 /// A source image format recognised by [`sniff`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,10 +161,13 @@ pub enum OutputFormat {
     Webp,
     /// AVIF (AV1 still image).
     Avif,
+    /// The BlurHash string of the rendered image (rokka's `.blur`): text, not an image.
+    Blur,
 }
 
 impl OutputFormat {
-    /// Parses a render-URL extension (`jpg`, `jpeg`, `png`, `gif`, `webp`, `avif`; any case).
+    /// Parses a render-URL extension (`jpg`, `jpeg`, `png`, `gif`, `webp`, `avif`, `blur`;
+    /// any case).
     pub fn from_ext(ext: &str) -> Option<Self> {
         let ext = ext.to_ascii_lowercase();
         match ext.as_str() {
@@ -172,6 +176,7 @@ impl OutputFormat {
             "gif" => Some(OutputFormat::Gif),
             "webp" => Some(OutputFormat::Webp),
             "avif" => Some(OutputFormat::Avif),
+            "blur" => Some(OutputFormat::Blur),
             _ => None,
         }
     }
@@ -184,7 +189,13 @@ impl OutputFormat {
             OutputFormat::Gif => "image/gif",
             OutputFormat::Webp => "image/webp",
             OutputFormat::Avif => "image/avif",
+            OutputFormat::Blur => "text/plain; charset=utf-8",
         }
+    }
+
+    /// Whether the output is an image file; `false` for the BlurHash text.
+    pub fn is_image(&self) -> bool {
+        !matches!(self, OutputFormat::Blur)
     }
 
     /// The canonical extension (`"jpg"` for JPEG).
@@ -195,6 +206,7 @@ impl OutputFormat {
             OutputFormat::Gif => "gif",
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Blur => "blur",
         }
     }
 }
@@ -237,5 +249,14 @@ mod tests {
         assert_eq!(OutputFormat::from_ext("tiff"), None);
         assert_eq!(OutputFormat::Webp.mime(), "image/webp");
         assert_eq!(OutputFormat::Jpeg.ext(), "jpg");
+    }
+
+    #[test]
+    fn blur_is_an_output_format_answered_as_text() {
+        assert_eq!(OutputFormat::from_ext("BLUR"), Some(OutputFormat::Blur));
+        assert_eq!(OutputFormat::Blur.ext(), "blur");
+        assert_eq!(OutputFormat::Blur.mime(), "text/plain; charset=utf-8");
+        assert!(!OutputFormat::Blur.is_image());
+        assert!(OutputFormat::Png.is_image());
     }
 }

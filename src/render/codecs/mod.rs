@@ -4,6 +4,7 @@
 //! render pipeline are its callers.
 
 mod avif;
+mod blur;
 pub(crate) mod container;
 mod decode;
 mod encode;
