@@ -4,7 +4,7 @@
 //!
 //! The embedded backend is the only place that names sled: small structured data lives in
 //! sled trees (organizations, users, keys, memberships, image records and their indexes,
-//! counters, renders) in [`SledStore`]; source bytes live in content-addressed files beside it
+//! counters, stacks, aliases, renders) in [`SledStore`]; source bytes live in content-addressed files beside it
 //! ([`FileBytes`]). Changes that touch several trees go in one sled transaction, so indexes and
 //! counters never drift from the records they describe.
 //!
@@ -480,8 +480,8 @@ impl Records for SledStore {
         Ok(())
     }
 
-    /// A counter that moves after every committed change to an organization, an image or a
-    /// stack, and after every removal of a render. Anything derived from those records while
+    /// A counter that moves after every committed change to an organization, an image, a stack
+    /// or an alias, and after every removal of a render. Anything derived from those records while
     /// the counter read `g` (taken *before* the reads) is still true while it reads `g`.
     fn contents(&self) -> Result<Vec<String>> {
         Ok([
