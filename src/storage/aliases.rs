@@ -12,6 +12,7 @@ use super::records::*;
 use super::ServedPath;
 use super::{decode, encode, key2, prefix, tx_decode, tx_result, Result, SledStore, TxError};
 use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 /// Most URL paths remembered per alias (for edge refreshes).
@@ -69,16 +70,17 @@ pub trait AliasRecords {
     fn alias_paths(&self, org: &str, alias: &str) -> Result<Vec<ServedPath>>;
 }
 
-impl SledStore {
-    /// The served paths of an alias that a change queues: none when the edge is off.
-    fn alias_paths_to_queue(&self, k: &[u8]) -> Result<Vec<ServedPath>> {
-        if !self.edge_enabled() {
-            return Ok(Vec::new());
-        }
-        match self.alias_paths.get(k)? {
-            Some(v) => decode("alias_paths", &v),
-            None => Ok(Vec::new()),
-        }
+/// Takes (removes) the served paths of an alias inside the transaction that changes it, so
+/// that a path noted by a concurrent request is either queued with the rest or noted after
+/// the change; returns those to queue (none when the edge is off).
+fn tx_take_paths(
+    alias_paths: &TransactionalTree,
+    k: &[u8],
+    edge: bool,
+) -> std::result::Result<Vec<ServedPath>, TxError> {
+    match alias_paths.remove(k)? {
+        Some(v) if edge => tx_decode("alias_paths", &v),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -94,9 +96,7 @@ impl AliasRecords for SledStore {
         self.space.check()?;
         let k = key2(&alias.organization, &alias.alias);
         let image_key = key2(&alias.organization, &alias.hash);
-        // Read outside the transaction to queue them inside it; a path noted in between is
-        // kept, and refreshed by the next change.
-        let queued = self.alias_paths_to_queue(&k)?;
+        let edge = self.edge_enabled();
         let result = tx_result(
             (
                 &self.aliases,
@@ -128,11 +128,11 @@ impl AliasRecords for SledStore {
                         ..alias.clone()
                     };
                     aliases.insert(k.as_slice(), encode(&kept))?;
-                    alias_paths.remove(k.as_slice())?;
-                    super::edge::tx_enqueue(queue, &queued)?;
+                    let refreshed = tx_take_paths(alias_paths, &k, edge)?;
+                    super::edge::tx_enqueue(queue, &refreshed)?;
                     Ok::<_, TxError>(AliasPut::Replaced {
                         previous,
-                        refreshed: queued.clone(),
+                        refreshed,
                     })
                 }),
         );
@@ -149,16 +149,16 @@ impl AliasRecords for SledStore {
         alias: &str,
     ) -> Result<Option<(StoredAlias, Vec<ServedPath>)>> {
         let k = key2(org, alias);
-        let queued = self.alias_paths_to_queue(&k)?;
+        let edge = self.edge_enabled();
         let result = tx_result(
             (&self.aliases, &self.alias_paths, &self.edge_queue).transaction(
                 |(aliases, alias_paths, queue)| {
                     let Some(old) = aliases.remove(k.as_slice())? else {
                         return Ok(None);
                     };
-                    alias_paths.remove(k.as_slice())?;
+                    let queued = tx_take_paths(alias_paths, &k, edge)?;
                     super::edge::tx_enqueue(queue, &queued)?;
-                    Ok::<_, TxError>(Some((tx_decode("aliases", &old)?, queued.clone())))
+                    Ok::<_, TxError>(Some((tx_decode("aliases", &old)?, queued)))
                 },
             ),
         );
@@ -170,6 +170,7 @@ impl AliasRecords for SledStore {
     }
 
     fn delete_aliases_of(&self, org: &str, hash: &str) -> Result<usize> {
+        let edge = self.edge_enabled();
         let mut removed = 0;
         for alias in self.list_aliases(org)? {
             if alias.hash != hash {
@@ -177,7 +178,6 @@ impl AliasRecords for SledStore {
             }
             // Checked again inside the removal: the alias may have been re-pointed meanwhile.
             let k = key2(org, &alias.alias);
-            let queued = self.alias_paths_to_queue(&k)?;
             let gone = tx_result(
                 (&self.aliases, &self.alias_paths, &self.edge_queue).transaction(
                     |(aliases, alias_paths, queue)| {
@@ -189,7 +189,7 @@ impl AliasRecords for SledStore {
                             return Ok(false);
                         }
                         aliases.remove(k.as_slice())?;
-                        alias_paths.remove(k.as_slice())?;
+                        let queued = tx_take_paths(alias_paths, &k, edge)?;
                         super::edge::tx_enqueue(queue, &queued)?;
                         Ok::<_, TxError>(true)
                     },
