@@ -125,6 +125,9 @@ pub struct RenderConfig {
     pub host_template: String,
     /// `Cache-Control` max-age of render 404s, so an edge cache replaces a stale 200 soon.
     pub not_found_max_age_secs: u64,
+    /// `Cache-Control` max-age of renders asked through an alias (`-_name_-`): the one render
+    /// URL whose answer changes when the alias is re-pointed, so never `immutable`.
+    pub alias_max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -271,6 +274,7 @@ impl Default for RenderConfig {
             timeout_ms: 30_000,
             host_template: String::new(),
             not_found_max_age_secs: 60,
+            alias_max_age_secs: 60,
         }
     }
 }

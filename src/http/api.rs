@@ -1,6 +1,6 @@
 //! The route table of the management API listener (spec §3, §4, §9).
 
-use super::{accounts, admin, images, not_found, stacks};
+use super::{accounts, admin, aliases, images, not_found, stacks};
 use actix_web::http::Method;
 use actix_web::web;
 
@@ -90,6 +90,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/sourceimages/{org}/download",
             web::get().to(images::download_zip),
+        )
+        // Before `{hash}/…`, which would take `alias` for a hash (no hash is that word).
+        .route(
+            "/sourceimages/{org}/alias/{alias}",
+            web::put().to(aliases::put),
+        )
+        .route(
+            "/sourceimages/{org}/alias/{alias}",
+            web::get().to(aliases::get),
+        )
+        .route(
+            "/sourceimages/{org}/alias/{alias}",
+            web::delete().to(aliases::delete),
+        )
+        .route(
+            "/sourceimages/{org}/alias/{alias}/cache",
+            web::delete().to(aliases::purge),
         )
         .route("/sourceimages/{org}/{hash}", web::get().to(images::get))
         .route(

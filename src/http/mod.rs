@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod aliases;
 pub mod api;
 pub mod body;
 pub mod dashboard;

@@ -1,7 +1,9 @@
 //! The public render listener: `/{org}/{stack}/…/{hash}[/{slug}].{format}` (path form) or, when
 //! `render.host_template` matches the `Host`, `/{stack}/…` with the organization taken from the
 //! host. Renders are immutable: a year of `Cache-Control`, a strong `ETag`, `304` on
-//! `If-None-Match`. Errors are JSON with a short max-age so an edge cache replaces a stale 200.
+//! `If-None-Match`; alias URLs (`-_name_-`) alone get a short max-age, since re-pointing the
+//! alias changes their answer. Errors are JSON with a short max-age so an edge cache replaces
+//! a stale 200.
 
 use super::header;
 use crate::error::Error;
@@ -166,7 +168,7 @@ async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> Htt
             } else {
                 HttpResponse::Ok()
             };
-            resp.insert_header((CACHE_CONTROL, IMMUTABLE))
+            resp.insert_header((CACHE_CONTROL, cache_control(&headers)))
                 .insert_header((ETAG, etag.clone()));
             resp.insert_header((
                 "X-Darkroom-Render",
@@ -194,7 +196,7 @@ async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> Htt
             } else {
                 HttpResponse::Ok()
             };
-            resp.insert_header((CACHE_CONTROL, IMMUTABLE))
+            resp.insert_header((CACHE_CONTROL, cache_control(&headers)))
                 .insert_header((ETAG, etag.clone()));
             add_common(&mut resp, &headers);
             if not_modified(req, &etag) {
@@ -208,6 +210,17 @@ async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> Htt
                 .no_chunking(size)
                 .streaming(stream)
         }
+    }
+}
+
+/// A year and `immutable`, except for alias URLs, whose answer changes when the alias is
+/// re-pointed: those get `render.alias_max_age_secs`.
+fn cache_control(headers: &AnswerHeaders) -> HeaderValue {
+    match headers.max_age {
+        None => HeaderValue::from_static(IMMUTABLE),
+        // Digits always make a valid value; the fallback only keeps this total.
+        Some(secs) => HeaderValue::from_str(&format!("public, max-age={secs}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-cache")),
     }
 }
 

@@ -3,6 +3,7 @@
 //! CPU `pool`; none of them knows about HTTP.
 
 pub mod accounts;
+pub mod aliases;
 pub mod archive;
 pub mod images;
 pub mod listing;

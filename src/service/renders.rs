@@ -99,6 +99,9 @@ pub struct AnswerHeaders {
     /// `Surrogate-Key` (spaces) and `Cache-Tag` (commas) want them.
     pub surrogate_key: String,
     pub cache_tag: String,
+    /// `Some(seconds)` for a URL whose answer may change (an alias): a short max-age instead
+    /// of a year and `immutable`.
+    pub max_age: Option<u64>,
 }
 
 impl AnswerHeaders {
@@ -109,6 +112,7 @@ impl AnswerHeaders {
             attachment,
             surrogate_key: tags.join(" "),
             cache_tag: tags.join(","),
+            max_age: None,
         }
     }
 }
@@ -152,12 +156,21 @@ fn not_found(what: &str) -> Error {
     Error::NotFound(format!("{what} not found"))
 }
 
-/// Looks up the image of a render URL; deleted images are not found.
+/// Looks up the image of a render URL, through its alias if it names one; deleted images are
+/// not found.
 fn find_image(svc: &Services, org: &OrgName, image: &ImageRef) -> Result<ImageRecord> {
-    let ImageRef::Hash(raw) = image else {
-        return Err(Error::NotFound(
-            "aliases and remote images are not supported; use the image hash".into(),
-        ));
+    let resolved;
+    let raw = match image {
+        ImageRef::Hash(raw) => raw,
+        ImageRef::Alias(name) => {
+            resolved = super::aliases::resolve(&*svc.store, org, name)?;
+            &resolved
+        }
+        ImageRef::Remote(_) => {
+            return Err(Error::NotFound(
+                "remote images are not supported; use the image hash or an alias".into(),
+            ))
+        }
     };
     let prefix = HashPrefix::parse(raw).ok_or_else(|| not_found("source image"))?;
     let store = &*svc.store;
@@ -240,6 +253,20 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         .get_org(org.as_str())?
         .ok_or_else(|| not_found("organization"))?;
     let image = find_image(svc, &org, &req.image)?;
+    // An alias URL renders exactly as the hash URL (same key, same rules), but its answer
+    // changes when the alias is re-pointed: it is remembered as served under the alias.
+    let alias = match &req.image {
+        ImageRef::Alias(name) => Some(name.clone()),
+        _ => None,
+    };
+    let alias_served = alias.as_ref().map(|_| target.served.clone());
+    let mutable = |mut headers: AnswerHeaders| -> Result<AnswerHeaders> {
+        if let (Some(name), Some(served)) = (&alias, &alias_served) {
+            super::aliases::note_served(&*svc.store, &org, name, served)?;
+            headers.max_age = Some(svc.config.render.alias_max_age_secs);
+        }
+        Ok(headers)
+    };
 
     let links = match &req.stack {
         StackRef::Dynamic => Vec::new(),
@@ -318,6 +345,9 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     if let Some(s) = &stack_name {
         tags.push(format!("stack-{org}-{s}"));
     }
+    if let Some(a) = &alias {
+        tags.push(format!("alias-{org}-{a}"));
+    }
     let attachment = (pipeline
         .options
         .get("content_disposition")
@@ -341,7 +371,11 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             mimetype: image.mimetype.clone(),
             size: image.size,
             etag: format!("\"{}\"", image.binary_hash),
-            headers: AnswerHeaders::new(false, attachment.map(|_| image.name.clone()), &tags),
+            headers: mutable(AnswerHeaders::new(
+                false,
+                attachment.map(|_| image.name.clone()),
+                &tags,
+            ))?,
         });
     }
 
@@ -396,8 +430,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     };
     let mut headers = AnswerHeaders::new(negotiated.vary_accept, attachment, &tags);
     headers.vary_save_data = reads_request;
-    let headers = Arc::new(headers);
     let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
+    let headers = Arc::new(mutable(headers)?);
     // A signed URL is checked on every request: its signature may expire.
     if !signed {
         remember_url(

@@ -7,7 +7,7 @@
 //! storage interfaces, so a backup moves between backends. The edge queue and the paths kept for
 //! restoring deleted images are dropped: they concern the cache in front of the old machine.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! Integers are big-endian. The file starts with the magic `DRKRMBK\0` and the format version
 //! (u32), followed by frames: kind (u8), key length (u32), key, value length (u64), value.
 //!
@@ -23,11 +23,16 @@
 //! | 8 blob | BLAKE3 hex | the source bytes |
 //! | 9 image | `org \0 hash` | JSON `ImageRecord` |
 //! | 10 render | render key | u32 length, JSON served paths, stored render value |
+//! | 11 alias | `org \0 alias` | JSON `StoredAlias` |
 //! | 255 trailer (last) | BLAKE3 of every byte before it | JSON [`BackupCounts`] |
 //!
 //! Frames come in that order, except that blobs and images interleave: each blob comes just
 //! before the first image that refers to it, so an import never stores a reference before its
 //! file (design §1b). Nothing may follow the trailer.
+//!
+//! Version 1 is version 2 without alias frames (and without `aliases` in the trailer); this
+//! binary reads both. Aliases come last, after every image they may point to; the served
+//! paths of an alias are not exported, like the edge queue.
 //!
 //! # Consistency while the service runs
 //! sled iteration is not a snapshot across trees, so the export orders its reads instead:
@@ -37,6 +42,7 @@
 //! removed it meanwhile is left out), and renders last, kept only when their image, its live
 //! state and every stack revision they went through are in the backup.
 
+use super::aliases::{AliasPut, StoredAlias};
 use super::renders::{parse_stored, StoredRender};
 use super::stacks::StoredStack;
 use super::ServedPath;
@@ -51,7 +57,7 @@ use std::path::Path;
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 8] = b"DRKRMBK\0";
 /// The format this binary writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Longest key of a frame: keys are names and ids.
 const MAX_KEY: u32 = 4096;
 /// Largest value read into memory (records and renders; blobs are streamed).
@@ -86,6 +92,9 @@ pub struct BackupCounts {
     pub blob_bytes: u64,
     pub renders: u64,
     pub render_bytes: u64,
+    /// Absent from version 1 backups, which hold no aliases.
+    #[serde(default)]
+    pub aliases: u64,
 }
 
 impl std::fmt::Display for BackupCounts {
@@ -93,7 +102,7 @@ impl std::fmt::Display for BackupCounts {
         write!(
             f,
             "{} organizations, {} users, {} keys, {} memberships, {} stacks, {} days of figures, \
-             {} images, {} blobs ({} bytes), {} renders ({} bytes)",
+             {} images, {} blobs ({} bytes), {} renders ({} bytes), {} aliases",
             self.organizations,
             self.users,
             self.keys,
@@ -104,7 +113,8 @@ impl std::fmt::Display for BackupCounts {
             self.blobs,
             self.blob_bytes,
             self.renders,
-            self.render_bytes
+            self.render_bytes,
+            self.aliases
         )
     }
 }
@@ -139,6 +149,7 @@ enum Kind {
     Blob = 8,
     Image = 9,
     Render = 10,
+    Alias = 11,
     Trailer = 255,
 }
 
@@ -155,6 +166,7 @@ impl Kind {
             8 => Kind::Blob,
             9 => Kind::Image,
             10 => Kind::Render,
+            11 => Kind::Alias,
             255 => Kind::Trailer,
             _ => return None,
         })
@@ -296,6 +308,7 @@ pub fn export(
     }
 
     let mut blobs = HashSet::new();
+    let mut exported_images = HashSet::new();
     let mut live = HashSet::new();
     let mut skipped_images = 0;
     for rec in records.all_images() {
@@ -325,6 +338,7 @@ pub fn export(
         let k = key2(&rec.organization, &rec.hash);
         w.frame(Kind::Image, &k, &encode(&rec))?;
         c.images += 1;
+        exported_images.insert(k.clone());
         if !rec.deleted {
             live.insert(k);
         }
@@ -360,6 +374,20 @@ pub fn export(
                 w.write_all(&v)?;
                 c.renders += 1;
                 c.render_bytes += render.size();
+            }
+        }
+    }
+    // Last: an alias made after its image was exported points to an image in the backup;
+    // one whose image was left out (or made after the image pass) is left out too.
+    for org in &all_orgs {
+        for alias in records.list_aliases(&org.name)? {
+            if exported_images.contains(&key2(&alias.organization, &alias.hash)) {
+                w.frame(
+                    Kind::Alias,
+                    &key2(&alias.organization, &alias.alias),
+                    &encode(&alias),
+                )?;
+                c.aliases += 1;
             }
         }
     }
@@ -533,6 +561,7 @@ enum Record {
         paths: Vec<ServedPath>,
         render: StoredRender,
     },
+    Alias(StoredAlias),
 }
 
 /// What a pass over a backup does with each record and blob.
@@ -669,6 +698,10 @@ fn walk_frames(input: impl Read, visitor: &mut dyn Visitor) -> Result<BackupCoun
                 c.render_bytes += render.bytes().len() as u64;
                 Record::Render { key, paths, render }
             }
+            Kind::Alias => {
+                c.aliases += 1;
+                Record::Alias(json("alias", &value)?)
+            }
             Kind::Blob | Kind::Trailer => return Err(invalid("unexpected frame")),
         };
         visitor.record(record)?;
@@ -687,6 +720,8 @@ fn open(path: &Path) -> Result<BufReader<std::fs::File>> {
 #[derive(Default)]
 struct Check {
     orgs: HashSet<String>,
+    /// `org \0 hash` of every image, for the aliases that point to them.
+    images: HashSet<Vec<u8>>,
     blobs: HashSet<String>,
     referenced: HashSet<String>,
 }
@@ -720,6 +755,13 @@ impl Visitor for Check {
                     )));
                 }
                 self.referenced.insert(rec.blob);
+                self.images.insert(key2(&rec.organization, &rec.hash));
+            }
+            Record::Alias(a) if !self.images.contains(&key2(&a.organization, &a.hash)) => {
+                return Err(invalid(format!(
+                    "alias {}/{} points to an image the backup does not hold",
+                    a.organization, a.alias
+                )));
             }
             _ => {}
         }
@@ -792,6 +834,13 @@ impl Visitor for Apply<'_> {
                 }
                 records.restore_render(&key, &render.meta, render.bytes(), &paths)
             }
+            Record::Alias(a) => match records.put_alias(&a, false)? {
+                AliasPut::Created => Ok(()),
+                _ => Err(invalid(format!(
+                    "alias {}/{} is in the backup twice or points to a missing image",
+                    a.organization, a.alias
+                ))),
+            },
         }
     }
 
@@ -892,6 +941,7 @@ mod tests {
     use super::*;
     use crate::storage::records::*;
     use crate::storage::renders::{RenderMeta, StackRevision};
+    use crate::storage::AliasRecords;
     use crate::storage::SledStore;
     use std::io::Cursor;
 
@@ -1006,7 +1056,82 @@ mod tests {
         store
             .put_render_unchecked(&[8; 32], &old, b"old", &served("/old"))
             .unwrap();
+        // Aliases to a live and to a deleted image; both go into the backup.
+        for (name, hash) in [("hero", "h1"), ("gone", "h2")] {
+            let alias = StoredAlias {
+                organization: "acme".into(),
+                alias: name.into(),
+                hash: hash.into(),
+                created: "2024-01-01T00:00:00+00:00".into(),
+            };
+            assert_eq!(store.put_alias(&alias, false).unwrap(), AliasPut::Created);
+        }
         store
+    }
+
+    /// The same backup as format version 1 wrote it: no alias frames, no `aliases` count.
+    fn as_version_1(store: &SledStore) -> Vec<u8> {
+        for alias in store.list_aliases("acme").unwrap() {
+            store.delete_alias("acme", &alias.alias).unwrap();
+        }
+        let bytes = export(store, true);
+        let counts = check(Cursor::new(bytes.clone())).unwrap();
+        let trailer_len = 1 + 4 + 32 + 8 + encode(&counts).len();
+        let mut body = bytes[..bytes.len() - trailer_len].to_vec();
+        body[8..12].copy_from_slice(&1u32.to_be_bytes());
+        let mut v1_counts = serde_json::to_value(counts).unwrap();
+        v1_counts.as_object_mut().unwrap().remove("aliases");
+        let value = serde_json::to_vec(&v1_counts).unwrap();
+        let digest = blake3::hash(&body);
+        body.push(Kind::Trailer as u8);
+        body.extend_from_slice(&32u32.to_be_bytes());
+        body.extend_from_slice(digest.as_bytes());
+        body.extend_from_slice(&(value.len() as u64).to_be_bytes());
+        body.extend_from_slice(&value);
+        body
+    }
+
+    #[test]
+    fn a_version_1_backup_without_aliases_is_still_imported() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let bytes = as_version_1(&sample(a.path()));
+        assert_eq!(&bytes[8..12], &[0, 0, 0, 1]);
+        let file = a.path().join("backup-v1");
+        std::fs::write(&file, &bytes).unwrap();
+        let target = SledStore::open(b.path(), 8).unwrap();
+        let done = import(&target, &target.blobs, &file).unwrap();
+        assert_eq!((done.counts.images, done.counts.aliases), (3, 0));
+        assert!(target.list_aliases("acme").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_alias_to_an_image_the_backup_does_not_hold_is_refused() {
+        let mut w = FrameWriter::new(Vec::new()).unwrap();
+        let info = BackupInfo {
+            darkroom: "test".into(),
+            schema: crate::storage::SCHEMA_VERSION,
+            created: "2024-01-01T00:00:00+00:00".into(),
+            renders: false,
+        };
+        w.frame(Kind::Info, b"", &encode(&info)).unwrap();
+        w.frame(Kind::Org, b"acme", br#"{"id":"id-acme","name":"acme","display_name":"","billing_email":"","created":"2024-01-01","master_organization":"","signing_keys":[]}"#).unwrap();
+        let alias = StoredAlias {
+            organization: "acme".into(),
+            alias: "hero".into(),
+            hash: "h9".into(),
+            created: "2024-01-01T00:00:00+00:00".into(),
+        };
+        w.frame(Kind::Alias, &key2("acme", "hero"), &encode(&alias))
+            .unwrap();
+        let out = w
+            .finish(&BackupCounts {
+                organizations: 1,
+                aliases: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        let err = check(Cursor::new(out)).unwrap_err().to_string();
+        assert!(err.contains("does not hold"), "{err}");
     }
 
     fn export(store: &SledStore, renders: bool) -> Vec<u8> {
@@ -1029,6 +1154,11 @@ mod tests {
         assert_eq!(done.counts.images, 3);
         assert_eq!(done.counts.blobs, 2, "a shared blob is written once");
         assert_eq!(done.counts.renders, 1, "the orphan render is left out");
+        assert_eq!(done.counts.aliases, 2);
+        assert_eq!(
+            target.list_aliases("acme").unwrap(),
+            source.list_aliases("acme").unwrap()
+        );
         assert_eq!(done.skipped_renders, 0);
         assert!(target.verify(std::time::Duration::ZERO).unwrap().is_empty());
 
@@ -1133,7 +1263,7 @@ mod tests {
         w.frame(Kind::Org, b"acme", b"{}").unwrap();
         let out = w.finish(&BackupCounts::default()).unwrap();
         assert_eq!(&out[..8], MAGIC);
-        assert_eq!(&out[8..12], &[0, 0, 0, 1]);
+        assert_eq!(&out[8..12], &[0, 0, 0, 2]);
         assert_eq!(out[12], 2, "kind");
         assert_eq!(&out[13..17], &[0, 0, 0, 4], "key length");
         assert_eq!(&out[17..21], b"acme");

@@ -70,6 +70,17 @@ pub fn verify(records: &dyn Records, bytes: &dyn Bytes, grace: Duration) -> Resu
             ));
         }
     }
+    // Removing an image for good removes its aliases; a soft-deleted image keeps them.
+    for org in records.list_orgs()? {
+        for alias in records.list_aliases(&org.name)? {
+            if records.get_image(&org.name, &alias.hash)?.is_none() {
+                problems.push(format!(
+                    "alias {}/{} points to a missing image {}",
+                    org.name, alias.alias, alias.hash
+                ));
+            }
+        }
+    }
     for shard in 0..=255u8 {
         for id in orphan_blobs(records, bytes, shard, grace)? {
             problems.push(format!("blob file {id} is not referenced by any image"));
@@ -252,6 +263,32 @@ impl SledStore {
             problems.push(format!(
                 "{renders} renders, {atimes} access times, {lrus} recency entries"
             ));
+        }
+        // Aliases: each of an organization, served paths only of aliases that exist.
+        for item in self.aliases.iter() {
+            let (k, v) = item?;
+            let alias: super::StoredAlias = decode("aliases", &v)?;
+            if key2(&alias.organization, &alias.alias) != k.as_ref() {
+                problems.push(format!(
+                    "alias {}/{} is stored under another key",
+                    alias.organization, alias.alias
+                ));
+            }
+            if !orgs.contains(&alias.organization) {
+                problems.push(format!(
+                    "alias {}/{} belongs to no organization",
+                    alias.organization, alias.alias
+                ));
+            }
+        }
+        for k in self.alias_paths.iter().keys() {
+            let k = k?;
+            if !self.aliases.contains_key(&k)? {
+                problems.push(format!(
+                    "served paths kept for a missing alias {}",
+                    String::from_utf8_lossy(&k).replace('\0', "/")
+                ));
+            }
         }
         // Edge: queued jobs readable, restore paths only for deleted images.
         for item in self.edge_queue.iter() {

@@ -4,13 +4,14 @@
 //!
 //! The embedded backend is the only place that names sled: small structured data lives in
 //! sled trees (organizations, users, keys, memberships, image records and their indexes,
-//! counters, renders) in [`SledStore`]; source bytes live in content-addressed files beside it
+//! counters, stacks, aliases, renders) in [`SledStore`]; source bytes live in content-addressed files beside it
 //! ([`FileBytes`]). Changes that touch several trees go in one sled transaction, so indexes and
 //! counters never drift from the records they describe.
 //!
 //! Key layout: composite keys join their parts with a zero byte (`org \0 hash`), which sorts
 //! by the first part and allows prefix scans per organization.
 
+pub mod aliases;
 pub mod backup;
 pub mod blobs;
 pub mod check;
@@ -30,6 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 use std::path::{Path, PathBuf};
 
+pub use aliases::{AliasPut, AliasRecords, StoredAlias};
 pub use blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBlob};
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
@@ -194,6 +196,8 @@ pub struct SledStore {
     org_blobs: Tree,
     org_usage: Tree,
     stacks: Tree,
+    aliases: Tree,
+    alias_paths: Tree,
     renders: Tree,
     render_by_image: Tree,
     render_by_stack: Tree,
@@ -206,8 +210,8 @@ pub struct SledStore {
     edge_notify: tokio::sync::Notify,
     /// Free space of the data folder against `storage.min_free_mb`.
     space: std::sync::Arc<Space>,
-    /// Bumped after every change to organizations, images or stacks and every removal of a
-    /// render; see [`SledStore::generation`].
+    /// Bumped after every change to organizations, images, stacks or aliases and every removal
+    /// of a render; see [`SledStore::generation`].
     generation: std::sync::atomic::AtomicU64,
 }
 
@@ -399,6 +403,8 @@ impl SledStore {
             org_blobs: db.open_tree("org_blobs")?,
             org_usage: db.open_tree("org_usage")?,
             stacks: db.open_tree("stacks")?,
+            aliases: db.open_tree("aliases")?,
+            alias_paths: db.open_tree("alias_paths")?,
             renders: db.open_tree("renders")?,
             render_by_image: db.open_tree("render_by_image")?,
             render_by_stack: db.open_tree("render_by_stack")?,
@@ -474,8 +480,8 @@ impl Records for SledStore {
         Ok(())
     }
 
-    /// A counter that moves after every committed change to an organization, an image or a
-    /// stack, and after every removal of a render. Anything derived from those records while
+    /// A counter that moves after every committed change to an organization, an image, a stack
+    /// or an alias, and after every removal of a render. Anything derived from those records while
     /// the counter read `g` (taken *before* the reads) is still true while it reads `g`.
     fn contents(&self) -> Result<Vec<String>> {
         Ok([
@@ -484,6 +490,7 @@ impl Records for SledStore {
             ("keys", &self.keys),
             ("images", &self.images),
             ("stacks", &self.stacks),
+            ("aliases", &self.aliases),
             ("renders", &self.renders),
         ]
         .into_iter()
@@ -507,6 +514,8 @@ impl Records for SledStore {
             &self.org_blobs,
             &self.org_usage,
             &self.stacks,
+            &self.aliases,
+            &self.alias_paths,
             &self.renders,
             &self.render_by_image,
             &self.render_by_stack,
@@ -985,8 +994,9 @@ impl ImageRecords for SledStore {
         result
     }
 
-    /// Removes an image record for good. Returns the blob id when no record of any
-    /// organization refers to it any more, so the caller can remove the file.
+    /// Removes an image record for good, and the aliases that point to it. Returns the blob id
+    /// when no record of any organization refers to it any more, so the caller can remove the
+    /// file.
     fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
         let k = key2(org, hash);
         let result = tx_result(
@@ -1037,6 +1047,10 @@ impl ImageRecords for SledStore {
                 ),
         );
         self.changed();
+        // After the record: an alias made meanwhile found no image, so none is left behind.
+        if result.is_ok() {
+            self.delete_aliases_of(org, hash)?;
+        }
         result
     }
 

@@ -4,14 +4,15 @@
 //! ([`super::SledStore`]), and a second backend is a second `impl`.
 //!
 //! The traits are split by what they hold, so that each sits on one screen with its
-//! invariants: accounts, image records, the listing index, stacks, the render index and the
-//! edge queue. [`Records`] gathers them with what spans all of them: the change generation,
+//! invariants: accounts, image records, the listing index, stacks, aliases
+//! ([`super::aliases`]), the render index and the edge queue. [`Records`] gathers them with what spans all of them: the change generation,
 //! durability and readiness.
 //!
 //! What crosses the seam is plain data: model types, strings, encoded index positions
 //! ([`super::index`]) and opaque keys. Nothing names the backend (no sled value, no file path,
 //! no in-process notifier): a change that several processes must see is a method here.
 
+use super::aliases::AliasRecords;
 use super::check::RenderStatus;
 use super::edge::QueuedEdgeJob;
 use super::index::{IndexField, Position};
@@ -92,7 +93,8 @@ pub trait ImageRecords {
     /// Replaces the record of an existing image whose identity (hash, blob) is unchanged, and
     /// keeps the counters in step with its `deleted` flag; `false` when there is no record.
     fn update_image(&self, rec: &ImageRecord) -> Result<bool>;
-    /// Removes an image record for good. Returns the blob id when no record of any
+    /// Removes an image record for good, then every alias that points to it (an alias never
+    /// names an image that is gone for good). Returns the blob id when no record of any
     /// organization refers to it any more, so the caller can remove the bytes.
     fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>>;
     /// Number of image records (of every organization, deleted or not) referring to a blob.
@@ -259,7 +261,15 @@ pub trait EdgeQueue {
 
 /// Every record the appliance keeps, and what spans them.
 pub trait Records:
-    Accounts + ImageRecords + ImageIndex + StackRecords + RenderRecords + EdgeQueue + Send + Sync
+    Accounts
+    + ImageRecords
+    + ImageIndex
+    + StackRecords
+    + AliasRecords
+    + RenderRecords
+    + EdgeQueue
+    + Send
+    + Sync
 {
     /// A number that moves after every committed change to an organization, an image, a stack
     /// or an alias, and after every removal of a render, as seen by every process over these

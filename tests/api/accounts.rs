@@ -434,6 +434,25 @@ async fn the_role_matrix_is_enforced_on_every_endpoint() {
             Some(json!("n.jpg")),
             CHANGERS,
         ),
+        // Aliases: changed by who changes images, read by who reads them.
+        (
+            "PUT",
+            "/sourceimages/acme/alias/matrix?overwrite=true".into(),
+            Some(json!({"hash": hash})),
+            CHANGERS,
+        ),
+        (
+            "GET",
+            "/sourceimages/acme/alias/matrix".into(),
+            None,
+            READERS,
+        ),
+        (
+            "DELETE",
+            "/sourceimages/acme/alias/matrix/cache?dry_run=true".into(),
+            None,
+            CHANGERS,
+        ),
         (
             "PUT",
             format!("/sourceimages/acme/{hash}/options/locked"),

@@ -688,3 +688,45 @@ async fn overwriting_a_stack_to_autoformat_replaces_the_cached_render() {
         actix_rt::time::sleep(POLL).await;
     }
 }
+
+#[actix_web::test]
+#[ignore = "needs nginx (apt-get install nginx-light); run with --include-ignored"]
+async fn re_pointing_an_alias_refreshes_nginx_with_the_other_image() {
+    let e = spawn_edge().await;
+    println!("alias re-pointed:");
+    let other = e
+        .app
+        .upload_one("acme", ROOT_KEY, "tall.jpg", &jpeg(60, 80, 2))
+        .await["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.trigger(
+        "PUT",
+        "/sourceimages/acme/alias/hero",
+        Some(json!({"hash": e.hash})),
+    )
+    .await;
+    let path = "/acme/thumb/-_hero_-.jpg";
+    let old = e.warm(path).await;
+    let height = |a: &Answer| image::load_from_memory(&a.body).map_or(0, |i| i.height());
+    assert_eq!(height(&old), 30);
+    assert_eq!(
+        old.header("cache-control").as_deref(),
+        Some("public, max-age=60")
+    );
+    let since = e.log_len();
+    e.trigger(
+        "PUT",
+        "/sourceimages/acme/alias/hero?overwrite=true",
+        Some(json!({"hash": other})),
+    )
+    .await;
+    let new = e
+        .poll(path, "the other image (height 53)", |a| {
+            a.status == 200 && height(a) == 53
+        })
+        .await;
+    assert_ne!(new.body, old.body);
+    e.refreshed(path, since).await;
+}

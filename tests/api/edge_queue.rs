@@ -306,3 +306,62 @@ async fn without_an_edge_nothing_is_queued_and_a_dry_run_queues_nothing() {
     );
     assert_eq!(plain.services.store.edge_pending(), 0);
 }
+
+#[actix_rt::test]
+async fn re_pointing_or_deleting_an_alias_refreshes_the_urls_it_was_served_under() {
+    let edge = FakeEdge::start(200).await;
+    let url = edge.url.clone();
+    let app = spawn_app_with(move |c| c.edge.url = url).await;
+    let first = setup(&app).await;
+    let second = app
+        .upload_one("acme", ROOT_KEY, "second.jpg", &jpeg(60, 80, 2))
+        .await["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = |hash: &str, overwrite: bool| {
+        let query = if overwrite { "?overwrite=true" } else { "" };
+        let body = serde_json::json!({ "hash": hash });
+        let path = format!("/sourceimages/acme/alias/hero{query}");
+        let app = &app;
+        async move { app.json("PUT", &path, ROOT_KEY, &body).await.status }
+    };
+    assert_eq!(put(&first, false).await, 201);
+    let thumb = "/acme/thumb/-_hero_-.jpg";
+    let dynamic = "/acme/dynamic/resize-width-10/-_hero_-.png";
+    assert_eq!(render_as(&app, "img.example.com", thumb).await, 200);
+    assert_eq!(render_as(&app, "cdn.example.com", dynamic).await, 200);
+
+    assert_eq!(put(&second, true).await, 200);
+    let mut seen = edge.wait_for(2, Duration::from_secs(5)).await;
+    seen.sort_by(|a, b| a.path.cmp(&b.path));
+    let refresh = |path: &str, host: &str| Seen {
+        method: "GET".into(),
+        path: path.into(),
+        host: host.into(),
+        refresh: Some("1".into()),
+    };
+    assert_eq!(
+        seen,
+        [
+            refresh(dynamic, "cdn.example.com"),
+            refresh(thumb, "img.example.com"),
+        ]
+    );
+    drained(&app, "answered jobs leave").await;
+
+    // The stand-in does not fetch the URL as nginx would; asked again, it is known again,
+    // and deleting the alias refreshes it (the edge then holds the short-lived 404).
+    assert_eq!(render_as(&app, "img.example.com", thumb).await, 200);
+    assert_eq!(
+        app.delete("/sourceimages/acme/alias/hero", ROOT_KEY)
+            .await
+            .status,
+        204
+    );
+    let seen = edge.wait_for(3, Duration::from_secs(5)).await;
+    assert_eq!(seen.get(2), Some(&refresh(thumb, "img.example.com")));
+    drained(&app, "answered jobs leave").await;
+    assert_eq!(render_as(&app, "img.example.com", thumb).await, 404);
+    edge.stop().await;
+}

@@ -2,6 +2,7 @@
 //! temporary data folder and talks HTTP to it.
 
 mod accounts;
+mod aliases;
 mod avif;
 mod backup;
 mod blur;

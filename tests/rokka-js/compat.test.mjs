@@ -1223,3 +1223,40 @@ test('render.getUrlFromUrl with a path-form renderHost', async t => {
   }
   await render(url, 'png', 32, 24)
 })
+
+test('sourceimages.alias create, get, overwrite, invalidateCache and delete; renders through -_alias_-', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const other = await upload(rokka, org, 'alias-other.png', uniquePng(16, 8))
+
+  const created = await rokka.sourceimages.alias.create(org, 'hero', { hash: img.hash })
+  assert.equal(created.statusCode, 201)
+  assert.deepEqual(created.body, { organization: org, alias: 'hero', hash: img.hash })
+  const got = await rokka.sourceimages.alias.get(org, 'hero')
+  assert.deepEqual(got.body, created.body)
+  await assertStatus(rokka.sourceimages.alias.create(org, 'hero', { hash: other.hash }), 409)
+  await assertStatus(rokka.sourceimages.alias.create(org, 'bad-name', { hash: img.hash }), 404)
+
+  // An alias URL renders the image as its hash URL does, with a short max-age.
+  const url = rokka.render.getUrl(org, '-_hero_-', 'png', 'thumb')
+  const byAlias = await get(url)
+  assert.equal(byAlias.res.status, 200, url)
+  assert.equal(byAlias.res.headers.get('cache-control'), 'public, max-age=60')
+  const byHash = await render(rokka.render.getUrl(org, img.hash, 'png', 'thumb'), 'png', 32, 24)
+  assert.ok(byAlias.body.equals(byHash.body), 'the alias rendered other bytes than the hash')
+
+  const moved = await rokka.sourceimages.alias.create(org, 'hero', { hash: other.hash }, { overwrite: true })
+  assert.equal(moved.statusCode, 200)
+  assert.equal(moved.body.hash, other.hash)
+  const after = await get(url)
+  assert.equal(after.res.status, 200)
+  assert.deepEqual(dimensions(after.body), { width: 32, height: 16 })
+
+  const purged = await rokka.sourceimages.alias.invalidateCache(org, 'hero')
+  assert.equal(purged.statusCode, 200)
+  assert.ok(Array.isArray(purged.body.items))
+
+  const del = await rokka.sourceimages.alias.delete(org, 'hero')
+  assert.equal(del.statusCode, 204)
+  await assertStatus(rokka.sourceimages.alias.get(org, 'hero'), 404)
+  await assertRenderStatus(url, 404)
+})
