@@ -85,6 +85,20 @@ mod tests {
     use crate::storage::records::*;
     use crate::storage::SledStore;
 
+    /// Runs `f` until the folder's lock is free: sled's background flusher lets go of a
+    /// dropped database a moment later, longer on a busy machine.
+    fn when_unlocked<T>(f: impl Fn() -> Result<T>) -> T {
+        for _ in 0..200 {
+            match f() {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the data folder stayed locked");
+    }
+
     fn image(i: usize) -> ImageRecord {
         serde_json::from_value(serde_json::json!({
             "organization": "acme", "hash": format!("{i:040x}"), "binary_hash": format!("{i:040}"),
@@ -110,9 +124,9 @@ mod tests {
             }
             store.flush_blocking().unwrap();
         }
-        let (before, after) = compact(dir.path()).unwrap();
+        let (before, after) = when_unlocked(|| compact(dir.path()));
         assert!(after * 10 < before * 7, "{before} -> {after} bytes");
-        let store = SledStore::open(dir.path(), 8).unwrap();
+        let store = when_unlocked(|| SledStore::open(dir.path(), 8));
         assert!(store.get_image("acme", &image(1).hash).unwrap().is_some());
         assert!(store.get_image("acme", &image(2).hash).unwrap().is_none());
         let problems: Vec<String> = store
@@ -134,11 +148,11 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         // As if the process died between the two renames.
-        compact(dir.path()).unwrap();
+        when_unlocked(|| compact(dir.path()));
         std::fs::rename(dir.path().join("sled"), dir.path().join(FRESH)).unwrap();
         std::fs::File::create(dir.path().join(FRESH).join(COMPLETE)).unwrap();
         std::fs::create_dir(dir.path().join(OLD)).unwrap();
-        let store = SledStore::open(dir.path(), 8).unwrap();
+        let store = when_unlocked(|| SledStore::open(dir.path(), 8));
         assert!(store.get_image("acme", &image(1).hash).unwrap().is_some());
         assert!(!dir.path().join(OLD).exists() && !dir.path().join(FRESH).exists());
     }
