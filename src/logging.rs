@@ -34,7 +34,7 @@ fn json_line(ts: &str, level: &str, target: &str, message: &str) -> String {
     line.insert("level".into(), Value::from(level));
     line.insert("target".into(), Value::from(target));
     match serde_json::from_str::<Value>(message) {
-        Ok(Value::Object(fields)) if message.starts_with('{') => {
+        Ok(Value::Object(fields)) => {
             for (k, v) in fields {
                 line.entry(k).or_insert(v);
             }

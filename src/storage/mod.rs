@@ -439,7 +439,8 @@ impl SledStore {
         &self.path
     }
 
-    /// [`check::verify`] over these records and the blob files beside them.
+    /// [`check::verify`] over these records and the blob files beside them (tests).
+    #[cfg(test)]
     pub fn verify(&self, grace: std::time::Duration) -> Result<Vec<String>> {
         check::verify(self, &self.blobs, grace)
     }
