@@ -93,3 +93,19 @@ pub async fn export(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
     }
     Ok(resp.streaming(body))
 }
+
+/// `GET /admin/verify` (root key only): recomputes every counter and reference, as
+/// `darkroom admin verify` does on a stopped folder. `{"ok": bool, "problems": [...]}`.
+pub async fn verify(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    if principal(&req, &svc)? != Principal::Root {
+        return Err(Error::Forbidden("only the root key can run verify".into()));
+    }
+    let services = svc.clone().into_inner();
+    let problems = tokio::task::spawn_blocking(move || services.verify(crate::gc::BLOB_GRACE))
+        .await
+        .map_err(Error::internal)??;
+    Ok(super::json_response(
+        200,
+        &serde_json::json!({ "ok": problems.is_empty(), "problems": problems }),
+    ))
+}

@@ -33,6 +33,13 @@ pub async fn put(
     )
 }
 
+/// `GET /sourceimages/{org}/alias`.
+pub async fn list(req: HttpRequest, svc: Svc, path: web::Path<String>) -> Result<HttpResponse> {
+    let who = principal(&req, &svc)?;
+    let org = org_name(&path)?;
+    Ok(json_response(200, &aliases::list(&svc, &who, &org)?))
+}
+
 /// `GET /sourceimages/{org}/alias/{alias}`.
 pub async fn get(
     req: HttpRequest,

@@ -17,6 +17,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/billing/{org}", web::get().to(stacks::billing))
         // backups (root key only)
         .route("/admin/export", web::get().to(admin::export))
+        .route("/admin/verify", web::get().to(admin::verify))
         // purges (free and unlimited)
         .route(
             "/organizations/{org}/cache",
@@ -92,6 +93,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(images::download_zip),
         )
         // Before `{hash}/…`, which would take `alias` for a hash (no hash is that word).
+        .route("/sourceimages/{org}/alias", web::get().to(aliases::list))
         .route(
             "/sourceimages/{org}/alias/{alias}",
             web::put().to(aliases::put),

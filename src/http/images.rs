@@ -236,13 +236,7 @@ pub async fn upload(
                         }
                         FormField::Options(i) => {
                             let opts = img::parse_json_object("options", &text)?;
-                            let protected = match opts.get("protected") {
-                                None | Some(Value::Null) => false,
-                                Some(v) => img::parse_bool_body(v).map_err(|_| {
-                                    Error::Invalid("options.protected must be true or false".into())
-                                })?,
-                            };
-                            meta.entry(i).or_default().protected = protected;
+                            img::parse_upload_options(&opts, meta.entry(i).or_default())?;
                         }
                         FormField::Url => {
                             return Err(Error::Invalid(

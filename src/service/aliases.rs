@@ -103,6 +103,17 @@ pub async fn put(
     Ok(saved)
 }
 
+/// `GET /sourceimages/{org}/alias`: every alias of the organization, by name. rokka has no
+/// such listing; an import from another Darkroom uses it to find the aliases to copy.
+pub fn list(svc: &Services, who: &Principal, org: &OrgName) -> Result<Value> {
+    authorize(&*svc.store, who, org, Right::ImagesRead)?;
+    require_org(&*svc.store, org)?;
+    let mut aliases = svc.store.list_aliases(org.as_str())?;
+    aliases.sort_by(|a, b| a.alias.cmp(&b.alias));
+    let items: Vec<Value> = aliases.iter().map(alias_json).collect();
+    Ok(json!({ "total": items.len(), "items": items }))
+}
+
 /// `GET /sourceimages/{org}/alias/{alias}`.
 pub fn get(svc: &Services, who: &Principal, org: &OrgName, name: &AliasName) -> Result<Value> {
     authorize(&*svc.store, who, org, Right::ImagesRead)?;

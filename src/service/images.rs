@@ -107,6 +107,51 @@ pub struct UploadMeta {
     pub user: Option<Map<String, Value>>,
     pub dynamic: Map<String, Value>,
     pub protected: bool,
+    /// The hash to keep (`options.hash`): an image moved in from another rokka-compatible
+    /// host keeps the hash its render URLs use. Root key only.
+    pub hash: Option<String>,
+    /// The creation time to keep (`options.created`, RFC 3339), in Unix seconds. Root key
+    /// only.
+    pub created: Option<i64>,
+}
+
+/// Reads an upload's `options[i]` object: `protected`, and for the root key `hash` and
+/// `created`, which let an import keep an image's identity. Unknown keys are ignored, as
+/// rokka does.
+pub fn parse_upload_options(opts: &Map<String, Value>, meta: &mut UploadMeta) -> Result<()> {
+    meta.protected = match opts.get("protected") {
+        None | Some(Value::Null) => false,
+        Some(v) => parse_bool_body(v)
+            .map_err(|_| Error::Invalid("options.protected must be true or false".into()))?,
+    };
+    meta.hash = match opts.get("hash") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h))
+            if h.len() == 40 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Some(h.clone())
+        }
+        Some(_) => {
+            return Err(Error::Invalid(
+                "options.hash must be 40 lowercase hexadecimal characters".into(),
+            ))
+        }
+    };
+    meta.created = match opts.get("created") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(time::parse_rfc3339(t).ok_or_else(|| {
+            Error::Invalid(format!(
+                "options.created must be an RFC 3339 time, not '{}'",
+                crate::model::ids::truncate(t, 40)
+            ))
+        })?),
+        Some(_) => {
+            return Err(Error::Invalid(
+                "options.created must be an RFC 3339 time".into(),
+            ))
+        }
+    };
+    Ok(())
 }
 
 /// Finds an image by full or short hash. Soft-deleted images are found only with
@@ -256,6 +301,27 @@ pub async fn upload(
     if files.is_empty() {
         return Err(Error::Invalid("the upload contains no file".into()));
     }
+    if *who != Principal::Root && meta.iter().any(|m| m.hash.is_some() || m.created.is_some()) {
+        discard_all(&files);
+        return Err(Error::Forbidden(
+            "options.hash and options.created are kept only for uploads with the root key (imports)"
+                .into(),
+        ));
+    }
+    // A kept hash may not name an image of other bytes.
+    for (f, m) in files.iter().zip(&meta) {
+        let taken = match &m.hash {
+            Some(h) => svc.store.get_image(org.as_str(), h)?,
+            None => None,
+        };
+        if let Some(existing) = taken.filter(|e| e.blob != f.blob.id) {
+            discard_all(&files);
+            return Err(Error::Conflict(format!(
+                "source image '{}' already exists with other bytes",
+                existing.hash
+            )));
+        }
+    }
     // Validate metadata first: it is cheap and fails fast.
     let mut metas = Vec::with_capacity(files.len());
     for i in 0..files.len() {
@@ -335,8 +401,14 @@ async fn store_uploads(
                 .map_err(Error::io)?;
             None
         };
-        let hash = image_hash(&f.blob.id, &m.dynamic, m.protected);
-        let now_ns = time::now_unix_nanos();
+        let hash = match &m.hash {
+            Some(kept) => kept.clone(),
+            None => image_hash(&f.blob.id, &m.dynamic, m.protected),
+        };
+        let now_ns = match m.created {
+            Some(secs) => i128::from(secs) * 1_000_000_000,
+            None => time::now_unix_nanos(),
+        };
         let rec = ImageRecord {
             organization: org.to_string(),
             hash: hash.clone(),
@@ -362,6 +434,13 @@ async fn store_uploads(
         };
         let stored = match svc.store.insert_image(&rec)? {
             Inserted::Created => rec,
+            Inserted::Exists(existing) if existing.blob != rec.blob => {
+                // Only a kept hash can name other bytes.
+                return Err(Error::Conflict(format!(
+                    "source image '{}' already exists with other bytes",
+                    existing.hash
+                )));
+            }
             Inserted::Exists(mut existing) => {
                 // Re-uploading: provided user fields are set, others kept; a deleted image
                 // comes back.
@@ -405,11 +484,7 @@ fn check_upload_meta(m: UploadMeta) -> Result<UploadMeta> {
         .map(|u| image::check_user_metadata(&u).map_err(Error::Invalid))
         .transpose()?;
     let dynamic = image::check_dynamic(&m.dynamic).map_err(Error::Invalid)?;
-    Ok(UploadMeta {
-        user,
-        dynamic,
-        protected: m.protected,
-    })
+    Ok(UploadMeta { user, dynamic, ..m })
 }
 
 /// Loads an image for a change: write right, found, and not locked when `guard_lock`.

@@ -16,6 +16,7 @@ mod gc;
 mod helpers;
 mod hostile_renders;
 mod images;
+mod import_rokka;
 mod invalidation;
 mod listing;
 mod metrics;

@@ -3,6 +3,8 @@
 //! exception is `admin export`, which asks the running service for the backup over its API
 //! (with the root key) and opens the data folder itself only when nothing listens.
 
+mod import_rokka;
+
 use crate::app::Application;
 use crate::config::Config;
 use crate::model::ids::OrgName;
@@ -92,6 +94,29 @@ pub enum Admin {
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
     },
+    /// Copy an organization from a rokka-compatible API (rokka, or another Darkroom): source
+    /// images with their hashes, metadata and flags, stacks and aliases. Into the running
+    /// service when it answers (with auth.root_key), else into the data folder. Run it again
+    /// to resume; it copies only what is missing or different.
+    ImportRokka {
+        /// The API to copy from, e.g. https://api.rokka.io.
+        #[arg(long, value_name = "URL")]
+        api_host: String,
+        /// An API key of the source organization with read rights (and
+        /// sourceimages:download:protected for protected images); else ROKKA_API_KEY.
+        #[arg(long, value_name = "KEY")]
+        api_key: Option<String>,
+        /// The organization to copy.
+        #[arg(long, value_name = "ORG")]
+        organization: String,
+        /// The organization here (default: the same name); created when missing.
+        #[arg(long, value_name = "ORG")]
+        into: Option<String>,
+        /// An alias to copy, when the source cannot list its aliases (rokka cannot); repeat
+        /// for several.
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +197,30 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
         match cmd {
             Admin::Export { to, renders } => return export(&config, &to, renders),
             Admin::Import { from } => return import(&config, &from),
+            Admin::ImportRokka {
+                api_host,
+                api_key,
+                organization,
+                into,
+                aliases,
+            } => {
+                let api_key = match api_key {
+                    Some(k) => k,
+                    None => std::env::var("ROKKA_API_KEY").map_err(|_| {
+                        "give the source's key with --api-key or ROKKA_API_KEY".to_string()
+                    })?,
+                };
+                return import_rokka::run(
+                    &config,
+                    import_rokka::Request {
+                        api_host,
+                        api_key,
+                        organization,
+                        into,
+                        aliases,
+                    },
+                );
+            }
             Admin::Compact => {
                 let (before, after) = crate::storage::compact::compact(&config.storage.path)
                     .map_err(|e| match e.to_string() {
@@ -257,7 +306,10 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             println!("verify: ok");
         }
         // Handled above: they decide themselves whether to open the data folder.
-        Admin::Export { .. } | Admin::Import { .. } | Admin::Compact => {}
+        Admin::Export { .. }
+        | Admin::Import { .. }
+        | Admin::ImportRokka { .. }
+        | Admin::Compact => {}
     }
     store.flush_blocking().map_err(|e| e.to_string())
 }
@@ -283,6 +335,18 @@ fn api_address(config: &Config) -> Option<SocketAddr> {
     Some(addr)
 }
 
+/// The API address of the running service, or `None` when nothing listens there.
+fn running_service(config: &Config) -> Result<Option<SocketAddr>, String> {
+    match api_address(config) {
+        Some(addr) => match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(_) => Ok(Some(addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(None),
+            Err(e) => Err(format!("cannot reach the service at {addr}: {e}")),
+        },
+        None => Ok(None),
+    }
+}
+
 /// `admin export`: writes `FILE.tmp`, checks it completely, fsyncs it and renames it to
 /// FILE, so FILE is never a partial backup.
 fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
@@ -293,16 +357,7 @@ fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
     let written = (|| -> Result<(BackupCounts, String), String> {
         let mut file = std::fs::File::create(&tmp)
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let running = match api_address(config) {
-            Some(addr) => match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            {
-                Ok(_) => Some(addr),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => None,
-                Err(e) => return Err(format!("cannot reach the service at {addr}: {e}")),
-            },
-            None => None,
-        };
-        let source = match running {
+        let source = match running_service(config)? {
             Some(addr) => {
                 export_from_service(config, addr, renders, &mut file)?;
                 format!("the running service at {addr}")
