@@ -730,3 +730,80 @@ async fn re_pointing_an_alias_refreshes_nginx_with_the_other_image() {
     assert_ne!(new.body, old.body);
     e.refreshed(path, since).await;
 }
+
+/// A stack that reads `request.headers.save_data` answers two variants under one URL, with
+/// `Vary: Save-Data`. Through nginx each client gets its own variant, before and after the
+/// edge is refreshed: the refresh (sent without Save-Data) stores the plain variant, and a
+/// `Save-Data: on` client is still answered the light one.
+#[actix_web::test]
+#[ignore = "needs nginx (apt-get install nginx-light); run with --include-ignored"]
+async fn save_data_variants_are_never_crossed_in_nginx() {
+    let e = spawn_edge().await;
+    println!("Save-Data variants:");
+    e.app
+        .stack(
+            "lite",
+            json!({
+                "operations": [{"name": "resize", "options": {"width": 60}}],
+                "options": {"jpg.quality": 95},
+                "expressions": [{"expression": "request.headers.save_data == 'on'",
+                                 "overrides": {"options": {"jpg.quality": 10}}}]
+            }),
+        )
+        .await;
+    let path = format!("/acme/lite/{}.jpg", e.hash);
+    let (e, path) = (&e, path.as_str());
+    let direct = |save: bool| {
+        let url = format!("{}{path}", e.app.render);
+        let headers: &[(&str, &str)] = if save { &[("Save-Data", "on")] } else { &[] };
+        async move { e.app.send("GET", &url, None, headers, None).await }
+    };
+    let (plain, light) = (direct(false).await, direct(true).await);
+    assert_eq!((plain.status, light.status), (200, 200));
+    assert_ne!(plain.body, light.body, "the two variants differ");
+    for a in [&plain, &light] {
+        assert!(
+            a.header("vary").unwrap_or_default().contains("Save-Data"),
+            "{:?}",
+            a.header("vary")
+        );
+    }
+    let through = |save: bool| {
+        let url = format!("{}{path}", e.nginx.url);
+        let headers: &[(&str, &str)] = if save {
+            &[("Host", RENDER_HOST), ("Save-Data", "on")]
+        } else {
+            &[("Host", RENDER_HOST)]
+        };
+        async move {
+            let a = e.app.send("GET", &url, None, headers, None).await;
+            println!(
+                "  GET {path}{} -> {} X-Cache-Status: {}",
+                if save { " + Save-Data: on" } else { "" },
+                a.status,
+                cache_status(&a)
+            );
+            a
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(through(true).await.body, light.body, "Save-Data client");
+        assert_eq!(through(false).await.body, plain.body, "plain client");
+    }
+    let since = e.log_len();
+    e.trigger(
+        "DELETE",
+        &format!("/sourceimages/acme/{}/cache", e.hash),
+        None,
+    )
+    .await;
+    e.refreshed(&path, since).await;
+    let stored = through(false).await;
+    assert_eq!(stored.body, plain.body, "plain client after the refresh");
+    assert_eq!(cache_status(&stored), "HIT", "the refresh stored the plain variant");
+    for _ in 0..2 {
+        let a = through(true).await;
+        assert_eq!(a.body, light.body, "Save-Data client after the refresh");
+        assert_ne!(cache_status(&a), "HIT");
+    }
+}
