@@ -62,6 +62,28 @@ pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
 }
 
 fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+    let (image, icc) = decode_and_apply(source, input)?;
+    input.cancel.check()?;
+    let opts = encode_options(
+        &input.pipeline.options,
+        input.format,
+        input.lossless,
+        icc.as_deref(),
+    );
+    codecs::encode(&image, &opts)
+}
+
+/// The pixels of `input`'s pipeline on `source`, not encoded: the layer a composition's
+/// `secondary_stack` puts on another image. `input.format` is not used.
+pub fn render_layer(source: &[u8], input: &RenderInput) -> Result<DynamicImage> {
+    crate::render::cancel::scope(input.cancel, || {
+        decode_and_apply(source, input).map(|(image, _)| image)
+    })
+}
+
+/// Decodes `source` (as small as the first resize allows) and runs every operation; the
+/// image and the source's ICC profile.
+fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage, Option<Vec<u8>>)> {
     let operations: Vec<Operation> = input
         .pipeline
         .operations
@@ -96,14 +118,7 @@ fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
         input.cancel.check()?;
         image = op.apply(image, &mut ctx)?;
     }
-    input.cancel.check()?;
-    let opts = encode_options(
-        &input.pipeline.options,
-        input.format,
-        input.lossless,
-        decoded.icc.as_deref(),
-    );
-    codecs::encode(&image, &opts)
+    Ok((image, decoded.icc))
 }
 
 /// A reduced-size decode is safe when the first operation is a resize: nothing before it

@@ -225,8 +225,8 @@ fn step(
         Operation::Composition(c) => {
             let layer = if c.resize_to_primary {
                 (w, h)
-            } else if let Some(hash) = &c.secondary_image {
-                let natural = secondary(hash).unwrap_or((1, 1));
+            } else if let Some(source) = c.layer_source() {
+                let natural = secondary(&source).unwrap_or((1, 1));
                 if c.width.is_some() || c.height.is_some() {
                     crate::render::ops::resize::Resize {
                         width: c.width,

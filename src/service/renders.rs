@@ -14,6 +14,7 @@ use crate::pool::JobClass;
 use crate::render::cancel::Cancel;
 use crate::render::codecs::OutputFormat;
 use crate::render::error::RenderError;
+use crate::render::ops::compose::STACK_LAYER;
 use crate::render::pipeline::{self, RenderInput};
 use crate::render::plan::SourceShape;
 use crate::storage::{RenderMeta, ServedPath, StackRevision, StoredRender};
@@ -318,7 +319,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         verify()?;
     }
 
-    let pipeline = resolve::resolve(&ResolveInput {
+    let mut pipeline = resolve::resolve(&ResolveInput {
         chain: &chain,
         url_operations: &req.operations,
         url_options: &req.options,
@@ -328,11 +329,32 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     })
     .map_err(|e| Error::Invalid(e.message()))?;
     super::stacks::check_operation_count(pipeline.operations.len(), max_operations)?;
-    let reads_request = pipeline.reads_request;
+    // Layers made by other stacks (`composition.secondary_stack`), resolved like this render.
+    let mut layers = Vec::new();
+    let mut visiting: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+    stack_layers(
+        svc,
+        &org,
+        &image,
+        &mut pipeline,
+        target.save_data,
+        &mut visiting,
+        &mut layers,
+    )?;
+    let reads_request = pipeline.reads_request || layers.iter().any(|l| l.pipeline.reads_request);
     // Every other image the render reads follows the same rules as the primary one: it must
-    // exist, not be deleted, and a protected one needs the signature too.
-    let secondaries = secondary_images(svc, &org, &pipeline)?;
-    if !signed && secondaries.iter().any(|(_, rec)| rec.protected) {
+    // exist, not be deleted, and a protected one needs the signature too; so does a layer
+    // made by a protected stack.
+    let mut secondaries = secondary_images(svc, &org, &pipeline)?;
+    for layer in &layers {
+        for found in secondary_images(svc, &org, &layer.pipeline)? {
+            if !secondaries.iter().any(|(given, _)| *given == found.0) {
+                secondaries.push(found);
+            }
+        }
+    }
+    let layer_protected = layers.iter().any(|l| l.protected || l.image.protected);
+    if !signed && (layer_protected || secondaries.iter().any(|(_, rec)| rec.protected)) {
         verify()?;
         signed = true;
     }
@@ -384,13 +406,36 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         jpeg: image.mimetype == "image/jpeg",
         bytes: image.size,
     };
-    let secondary_size = |hash: &str| {
-        secondaries
-            .iter()
-            .find(|(given, _)| given == hash)
-            .map(|(_, rec)| oriented_size(rec))
-    };
-    let plan = pipeline::plan(&pipeline, format, shape, &secondary_size)?;
+    // Layers are planned first (a nested one before the layer that uses it), each within the
+    // limits; the render's plan then knows their sizes.
+    let mut layer_sizes: Vec<(String, (u32, u32))> = Vec::new();
+    let mut layer_work = 0.0;
+    for layer in &layers {
+        let size_of = |id: &str| size_for(id, &secondaries, &layer_sizes);
+        let layer_plan = pipeline::plan(
+            &layer.pipeline,
+            OutputFormat::Png,
+            SourceShape {
+                oriented: oriented_size(&layer.image),
+                jpeg: layer.image.mimetype == "image/jpeg",
+                bytes: layer.image.size,
+            },
+            &size_of,
+        )?;
+        layer_plan.check(&svc.limits(), OutputFormat::Png)?;
+        layer_work += layer_plan.work;
+        let (w, h) = layer_plan.output;
+        layer_sizes.push((
+            format!("{STACK_LAYER}{}", layer.id),
+            (
+                u32::try_from(w).unwrap_or(u32::MAX),
+                u32::try_from(h).unwrap_or(u32::MAX),
+            ),
+        ));
+    }
+    let secondary_size = |id: &str| size_for(id, &secondaries, &layer_sizes);
+    let mut plan = pipeline::plan(&pipeline, format, shape, &secondary_size)?;
+    plan.work += layer_work;
     plan.check(&svc.limits(), format)?;
     let class = JobClass::new(
         &[org.as_str(), stack_name.as_deref().unwrap_or("dynamic")],
@@ -410,17 +455,27 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         etag: String::new(),
         organization: org.to_string(),
         image: image.hash.clone(),
-        stacks: links
-            .iter()
-            .map(|l| StackRevision {
-                name: l.name.clone(),
-                revision: l.revision,
-            })
-            .collect(),
+        // The stacks of its layers too: changing one of them invalidates this render.
+        stacks: {
+            let mut stacks: Vec<StackRevision> = links
+                .iter()
+                .map(|l| StackRevision {
+                    name: l.name.clone(),
+                    revision: l.revision,
+                })
+                .collect();
+            for s in layers.iter().flat_map(|l| &l.stacks) {
+                if !stacks.iter().any(|known| known.name == s.name) {
+                    stacks.push(s.clone());
+                }
+            }
+            stacks
+        },
     };
     let job = RenderJob {
         image,
         secondaries,
+        layers,
         class,
         pipeline,
         format,
@@ -566,6 +621,8 @@ struct RenderJob {
     image: ImageRecord,
     /// The other images the pipeline names, as named and as found.
     secondaries: Vec<(String, ImageRecord)>,
+    /// The layers other stacks make (`composition.secondary_stack`), nested ones first.
+    layers: Vec<StackLayer>,
     class: JobClass,
     pipeline: crate::model::resolved::ResolvedPipeline,
     format: OutputFormat,
@@ -782,9 +839,9 @@ fn render_job(
     cancel: &Cancel,
 ) -> Result<StoredRender> {
     let source = blobs.read(&job.image.blob).map_err(Error::internal)?;
-    let secondaries = &job.secondaries;
-    let secondary = |hash: &str| -> crate::render::error::Result<image::DynamicImage> {
-        load_secondary(blobs, secondaries, hash, &limits)
+    let (secondaries, layers) = (&job.secondaries, &job.layers);
+    let secondary = |id: &str| -> crate::render::error::Result<image::DynamicImage> {
+        load_secondary(blobs, secondaries, layers, id, &limits, cancel)
     };
     let input = RenderInput {
         pipeline: &job.pipeline,
@@ -824,14 +881,204 @@ fn secondary_images(
     Ok(out)
 }
 
+/// The size a composition's secondary layer starts from: a layer's planned output, or
+/// another image's oriented size.
+fn size_for(
+    id: &str,
+    secondaries: &[(String, ImageRecord)],
+    layers: &[(String, (u32, u32))],
+) -> Option<(u32, u32)> {
+    if id.starts_with(STACK_LAYER) {
+        return layers.iter().find(|(l, _)| l == id).map(|(_, size)| *size);
+    }
+    secondaries
+        .iter()
+        .find(|(given, _)| given == id)
+        .map(|(_, rec)| oriented_size(rec))
+}
+
+/// A layer made by another stack for `composition.secondary_stack`: that stack's pipeline,
+/// resolved for the image it runs on.
+struct StackLayer {
+    /// Its id in the composition's `secondary_stack` option once resolved: the stack name and
+    /// a digest of the image and the pipeline, so the render key follows both.
+    id: String,
+    image: ImageRecord,
+    pipeline: crate::model::resolved::ResolvedPipeline,
+    /// The stack and its basestacks, with their revisions, for the render index.
+    stacks: Vec<StackRevision>,
+    /// The stack asks for signed URLs.
+    protected: bool,
+}
+
+/// Most `secondary_stack` layers one render may build, nested ones included.
+const MAX_LAYERS: usize = 8;
+
+/// Resolves every `composition.secondary_stack` of `pipeline` (and of the layers' own
+/// pipelines) into [`StackLayer`]s, nested ones first, and rewrites each such option to its
+/// layer id. `visiting` holds the stacks on the way here: naming one of them again is a cycle.
+fn stack_layers(
+    svc: &Services,
+    org: &OrgName,
+    primary: &ImageRecord,
+    pipeline: &mut crate::model::resolved::ResolvedPipeline,
+    save_data: bool,
+    visiting: &mut Vec<String>,
+    layers: &mut Vec<StackLayer>,
+) -> Result<()> {
+    for op in pipeline
+        .operations
+        .iter_mut()
+        .filter(|op| op.name == "composition")
+    {
+        let Some(name) = op
+            .options
+            .get("secondary_stack")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if visiting.contains(&name) {
+            return Err(Error::Invalid(format!(
+                "composition.secondary_stack '{name}' forms a cycle (stacks: {} → {name})",
+                visiting.join(" → ")
+            )));
+        }
+        if layers.len() >= MAX_LAYERS {
+            return Err(Error::Invalid(format!(
+                "the render needs more than {MAX_LAYERS} secondary_stack layers"
+            )));
+        }
+        let stored = svc.store.get_stack(org.as_str(), &name)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "composition.secondary_stack: stack '{name}' does not exist"
+            ))
+        })?;
+        let links = super::stacks::chain(
+            &*svc.store,
+            org.as_str(),
+            &name,
+            stored.revision,
+            &stored.definition,
+        )?;
+        let image = match op
+            .options
+            .get("secondary_image")
+            .and_then(serde_json::Value::as_str)
+        {
+            Some(hash) => {
+                find_image(svc, org, &ImageRef::Hash(hash.to_string())).map_err(|_| {
+                    Error::Invalid(format!(
+                        "composition.secondary_image: image '{hash}' not found"
+                    ))
+                })?
+            }
+            None => primary.clone(),
+        };
+        let variables = layer_variables(op.options.get("secondary_stack_variables"));
+        let chain: Vec<&StackDefinition> = links.iter().map(|l| &l.definition).collect();
+        let mut nested = resolve::resolve(&ResolveInput {
+            chain: &chain,
+            url_operations: &[],
+            url_options: &[],
+            url_variables: &variables,
+            dynamic: false,
+            context: &ResolveContext::of(&image, save_data),
+        })
+        .map_err(|e| Error::Invalid(format!("secondary_stack '{name}': {}", e.message())))?;
+        visiting.push(name.clone());
+        stack_layers(svc, org, &image, &mut nested, save_data, visiting, layers)?;
+        visiting.pop();
+        let mut digest = blake3::Hasher::new();
+        digest.update(image.hash.as_bytes());
+        digest.update(&nested.canonical_bytes());
+        let id = format!("{name}#{}", &digest.finalize().to_hex()[..16]);
+        op.options.insert(
+            "secondary_stack".into(),
+            serde_json::Value::String(id.clone()),
+        );
+        op.options.remove("secondary_stack_variables");
+        let protected = chain
+            .last()
+            .is_some_and(|d| d.options.get("protected") == Some(&serde_json::Value::Bool(true)));
+        if !layers.iter().any(|l| l.id == id) {
+            layers.push(StackLayer {
+                id,
+                image,
+                pipeline: nested,
+                stacks: links
+                    .iter()
+                    .map(|l| StackRevision {
+                        name: l.name.clone(),
+                        revision: l.revision,
+                    })
+                    .collect(),
+                protected,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `secondary_stack_variables`: URL query parameters (`c=00FF00&w=20`) as the option, or an
+/// object as an operation expression gives it.
+fn layer_variables(
+    given: Option<&serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    match given {
+        Some(serde_json::Value::Object(v)) => v.clone(),
+        Some(serde_json::Value::String(query)) => query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode(k), serde_json::Value::String(decode(v)))
+            })
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// Decodes another image of the organization for `composition`, from the records resolved
-/// (and checked) with the request.
+/// (and checked) with the request; or renders a `secondary_stack` layer on its image.
 fn load_secondary(
     blobs: &dyn crate::storage::Bytes,
     secondaries: &[(String, ImageRecord)],
-    hash: &str,
+    layers: &[StackLayer],
+    id: &str,
     limits: &crate::render::limits::Limits,
+    cancel: &Cancel,
 ) -> crate::render::error::Result<image::DynamicImage> {
+    if let Some(layer_id) = id.strip_prefix(STACK_LAYER) {
+        let Some(layer) = layers.iter().find(|l| l.id == layer_id) else {
+            return Err(RenderError::Internal(format!(
+                "layer '{layer_id}' was not resolved with the request"
+            )));
+        };
+        let bytes = blobs
+            .read(&layer.image.blob)
+            .map_err(|e| RenderError::Internal(e.to_string()))?;
+        let nested =
+            |inner: &str| load_secondary(blobs, secondaries, layers, inner, limits, cancel);
+        let input = RenderInput {
+            pipeline: &layer.pipeline,
+            format: OutputFormat::Png,
+            lossless: true,
+            limits: *limits,
+            oriented_size: oriented_size(&layer.image),
+            dynamic_metadata: &layer.image.dynamic_metadata,
+            secondary: &nested,
+            cancel,
+        };
+        return pipeline::render_layer(&bytes, &input);
+    }
+    let hash = id;
     let Some((_, rec)) = secondaries.iter().find(|(given, _)| given == hash) else {
         return Err(RenderError::Internal(format!(
             "image '{hash}' was not resolved with the request"

@@ -68,6 +68,52 @@ pub fn chain(
     Ok(out)
 }
 
+/// The stacks a chain's compositions name as `secondary_stack` (literal names only: one from
+/// a variable or an expression is checked when it renders).
+fn layer_stacks(links: &[ChainLink]) -> Vec<String> {
+    links
+        .iter()
+        .flat_map(|l| &l.definition.operations)
+        .filter(|op| op.name == "composition")
+        .filter_map(|op| op.options.get("secondary_stack").and_then(Value::as_str))
+        .filter(|s| !s.starts_with('$'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Refuses, when a stack is saved, a `composition.secondary_stack` that names a missing stack
+/// or leads back to a stack on the way (`visiting`, which starts with the stack saved).
+fn check_layer_stacks(
+    store: &dyn Records,
+    org: &str,
+    links: &[ChainLink],
+    visiting: &mut Vec<String>,
+) -> Result<()> {
+    for layer in layer_stacks(links) {
+        if visiting.contains(&layer) {
+            return Err(Error::Invalid(format!(
+                "composition.secondary_stack '{layer}' forms a cycle (stacks: {} → {layer})",
+                visiting.join(" → ")
+            )));
+        }
+        if visiting.len() > MAX_CHAIN {
+            return Err(Error::Invalid(format!(
+                "composition.secondary_stack nests deeper than {MAX_CHAIN} stacks"
+            )));
+        }
+        let stored = store.get_stack(org, &layer)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "composition.secondary_stack: stack '{layer}' does not exist"
+            ))
+        })?;
+        let inner = chain(store, org, &layer, stored.revision, &stored.definition)?;
+        visiting.push(layer);
+        check_layer_stacks(store, org, &inner, visiting)?;
+        visiting.pop();
+    }
+    Ok(())
+}
+
 /// Refuses a pipeline of more than `max` operations (`limits.max_operations`): every
 /// operation costs at least one pass over the pixels, and render URLs are public.
 pub fn check_operation_count(count: usize, max: usize) -> Result<()> {
@@ -103,6 +149,12 @@ pub async fn put(
     let def = stack::parse_stack_body(body).map_err(|e| Error::Invalid(e.message()))?;
     // Resolve the chain now so that a missing basestack or a cycle is refused at creation.
     let links = chain(&*svc.store, org.as_str(), name, 0, &def)?;
+    check_layer_stacks(
+        &*svc.store,
+        org.as_str(),
+        &links,
+        &mut vec![name.to_string()],
+    )?;
     check_operation_count(
         links.iter().map(|l| l.definition.operations.len()).sum(),
         svc.config.limits.max_operations,

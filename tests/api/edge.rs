@@ -800,7 +800,11 @@ async fn save_data_variants_are_never_crossed_in_nginx() {
     e.refreshed(&path, since).await;
     let stored = through(false).await;
     assert_eq!(stored.body, plain.body, "plain client after the refresh");
-    assert_eq!(cache_status(&stored), "HIT", "the refresh stored the plain variant");
+    assert_eq!(
+        cache_status(&stored),
+        "HIT",
+        "the refresh stored the plain variant"
+    );
     for _ in 0..2 {
         let a = through(true).await;
         assert_eq!(a.body, light.body, "Save-Data client after the refresh");

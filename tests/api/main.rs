@@ -18,6 +18,7 @@ mod hostile_renders;
 mod images;
 mod import_rokka;
 mod invalidation;
+mod layers;
 mod listing;
 mod metrics;
 mod quirks;

@@ -14,6 +14,9 @@ use super::resize::{resize_exact, Resize, ResizeMode};
 use super::{check_output, filter, rotate, OpContext, Opts};
 use crate::render::error::{RenderError, Result};
 
+/// Prefix of the layer ids the `secondary` loader gets for `secondary_stack` layers.
+pub const STACK_LAYER: &str = "stack:";
+
 /// Makes everything outside the largest centred circle transparent, with a one-pixel
 /// antialiased edge. The result is RGBA.
 pub fn circlemask(img: &DynamicImage) -> DynamicImage {
@@ -148,11 +151,22 @@ impl Composition {
         })
     }
 
+    /// What the secondary layer is made of, as the render's `secondary` loader names it: the
+    /// output of `secondary_stack` (which the service resolved into a layer id, prefixed with
+    /// [`STACK_LAYER`]) on `secondary_image` or the primary image, or `secondary_image` itself.
+    pub fn layer_source(&self) -> Option<String> {
+        match (&self.secondary_stack, &self.secondary_image) {
+            (Some(layer), _) => Some(format!("{STACK_LAYER}{layer}")),
+            (None, Some(hash)) => Some(hash.clone()),
+            (None, None) => None,
+        }
+    }
+
     /// The secondary layer as RGBA, sized and rotated, before the opacity is applied.
     fn secondary(&self, primary: (u32, u32), ctx: &mut OpContext) -> Result<RgbaImage> {
         let (pw, ph) = primary;
-        let layer = if let Some(hash) = &self.secondary_image {
-            let loaded = (ctx.secondary)(hash)?;
+        let layer = if let Some(source) = self.layer_source() {
+            let loaded = (ctx.secondary)(&source)?;
             let target = if self.resize_to_primary {
                 Some((u64::from(pw), u64::from(ph)))
             } else if self.width.is_some() || self.height.is_some() {
@@ -175,10 +189,6 @@ impl Composition {
                 }
                 None => loaded.into_rgba8(),
             }
-        } else if self.secondary_stack.is_some() {
-            return Err(RenderError::Invalid(
-                "composition.secondary_stack is not supported by this server".into(),
-            ));
         } else {
             let (w, h) = (self.width.unwrap_or(pw), self.height.unwrap_or(ph));
             check_output(&ctx.limits, "composition", u64::from(w), u64::from(h))?;
@@ -412,16 +422,30 @@ mod tests {
     }
 
     #[test]
-    fn composition_with_a_secondary_stack_is_refused() {
+    fn a_secondary_stack_layer_comes_from_the_loader_under_its_layer_id() {
         let mut ctx = context(1.0);
+        let loader = |id: &str| {
+            if id == "stack:logo#1" {
+                Ok(DynamicImage::ImageRgba8(RgbaImage::from_pixel(
+                    10,
+                    10,
+                    Rgba([0, 255, 0, 255]),
+                )))
+            } else {
+                Err(RenderError::Internal(format!("unexpected layer {id}")))
+            }
+        };
+        ctx.secondary = &loader;
 
         let out = op(
             "composition",
-            json!({"mode": "background", "secondary_stack": "other"}),
+            json!({"mode": "background", "secondary_stack": "logo#1", "secondary_image": "abc"}),
         )
-        .apply(quadrants(40, 30), &mut ctx);
+        .apply(quadrants(40, 30), &mut ctx)
+        .unwrap_or_else(|e| panic!("{e}"));
 
-        assert!(matches!(out, Err(RenderError::Invalid(m)) if m.contains("secondary_stack")));
+        assert_eq!((out.width(), out.height()), (40, 30));
+        assert_eq!(rgba_at(&out, 20, 15), [0, 255, 0, 255]);
     }
 
     #[test]
