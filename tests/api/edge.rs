@@ -797,7 +797,7 @@ async fn save_data_variants_are_never_crossed_in_nginx() {
         None,
     )
     .await;
-    e.refreshed(&path, since).await;
+    e.refreshed(path, since).await;
     let stored = through(false).await;
     assert_eq!(stored.body, plain.body, "plain client after the refresh");
     assert_eq!(
