@@ -2,9 +2,9 @@
 //! itself, or another Darkroom) into this appliance.
 //!
 //! Both ends are spoken to over the rokka API, so the copy goes through the same checks as any
-//! upload. The target is the running service (at `server.api_bind`, with `auth.root_key`) when
-//! one answers; otherwise this process opens the data folder itself and serves its API on a
-//! loopback port of its own for the length of the import.
+//! upload. The target is the running service, through its API with an operator key from its
+//! control socket; otherwise this process opens the data folder itself and serves its API on
+//! a loopback port of its own for the length of the import.
 //!
 //! What is copied, in order:
 //! 1. the organization (created here when missing);
@@ -25,7 +25,6 @@ use crate::config::Config;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use sha1::Digest;
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -189,127 +188,56 @@ impl Tally {
     }
 }
 
-/// Progress: a bar on a terminal, a plain line every few seconds otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    started: Instant,
-    last_line: Mutex<Instant>,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        let bar = std::io::stdout().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            let style = indicatif::ProgressStyle::with_template(
-                "{spinner} images {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
-            bar
-        });
-        Progress {
-            bar,
-            started: Instant::now(),
-            last_line: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn set_total(&self, total: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total);
-        }
-    }
-
-    fn note(&self, tally: &Tally, total: u64) {
-        let done = tally.images_done();
-        let bytes = tally.bytes_copied.load(Ordering::Relaxed);
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(done);
-                bar.set_message(indicatif::HumanBytes(bytes).to_string());
-            }
-            None => {
-                let Ok(mut last) = self.last_line.lock() else {
-                    return;
-                };
-                if last.elapsed() < Duration::from_secs(5) && done < total {
-                    return;
-                }
-                *last = Instant::now();
-                let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                println!(
-                    "import-rokka: {done}/{total} images, {} copied, {:.1} images/s",
-                    indicatif::HumanBytes(bytes),
-                    done as f64 / secs
-                );
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// Runs the import into the configured appliance and prints the summary.
-pub fn run(config: &Config, request: Request) -> Result<(), String> {
-    let running = super::running_service(config)?;
+/// Runs the import and prints the summary: into the running service through its API, with
+/// the operator key its control socket gave (`service`: the API address and the key), or else
+/// into the data folder, opened by this process.
+pub fn run(
+    config: &Config,
+    service: Option<(String, String)>,
+    request: Request,
+) -> Result<(), String> {
     actix_rt::System::new().block_on(async move {
-        match running {
-            Some(addr) => {
-                if config.auth.root_key.is_empty() {
-                    return Err(format!(
-                        "the service at {addr} is running and auth.root_key is not set: set it (config or DARKROOM__AUTH__ROOT_KEY) so the import can use the service"
-                    ));
-                }
-                let target = Api::new(&format!("http://{addr}"), &config.auth.root_key);
-                let summary = import(&request, &target).await?;
-                println!("{summary} into the running service at {addr}");
+        if let Some((addr, key)) = service {
+            let target = Api::new(&format!("http://{addr}"), &key);
+            let summary = import(&request, &target).await?;
+            println!("{summary} into the running service");
+            return verify(&target).await;
+        }
+        // Nothing runs on the data folder: open it here, behind a loopback listener of this
+        // process, with a root key that lives as long as the import.
+        let mut own = config.clone();
+        own.server.api_bind = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+        own.server.render_bind = own.server.api_bind;
+        own.auth.root_key =
+            crate::service::accounts::generate_api_key().map_err(|e| e.to_string())?;
+        own.gc.interval_secs = 0;
+        let app = crate::app::Application::build(own.clone())?;
+        let target = Api::new(
+            &format!("http://127.0.0.1:{}", app.api_port()),
+            &own.auth.root_key,
+        );
+        let handle = app.handle();
+        let server = actix_rt::spawn(app.run_until_stopped());
+        // The access lines of this private listener are not the operator's concern.
+        let level = log::max_level();
+        log::set_max_level(log::LevelFilter::Warn);
+        let outcome = match import(&request, &target).await {
+            Ok(summary) => {
+                println!(
+                    "{summary} into the data folder {}",
+                    config.storage.path.display()
+                );
                 verify(&target).await
             }
-            None => {
-                // Nothing listens: open the data folder here, behind a loopback listener of
-                // this process, with a root key that lives as long as the import.
-                let mut own = config.clone();
-                own.server.api_bind = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-                own.server.render_bind = own.server.api_bind;
-                own.auth.root_key = crate::service::accounts::generate_api_key()
-                    .map_err(|e| e.to_string())?;
-                own.gc.interval_secs = 0;
-                let app = crate::app::Application::build(own.clone()).map_err(|e| {
-                    format!("{e} (no service answered at server.api_bind, so the import opened the data folder itself)")
-                })?;
-                let target = Api::new(
-                    &format!("http://127.0.0.1:{}", app.api_port()),
-                    &own.auth.root_key,
-                );
-                let handle = app.handle();
-                let server = actix_rt::spawn(app.run_until_stopped());
-                // The access lines of this private listener are not the operator's concern.
-                let level = log::max_level();
-                log::set_max_level(log::LevelFilter::Warn);
-                let outcome = match import(&request, &target).await {
-                    Ok(summary) => {
-                        println!(
-                            "{summary} into the data folder {}",
-                            config.storage.path.display()
-                        );
-                        verify(&target).await
-                    }
-                    Err(e) => Err(e),
-                };
-                handle.stop(true).await;
-                let stopped = server.await;
-                log::set_max_level(level);
-                match stopped {
-                    Ok(Ok(())) => outcome,
-                    Ok(Err(e)) => outcome.and(Err(e.to_string())),
-                    Err(e) => outcome.and(Err(e.to_string())),
-                }
-            }
+            Err(e) => Err(e),
+        };
+        handle.stop(true).await;
+        let stopped = server.await;
+        log::set_max_level(level);
+        match stopped {
+            Ok(Ok(())) => outcome,
+            Ok(Err(e)) => outcome.and(Err(e.to_string())),
+            Err(e) => outcome.and(Err(e.to_string())),
         }
     })
 }
@@ -529,17 +457,20 @@ async fn copy_images(
     into: &crate::model::ids::OrgName,
     tally: &Tally,
 ) -> Result<(), String> {
-    let progress = Progress::new();
+    let terminal = std::cell::RefCell::new(super::Terminal::default());
+    let note = |done: u64, total: u64| {
+        use super::Console;
+        terminal
+            .borrow_mut()
+            .progress("images copied", done, Some(total.max(done)));
+    };
     let mut total = 0;
     each_page(
         source,
         &format!("/sourceimages/{from}"),
         async |items, t| {
             if let Some(t) = t {
-                if t != total {
-                    total = t;
-                    progress.set_total(t);
-                }
+                total = t;
             }
             let mut work = futures_util::stream::iter(items.into_iter().map(|item| async move {
                 if let Err(e) = copy_image(source, target, from, into, &item, tally).await {
@@ -549,14 +480,14 @@ async fn copy_images(
             }))
             .buffer_unordered(PARALLEL);
             while work.next().await.is_some() {
-                progress.note(tally, total);
+                note(tally.images_done(), total);
             }
             Ok(())
         },
     )
     .await?;
-    progress.note(tally, tally.images_done());
-    progress.finish();
+    note(tally.images_done(), tally.images_done());
+    drop(terminal);
     Ok(())
 }
 

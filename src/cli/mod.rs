@@ -1,9 +1,11 @@
 //! The command line: `darkroom [serve]` runs the appliance; `darkroom admin …` does operator
-//! tasks directly on the data folder (stop the service first: sled allows one process). The
-//! exception is `admin export`, which asks the running service for the backup over its API
-//! (with the root key) and opens the data folder itself only when nothing listens.
+//! tasks. While the service runs, an admin command goes through its control socket
+//! ([`control`]: sled allows one process, so the service does the work); otherwise it opens
+//! the data folder itself. Both ways run the same code and print the same output.
 
+pub mod control;
 mod import_rokka;
+mod progress;
 
 use crate::app::Application;
 use crate::config::Config;
@@ -12,9 +14,8 @@ use crate::service::accounts;
 use crate::storage::backup::{self, BackupCounts};
 use crate::storage::Storage;
 use clap::{Parser, Subcommand};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Version and the codecs compiled in, for `darkroom --version`.
 pub fn long_version() -> String {
@@ -62,7 +63,7 @@ pub enum Command {
     EncodeAvif,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum Admin {
     /// Organizations.
     #[command(subcommand)]
@@ -119,7 +120,7 @@ pub enum Admin {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum OrgCmd {
     /// Create an organization.
     Create {
@@ -131,13 +132,13 @@ pub enum OrgCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum TokenCmd {
     /// Replace the secret that signs API tokens: every token issued so far stops working.
     RotateSecret,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum KeyCmd {
     /// Create a new user with one API key and a membership on ORG; prints the key.
     Create {
@@ -186,57 +187,162 @@ fn serve(config: Config) -> Result<(), String> {
             config.storage.path.display()
         );
         log::info!("darkroom {} {status}", env!("CARGO_PKG_VERSION"));
+        // `darkroom admin` reaches the running service here.
+        let control = control::listen(app.services().into_inner(), app.api_port())
+            .inspect_err(|e| {
+                log::warn!(
+                    "cannot open the control socket in {}: {e}; admin commands need the service stopped",
+                    config.storage.path.display()
+                )
+            })
+            .ok();
         // Both listeners are bound and the store is open: systemd may send traffic now.
         crate::jobs::systemd::ready(&status);
-        app.run_until_stopped().await.map_err(|e| e.to_string())
+        let stopped = app.run_until_stopped().await.map_err(|e| e.to_string());
+        if let Some(control) = control {
+            control.stop();
+        }
+        stopped
     })
 }
 
+/// Where an admin command writes its lines and its progress: the terminal, or a
+/// control-socket client.
+pub trait Console {
+    fn out(&mut self, line: &str);
+    fn err(&mut self, line: &str);
+    /// `done` units of `step` so far, of `total` when known.
+    fn progress(&mut self, step: &str, done: u64, total: Option<u64>);
+}
+
+/// The terminal: lines as they come, progress as a bar or periodic lines.
+#[derive(Default)]
+struct Terminal {
+    meter: Option<progress::Meter>,
+}
+
+impl Terminal {
+    fn end_progress(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.finish();
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        self.end_progress();
+    }
+}
+
+impl Console for Terminal {
+    fn out(&mut self, line: &str) {
+        self.end_progress();
+        println!("{line}");
+    }
+
+    fn err(&mut self, line: &str) {
+        self.end_progress();
+        eprintln!("{line}");
+    }
+
+    fn progress(&mut self, step: &str, done: u64, total: Option<u64>) {
+        if self.meter.as_ref().is_none_or(|m| m.step() != step) {
+            self.end_progress();
+            self.meter = Some(progress::Meter::new(step));
+        }
+        if let Some(meter) = &mut self.meter {
+            meter.update(done, total);
+        }
+    }
+}
+
 fn admin(config: Config, cmd: Admin) -> Result<(), String> {
-    let cmd =
-        match cmd {
-            Admin::Export { to, renders } => return export(&config, &to, renders),
-            Admin::Import { from } => return import(&config, &from),
-            Admin::ImportRokka {
+    if let Some(service) = control::Client::connect(&config.storage.path)? {
+        return service.run(&config, cmd);
+    }
+    match cmd {
+        Admin::Export { to, renders } => export(&to, |file| {
+            let storage = open_storage(&config)?;
+            let mut terminal = Terminal::default();
+            let mut note = |n| terminal.progress("bytes written", n, None);
+            let out = progress::Counted {
+                inner: file,
+                done: 0,
+                note: &mut note,
+            };
+            backup::export(&*storage.records, &*storage.bytes, out, renders)
+                .map_err(|e| e.to_string())?;
+            Ok(format!("the data folder {}", config.storage.path.display()))
+        }),
+        Admin::Import { from } => {
+            let storage = open_storage(&config)?;
+            let mut terminal = Terminal::default();
+            let line = import(&*storage.records, &*storage.bytes, &from, &mut terminal)
+                .map_err(|e| format!("{e} (data folder {})", config.storage.path.display()))?;
+            terminal.out(&line);
+            Ok(())
+        }
+        Admin::Compact => {
+            let (before, after) =
+                crate::storage::compact::compact(&config.storage.path).map_err(|e| {
+                    match e.to_string() {
+                        m if m.contains("lock") => format!("{m}: stop the service first"),
+                        m => m,
+                    }
+                })?;
+            println!("compact: the database went from {before} to {after} bytes");
+            Ok(())
+        }
+        Admin::ImportRokka {
+            api_host,
+            api_key,
+            organization,
+            into,
+            aliases,
+        } => import_rokka::run(
+            &config,
+            None,
+            import_rokka::Request {
                 api_host,
-                api_key,
+                api_key: rokka_key(api_key)?,
                 organization,
                 into,
                 aliases,
-            } => {
-                let api_key = match api_key {
-                    Some(k) => k,
-                    None => std::env::var("ROKKA_API_KEY").map_err(|_| {
-                        "give the source's key with --api-key or ROKKA_API_KEY".to_string()
-                    })?,
-                };
-                return import_rokka::run(
-                    &config,
-                    import_rokka::Request {
-                        api_host,
-                        api_key,
-                        organization,
-                        into,
-                        aliases,
-                    },
-                );
-            }
-            Admin::Compact => {
-                let (before, after) = crate::storage::compact::compact(&config.storage.path)
-                    .map_err(|e| match e.to_string() {
-                        m if m.contains("lock") => format!("{m}: stop the service first"),
-                        m => m,
-                    })?;
-                println!(
-                    "compact: the database went from {} to {} bytes",
-                    before, after
-                );
-                return Ok(());
-            }
-            other => other,
-        };
-    let storage = open_storage(&config)?;
-    let store = &*storage.records;
+            },
+        ),
+        other => {
+            let storage = open_storage(&config)?;
+            execute(
+                other,
+                &config,
+                &*storage.records,
+                &*storage.bytes,
+                &mut Terminal::default(),
+            )?;
+            storage.records.flush_blocking().map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The source key of `import-rokka`: the option, or `ROKKA_API_KEY`.
+fn rokka_key(given: Option<String>) -> Result<String, String> {
+    match given {
+        Some(k) => Ok(k),
+        None => std::env::var("ROKKA_API_KEY")
+            .map_err(|_| "give the source's key with --api-key or ROKKA_API_KEY".to_string()),
+    }
+}
+
+/// The admin commands that work on the records and bytes alone, wherever they are open: in
+/// this process, or in the service for a control-socket client.
+pub fn execute(
+    cmd: Admin,
+    config: &Config,
+    store: &dyn crate::storage::Records,
+    bytes: &dyn crate::storage::Bytes,
+    console: &mut dyn Console,
+) -> Result<(), String> {
     match cmd {
         Admin::Org(OrgCmd::Create {
             name,
@@ -246,7 +352,7 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             let name = OrgName::parse(&name)?;
             let org = accounts::create_org(store, &name, &email, &display_name)
                 .map_err(|e| e.to_string())?;
-            println!("created organization {} ({})", org.name, org.id);
+            console.out(&format!("created organization {} ({})", org.name, org.id));
         }
         Admin::Key(KeyCmd::Create {
             org,
@@ -263,24 +369,24 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
             let member =
                 accounts::create_member(store, &accounts::Principal::Root, &org, roles, comment)
                     .map_err(|e| e.to_string())?;
-            println!("{}", member.api_key);
+            console.out(&member.api_key);
         }
         Admin::Token(TokenCmd::RotateSecret) => {
             store.rotate_token_secret().map_err(|e| e.to_string())?;
-            println!("token secret replaced: tokens issued before now are no longer valid");
+            console.out("token secret replaced: tokens issued before now are no longer valid");
         }
         Admin::Gc => {
             let report = crate::gc::run_once(
                 store,
-                &*storage.bytes,
+                bytes,
                 crate::model::time::now_unix(),
                 &crate::gc::GcSettings {
                     full_sweep: true,
-                    ..crate::gc::GcSettings::from_config(&config)
+                    ..crate::gc::GcSettings::from_config(config)
                 },
             )
             .map_err(|e| e.to_string())?;
-            println!(
+            console.out(&format!(
                 "gc: {} expired images, {} blobs removed, {} orphan renders, {} bytes freed{}",
                 report.expired_images,
                 report.blobs_removed,
@@ -291,25 +397,33 @@ fn admin(config: Config, cmd: Admin) -> Result<(), String> {
                 } else {
                     ""
                 }
-            );
+            ));
         }
         Admin::Verify => {
-            let problems =
-                crate::storage::check::verify(store, &*storage.bytes, crate::gc::BLOB_GRACE)
-                    .map_err(|e| e.to_string())?;
+            let problems = crate::storage::check::verify(
+                store,
+                bytes,
+                crate::gc::BLOB_GRACE,
+                &mut |step, done, total| console.progress(step, done, total),
+            )
+            .map_err(|e| e.to_string())?;
             if !problems.is_empty() {
                 for p in &problems {
-                    eprintln!("{p}");
+                    console.err(p);
                 }
                 return Err(format!("verify: {} problem(s) found", problems.len()));
             }
-            println!("verify: ok");
+            console.out("verify: ok");
         }
-        // Handled above: they decide themselves whether to open the data folder.
         Admin::Export { .. }
         | Admin::Import { .. }
         | Admin::ImportRokka { .. }
-        | Admin::Compact => {}
+        | Admin::Compact => {
+            return Err(
+                "this command streams or needs the whole data folder; it is run by its own path"
+                    .into(),
+            )
+        }
     }
     store.flush_blocking().map_err(|e| e.to_string())
 }
@@ -320,36 +434,12 @@ fn open_storage(config: &Config) -> Result<Storage, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The address where the service's API would answer, when it listens on a fixed port.
-fn api_address(config: &Config) -> Option<SocketAddr> {
-    let mut addr = config.server.api_bind;
-    if addr.port() == 0 {
-        return None;
-    }
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        });
-    }
-    Some(addr)
-}
-
-/// The API address of the running service, or `None` when nothing listens there.
-fn running_service(config: &Config) -> Result<Option<SocketAddr>, String> {
-    match api_address(config) {
-        Some(addr) => match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(_) => Ok(Some(addr)),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(None),
-            Err(e) => Err(format!("cannot reach the service at {addr}: {e}")),
-        },
-        None => Ok(None),
-    }
-}
-
-/// `admin export`: writes `FILE.tmp`, checks it completely, fsyncs it and renames it to
-/// FILE, so FILE is never a partial backup.
-fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
+/// `admin export`: `write` fills `FILE.tmp` (and names where the backup came from), which is
+/// checked completely, fsynced and renamed to FILE, so FILE is never a partial backup.
+fn export(
+    to: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<String, String>,
+) -> Result<(), String> {
     let started = Instant::now();
     let mut tmp_name = to.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
@@ -357,20 +447,7 @@ fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
     let written = (|| -> Result<(BackupCounts, String), String> {
         let mut file = std::fs::File::create(&tmp)
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let source = match running_service(config)? {
-            Some(addr) => {
-                export_from_service(config, addr, renders, &mut file)?;
-                format!("the running service at {addr}")
-            }
-            None => {
-                let storage = open_storage(config).map_err(|e| {
-                    format!("{e} (no service answered at server.api_bind, so the export opened the data folder itself)")
-                })?;
-                backup::export(&*storage.records, &*storage.bytes, &mut file, renders)
-                    .map_err(|e| e.to_string())?;
-                format!("the data folder {}", config.storage.path.display())
-            }
-        };
+        let source = write(&mut file)?;
         file.sync_all().map_err(|e| e.to_string())?;
         let counts = backup::check_file(&tmp).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, to).map_err(|e| format!("cannot rename to {}: {e}", to.display()))?;
@@ -393,62 +470,21 @@ fn export(config: &Config, to: &Path, renders: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Streams `GET /admin/export` of the running service into `file`.
-fn export_from_service(
-    config: &Config,
-    addr: SocketAddr,
-    renders: bool,
-    file: &mut std::fs::File,
-) -> Result<(), String> {
-    use futures_util::StreamExt;
-    use std::io::Write;
-    if config.auth.root_key.is_empty() {
-        return Err(format!(
-            "the service at {addr} is running and auth.root_key is not set: set it (config or DARKROOM__AUTH__ROOT_KEY) so the export can ask the service"
-        ));
-    }
-    let url = format!(
-        "http://{addr}/admin/export{}",
-        if renders { "?renders=true" } else { "" }
-    );
-    actix_rt::System::new().block_on(async {
-        // The timeout covers the answer's head; the body streams as long as it takes.
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .finish();
-        let mut resp = client
-            .get(&url)
-            .insert_header(("Api-Key", config.auth.root_key.as_str()))
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            let body = resp.body().await.unwrap_or_default();
-            return Err(format!(
-                "{url} answered {}: {}",
-                resp.status(),
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        let mut out = std::io::BufWriter::new(file);
-        while let Some(chunk) = resp.next().await {
-            let chunk = chunk.map_err(|e| format!("the export from {url} broke off: {e}"))?;
-            out.write_all(&chunk).map_err(|e| e.to_string())?;
-        }
-        out.flush().map_err(|e| e.to_string())
-    })
-}
-
-/// `admin import`: restores a backup into the (empty) configured data folder.
-fn import(config: &Config, from: &Path) -> Result<(), String> {
+/// `admin import`: restores the backup at `from` into the (empty) store; the summary line.
+pub fn import(
+    records: &dyn crate::storage::Records,
+    bytes: &dyn crate::storage::Bytes,
+    from: &Path,
+    console: &mut dyn Console,
+) -> Result<String, String> {
     let started = Instant::now();
-    let storage = open_storage(config)?;
-    let done = backup::import(&*storage.records, &*storage.bytes, from)
-        .map_err(|e| format!("{e} (data folder {})", config.storage.path.display()))?;
-    println!(
-        "imported {} into {} in {:.2}s{}; verify: ok",
+    let done = backup::import(records, bytes, from, &mut |step, n, total| {
+        console.progress(step, n, total)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "imported {} in {:.2}s{}; verify: ok",
         done.counts,
-        config.storage.path.display(),
         started.elapsed().as_secs_f64(),
         if done.skipped_renders > 0 {
             format!(
@@ -458,6 +494,5 @@ fn import(config: &Config, from: &Path) -> Result<(), String> {
         } else {
             String::new()
         }
-    );
-    Ok(())
+    ))
 }

@@ -19,6 +19,38 @@ pub enum Principal {
     User { user_id: String, key_id: String },
 }
 
+/// Keys the service mints for `darkroom admin` commands that go through its own API (over
+/// the control socket): each works as the root key until revoked, and none outlives the
+/// process.
+#[derive(Default)]
+pub struct OperatorKeys(std::sync::Mutex<Vec<String>>);
+
+impl OperatorKeys {
+    /// A new key, valid until [`OperatorKeys::revoke`].
+    pub fn mint(&self) -> Result<String> {
+        let key = generate_api_key()?;
+        self.0
+            .lock()
+            .map_err(|_| Error::internal("operator keys poisoned"))?
+            .push(key.clone());
+        Ok(key)
+    }
+
+    pub fn revoke(&self, key: &str) {
+        if let Ok(mut keys) = self.0.lock() {
+            keys.retain(|k| k != key);
+        }
+    }
+
+    /// Whether `key` is a live operator key (compared in constant time).
+    pub fn holds(&self, key: &str) -> bool {
+        self.0.lock().is_ok_and(|keys| {
+            keys.iter()
+                .any(|k| bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+        })
+    }
+}
+
 /// Most keys a user may hold (as rokka).
 pub const MAX_KEYS_PER_USER: usize = 5;
 

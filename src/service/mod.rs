@@ -50,6 +50,8 @@ pub struct Services {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Uploads in flight per API key, for the per-key limits.
     pub uploads: images::UploadSlots,
+    /// Keys minted for admin commands over the control socket.
+    pub operator_keys: accounts::OperatorKeys,
 }
 
 impl Services {
@@ -65,12 +67,13 @@ impl Services {
             edge: Default::default(),
             metrics: Default::default(),
             uploads: Default::default(),
+            operator_keys: Default::default(),
         }
     }
 
     /// Checks every invariant over the records and the bytes (`darkroom admin verify`).
     pub fn verify(&self, grace: std::time::Duration) -> crate::storage::Result<Vec<String>> {
-        crate::storage::check::verify(&*self.store, &*self.blobs, grace)
+        crate::storage::check::verify(&*self.store, &*self.blobs, grace, &mut |_, _, _| {})
     }
 
     /// For readiness probes, in constant work: the records can be written and read, the

@@ -378,7 +378,7 @@ mod tests {
         store.remove_image("acme", &"a".repeat(40)).unwrap();
         assert_eq!(store.get_alias("acme", "hero").unwrap(), None);
         assert!(store.get_alias("acme", "other").unwrap().is_some());
-        let problems = store.check_records().unwrap();
+        let problems = store.check_records(&mut |_| {}).unwrap();
         assert!(
             !problems
                 .iter()

@@ -708,6 +708,46 @@ fn walk_frames(input: impl Read, visitor: &mut dyn Visitor) -> Result<BackupCoun
     }
 }
 
+/// A reader that reports how many bytes went through it, every MiB.
+struct Counting<'a, R> {
+    inner: R,
+    step: &'static str,
+    total: Option<u64>,
+    done: u64,
+    reported: u64,
+    progress: super::Progress<'a>,
+}
+
+impl<'a, R: Read> Counting<'a, R> {
+    fn new(
+        inner: R,
+        step: &'static str,
+        total: Option<u64>,
+        progress: super::Progress<'a>,
+    ) -> Self {
+        Counting {
+            inner,
+            step,
+            total,
+            done: 0,
+            reported: 0,
+            progress,
+        }
+    }
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if n == 0 || self.done - self.reported >= 1 << 20 {
+            self.reported = self.done;
+            (self.progress)(self.step, self.done, self.total);
+        }
+        Ok(n)
+    }
+}
+
 fn open(path: &Path) -> Result<BufReader<std::fs::File>> {
     let file = std::fs::File::open(path)
         .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
@@ -864,17 +904,33 @@ impl Visitor for Apply<'_> {
 /// is checked completely first (nothing is written for a damaged or truncated file); should
 /// the import itself fail, everything it wrote is removed again. Ends with a flush and a
 /// `verify` pass, and fails if that finds anything. Works on every backend.
-pub fn import(records: &dyn Records, bytes: &dyn Bytes, path: &Path) -> Result<Imported> {
+pub fn import(
+    records: &dyn Records,
+    bytes: &dyn Bytes,
+    path: &Path,
+    progress: super::Progress<'_>,
+) -> Result<Imported> {
     records.space().check()?;
     ensure_empty(records, bytes)?;
-    check_file(path)?;
+    let size = std::fs::metadata(path).map(|m| m.len()).ok();
+    check(Counting::new(
+        open(path)?,
+        "bytes checked",
+        size,
+        &mut *progress,
+    ))?;
     let mut apply = Apply {
         records,
         bytes,
         skipped_renders: 0,
     };
     let applied = open(path)
-        .and_then(|input| walk(input, &mut apply))
+        .and_then(|input| {
+            walk(
+                Counting::new(input, "bytes restored", size, &mut *progress),
+                &mut apply,
+            )
+        })
         .and_then(|counts| records.flush_blocking().map(|()| counts));
     let counts = match applied {
         Ok(counts) => counts,
@@ -887,7 +943,7 @@ pub fn import(records: &dyn Records, bytes: &dyn Bytes, path: &Path) -> Result<I
             })
         }
     };
-    let problems = super::check::verify(records, bytes, std::time::Duration::ZERO)?;
+    let problems = super::check::verify(records, bytes, std::time::Duration::ZERO, progress)?;
     if !problems.is_empty() {
         return Err(invalid(format!(
             "the imported data fails verify ({} problems; it is left as imported, for inspection): {}",
@@ -1099,7 +1155,7 @@ mod tests {
         let file = a.path().join("backup-v1");
         std::fs::write(&file, &bytes).unwrap();
         let target = SledStore::open(b.path(), 8).unwrap();
-        let done = import(&target, &target.blobs, &file).unwrap();
+        let done = import(&target, &target.blobs, &file, &mut |_, _, _| {}).unwrap();
         assert_eq!((done.counts.images, done.counts.aliases), (3, 0));
         assert!(target.list_aliases("acme").unwrap().is_empty());
     }
@@ -1149,7 +1205,7 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
 
         let target = SledStore::open(b.path(), 8).unwrap();
-        let done = import(&target, &target.blobs, &file).unwrap();
+        let done = import(&target, &target.blobs, &file, &mut |_, _, _| {}).unwrap();
         assert_eq!(done.counts.organizations, 2);
         assert_eq!(done.counts.images, 3);
         assert_eq!(done.counts.blobs, 2, "a shared blob is written once");
@@ -1283,7 +1339,7 @@ mod tests {
         let source = sample(a.path());
         let file = b.path().join("backup");
         std::fs::write(&file, export(&source, false)).unwrap();
-        let err = import(&source, &source.blobs, &file)
+        let err = import(&source, &source.blobs, &file, &mut |_, _, _| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("not empty") && err.contains("images"), "{err}");

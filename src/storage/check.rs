@@ -8,6 +8,7 @@
 //! here for sled).
 
 use super::records::*;
+use super::Progress;
 use super::{decode, key2, BlobRef, Bytes, OrgUsage, Records, Result, SledStore};
 use crate::model::image::ImageRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -59,17 +60,28 @@ pub fn sweep_render_bodies(
 
 /// Checks every invariant (design §7) and lists what breaks: the backend's own indexes and
 /// counters, every image's bytes present, and no blob older than `grace` left unreferenced.
-pub fn verify(records: &dyn Records, bytes: &dyn Bytes, grace: Duration) -> Result<Vec<String>> {
-    let mut problems = records.verify_records()?;
-    for rec in records.all_images() {
-        let rec = rec?;
+pub fn verify(
+    records: &dyn Records,
+    bytes: &dyn Bytes,
+    grace: Duration,
+    progress: Progress<'_>,
+) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    let mut seen = 0u64;
+    let mut problems = records.verify_records(&mut |rec| {
         if !bytes.exists(&rec.blob) {
-            problems.push(format!(
+            missing.push(format!(
                 "image {}/{} refers to a missing blob file {}",
                 rec.organization, rec.hash, rec.blob
             ));
         }
-    }
+        seen += 1;
+        if seen % 1024 == 0 {
+            progress("images checked", seen, None);
+        }
+    })?;
+    progress("images checked", seen, Some(seen));
+    problems.append(&mut missing);
     // Removing an image for good removes its aliases; a soft-deleted image keeps them.
     for org in records.list_orgs()? {
         for alias in records.list_aliases(&org.name)? {
@@ -85,6 +97,7 @@ pub fn verify(records: &dyn Records, bytes: &dyn Bytes, grace: Duration) -> Resu
         for id in orphan_blobs(records, bytes, shard, grace)? {
             problems.push(format!("blob file {id} is not referenced by any image"));
         }
+        progress("blob shards checked", u64::from(shard) + 1, Some(256));
     }
     Ok(problems)
 }
@@ -92,7 +105,10 @@ pub fn verify(records: &dyn Records, bytes: &dyn Bytes, grace: Duration) -> Resu
 impl SledStore {
     /// Recomputes every counter, index entry and reference of the sled trees and lists what
     /// disagrees ([`Records::verify_records`]).
-    pub(crate) fn check_records(&self) -> Result<Vec<String>> {
+    pub(crate) fn check_records(
+        &self,
+        each_image: &mut dyn FnMut(&ImageRecord),
+    ) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut refs: HashMap<String, (u64, u64)> = HashMap::new();
         let mut live_blobs: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
@@ -102,6 +118,7 @@ impl SledStore {
         let orgs: BTreeSet<String> = self.list_orgs()?.into_iter().map(|o| o.name).collect();
         for v in self.images.iter().values() {
             let rec: ImageRecord = decode("images", &v?)?;
+            each_image(&rec);
             let entry = refs.entry(rec.blob.clone()).or_insert((rec.size, 0));
             entry.1 += 1;
             if !orgs.contains(&rec.organization) {

@@ -43,6 +43,10 @@ pub use renders::{Purged, RenderMeta, StackRevision, StoredRender};
 pub use space::Space;
 pub use stacks::StoredStack;
 
+/// Where a long task over the storage says how far it got: what it counts, how many so far,
+/// and the total when it is known (`darkroom admin` shows it).
+pub type Progress<'a> = &'a mut dyn FnMut(&'static str, u64, Option<u64>);
+
 /// Version of the data layout. Opening a store written by a newer version fails.
 /// 2: the listing indexes (`img_index`, `img_counts`) replace the creation-time index.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -442,7 +446,7 @@ impl SledStore {
     /// [`check::verify`] over these records and the blob files beside them (tests).
     #[cfg(test)]
     pub fn verify(&self, grace: std::time::Duration) -> Result<Vec<String>> {
-        check::verify(self, &self.blobs, grace)
+        check::verify(self, &self.blobs, grace, &mut |_, _, _| {})
     }
 
     /// Moves the generation on; called after the change is committed.
@@ -532,8 +536,8 @@ impl Records for SledStore {
         self.flush_blocking()
     }
 
-    fn verify_records(&self) -> Result<Vec<String>> {
-        self.check_records()
+    fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>> {
+        self.check_records(each_image)
     }
 
     fn generation(&self) -> u64 {

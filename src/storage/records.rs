@@ -297,6 +297,7 @@ pub trait Records:
     /// Removes every record (after a failed restore into empty records), durably.
     fn clear(&self) -> Result<()>;
     /// Recomputes the backend's own indexes and counters from its records and lists what
-    /// disagrees; the checks that span records and bytes are [`super::verify`].
-    fn verify_records(&self) -> Result<Vec<String>>;
+    /// disagrees; the checks that span records and bytes are [`super::verify`], which sees
+    /// every image record through `each_image` in the same pass.
+    fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>>;
 }

@@ -319,8 +319,13 @@ async fn a_backup_keeps_aliases() {
     let restored = tempfile::tempdir().unwrap();
     {
         let storage = darkroom::storage::Storage::open_embedded(restored.path(), 8, 0).unwrap();
-        let imported =
-            darkroom::storage::backup::import(&*storage.records, &*storage.bytes, &file).unwrap();
+        let imported = darkroom::storage::backup::import(
+            &*storage.records,
+            &*storage.bytes,
+            &file,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
         assert_eq!(imported.counts.aliases, 1);
     }
     let again = start(test_config(restored.path())).await;

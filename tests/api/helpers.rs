@@ -19,6 +19,8 @@ pub struct TestApp {
     pub client: Client,
     pub handle: AppHandle,
     pub data: PathBuf,
+    /// The control socket, as the service opens it: `darkroom admin` reaches this appliance.
+    control: Option<darkroom::cli::control::Control>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -97,6 +99,8 @@ pub async fn start(config: Config) -> TestApp {
     let render = format!("http://127.0.0.1:{}", app.render_port());
     let handle = app.handle();
     let services = app.services();
+    let control = darkroom::cli::control::listen(services.clone().into_inner(), app.api_port())
+        .expect("the control socket opens");
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         services,
@@ -107,6 +111,7 @@ pub async fn start(config: Config) -> TestApp {
             .finish(),
         handle,
         data,
+        control: Some(control),
         _dir: None,
     }
 }
@@ -129,6 +134,9 @@ impl Drop for TestApp {
 impl TestApp {
     /// Stops the appliance and returns its temporary folder so another can start on it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
         self.handle.stop(true).await;
         // Wait until nothing but this harness holds the store, then let it go.
         for _ in 0..250 {

@@ -248,10 +248,7 @@ async fn an_import_goes_into_the_running_service() {
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("images 3 copied"), "{said}");
-    assert!(
-        said.contains(&format!("into the running service at {bind}")),
-        "{said}"
-    );
+    assert!(said.contains("into the running service"), "{said}");
     assert!(said.contains("verify: ok"), "{said}");
     let listed = get_over_tcp(&bind, "/sourceimages/acme?limit=10");
     assert!(listed.contains("\"total\":3"), "{listed}");

@@ -7,6 +7,7 @@ mod avif;
 mod backup;
 mod blur;
 mod cli;
+mod control;
 mod crash;
 mod dashboard;
 mod disk;
