@@ -158,6 +158,8 @@ pub fn status(svc: &Services) -> crate::error::Result<serde_json::Value> {
         },
         "version": version,
         "codecs": codecs,
+        // Where the render listener is bound; the dashboard builds render URLs from its port.
+        "render_listener": svc.config.server.render_bind.to_string(),
         "render": {
             "threads": svc.config.render_threads(),
             "queue_capacity": svc.config.render.queue,
