@@ -192,22 +192,23 @@
 
   async function openSession() {
     showError(null);
-    const user = await api('GET', '/user');
+    const [user, memberships] = await Promise.all([api('GET', '/user'), api('GET', '/user/memberships')]);
     state.root = user.user_id === 'root';
     state.userId = user.user_id;
     $('who').textContent = state.root ? 'Root key' : 'Key of ' + (user.email || 'user ' + user.user_id);
     $('login').hidden = true;
     $('forget').hidden = false;
     $('workspace').hidden = false;
-    await refreshAccess();
+    await refreshAccess(memberships);
     route();
   }
 
   /** Reads the key's memberships again and follows them: a revoked organization is cleared
    *  from the screen at once, changed roles change the controls. Answers whether the current
-   *  organization is still open to the key. */
-  async function refreshAccess() {
-    const memberships = (await api('GET', '/user/memberships')).items || [];
+   *  organization is still open to the key. `known` is an answer of /user/memberships already
+   *  at hand. */
+  async function refreshAccess(known) {
+    const memberships = (known || (await api('GET', '/user/memberships'))).items || [];
     state.memberships = memberships;
     const select = $('org');
     const previous = state.org;
@@ -586,8 +587,9 @@
 
   // ---- image detail ------------------------------------------------------------------------
 
+  /** Shows one image; `?deleted` after the hash (from the deleted images) asks for a deleted one. */
   async function loadImage(hash) {
-    const deletedHint = location.hash.endsWith('?deleted');
+    const deletedHint = (hash || '').endsWith('?deleted');
     hash = (hash || '').replace(/\?.*$/, '');
     $('subject-result').textContent = state.carry || '';
     state.carry = '';

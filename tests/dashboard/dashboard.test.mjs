@@ -219,11 +219,71 @@ test('upload two files through the file chooser and see their thumbnails load', 
   await page.close()
 })
 
+test('upload by drag and drop, with user metadata', async () => {
+  const page = await tab()
+  await login(page, ADMIN)
+  await page.waitForSelector('#drop', { visible: true })
+  await page.click('#upload summary')
+  await page.type('#upload-meta', '{"category":"dropped"}')
+  const bytes = [...png(64, 64, 150)]
+  await page.evaluate((bytes) => {
+    const transfer = new DataTransfer()
+    transfer.items.add(new File([new Uint8Array(bytes)], 'dropped.png', { type: 'image/png' }))
+    const drop = document.querySelector('#drop')
+    drop.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }))
+    drop.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }))
+  }, bytes)
+  await page.waitForSelector('#upload-list .upload.done')
+  const list = await apiCall('GET', '/sourceimages/demo?user:str:category=dropped', ADMIN)
+  assert.equal(list.body.total, 1)
+  assert.equal(list.body.items[0].name, 'dropped.png')
+  // And the search finds it by that field.
+  await page.type('#q-field', 'category')
+  await page.type('#q-value', 'dropped')
+  await page.click('#search button[type=submit]')
+  await page.waitForFunction(() => document.querySelector('#gallery-summary').textContent.includes('of 1 image.'))
+  await thumbsLoaded(page, 1)
+  consoleErrors.push(...page.errors)
+  await page.close()
+})
+
+test('delete an image after its dry run, and restore it from the deleted images', async () => {
+  const img = await uploadVia(ADMIN, 'demo', 'doomed.png', png(50, 50, 99))
+  const page = await tab()
+  await login(page, ADMIN)
+  await thumbsLoaded(page, 1)
+  await go(page, '#image/' + img.hash)
+  await page.waitForSelector('#image-delete', { visible: true })
+  await page.click('#image-delete')
+  await page.waitForSelector('#confirm-box', { visible: true })
+  assert.match(await page.$eval('#confirm-text', (n) => n.textContent), /Deleting removes \d+ renders?/)
+  assert.equal((await apiCall('GET', `/sourceimages/demo/${img.hash}`, ADMIN)).status, 200)
+  await page.click('#confirm-go')
+  await page.waitForFunction(() => document.querySelector('#danger-done').textContent.startsWith('Deleted'))
+  assert.equal((await apiCall('GET', `/sourceimages/demo/${img.hash}`, ADMIN)).status, 404)
+  await go(page, '#gallery')
+  await page.click('#q-deleted')
+  await page.waitForFunction(() => document.querySelector('#gallery-summary').textContent.includes('deleted image'))
+  const restore = await page.waitForSelector('#grid .thumb.deleted button')
+  await restore.click()
+  await page.waitForFunction(() => document.querySelector('#gallery-summary').textContent.startsWith('Restored'))
+  assert.equal((await apiCall('GET', `/sourceimages/demo/${img.hash}`, ADMIN)).status, 200)
+  consoleErrors.push(...page.errors)
+  await page.close()
+})
+
+/** A tab that opens the dashboard with `key` already in its session storage, as after a reload:
+ *  answers the milliseconds from navigation start to the first thumbnail shown. */
+async function openWithKey(page, key) {
+  await page.evaluateOnNewDocument((key) => sessionStorage.setItem('darkroom.apiKey', key), key)
+  await page.goto(DASHBOARD, { waitUntil: 'domcontentloaded' })
+  await thumbsLoaded(page, 1)
+  return page.evaluate(() => performance.now())
+}
+
 test('page through more than one page of images, and time the first thumbnail', async () => {
   const page = await tab()
-  await login(page, BIG)
-  await thumbsLoaded(page, 1)
-  const cold = await page.evaluate(() => performance.now())
+  const cold = await openWithKey(page, BIG)
   await page.waitForFunction(() => document.querySelectorAll('#grid .thumb').length === 24)
   assert.match(await page.$eval('#gallery-summary', (n) => n.textContent), /Showing 24 of 100 images/)
   await page.click('#more')
@@ -249,9 +309,7 @@ test('page through more than one page of images, and time the first thumbnail', 
   await thumbsLoaded(page, 10)
   // The same page again: previews are stored renders now.
   const warmPage = await tab()
-  await login(warmPage, BIG)
-  await thumbsLoaded(warmPage, 1)
-  const warm = await warmPage.evaluate(() => performance.now())
+  const warm = await openWithKey(warmPage, BIG)
   const sizes = await warmPage.evaluate(() => performance.getEntriesByType('resource')
     .filter((r) => r.name.includes('/dashboard/'))
     .map((r) => r.name.split('/').pop() + '=' + r.decodedBodySize))
