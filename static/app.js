@@ -1159,7 +1159,8 @@
     }));
     if (keep && state.images.some((i) => i.hash === keep)) select.value = keep;
     $('preview-note').textContent = select.options.length
-      ? 'The preview renders the definition above as a dynamic stack, through the appliance.'
+      ? 'The preview renders the operations, options and variables above as a dynamic stack, ' +
+        'through the appliance; expressions apply once the stack is saved.'
       : 'Upload an image to preview stacks on it.';
     $('preview-update').disabled = !select.options.length;
     if (select.options.length) await updatePreview();

@@ -234,8 +234,9 @@ fn oriented_size(rec: &ImageRecord) -> (u32, u32) {
 
 /// Answers a render URL asked through the API listener's preview route (the dashboard's
 /// thumbnails and stack previews): the caller needs the right to read the organization's
-/// images, and the render then takes the very path of a public one (same key, same stored
-/// render, single-flight, limits and queue).
+/// images (and, for a `source_file` stack, to download originals), and the render then takes
+/// the very path of a public one (same key, same stored render, single-flight, limits and
+/// queue).
 pub async fn preview(
     svc: &Services,
     who: &super::accounts::Principal,
@@ -248,14 +249,25 @@ pub async fn preview(
         &org,
         crate::model::account::Right::ImagesRead,
     )?;
-    render(
+    let answer = render(
         svc,
         RenderTarget {
             via_api: true,
             ..target
         },
     )
-    .await
+    .await?;
+    // A `source_file` stack hands out the original bytes, which a `sourceimages:read` key may
+    // not download from a protected image: previews of originals need that right.
+    if matches!(answer, RenderAnswer::Original { .. }) {
+        super::accounts::authorize(
+            &*svc.store,
+            who,
+            &org,
+            crate::model::account::Right::DownloadProtected,
+        )?;
+    }
+    Ok(answer)
 }
 
 /// Answers a render URL.

@@ -345,3 +345,28 @@ async fn the_status_tells_readiness_version_render_queue_store_and_edge_queue() 
     assert_eq!(s["edge"]["pending"], 0);
     assert_eq!(s["edge"]["failed"], 0);
 }
+
+#[actix_rt::test]
+async fn a_preview_of_the_original_needs_the_right_to_download_originals() {
+    let app = spawn_app().await;
+    let hash = app.acme_with_thumb(&jpeg(64, 48, 6), 32).await;
+    app.stack(
+        "original",
+        serde_json::json!({"operations": [], "options": {"source_file": true}}),
+    )
+    .await;
+    let images_only = app.create_key("acme", &["sourceimages:read"]).await;
+    let reader = app.create_key("acme", &["read"]).await;
+    let path = format!("/preview/acme/original/{hash}.jpg");
+
+    let refused = app.get(&path, &images_only).await;
+    let thumb = app
+        .get(&format!("/preview/acme/thumb/{hash}.jpg"), &images_only)
+        .await;
+    let allowed = app.get(&path, &reader).await;
+
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(thumb.status, 200, "{}", thumb.text());
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert_eq!(allowed.body, jpeg(64, 48, 6));
+}

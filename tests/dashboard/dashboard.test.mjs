@@ -541,6 +541,8 @@ test('no console errors on any page', async () => {
   for (const view of ['#image/' + hash, '#stacks', '#stacks/small', '#usage', '#members', '#status', '#gallery']) {
     await go(page, view)
     await new Promise((r) => setTimeout(r, 700))
+    if (view === '#members' || view === '#status') await shot(page, view.slice(1))
+    if (view.startsWith('#image/')) await shot(page, 'image-detail-with-urls')
   }
   const empty = await tab()
   await login(empty, EMPTY)
