@@ -729,6 +729,8 @@
       ? 'Current subject area: x ' + area.x + ', y ' + area.y + ', ' + area.width + ' × ' + area.height + ' px.'
       : 'No subject area: crops with anchor "auto" keep the centre.';
     $('subject-picked').textContent = '';
+    const now = area ? [area.x, area.y, area.width, area.height] : ['', '', '', ''];
+    ['area-x', 'area-y', 'area-w', 'area-h'].forEach((id, i) => ($(id).value = now[i] ?? ''));
     $('subject-save').disabled = true;
     $('subject-clear').hidden = !area;
     $('subject').hidden = img.deleted || !state.can.imagesWrite;
@@ -792,13 +794,41 @@
     const end = () => {
       if (!start) return;
       start = null;
-      if (!state.pick) return;
-      const a = state.pick;
-      $('subject-picked').textContent = 'Picked x ' + a.x + ', y ' + a.y + ', ' + a.width + ' × ' + a.height + ' px.';
-      $('subject-save').disabled = false;
+      if (state.pick) picked(true);
     };
+    // The same area typed in numbers, for the keyboard.
+    for (const id of ['area-x', 'area-y', 'area-w', 'area-h']) {
+      $(id).addEventListener('change', () => {
+        const img = state.image;
+        if (!img) return;
+        const n = (i) => Math.max(0, Math.round(Number($(i).value) || 0));
+        const x = Math.min(n('area-x'), img.width - 1);
+        const y = Math.min(n('area-y'), img.height - 1);
+        state.pick = {
+          x,
+          y,
+          width: Math.max(1, Math.min(n('area-w') || 1, img.width - x)),
+          height: Math.max(1, Math.min(n('area-h') || 1, img.height - y)),
+        };
+        drawSelection(state.pick);
+        picked(false);
+      });
+    }
     stage.addEventListener('pointerup', end);
     stage.addEventListener('pointercancel', end);
+  }
+
+  /** An area was picked (by mouse when `fromMouse`): say so, mirror it in the number fields. */
+  function picked(fromMouse) {
+    const a = state.pick;
+    $('subject-picked').textContent = 'Picked x ' + a.x + ', y ' + a.y + ', ' + a.width + ' × ' + a.height + ' px.';
+    if (fromMouse) {
+      $('area-x').value = a.x;
+      $('area-y').value = a.y;
+      $('area-w').value = a.width;
+      $('area-h').value = a.height;
+    }
+    $('subject-save').disabled = false;
   }
 
   async function saveSubject(remove) {

@@ -339,6 +339,9 @@ test('set a subject area by mouse drag', async () => {
   await page.mouse.move(box.x + box.width * 0.75, box.y + box.height * 0.8, { steps: 5 })
   await page.mouse.up()
   assert.match(await page.$eval('#subject-picked', (n) => n.textContent), /Picked x 5\d, y 2\d, 10\d × 6\d px/)
+  // The typed fields follow the drag (they are the keyboard's way to the same area).
+  assert.match(await page.$eval('#area-x', (n) => n.value), /^5\d$/)
+  assert.match(await page.$eval('#area-w', (n) => n.value), /^10\d$/)
   await shot(page, 'image-detail')
   await page.click('#subject-save')
   await page.waitForFunction((old) => location.hash.startsWith('#image/') && !location.hash.includes(old), {}, img.hash)
