@@ -314,8 +314,16 @@ test('page through more than one page of images, and time the first thumbnail', 
     .filter((r) => r.name.includes('/dashboard/'))
     .map((r) => r.name.split('/').pop() + '=' + r.decodedBodySize))
   const nav = await warmPage.evaluate(() => performance.getEntriesByType('navigation')[0].decodedBodySize)
+  // Where the time goes: when each request of the way to the first thumbnail started and ended.
+  const steps = await page.evaluate(() => {
+    const nav = performance.getEntriesByType('navigation')[0]
+    const first = (part) => performance.getEntriesByType('resource').find((r) => r.name.includes(part))
+    return [['html', nav], ['app.js', first('app.js')], ['memberships', first('/user/memberships')],
+      ['list', first('/sourceimages/')], ['preview', first('/preview/')]]
+      .map(([n, r]) => r ? `${n} ${Math.round(r.startTime)}–${Math.round(r.responseEnd)}` : `${n} ?`).join(', ')
+  })
   console.log(`# first thumbnail after load on a 100-image organization: ${Math.round(cold)} ms cold (rendered), ` +
-    `${Math.round(warm)} ms warm (stored renders); page weight: index.html=${nav} ${sizes.join(' ')}`)
+    `${Math.round(warm)} ms warm (stored renders); page weight: index.html=${nav} ${sizes.join(' ')}; cold steps (ms): ${steps}`)
   consoleErrors.push(...page.errors, ...warmPage.errors)
   await warmPage.close()
   await page.close()
