@@ -31,8 +31,12 @@
     stackOptions: null,
     edit: null,
     status: null,
-    urls: [],
+    /** A change waiting for the operator's confirmation after its dry run. */
     confirm: null,
+    /** The organization whose render-cache purge was checked and awaits confirmation. */
+    purge: null,
+    /** A message for the next image shown (the result of the change that led there). */
+    carry: '',
   };
 
   // ---- API ---------------------------------------------------------------------------------
@@ -1294,7 +1298,7 @@
         location.hash = '#stacks';
         $('editor').hidden = true;
       } else {
-        $('stack-done').textContent = 'Saved ' + c.stack + (report && report.name ? '.' : '.');
+        $('stack-done').textContent = 'Saved ' + c.stack + (report && report.name ? '; new renders use the new definition.' : '.');
       }
     });
   }
