@@ -136,6 +136,54 @@ fn per_org(
     }
 }
 
+/// The appliance's state at a glance, as JSON for the dashboard's status panel: the same
+/// figures as the exposition below (which a browser page cannot read without the metrics
+/// token), plus readiness, version and codecs.
+pub fn status(svc: &Services) -> crate::error::Result<serde_json::Value> {
+    let ready = svc.ready();
+    let usage = svc.store.usage_by_org()?;
+    let mut lines = crate::cli::long_version()
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let version = lines.next().unwrap_or_default();
+    let codecs: Vec<String> = lines.collect();
+    Ok(serde_json::json!({
+        "ready": ready.is_ok(),
+        "ready_message": match &ready {
+            Ok(()) => "ready".to_string(),
+            Err(e) if e.is_no_space() => e.to_string(),
+            Err(_) => "the store is not writable".to_string(),
+        },
+        "version": version,
+        "codecs": codecs,
+        // Where the render listener is bound; the dashboard builds render URLs from its port.
+        "render_listener": svc.config.server.render_bind.to_string(),
+        "render": {
+            "threads": svc.config.render_threads(),
+            "queue_capacity": svc.config.render.queue,
+            "queued": svc.pool.queued(),
+            "in_flight": svc.pool.in_flight(),
+            "rejected": svc.pool.rejected(),
+            "hits": svc.renders.hits.load(Ordering::Relaxed),
+            "rendered": svc.renders.rendered.load(Ordering::Relaxed),
+        },
+        "render_cache": {
+            "renders": usage.iter().map(|(_, u)| u.renders).sum::<u64>(),
+            "bytes": usage.iter().map(|(_, u)| u.render_bytes).sum::<u64>(),
+            "max_bytes": svc.config.render_cache.max_bytes,
+        },
+        "edge": {
+            "enabled": svc.store.edge_enabled(),
+            "pending": svc.store.edge_pending(),
+            "sent": svc.edge.sent.load(Ordering::Relaxed),
+            "retries": svc.edge.retried.load(Ordering::Relaxed),
+            "failed": svc.edge.failed.load(Ordering::Relaxed),
+        },
+    }))
+}
+
 /// The whole exposition.
 pub fn render(svc: &Services) -> crate::error::Result<String> {
     let m = &svc.metrics;

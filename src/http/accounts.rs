@@ -414,6 +414,17 @@ pub async fn metrics(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
         .body(text))
 }
 
+/// `GET /status` (any valid key): readiness, version and codecs, the render queue, the
+/// render store and the edge queue, as JSON (`metrics::status`).
+pub async fn status(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
+    principal(&req, &svc)?;
+    let svc = svc.into_inner();
+    let body = web::block(move || crate::metrics::status(&svc))
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+    Ok(json_response(200, &body))
+}
+
 /// `GET /readyz`: the store can be read and written and has its free-space headroom (no
 /// authentication).
 pub async fn readyz(svc: Svc) -> HttpResponse {

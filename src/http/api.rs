@@ -4,13 +4,27 @@ use super::{accounts, admin, aliases, images, not_found, stacks};
 use actix_web::http::Method;
 use actix_web::web;
 
+/// A route for `GET` and `HEAD` (actix answers `HEAD` with the headers of `GET` and no body).
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
+}
+
 /// Registers every API route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let copy = || Method::from_bytes(b"COPY").unwrap_or(Method::POST);
     cfg.route("/", web::get().to(accounts::root))
         .route("/healthz", web::get().to(accounts::healthz))
-        .route("/dashboard", web::get().to(super::dashboard::index))
-        .route("/dashboard/{file}", web::get().to(super::dashboard::file))
+        .route("/dashboard", get_or_head().to(super::dashboard::index))
+        .route("/dashboard/", get_or_head().to(super::dashboard::index))
+        .route(
+            "/dashboard/{file}",
+            get_or_head().to(super::dashboard::file),
+        )
+        .route("/status", web::get().to(accounts::status))
+        .route(
+            "/preview/{org}/{tail:.+}",
+            web::get().to(super::render::preview),
+        )
         .route("/readyz", web::get().to(accounts::readyz))
         .route("/metrics", web::get().to(accounts::metrics))
         .route("/stats/{org}", web::get().to(stacks::stats))

@@ -12,7 +12,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::LazyLock;
 
 /// The policy of every dashboard answer: nothing inline, nothing from elsewhere, no framing.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+/// Pictures are `blob:` URLs of previews the page fetched with its key (`/preview/…`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' blob: data:; \
      style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 
 /// One embedded file.
@@ -49,7 +50,7 @@ static ETAGS: LazyLock<[String; 3]> = LazyLock::new(|| {
         .map(|a| format!("\"{}\"", blake3::hash(a.bytes).to_hex()))
 });
 
-/// `GET /dashboard`: the page.
+/// `GET /dashboard` and `/dashboard/` (and `HEAD`): the page.
 pub async fn index(req: HttpRequest) -> HttpResponse {
     serve(&req, &ASSETS[0], &ETAGS[0])
 }

@@ -103,6 +103,7 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
         path,
         query: req.query_string(),
         org_prefix: path_form.then_some(org.as_str()),
+        via_api: false,
         accept: header(&req, "accept"),
         // The Host is kept for both forms: the edge keys its cache by host and path, and a
         // refresh must reach the same entry.
@@ -147,6 +148,66 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
             error_response(&svc, &e)
         }
     }
+}
+
+/// `GET /preview/{org}/{render path}` on the API listener: the render URL
+/// `/{org}/{render path}` of the render listener, answered for a caller whose `Api-Key` may
+/// read the organization's images (protected images included, with no signature).
+///
+/// This is how the dashboard shows pictures without loosening its Content-Security-Policy or
+/// needing to know where the render listener is reachable: it fetches previews with its key
+/// (a plain `<img>` could not send the header) and shows them through `blob:` URLs. The
+/// render goes through the public path (`service::renders`): same render key and stored
+/// render, single-flight, limits and render queue. It is not counted as the organization's
+/// traffic, nor recorded as a path an edge cache holds, and the answer is private to the key.
+pub async fn preview(req: HttpRequest, svc: Svc) -> crate::error::Result<HttpResponse> {
+    let who = super::principal(&req, &svc)?;
+    let rest = req.path().strip_prefix("/preview/").unwrap_or_default();
+    // `path` keeps its leading slash: `/{stack}/…/{hash}.{format}`, as the render host sees it.
+    let Some((org, path)) = rest.find('/').map(|at| rest.split_at(at)) else {
+        return Err(Error::NotFound(
+            "a preview is /preview/{org}/{stack}/…/{hash}.{format}".into(),
+        ));
+    };
+    let socket = req.conn_data::<PeerSocket>().copied();
+    let gone = move || socket.is_some_and(peer_gone);
+    let t = RenderTarget {
+        client_gone: &gone,
+        save_data: false,
+        org,
+        path,
+        query: req.query_string(),
+        org_prefix: None,
+        via_api: true,
+        accept: header(&req, "accept"),
+        served: ServedPath {
+            host: header(&req, "host").unwrap_or_default().to_string(),
+            path: match req.query_string() {
+                "" => req.path().to_string(),
+                q => format!("{}?{q}", req.path()),
+            },
+        },
+    };
+    let started = std::time::Instant::now();
+    let result = renders::preview(&svc, &who, t).await;
+    svc.metrics.render_took(
+        match &result {
+            Ok(RenderAnswer::Render { served, .. }) => match served {
+                Served::Hit => Outcome::Hit,
+                Served::Rendered => Outcome::Miss,
+                Served::Joined => Outcome::Joined,
+            },
+            Ok(RenderAnswer::Original { .. }) => Outcome::Hit,
+            Err(_) => Outcome::Error,
+        },
+        started.elapsed(),
+    );
+    let mut resp = respond(&req, &svc, result?).await;
+    let headers = resp.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    headers.remove("surrogate-key");
+    headers.remove("cache-tag");
+    Ok(resp)
 }
 
 fn not_modified(req: &HttpRequest, etag: &str) -> bool {

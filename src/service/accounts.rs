@@ -55,6 +55,10 @@ impl OperatorKeys {
 pub const MAX_KEYS_PER_USER: usize = 5;
 
 const BAD_CREDENTIALS: &str = "Api credentials are not supplied or not a valid format.";
+/// A key of a valid shape that no user holds: rokka's one message would send the operator
+/// looking for a formatting mistake.
+const UNKNOWN_KEY: &str =
+    "This API key is not valid here: it was deleted, belongs to another appliance, or is mistyped.";
 
 /// Random characters from `alphabet`, without modulo bias.
 fn random_chars(n: usize, alphabet: &[u8]) -> Result<String> {
@@ -158,8 +162,14 @@ pub fn authenticate(
                 key_id: k.id,
             })
         }
+        _ if well_formed_key(key) => Err(Error::BadCredentials(UNKNOWN_KEY.into())),
         _ => Err(Error::BadCredentials(BAD_CREDENTIALS.into())),
     }
+}
+
+/// Whether `key` has the shape of a rokka key: 32 alphanumerics (before December 2021) or 64.
+fn well_formed_key(key: &str) -> bool {
+    matches!(key.len(), 32 | 64) && key.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Checks that the caller has `right` on `org`. The answer for an organization that does not

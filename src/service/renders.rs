@@ -74,6 +74,11 @@ pub struct RenderTarget<'a> {
     /// Whether the client has hung up; asked while waiting for a render, which is then
     /// given up (and cancelled when nobody else waits for it).
     pub client_gone: &'a (dyn Fn() -> bool + 'a),
+    /// The request came through the API listener's preview route ([`preview`]) from a key that
+    /// may read the organization's images. That key is the authority a signature stands for
+    /// on the public listener, so none is asked; and since no edge cache holds the API
+    /// listener's answers, the URL is not recorded as a served path to refresh.
+    pub via_api: bool,
 }
 
 /// How often a request waiting for a render asks whether its client is still there.
@@ -228,6 +233,44 @@ fn oriented_size(rec: &ImageRecord) -> (u32, u32) {
     }
 }
 
+/// Answers a render URL asked through the API listener's preview route (the dashboard's
+/// thumbnails and stack previews): the caller needs the right to read the organization's
+/// images (and, for a `source_file` stack, to download originals), and the render then takes
+/// the very path of a public one (same key, same stored render, single-flight, limits and
+/// queue).
+pub async fn preview(
+    svc: &Services,
+    who: &super::accounts::Principal,
+    target: RenderTarget<'_>,
+) -> Result<RenderAnswer> {
+    let org = OrgName::parse(target.org).map_err(|_| not_found("organization"))?;
+    super::accounts::authorize(
+        &*svc.store,
+        who,
+        &org,
+        crate::model::account::Right::ImagesRead,
+    )?;
+    let answer = render(
+        svc,
+        RenderTarget {
+            via_api: true,
+            ..target
+        },
+    )
+    .await?;
+    // A `source_file` stack hands out the original bytes, which a `sourceimages:read` key may
+    // not download from a protected image: previews of originals need that right.
+    if matches!(answer, RenderAnswer::Original { .. }) {
+        super::accounts::authorize(
+            &*svc.store,
+            who,
+            &org,
+            crate::model::account::Right::DownloadProtected,
+        )?;
+    }
+    Ok(answer)
+}
+
 /// Answers a render URL.
 pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAnswer> {
     let state = &svc.renders;
@@ -260,10 +303,15 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         ImageRef::Alias(name) => Some(name.clone()),
         _ => None,
     };
-    let alias_served = alias.as_ref().map(|_| target.served.clone());
+    let alias_served = alias
+        .as_ref()
+        .filter(|_| !target.via_api)
+        .map(|_| target.served.clone());
     let mutable = |mut headers: AnswerHeaders| -> Result<AnswerHeaders> {
-        if let (Some(name), Some(served)) = (&alias, &alias_served) {
-            super::aliases::note_served(&*svc.store, &org, name, served)?;
+        if let Some(name) = &alias {
+            if let Some(served) = &alias_served {
+                super::aliases::note_served(&*svc.store, &org, name, served)?;
+            }
             headers.max_age = Some(svc.config.render.alias_max_age_secs);
         }
         Ok(headers)
@@ -315,7 +363,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let mut signed = image.protected
         || stack_protected
         || (dynamic && organization.options.protect_dynamic_stack);
-    if signed {
+    if signed && !target.via_api {
         verify()?;
     }
 
@@ -355,7 +403,9 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     }
     let layer_protected = layers.iter().any(|l| l.protected || l.image.protected);
     if !signed && (layer_protected || secondaries.iter().any(|(_, rec)| rec.protected)) {
-        verify()?;
+        if !target.via_api {
+            verify()?;
+        }
         signed = true;
     }
     let negotiated = resolve::negotiate_format(&req.format, &pipeline.options, target.accept)
@@ -481,14 +531,20 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         format,
         lossless: negotiated.lossless,
         meta,
-        served: target.served,
+        // An empty path is recorded nowhere (see `via_api`).
+        served: if target.via_api {
+            ServedPath::default()
+        } else {
+            target.served
+        },
     };
     let mut headers = AnswerHeaders::new(negotiated.vary_accept, attachment, &tags);
     headers.vary_save_data = reads_request;
     let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
     let headers = Arc::new(mutable(headers)?);
-    // A signed URL is checked on every request: its signature may expire.
-    if !signed {
+    // A signed URL is checked on every request: its signature may expire. A preview is
+    // remembered under an identity of its own, which only an authorized caller reaches.
+    if !signed || target.via_api {
         remember_url(
             state,
             url_id,
@@ -516,8 +572,12 @@ fn resolved_id(target: &RenderTarget<'_>) -> Box<str> {
     };
     let accept = accept.as_ref();
     let mut id = String::with_capacity(
-        target.served.host.len() + target.served.path.len() + accept.len() + 2,
+        target.served.host.len() + target.served.path.len() + accept.len() + 3,
     );
+    // No header value or path holds this byte, so a public URL never shares a preview's entry.
+    if target.via_api {
+        id.push('\u{2}');
+    }
     // Header values and paths cannot hold a newline.
     for (i, part) in [
         target.served.host.as_str(),

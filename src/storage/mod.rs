@@ -139,7 +139,9 @@ pub(crate) fn store_usage(
 }
 
 /// A URL a render was served under: the `Host` it was asked for and the path with its query.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The default (an empty path) stands for a render asked where no edge cache can hold it (the
+/// API listener's previews): it is recorded nowhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServedPath {
     pub host: String,
     pub path: String,

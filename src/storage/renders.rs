@@ -288,6 +288,9 @@ impl RenderRecords for SledStore {
     /// Remembers another URL path a render was served under (at most
     /// [`MAX_PATHS_PER_RENDER`]); a no-op for a path already known.
     fn note_served_path(&self, key: &[u8], served: &ServedPath) -> Result<()> {
+        if served.path.is_empty() {
+            return Ok(());
+        }
         let known: Vec<ServedPath> = match self.render_paths.get(key)? {
             Some(v) => decode("render_paths", &v)?,
             None => return Ok(()),
@@ -517,7 +520,11 @@ impl SledStore {
         // One buffer serves both the store and the response of the request that rendered it.
         let value = sled::IVec::from(value);
         let org = meta.organization.as_str();
-        let paths = encode(&vec![served.clone()]);
+        let paths = encode(&if served.path.is_empty() {
+            Vec::new()
+        } else {
+            vec![served.clone()]
+        });
         let now = super::edge::now_ms();
         let stored = tx_result(
             (
