@@ -2,6 +2,7 @@
 //! operations, encoding. Nothing here knows about HTTP, sled or async runtimes; the service
 //! layer runs it on the CPU pool.
 
+pub mod animate;
 pub mod cancel;
 pub mod codecs;
 pub mod error;

@@ -69,6 +69,10 @@ fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
         .map(Operation::from_resolved)
         .collect::<Result<_>>()?;
     let dpr = number(&input.pipeline.options, "dpr").unwrap_or(1.0);
+    // Animated sources keep every frame in the formats that can animate.
+    if crate::render::animate::applies(source, input.format) {
+        return crate::render::animate::render(source, input, &operations, dpr);
+    }
     let hint = decode_hint(&operations, input.oriented_size, dpr);
     input.cancel.check()?;
     let decoded = codecs::decode(source, &input.limits, hint)?;
@@ -122,13 +126,13 @@ fn decode_hint(operations: &[Operation], oriented: (u32, u32), dpr: f64) -> Opti
     }
 }
 
-fn number(map: &Map<String, Value>, key: &str) -> Option<f64> {
+pub(super) fn number(map: &Map<String, Value>, key: &str) -> Option<f64> {
     map.get(key).and_then(Value::as_f64)
 }
 
 /// An area from dynamic metadata in current pixels: absolute areas scale with the decode,
 /// percentage areas are relative to the decoded size.
-fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
+pub(super) fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
     let obj = v?.as_object()?;
     let get = |k: &str| obj.get(k).and_then(Value::as_f64);
     let (x, y) = (get("x")?, get("y")?);
@@ -146,7 +150,7 @@ fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
     }
 }
 
-fn multi_areas(v: Option<&Value>, scale: f64, w: u32, h: u32) -> BTreeMap<String, Area> {
+pub(super) fn multi_areas(v: Option<&Value>, scale: f64, w: u32, h: u32) -> BTreeMap<String, Area> {
     let mut out = BTreeMap::new();
     if let Some(obj) = v.and_then(Value::as_object) {
         for (name, inner) in obj {
@@ -164,7 +168,7 @@ fn hex_color(v: Option<&Value>) -> Option<[u8; 3]> {
 }
 
 /// Encoder settings from the effective stack options.
-fn encode_options<'a>(
+pub(super) fn encode_options<'a>(
     options: &Map<String, Value>,
     format: OutputFormat,
     lossless: bool,

@@ -383,6 +383,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         oriented: oriented_size(&image),
         jpeg: image.mimetype == "image/jpeg",
         bytes: image.size,
+        frames: u64::from(image.frames.max(1)),
     };
     let secondary_size = |hash: &str| {
         secondaries

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod aliases;
+mod animation;
 mod avif;
 mod backup;
 mod blur;

@@ -23,6 +23,8 @@ const LIMITS: Limits = Limits {
     max_output_pixels: 1 << 20,
     max_avif_output_pixels: 1 << 16,
     max_render_memory: 64 << 20,
+    max_frames: 64,
+    max_animation_pixels: 1 << 22,
 };
 
 /// tiff 0.11 reserves a tag's values from the tag's count field, up to its default 256 MiB

@@ -15,6 +15,74 @@ pub(crate) fn is_animated(format: SourceFormat, bytes: &[u8]) -> bool {
     }
 }
 
+/// How many frames the container declares or holds: GIF image descriptors, the APNG `acTL`
+/// frame count, WebP `ANMF` chunks; 1 for every other source. Read before any pixel is
+/// decoded, so that an animation with too many frames is refused first.
+pub(crate) fn frame_count(format: SourceFormat, bytes: &[u8]) -> u64 {
+    let count = match format {
+        SourceFormat::Gif => gif_frame_count(bytes, usize::MAX) as u64,
+        SourceFormat::Png => u64::from(apng_frame_count(bytes)),
+        SourceFormat::Webp => webp_anmf_count(bytes),
+        _ => 1,
+    };
+    count.max(1)
+}
+
+/// The loop count of a GIF's `NETSCAPE2.0` application extension: `None` when the file has
+/// none (the animation plays once), `Some(0)` for forever, `Some(n)` for n repetitions after
+/// the first play.
+pub(crate) fn gif_repeat(bytes: &[u8]) -> Option<u16> {
+    let &packed = bytes.get(10)?;
+    let mut pos = 13usize;
+    if packed & 0x80 != 0 {
+        pos += 3 << ((packed & 0x07) + 1);
+    }
+    // The extension comes before the first image descriptor in every file that has one.
+    while bytes.get(pos) == Some(&0x21) {
+        let label = *bytes.get(pos + 1)?;
+        let first = pos + 2;
+        if label == 0xFF
+            && bytes.get(first) == Some(&11)
+            && bytes.get(first + 1..first + 12) == Some(b"NETSCAPE2.0".as_slice())
+            && bytes.get(first + 12) == Some(&3)
+            && bytes.get(first + 13) == Some(&1)
+        {
+            let lo = *bytes.get(first + 14)?;
+            let hi = *bytes.get(first + 15)?;
+            return Some(u16::from_le_bytes([lo, hi]));
+        }
+        // Skip this extension's sub-blocks.
+        let mut at = first;
+        loop {
+            let len = *bytes.get(at)? as usize;
+            at += 1;
+            if len == 0 {
+                break;
+            }
+            at += len;
+        }
+        pos = at;
+    }
+    None
+}
+
+/// Counts `ANMF` chunks without collecting the chunk list (a hostile file may hold millions).
+fn webp_anmf_count(bytes: &[u8]) -> u64 {
+    let mut count = 0u64;
+    let mut pos = 12usize;
+    while let (Some(tag), Some(len)) = (bytes.get(pos..pos + 4), le_u32(bytes, pos + 4)) {
+        if tag == b"ANMF" {
+            count += 1;
+        }
+        let padded = (len as usize).saturating_add(len as usize & 1);
+        match pos.checked_add(8).and_then(|p| p.checked_add(padded)) {
+            Some(end) if end <= bytes.len() => pos = end,
+            _ => break,
+        }
+    }
+    count
+}
+
 fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     match bytes.get(at..at.checked_add(4)?) {
         Some(&[a, b, c, d]) => Some(u32::from_be_bytes([a, b, c, d])),
@@ -220,6 +288,34 @@ mod tests {
     fn a_png_without_an_animation_chunk_has_one_frame() {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR";
         assert_eq!(apng_frame_count(png), 1);
+    }
+
+    #[test]
+    fn frame_counts_come_from_the_container() {
+        let gif = crate::render::codecs::testdata::gif(6, 4, 5);
+        let webp = crate::render::codecs::testdata::animated_webp(6, 4);
+
+        assert_eq!(frame_count(SourceFormat::Gif, &gif), 5);
+        assert_eq!(frame_count(SourceFormat::Webp, &webp), 2);
+        assert_eq!(frame_count(SourceFormat::Jpeg, b"anything"), 1);
+    }
+
+    #[test]
+    fn the_gif_loop_count_is_read_from_the_netscape_extension() {
+        let mut looping = Vec::new();
+        {
+            let mut enc = gif::Encoder::new(&mut looping, 1, 1, &[0, 0, 0, 255, 255, 255]).unwrap();
+            enc.set_repeat(gif::Repeat::Finite(3)).unwrap();
+            enc.write_frame(&gif::Frame::default()).unwrap();
+        }
+        let mut once = Vec::new();
+        {
+            let mut enc = gif::Encoder::new(&mut once, 1, 1, &[0, 0, 0, 255, 255, 255]).unwrap();
+            enc.write_frame(&gif::Frame::default()).unwrap();
+        }
+
+        assert_eq!(gif_repeat(&looping), Some(3));
+        assert_eq!(gif_repeat(&once), None);
     }
 
     #[test]

@@ -270,7 +270,7 @@ fn image_limits(limits: &Limits, with_dimensions: bool) -> image::Limits {
     out
 }
 
-fn map_error(format: SourceFormat, error: ImageError) -> RenderError {
+pub(super) fn map_error(format: SourceFormat, error: ImageError) -> RenderError {
     let name = format.name();
     match error {
         ImageError::Limits(e) => {

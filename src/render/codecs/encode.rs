@@ -24,11 +24,11 @@ use crate::render::limits::Limits;
 const JPEG_OPTIMIZED_HUFFMAN: bool = false;
 
 /// WebP cannot describe a side longer than this.
-const WEBP_MAX_SIDE: u32 = 16_383;
+pub(super) const WEBP_MAX_SIDE: u32 = 16_383;
 
 /// The output buffer of the encoders that write as they go (JPEG, PNG, GIF): a write fails
 /// once the render running on this thread was cancelled, which stops the encoder.
-struct Output(Vec<u8>);
+pub(super) struct Output(pub(super) Vec<u8>);
 
 impl std::io::Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -151,7 +151,7 @@ fn flatten(rgba: &RgbaImage, background: [u8; 3]) -> Vec<u8> {
     out
 }
 
-fn encoder_error(format: OutputFormat, error: impl std::fmt::Display) -> RenderError {
+pub(super) fn encoder_error(format: OutputFormat, error: impl std::fmt::Display) -> RenderError {
     if crate::render::cancel::stop_requested() {
         return RenderError::Cancelled;
     }
