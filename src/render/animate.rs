@@ -87,6 +87,7 @@ pub fn render(
             image = apply(op, image, &mut ctx, cut, first)?;
         }
         input.cancel.check()?;
+        let image = crate::render::output::flatten_if_asked(image, &input.pipeline.options);
         let encoder = match &mut encoder {
             Some(encoder) => encoder,
             None => encoder.insert(AnimationEncoder::new(

@@ -8,6 +8,7 @@ pub mod codecs;
 pub mod error;
 pub mod limits;
 pub mod ops;
+pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod probe;

@@ -8,6 +8,7 @@ use crate::render::codecs::{self, DecodeHint, EncodeOptions, OutputFormat};
 use crate::render::error::Result;
 use crate::render::limits::Limits;
 use crate::render::ops::{Area, OpContext, Operation};
+use crate::render::output;
 use crate::render::plan::{self, Plan, SourceShape};
 use image::DynamicImage;
 use serde_json::{Map, Value};
@@ -18,6 +19,9 @@ pub struct RenderInput<'a> {
     pub pipeline: &'a ResolvedPipeline,
     pub format: OutputFormat,
     pub lossless: bool,
+    /// The format a `format` of JPEG becomes when the result has visible transparency
+    /// (`jpg.transparency.autoformat`, `.convert`); `None` keeps JPEG.
+    pub alpha_format: Option<OutputFormat>,
     pub limits: Limits,
     /// Source size after EXIF orientation, for planning a reduced-size decode.
     pub oriented_size: (u32, u32),
@@ -44,6 +48,7 @@ pub fn plan(
         .iter()
         .map(Operation::from_resolved)
         .collect::<Result<_>>()?;
+    output::check(&pipeline.options, &pipeline.explicit_options, format)?;
     let dpr = number(&pipeline.options, "dpr").unwrap_or(1.0);
     let hint = decode_hint(&operations, source.oriented, dpr);
     Ok(plan::plan(
@@ -58,20 +63,29 @@ pub fn plan(
 
 /// Renders `source` and returns the encoded bytes.
 pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+    render_as(source, input).map(|(bytes, _)| bytes)
+}
+
+/// Renders `source` and returns the encoded bytes with their format: `input.format`, or
+/// `input.alpha_format` for a JPEG render with visible transparency.
+pub fn render_as(source: &[u8], input: &RenderInput) -> Result<(Vec<u8>, OutputFormat)> {
     crate::render::cancel::scope(input.cancel, || render_in_scope(source, input))
 }
 
-fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<(Vec<u8>, OutputFormat)> {
     let operations: Vec<Operation> = input
         .pipeline
         .operations
         .iter()
         .map(Operation::from_resolved)
         .collect::<Result<_>>()?;
-    let dpr = number(&input.pipeline.options, "dpr").unwrap_or(1.0);
+    let options = &input.pipeline.options;
+    output::check(options, &input.pipeline.explicit_options, input.format)?;
+    let dpr = number(options, "dpr").unwrap_or(1.0);
     // Animated sources keep every frame in the formats that can animate.
     if crate::render::animate::applies(source, input.format) {
-        return crate::render::animate::render(source, input, &operations, dpr);
+        return crate::render::animate::render(source, input, &operations, dpr)
+            .map(|bytes| (bytes, input.format));
     }
     let hint = decode_hint(&operations, input.oriented_size, dpr);
     input.cancel.check()?;
@@ -101,13 +115,10 @@ fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
         image = op.apply(image, &mut ctx)?;
     }
     input.cancel.check()?;
-    let opts = encode_options(
-        &input.pipeline.options,
-        input.format,
-        input.lossless,
-        decoded.icc.as_deref(),
-    );
-    codecs::encode(&image, &opts)
+    let image = output::flatten_if_asked(image, options);
+    let format = output::final_format(&image, input.format, input.alpha_format);
+    let opts = encode_options(options, format, input.lossless, decoded.icc.as_deref());
+    Ok((codecs::encode(&image, &opts)?, format))
 }
 
 /// A reduced-size decode is safe when the first operation is a resize: nothing before it
@@ -199,5 +210,6 @@ pub(super) fn encode_options<'a>(
             .map_or(7, |l| l.clamp(0.0, 9.0) as u8),
         background,
         icc,
+        progressive: output::interlaced(options),
     }
 }

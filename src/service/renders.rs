@@ -398,10 +398,17 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         plan.is_heavy(),
     );
 
+    let alpha_format = negotiated.alpha_format.and_then(OutputFormat::from_ext);
+    let mut canonical = pipeline.canonical_bytes();
+    if let Some(alpha) = alpha_format {
+        // The render's bytes depend on the format transparency switches to.
+        canonical.extend_from_slice(b"\0alpha:");
+        canonical.extend_from_slice(alpha.ext().as_bytes());
+    }
     let key = render_key(
         &org,
         &image.hash,
-        &pipeline.canonical_bytes(),
+        &canonical,
         format,
         negotiated.lossless,
         req.version,
@@ -426,6 +433,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         pipeline,
         format,
         lossless: negotiated.lossless,
+        alpha_format,
         meta,
         served: target.served,
     };
@@ -571,6 +579,7 @@ struct RenderJob {
     pipeline: crate::model::resolved::ResolvedPipeline,
     format: OutputFormat,
     lossless: bool,
+    alpha_format: Option<OutputFormat>,
     meta: RenderMeta,
     served: ServedPath,
 }
@@ -791,14 +800,16 @@ fn render_job(
         pipeline: &job.pipeline,
         format: job.format,
         lossless: job.lossless,
+        alpha_format: job.alpha_format,
         limits,
         oriented_size: oriented_size(&job.image),
         dynamic_metadata: &job.image.dynamic_metadata,
         secondary: &secondary,
         cancel,
     };
-    let out = pipeline::render(&source, &input)?;
+    let (out, written) = pipeline::render_as(&source, &input)?;
     let mut meta = job.meta;
+    meta.content_type = written.mime().to_string();
     meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
     Ok(store.put_render(&key, &meta, &out, &job.served)?)
 }

@@ -286,6 +286,7 @@ fn render_url(chain: &[&StackDefinition], url: &str) -> Outcome {
             pipeline: &pipeline,
             format,
             lossless: negotiated.lossless,
+            alpha_format: None,
             limits: LIMITS,
             oriented_size: (img.width(), img.height()),
             dynamic_metadata: &metadata,

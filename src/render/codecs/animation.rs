@@ -96,6 +96,9 @@ impl<'a> Animation<'a> {
         {
             return Ok(None);
         }
+        if format == SourceFormat::Webp && !container::webp_frames_consistent(bytes) {
+            return Err(inconsistent_webp());
+        }
         let opened = catch_unwind(AssertUnwindSafe(|| {
             open_guarded(bytes, format, frames, limits)
         }));
@@ -143,6 +146,13 @@ impl<'a> Animation<'a> {
             (self.width, self.height)
         }
     }
+}
+
+/// A WebP frame whose bitstream declares another size than the frame.
+pub(crate) fn inconsistent_webp() -> RenderError {
+    RenderError::Unprocessable(
+        "the WebP data is corrupt: a frame's image data does not match the frame's size".to_owned(),
+    )
 }
 
 fn corrupt(format: SourceFormat) -> RenderError {
@@ -519,6 +529,7 @@ mod tests {
             png_compression: 7,
             background: [255, 255, 255],
             icc: None,
+            progressive: false,
         }
     }
 

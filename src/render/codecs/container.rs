@@ -66,6 +66,74 @@ pub(crate) fn gif_repeat(bytes: &[u8]) -> Option<u16> {
     None
 }
 
+/// Whether every `ANMF` frame's bitstream (`VP8 ` or `VP8L`) declares the size of its frame.
+/// image-webp decodes a frame's bitstream at the size the bitstream declares and compares it
+/// with the frame afterwards, so a frame of a few pixels whose bitstream claims 16383×16383
+/// would allocate hundreds of megabytes first; such a file is refused before decoding.
+pub(crate) fn webp_frames_consistent(bytes: &[u8]) -> bool {
+    let mut pos = 12usize;
+    while let (Some(tag), Some(len)) = (bytes.get(pos..pos + 4), le_u32(bytes, pos + 4)) {
+        let start = pos + 8;
+        let Some(end) = start.checked_add(len as usize) else {
+            return true;
+        };
+        if tag == b"ANMF" {
+            let payload = &bytes[start.min(bytes.len())..end.min(bytes.len())];
+            if !anmf_consistent(payload) {
+                return false;
+            }
+        }
+        match end.checked_add(len as usize & 1) {
+            Some(next) if next <= bytes.len() => pos = next,
+            _ => break,
+        }
+    }
+    true
+}
+
+/// Checks one `ANMF` payload as image-webp reads it: 16 bytes of frame header, then either a
+/// `VP8 ` or `VP8L` chunk, or an `ALPH` chunk followed by a chunk it decodes as `VP8 `
+/// whatever its tag says. A payload too short to tell, or a bitstream without its signature,
+/// is left to the decoder, which refuses it before allocating.
+fn anmf_consistent(payload: &[u8]) -> bool {
+    let u24 = |at: usize| -> Option<u32> {
+        let b = payload.get(at..at + 3)?;
+        Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
+    };
+    let (Some(w), Some(h)) = (u24(6), u24(9)) else {
+        return true;
+    };
+    let frame = (w + 1, h + 1);
+    let vp8 = |data: usize| match payload.get(data + 3..data + 10) {
+        Some(&[0x9d, 0x01, 0x2a, w0, w1, h0, h1]) => {
+            let side = |lo, hi| u32::from(u16::from_le_bytes([lo, hi]) & 0x3fff);
+            (side(w0, w1), side(h0, h1)) == frame
+        }
+        _ => true,
+    };
+    let (Some(tag), Some(len)) = (payload.get(16..20), le_u32(payload, 20)) else {
+        return true;
+    };
+    match tag {
+        b"VP8 " => vp8(24),
+        b"VP8L" => match payload.get(24..29) {
+            Some(&[0x2f, a, b, c, d]) => {
+                let bits = u32::from_le_bytes([a, b, c, d]);
+                ((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1) == frame
+            }
+            _ => true,
+        },
+        b"ALPH" => {
+            let padded = (len as usize).saturating_add(len as usize & 1);
+            match 24usize.checked_add(padded).and_then(|p| p.checked_add(8)) {
+                Some(data) => vp8(data),
+                None => true,
+            }
+        }
+        _ => true,
+    }
+}
+
 /// Counts `ANMF` chunks without collecting the chunk list (a hostile file may hold millions).
 fn webp_anmf_count(bytes: &[u8]) -> u64 {
     let mut count = 0u64;
@@ -316,6 +384,22 @@ mod tests {
 
         assert_eq!(gif_repeat(&looping), Some(3));
         assert_eq!(gif_repeat(&once), None);
+    }
+
+    #[test]
+    fn a_webp_frame_whose_bitstream_claims_another_size_is_inconsistent() {
+        let good = crate::render::codecs::testdata::animated_webp(6, 4);
+        assert!(webp_frames_consistent(&good));
+        // The first frame's VP8L header: signature, then 14 bits of width - 1.
+        let at = good
+            .windows(4)
+            .position(|w| w == b"VP8L")
+            .expect("a VP8L chunk")
+            + 8;
+        let mut bad = good.clone();
+        bad[at + 1] = 0xff;
+        bad[at + 2] |= 0x3f;
+        assert!(!webp_frames_consistent(&bad));
     }
 
     #[test]
