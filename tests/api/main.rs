@@ -20,6 +20,7 @@ mod images;
 mod invalidation;
 mod listing;
 mod metrics;
+mod output_options;
 mod quirks;
 mod render_cache;
 mod renders;
