@@ -53,10 +53,8 @@ pub fn flatten_if_asked(image: DynamicImage, options: &Map<String, Value>) -> Dy
             let mut out = image::RgbImage::new(rgba.width(), rgba.height());
             for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
                 let a = u32::from(src.0[3]);
-                for c in 0..3 {
-                    dst.0[c] =
-                        ((u32::from(src.0[c]) * a + u32::from(background[c]) * (255 - a) + 127)
-                            / 255) as u8;
+                for ((d, &c), bg) in dst.0.iter_mut().zip(&src.0).zip(background) {
+                    *d = ((u32::from(c) * a + u32::from(bg) * (255 - a) + 127) / 255) as u8;
                 }
             }
             DynamicImage::ImageRgb8(out)
