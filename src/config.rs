@@ -259,7 +259,7 @@ impl Default for LimitsConfig {
             max_render_memory_mb: 1024,
             max_operations: 50,
             max_frames: 1000,
-            max_animation_pixels: 500_000_000,
+            max_animation_pixels: 150_000_000,
             max_concurrent_uploads_per_key: 4,
             max_upload_bytes_in_flight_per_key: 400_000_000,
             max_zip_images: 1000,

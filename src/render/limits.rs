@@ -34,7 +34,7 @@ impl Default for Limits {
             max_avif_output_pixels: 16_000_000,
             max_render_memory: 1024 * 1024 * 1024,
             max_frames: 1000,
-            max_animation_pixels: 500_000_000,
+            max_animation_pixels: 150_000_000,
         }
     }
 }
