@@ -30,12 +30,8 @@ pub type Plays = Option<u32>;
 
 /// Whether `bytes` is an animation (GIF, APNG or WebP with at least two frames).
 pub fn is_animation(bytes: &[u8]) -> bool {
-    match sniff(bytes) {
-        Some(format @ (SourceFormat::Gif | SourceFormat::Png | SourceFormat::Webp)) => {
-            container::frame_count(format, bytes) >= 2
-        }
-        _ => false,
-    }
+    // Stops counting at the second frame.
+    sniff(bytes).is_some_and(|format| container::is_animated(format, bytes))
 }
 
 /// Refuses an animation whose frame count or total pixels exceed `limits`.
