@@ -440,6 +440,16 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let mut headers = AnswerHeaders::new(negotiated.vary_accept, attachment, &tags);
     headers.vary_save_data = reads_request;
     let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
+    // A JPEG render with transparency may have been written as WebP or PNG: the file name of
+    // an attachment says what it holds.
+    if let (Some(name), Some(alpha)) = (&mut headers.attachment, alpha_format) {
+        if render.meta.content_type == alpha.mime() {
+            if let Some(dot) = name.rfind('.') {
+                name.truncate(dot + 1);
+                name.push_str(alpha.ext());
+            }
+        }
+    }
     let headers = Arc::new(mutable(headers)?);
     // A signed URL is checked on every request: its signature may expire.
     if !signed {

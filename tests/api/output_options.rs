@@ -153,6 +153,17 @@ async fn a_jpeg_render_with_transparency_becomes_webp_or_png_when_asked() {
     assert_eq!(opaque.header("content-type").as_deref(), Some("image/jpeg"));
     assert_eq!(plain.header("content-type").as_deref(), Some("image/jpeg"));
     assert_eq!(rgba_at(&plain, 190, 100), [255, 255, 255, 255]);
+    let download = get(
+        format!("/dynamic/o-jpg.transparency.convert-true-content_disposition-attachment/{png}/logo.jpg"),
+        "*/*",
+    )
+    .await;
+    assert_eq!(
+        download.header("content-type").as_deref(),
+        Some("image/png")
+    );
+    let disposition = download.header("content-disposition").unwrap_or_default();
+    assert!(disposition.contains("logo.png"), "{disposition}");
     // The remembered answer of one Accept is not served to the other.
     let again = get(format!("/dynamic/{auto}/{png}.jpg"), "image/png,*/*").await;
     assert_eq!(again.header("content-type").as_deref(), Some("image/png"));
