@@ -263,6 +263,7 @@ fn run(source: &[u8], size: (u32, u32), planned: &Planned) -> Vec<u8> {
         pipeline: &planned.pipeline,
         format: planned.format,
         lossless: planned.lossless,
+        alpha_format: None,
         limits: Limits::default(),
         oriented_size: size,
         dynamic_metadata: &metadata,

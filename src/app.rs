@@ -96,6 +96,14 @@ impl Application {
             Duration::from_millis(config.render.timeout_ms),
         )?;
         let services = web::Data::new(Services::new(config.clone(), storage, pool));
+        // Renders made by an earlier renderer would answer other bytes than a render now.
+        match crate::service::renders::retire_older_renders(&*services.store) {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "removed {n} renders made by an earlier renderer; they are made again on request and their URLs refreshed at the edge"
+            ),
+            Err(e) => log::warn!("could not retire renders of an earlier renderer: {e}"),
+        }
         let workers = if config.server.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {

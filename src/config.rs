@@ -92,6 +92,12 @@ pub struct LimitsConfig {
     pub max_render_memory_mb: u64,
     /// Most operations in a stack, its chain of stacks and a dynamic URL together.
     pub max_operations: usize,
+    /// Most frames of an animated source rendered to an animated output (checked before
+    /// decoding).
+    pub max_frames: u32,
+    /// Largest canvas width × height × frames of an animated source rendered to an animated
+    /// output (checked before decoding).
+    pub max_animation_pixels: u64,
     /// Uploads one API key may have in flight at once; past it, 429. 0 = no limit.
     pub max_concurrent_uploads_per_key: usize,
     /// Upload bytes (declared `Content-Length`) one API key may have in flight; past it, 429.
@@ -252,6 +258,8 @@ impl Default for LimitsConfig {
             max_avif_output_pixels: 16_000_000,
             max_render_memory_mb: 1024,
             max_operations: 50,
+            max_frames: 1000,
+            max_animation_pixels: 150_000_000,
             max_concurrent_uploads_per_key: 4,
             max_upload_bytes_in_flight_per_key: 400_000_000,
             max_zip_images: 1000,
@@ -319,7 +327,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool, &str); 10] = [
+        let checks: [(&str, bool, &str); 12] = [
             (
                 "server.body_timeout_secs",
                 self.server.body_timeout_secs > 0,
@@ -358,6 +366,16 @@ impl Config {
             (
                 "limits.max_operations",
                 self.limits.max_operations > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_frames",
+                self.limits.max_frames > 0,
+                "must be positive",
+            ),
+            (
+                "limits.max_animation_pixels",
+                self.limits.max_animation_pixels > 0,
                 "must be positive",
             ),
             ("render.queue", self.render.queue > 0, "must be positive"),

@@ -38,6 +38,10 @@ pub struct ImageRecord {
     pub locked: bool,
     pub opaque: bool,
     pub animated: bool,
+    /// Frames of the source as its container declares them (1 for a still image); 0 in
+    /// records written before frames were counted, whose renders count them from the bytes.
+    #[serde(default)]
+    pub frames: u32,
 }
 
 impl ImageRecord {

@@ -148,11 +148,13 @@ pub fn resolve(input: &ResolveInput) -> Result<ResolvedPipeline, ResolveError> {
         });
     }
 
+    let explicit_options: Vec<String> = stack_options.keys().cloned().collect();
     let options = finished_options(stack_options, !operations.is_empty(), main_has_resize)?;
     Ok(ResolvedPipeline {
         operations,
         options,
         reads_request: ev.reads_request,
+        explicit_options,
     })
 }
 
@@ -603,6 +605,10 @@ pub struct Negotiated {
     pub lossless: bool,
     /// The answer depends on `Accept` (autoformat is on): send `Vary: Accept`.
     pub vary_accept: bool,
+    /// What a JPEG render with visible transparency is delivered as instead: `"webp"` when
+    /// `jpg.transparency.autoformat` is on and `Accept` lists WebP, else `"png"`; `"png"` with
+    /// `jpg.transparency.convert`. `None` keeps JPEG (flattened onto `jpg.transparency.color`).
+    pub alpha_format: Option<&'static str>,
 }
 
 /// Chooses the output format from the URL extension, the resolved options and `Accept`.
@@ -661,11 +667,25 @@ pub fn negotiate_format(
         "webp" => requested == "png" || webp_lossless,
         _ => false,
     };
+    // rokka also offers SVG to `*/*`; Darkroom writes no SVG, so `true` and `png` agree.
+    let alpha_autoformat = matches!(
+        options
+            .get("jpg.transparency.autoformat")
+            .and_then(Value::as_str),
+        Some("true" | "png" | "webp")
+    );
+    let alpha_convert = options.get("jpg.transparency.convert") == Some(&Value::Bool(true));
+    let alpha_format = match format {
+        "jpg" if alpha_autoformat && accepts(accept, "image/webp") => Some("webp"),
+        "jpg" if alpha_autoformat || alpha_convert => Some("png"),
+        _ => None,
+    };
     Ok(Negotiated {
         format,
         lossless,
         // A BlurHash is text whatever the client accepts.
-        vary_accept: autoformat && requested != "blur",
+        vary_accept: (autoformat && requested != "blur") || (format == "jpg" && alpha_autoformat),
+        alpha_format,
     })
 }
 
@@ -963,6 +983,7 @@ mod tests {
             }],
             options: o1,
             reads_request: false,
+            explicit_options: Vec::new(),
         };
         let p2 = ResolvedPipeline {
             operations: vec![ResolvedOp {
@@ -971,6 +992,7 @@ mod tests {
             }],
             options: o2,
             reads_request: false,
+            explicit_options: Vec::new(),
         };
 
         assert_eq!(p1.canonical_bytes(), p2.canonical_bytes());
@@ -1404,6 +1426,23 @@ mod tests {
     const CHROME: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
 
     #[test]
+    fn a_jpeg_with_transparency_switches_to_webp_or_png_when_asked() {
+        let auto = opts(json!({"jpg.transparency.autoformat": "true"}));
+        let convert = opts(json!({"jpg.transparency.convert": true}));
+        let alpha = |o: &Map<String, Value>, accept| {
+            let n = negotiate_format("jpg", o, accept).unwrap();
+            (n.alpha_format, n.vary_accept)
+        };
+
+        assert_eq!(alpha(&auto, Some(CHROME)), (Some("webp"), true));
+        assert_eq!(alpha(&auto, None), (Some("png"), true));
+        assert_eq!(alpha(&convert, Some(CHROME)), (Some("png"), false));
+        assert_eq!(alpha(&opts(json!({})), Some(CHROME)), (None, false));
+        let png = negotiate_format("png", &auto, Some(CHROME)).unwrap();
+        assert_eq!(png.alpha_format, None);
+    }
+
+    #[test]
     fn without_autoformat_the_extension_decides() {
         let n = negotiate_format("jpeg", &opts(json!({})), Some(CHROME)).unwrap();
 
@@ -1412,7 +1451,8 @@ mod tests {
             Negotiated {
                 format: "jpg",
                 lossless: false,
-                vary_accept: false
+                vary_accept: false,
+                alpha_format: None,
             }
         );
     }
@@ -1426,7 +1466,8 @@ mod tests {
             Negotiated {
                 format: "webp",
                 lossless: false,
-                vary_accept: true
+                vary_accept: true,
+                alpha_format: None,
             }
         );
         assert_eq!(
@@ -1434,7 +1475,8 @@ mod tests {
             Negotiated {
                 format: "webp",
                 lossless: true,
-                vary_accept: true
+                vary_accept: true,
+                alpha_format: None,
             }
         );
     }
@@ -1448,7 +1490,8 @@ mod tests {
             Negotiated {
                 format: "png",
                 lossless: true,
-                vary_accept: true
+                vary_accept: true,
+                alpha_format: None,
             }
         );
         assert_eq!(negotiate_format("jpg", &o, None).unwrap().format, "jpg");
@@ -1513,7 +1556,8 @@ mod tests {
             Negotiated {
                 format: "gif",
                 lossless: true,
-                vary_accept: true
+                vary_accept: true,
+                alpha_format: None,
             }
         );
     }
@@ -1527,7 +1571,8 @@ mod tests {
             Negotiated {
                 format: "blur",
                 lossless: false,
-                vary_accept: false
+                vary_accept: false,
+                alpha_format: None,
             }
         );
     }

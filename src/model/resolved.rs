@@ -20,4 +20,8 @@ pub struct ResolvedPipeline {
     /// An expression read the request (`request.headers.save_data`): the answer varies on
     /// `Save-Data`. Its effect is in the values already; not part of the canonical form.
     pub reads_request: bool,
+    /// The stack options a stack, the URL or an applied expression set (the others hold
+    /// their defaults), for options whose default may be used where an explicit value must
+    /// be refused. Their effect is in `options`; not part of the canonical form.
+    pub explicit_options: Vec<String>,
 }

@@ -847,13 +847,13 @@ pub static STACK_OPTIONS: &[OptionSpec] = &[
         "optim.quality",
         int(0, 10),
         DefaultValue::Int(4),
-        "Strength of the quality search for lossy JPEG and WebP output.",
+        "Accepted for compatibility: renders are encoded once at their quality option and never optimised later, so one URL always answers the same bytes.",
     ),
     opt(
         "optim.disable_all",
         Kind::Boolean,
         DefaultValue::Bool(false),
-        "Disable every optimisation step after encoding.",
+        "Accepted for compatibility: no optimisation step runs after encoding, so one URL always answers the same bytes.",
     ),
     opt(
         "optim.immediate",
@@ -907,7 +907,7 @@ pub static STACK_OPTIONS: &[OptionSpec] = &[
         "transparency.color",
         Kind::Color,
         DefaultValue::None,
-        "Always flatten transparency onto this colour, in hex without the # sign.",
+        "Flatten transparency onto this colour in every output format, in hex without the # sign.",
     ),
     opt(
         "jpg.transparency.color",
@@ -925,7 +925,7 @@ pub static STACK_OPTIONS: &[OptionSpec] = &[
         "jpg.transparency.convert",
         Kind::Boolean,
         DefaultValue::Bool(false),
-        "Accepted for compatibility; has no effect.",
+        "Deliver PNG instead of JPEG when the render has visible transparency.",
     ),
     opt(
         "protected",
@@ -937,7 +937,7 @@ pub static STACK_OPTIONS: &[OptionSpec] = &[
         "interlacing.mode",
         Kind::Choice(&["none", "line", "plane", "partition"]),
         DefaultValue::Str("plane"),
-        "Interlacing (progressive encoding) of the output.",
+        "Interlacing of the output: none writes baseline JPEG; line, plane and partition write progressive JPEG. PNG and GIF outputs are not interlaced; asking for it explicitly for them is refused.",
     ),
     opt(
         "pngquant.quality",

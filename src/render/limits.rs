@@ -18,6 +18,11 @@ pub struct Limits {
     pub max_avif_output_pixels: u64,
     /// Largest estimated peak memory of one render, in bytes.
     pub max_render_memory: u64,
+    /// Most frames of an animation rendered to an animated output.
+    pub max_frames: u32,
+    /// Largest canvas width × height × frame count of an animation rendered to an animated
+    /// output: what decoding every frame costs, however few frames there are.
+    pub max_animation_pixels: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +33,8 @@ impl Default for Limits {
             max_output_pixels: 40_000_000,
             max_avif_output_pixels: 16_000_000,
             max_render_memory: 1024 * 1024 * 1024,
+            max_frames: 1000,
+            max_animation_pixels: 150_000_000,
         }
     }
 }

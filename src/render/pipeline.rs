@@ -8,6 +8,7 @@ use crate::render::codecs::{self, DecodeHint, EncodeOptions, OutputFormat};
 use crate::render::error::Result;
 use crate::render::limits::Limits;
 use crate::render::ops::{Area, OpContext, Operation};
+use crate::render::output;
 use crate::render::plan::{self, Plan, SourceShape};
 use image::DynamicImage;
 use serde_json::{Map, Value};
@@ -18,6 +19,9 @@ pub struct RenderInput<'a> {
     pub pipeline: &'a ResolvedPipeline,
     pub format: OutputFormat,
     pub lossless: bool,
+    /// The format a `format` of JPEG becomes when the result has visible transparency
+    /// (`jpg.transparency.autoformat`, `.convert`); `None` keeps JPEG.
+    pub alpha_format: Option<OutputFormat>,
     pub limits: Limits,
     /// Source size after EXIF orientation, for planning a reduced-size decode.
     pub oriented_size: (u32, u32),
@@ -44,6 +48,7 @@ pub fn plan(
         .iter()
         .map(Operation::from_resolved)
         .collect::<Result<_>>()?;
+    output::check(&pipeline.options, &pipeline.explicit_options, format)?;
     let dpr = number(&pipeline.options, "dpr").unwrap_or(1.0);
     let hint = decode_hint(&operations, source.oriented, dpr);
     Ok(plan::plan(
@@ -58,38 +63,54 @@ pub fn plan(
 
 /// Renders `source` and returns the encoded bytes.
 pub fn render(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+    render_as(source, input).map(|(bytes, _)| bytes)
+}
+
+/// Renders `source` and returns the encoded bytes with their format: `input.format`, or
+/// `input.alpha_format` for a JPEG render with visible transparency.
+pub fn render_as(source: &[u8], input: &RenderInput) -> Result<(Vec<u8>, OutputFormat)> {
     crate::render::cancel::scope(input.cancel, || render_in_scope(source, input))
 }
 
-fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<Vec<u8>> {
+fn render_in_scope(source: &[u8], input: &RenderInput) -> Result<(Vec<u8>, OutputFormat)> {
+    let options = &input.pipeline.options;
+    output::check(options, &input.pipeline.explicit_options, input.format)?;
+    // Animated sources keep every frame in the formats that can animate.
+    if crate::render::animate::applies(source, input.format) {
+        let operations = operations(input.pipeline)?;
+        let dpr = number(options, "dpr").unwrap_or(1.0);
+        return crate::render::animate::render(source, input, &operations, dpr)
+            .map(|bytes| (bytes, input.format));
+    }
     let (image, icc) = decode_and_apply(source, input)?;
     input.cancel.check()?;
-    let opts = encode_options(
-        &input.pipeline.options,
-        input.format,
-        input.lossless,
-        icc.as_deref(),
-    );
-    codecs::encode(&image, &opts)
+    let image = output::flatten_if_asked(image, options);
+    let format = output::final_format(&image, input.format, input.alpha_format);
+    let opts = encode_options(options, format, input.lossless, icc.as_deref());
+    Ok((codecs::encode(&image, &opts)?, format))
 }
 
 /// The pixels of `input`'s pipeline on `source`, not encoded: the layer a composition's
-/// `secondary_stack` puts on another image. `input.format` is not used.
+/// `secondary_stack` puts on another image (its first frame, for an animation).
+/// `input.format` is not used.
 pub fn render_layer(source: &[u8], input: &RenderInput) -> Result<DynamicImage> {
     crate::render::cancel::scope(input.cancel, || {
         decode_and_apply(source, input).map(|(image, _)| image)
     })
 }
 
-/// Decodes `source` (as small as the first resize allows) and runs every operation; the
-/// image and the source's ICC profile.
-fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage, Option<Vec<u8>>)> {
-    let operations: Vec<Operation> = input
-        .pipeline
+fn operations(pipeline: &ResolvedPipeline) -> Result<Vec<Operation>> {
+    pipeline
         .operations
         .iter()
         .map(Operation::from_resolved)
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Decodes `source` (as small as the first resize allows) and runs every operation; the
+/// image and the source's ICC profile.
+fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage, Option<Vec<u8>>)> {
+    let operations = operations(input.pipeline)?;
     let dpr = number(&input.pipeline.options, "dpr").unwrap_or(1.0);
     let hint = decode_hint(&operations, input.oriented_size, dpr);
     input.cancel.check()?;
@@ -137,13 +158,13 @@ fn decode_hint(operations: &[Operation], oriented: (u32, u32), dpr: f64) -> Opti
     }
 }
 
-fn number(map: &Map<String, Value>, key: &str) -> Option<f64> {
+pub(super) fn number(map: &Map<String, Value>, key: &str) -> Option<f64> {
     map.get(key).and_then(Value::as_f64)
 }
 
 /// An area from dynamic metadata in current pixels: absolute areas scale with the decode,
 /// percentage areas are relative to the decoded size.
-fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
+pub(super) fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
     let obj = v?.as_object()?;
     let get = |k: &str| obj.get(k).and_then(Value::as_f64);
     let (x, y) = (get("x")?, get("y")?);
@@ -161,7 +182,7 @@ fn area(v: Option<&Value>, scale: f64, w: u32, h: u32) -> Option<Area> {
     }
 }
 
-fn multi_areas(v: Option<&Value>, scale: f64, w: u32, h: u32) -> BTreeMap<String, Area> {
+pub(super) fn multi_areas(v: Option<&Value>, scale: f64, w: u32, h: u32) -> BTreeMap<String, Area> {
     let mut out = BTreeMap::new();
     if let Some(obj) = v.and_then(Value::as_object) {
         for (name, inner) in obj {
@@ -179,7 +200,7 @@ fn hex_color(v: Option<&Value>) -> Option<[u8; 3]> {
 }
 
 /// Encoder settings from the effective stack options.
-fn encode_options<'a>(
+pub(super) fn encode_options<'a>(
     options: &Map<String, Value>,
     format: OutputFormat,
     lossless: bool,
@@ -210,5 +231,6 @@ fn encode_options<'a>(
             .map_or(7, |l| l.clamp(0.0, 9.0) as u8),
         background,
         icc,
+        progressive: output::interlaced(options),
     }
 }

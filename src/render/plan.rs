@@ -32,6 +32,8 @@ pub struct SourceShape {
     pub jpeg: bool,
     /// Size of the encoded source, which is held in memory during the render.
     pub bytes: u64,
+    /// Frames of the source (1 for a still image); an animated output renders each.
+    pub frames: u64,
 }
 
 /// The cost of one render.
@@ -47,6 +49,8 @@ pub struct Plan {
     pub peak_bytes: u64,
     /// Estimated CPU work, in megapixel-equivalents (one pass over one megapixel ≈ 1).
     pub work: f64,
+    /// Frames rendered: the source's frames for an animated output, else 1.
+    pub frames: u64,
 }
 
 impl Plan {
@@ -57,6 +61,15 @@ impl Plan {
 
     /// Refuses a render whose result or memory would exceed `limits`, naming the figure.
     pub fn check(&self, limits: &Limits, format: OutputFormat) -> Result<()> {
+        if self.frames > 1 {
+            let side = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            crate::render::codecs::animation::check_frames(
+                side(self.decoded.0),
+                side(self.decoded.1),
+                self.frames,
+                limits,
+            )?;
+        }
         let (w, h) = self.output;
         let pixels = w.saturating_mul(h);
         let (max, what) = match format {
@@ -139,12 +152,25 @@ pub fn plan(
             .saturating_add(out_px.saturating_mul(RGBA + memory_per_pixel)),
     );
     work += work_per_mp * mp(out_px);
+    // An animation is streamed: every frame costs the work above, but memory holds one frame
+    // at a time plus the canvases the decoder composes onto and the encoder compares with.
+    let frames = match format {
+        OutputFormat::Gif | OutputFormat::Webp => source.frames.max(1),
+        _ => 1,
+    };
+    if frames > 1 {
+        work *= frames as f64;
+        peak = peak
+            .saturating_add(decoded_px.saturating_mul(2 * RGBA))
+            .saturating_add(out_px.saturating_mul(3 * RGBA));
+    }
     Plan {
         decoded,
         output: size,
         largest_canvas: largest,
         peak_bytes: peak,
         work,
+        frames,
     }
 }
 
@@ -311,6 +337,16 @@ mod tests {
             oriented: (w, h),
             jpeg: true,
             bytes: 5_000_000,
+            frames: 1,
+        }
+    }
+
+    fn animation(w: u32, h: u32, frames: u64) -> SourceShape {
+        SourceShape {
+            oriented: (w, h),
+            jpeg: false,
+            bytes: 1_000_000,
+            frames,
         }
     }
 
@@ -382,6 +418,77 @@ mod tests {
         };
         let err = p.check(&tight, OutputFormat::Jpeg).unwrap_err();
         assert!(err.to_string().contains("MiB of memory"), "{err}");
+    }
+
+    #[test]
+    fn an_animated_output_counts_every_frame_and_a_still_one_the_first() {
+        let o = ops(json!([{"name":"resize","options":{"width":100}}]));
+        let gif = plan(
+            &o,
+            animation(400, 300, 50),
+            None,
+            1.0,
+            OutputFormat::Gif,
+            &none,
+        );
+        let jpeg = plan(
+            &o,
+            animation(400, 300, 50),
+            None,
+            1.0,
+            OutputFormat::Jpeg,
+            &none,
+        );
+
+        assert_eq!((gif.frames, jpeg.frames), (50, 1));
+        assert!(gif.work > 40.0 * jpeg.work, "{gif:?} {jpeg:?}");
+        gif.check(&Limits::default(), OutputFormat::Gif).unwrap();
+    }
+
+    #[test]
+    fn too_many_frames_or_pixels_over_all_frames_are_refused_before_decoding() {
+        let o = ops(json!([{"name":"resize","options":{"width":100}}]));
+        let limits = Limits {
+            max_frames: 100,
+            max_animation_pixels: 10_000_000,
+            ..Limits::default()
+        };
+        let many = plan(
+            &o,
+            animation(10, 10, 101),
+            None,
+            1.0,
+            OutputFormat::Webp,
+            &none,
+        );
+        let large = plan(
+            &o,
+            animation(1000, 1000, 11),
+            None,
+            1.0,
+            OutputFormat::Gif,
+            &none,
+        );
+        let still = plan(
+            &o,
+            animation(1000, 1000, 11),
+            None,
+            1.0,
+            OutputFormat::Png,
+            &none,
+        );
+
+        let err = many.check(&limits, OutputFormat::Webp).unwrap_err();
+        assert!(
+            matches!(err, RenderError::TooLarge(ref m) if m.contains("101 frames")),
+            "{err}"
+        );
+        let err = large.check(&limits, OutputFormat::Gif).unwrap_err();
+        assert!(
+            matches!(err, RenderError::TooLarge(ref m) if m.contains("11000000")),
+            "{err}"
+        );
+        still.check(&limits, OutputFormat::Png).unwrap();
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct ImageInfo {
     pub opaque: bool,
     /// GIF, WebP or APNG with more than one frame.
     pub animated: bool,
+    /// Frames the container declares (1 for a still image).
+    pub frames: u64,
     /// EXIF orientation 1..=8 (1 when absent).
     pub orientation: u8,
     /// Small static metadata: `{"exif": {"Orientation", "Make"?, "Model"?,
@@ -50,6 +52,7 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo> {
         height: source.height,
         opaque: source.opaque,
         animated: container::is_animated(source.format, bytes),
+        frames: container::frame_count(source.format, bytes),
         orientation,
         static_metadata,
     })

@@ -389,6 +389,7 @@ mod tests {
             locked: false,
             opaque: true,
             animated: false,
+            frames: 1,
         }
     }
 

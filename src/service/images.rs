@@ -431,6 +431,7 @@ async fn store_uploads(
             locked: false,
             opaque: info.opaque,
             animated: info.animated,
+            frames: u32::try_from(info.frames).unwrap_or(u32::MAX),
         };
         let stored = match svc.store.insert_image(&rec)? {
             Inserted::Created => rec,

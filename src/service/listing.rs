@@ -1312,6 +1312,7 @@ mod tests {
             locked: false,
             opaque: true,
             animated: false,
+            frames: 1,
         }
     }
 

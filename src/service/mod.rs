@@ -109,6 +109,8 @@ impl Services {
                 .limits
                 .max_render_memory_mb
                 .saturating_mul(1024 * 1024),
+            max_frames: self.config.limits.max_frames,
+            max_animation_pixels: self.config.limits.max_animation_pixels,
         }
     }
 }

@@ -271,6 +271,29 @@ pub async fn preview(
     Ok(answer)
 }
 
+/// The renderer's generation. Rendering is deterministic, so a stored render is the render;
+/// when a change makes the same pipeline encode to other bytes (1: progressive JPEG by
+/// default, `interlacing.mode`), this number moves, and [`retire_older_renders`] removes the
+/// renders of earlier generations at start-up, refreshing their URLs at the edge, so that no
+/// URL answers with bytes of two generations from here.
+pub const RENDER_EPOCH: u32 = 1;
+
+/// Removes the renders of earlier renderer generations (see [`RENDER_EPOCH`]); returns how
+/// many. Their paths are queued for the edge like any purge.
+pub fn retire_older_renders(store: &dyn crate::storage::Records) -> Result<u64> {
+    let epoch = store.render_epoch()?;
+    if epoch >= RENDER_EPOCH {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for org in store.list_orgs()? {
+        removed += store.purge_org_renders(&org.name, false)?.renders;
+    }
+    store.set_render_epoch(RENDER_EPOCH)?;
+    store.flush_blocking()?;
+    Ok(removed)
+}
+
 /// Answers a render URL.
 pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAnswer> {
     let state = &svc.renders;
@@ -455,6 +478,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         oriented: oriented_size(&image),
         jpeg: image.mimetype == "image/jpeg",
         bytes: image.size,
+        frames: u64::from(image.frames.max(1)),
     };
     // Layers are planned first (a nested one before the layer that uses it), each within the
     // limits; the render's plan then knows their sizes.
@@ -469,6 +493,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
                 oriented: oriented_size(&layer.image),
                 jpeg: layer.image.mimetype == "image/jpeg",
                 bytes: layer.image.size,
+                // A layer is one picture: an animation's first frame.
+                frames: 1,
             },
             &size_of,
         )?;
@@ -492,10 +518,17 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         plan.is_heavy(),
     );
 
+    let alpha_format = negotiated.alpha_format.and_then(OutputFormat::from_ext);
+    let mut canonical = pipeline.canonical_bytes();
+    if let Some(alpha) = alpha_format {
+        // The render's bytes depend on the format transparency switches to.
+        canonical.extend_from_slice(b"\0alpha:");
+        canonical.extend_from_slice(alpha.ext().as_bytes());
+    }
     let key = render_key(
         &org,
         &image.hash,
-        &pipeline.canonical_bytes(),
+        &canonical,
         format,
         negotiated.lossless,
         req.version,
@@ -530,6 +563,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         pipeline,
         format,
         lossless: negotiated.lossless,
+        alpha_format,
         meta,
         // An empty path is recorded nowhere (see `via_api`).
         served: if target.via_api {
@@ -541,6 +575,16 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let mut headers = AnswerHeaders::new(negotiated.vary_accept, attachment, &tags);
     headers.vary_save_data = reads_request;
     let (render, served) = fetch_or_render(svc, state, key, job, target.client_gone).await?;
+    // A JPEG render with transparency may have been written as WebP or PNG: the file name of
+    // an attachment says what it holds.
+    if let (Some(name), Some(alpha)) = (&mut headers.attachment, alpha_format) {
+        if render.meta.content_type == alpha.mime() {
+            if let Some(dot) = name.rfind('.') {
+                name.truncate(dot + 1);
+                name.push_str(alpha.ext());
+            }
+        }
+    }
     let headers = Arc::new(mutable(headers)?);
     // A signed URL is checked on every request: its signature may expire. A preview is
     // remembered under an identity of its own, which only an authorized caller reaches.
@@ -687,6 +731,7 @@ struct RenderJob {
     pipeline: crate::model::resolved::ResolvedPipeline,
     format: OutputFormat,
     lossless: bool,
+    alpha_format: Option<OutputFormat>,
     meta: RenderMeta,
     served: ServedPath,
 }
@@ -907,14 +952,16 @@ fn render_job(
         pipeline: &job.pipeline,
         format: job.format,
         lossless: job.lossless,
+        alpha_format: job.alpha_format,
         limits,
         oriented_size: oriented_size(&job.image),
         dynamic_metadata: &job.image.dynamic_metadata,
         secondary: &secondary,
         cancel,
     };
-    let out = pipeline::render(&source, &input)?;
+    let (out, written) = pipeline::render_as(&source, &input)?;
     let mut meta = job.meta;
+    meta.content_type = written.mime().to_string();
     meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
     Ok(store.put_render(&key, &meta, &out, &job.served)?)
 }
@@ -1130,6 +1177,7 @@ fn load_secondary(
             pipeline: &layer.pipeline,
             format: OutputFormat::Png,
             lossless: true,
+            alpha_format: None,
             limits: *limits,
             oriented_size: oriented_size(&layer.image),
             dynamic_metadata: &layer.image.dynamic_metadata,

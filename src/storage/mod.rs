@@ -574,6 +574,19 @@ impl Records for SledStore {
         self.meta.insert("gc_blob_sweep", &[shard])?;
         Ok(())
     }
+
+    fn render_epoch(&self) -> Result<u32> {
+        Ok(self
+            .meta
+            .get("render_epoch")?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
+    fn set_render_epoch(&self, epoch: u32) -> Result<()> {
+        self.meta.insert("render_epoch", &epoch.to_be_bytes())?;
+        Ok(())
+    }
 }
 
 impl Accounts for SledStore {

@@ -291,6 +291,10 @@ pub trait Records:
     /// kept in the records so that they survive restarts.
     fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)>;
     fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()>;
+    /// The renderer generation the stored renders were made by (0 when never set): a renderer
+    /// that encodes the same pipeline to other bytes retires the older renders.
+    fn render_epoch(&self) -> Result<u32>;
+    fn set_render_epoch(&self, epoch: u32) -> Result<()>;
     /// What the records hold, as counted phrases ("3 organizations"); empty when they hold
     /// nothing (a backup is restored into empty records only).
     fn contents(&self) -> Result<Vec<String>>;

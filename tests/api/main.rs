@@ -3,6 +3,7 @@
 
 mod accounts;
 mod aliases;
+mod animation;
 mod avif;
 mod backup;
 mod blur;
@@ -22,6 +23,7 @@ mod invalidation;
 mod layers;
 mod listing;
 mod metrics;
+mod output_options;
 mod quirks;
 mod render_cache;
 mod renders;

@@ -108,3 +108,43 @@ async fn without_a_budget_nothing_is_evicted() {
     assert_eq!(evicted.renders, 0);
     assert_eq!(app.services.store.render_count(), 1);
 }
+
+/// Renders made by an earlier renderer (which may encode the same pipeline to other bytes)
+/// are removed at start-up and their URLs queued for the edge; the URL renders again.
+#[actix_rt::test]
+async fn renders_of_an_earlier_renderer_are_retired_at_start() {
+    let app = spawn_app_with(|c| {
+        // Nothing listens there: the queued refreshes stay visible.
+        c.edge.url = "http://127.0.0.1:9".into();
+        c.edge.max_attempts = 1_000;
+    })
+    .await;
+    let hash = app.acme_with_thumb(&jpeg(120, 90, 1), 40).await;
+    let path = format!("/thumb/{hash}.jpg");
+    let first = app.render(&path).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(app.stored_renders().await, 1);
+    assert_eq!(
+        app.services.store.render_epoch().unwrap(),
+        darkroom::service::renders::RENDER_EPOCH
+    );
+    app.services.store.set_render_epoch(0).unwrap();
+    let config = {
+        let mut c = test_config(&app.data);
+        c.edge = app.services.config.edge.clone();
+        c
+    };
+    let dir = app.stop().await;
+
+    let again = start(config).await;
+    assert_eq!(again.stored_renders().await, 0);
+    assert!(again.services.store.edge_pending() >= 1);
+    let second = again.render(&path).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        second.body, first.body,
+        "this renderer makes the same bytes"
+    );
+    drop(again.stop().await);
+    drop(dir);
+}

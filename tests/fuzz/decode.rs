@@ -23,6 +23,8 @@ const LIMITS: Limits = Limits {
     max_output_pixels: 1 << 20,
     max_avif_output_pixels: 1 << 16,
     max_render_memory: 64 << 20,
+    max_frames: 64,
+    max_animation_pixels: 1 << 22,
 };
 
 /// tiff 0.11 reserves a tag's values from the tag's count field, up to its default 256 MiB
@@ -338,4 +340,158 @@ fn mutated_bmps_are_refused_or_decoded_within_the_limits() {
 #[test]
 fn mutated_avifs_are_refused_without_panicking() {
     run("decode-avif", avif_seeds(), None, TIFF_ALLOC_CAP);
+}
+
+/// Animations as the animated renders read them: an animated GIF with partial frames and every
+/// disposal method, an APNG, and a WebP written by the animation encoder.
+fn animation_seeds() -> Vec<Vec<u8>> {
+    use darkroom::render::codecs::animation::AnimationEncoder;
+    use darkroom::render::codecs::{EncodeOptions, OutputFormat};
+    let mut gif = Vec::new();
+    {
+        let palette = [255, 255, 255, 230, 20, 20, 20, 40, 230];
+        let mut encoder = gif::Encoder::new(&mut gif, 8, 6, &palette).expect("a GIF seed");
+        encoder
+            .set_repeat(gif::Repeat::Finite(2))
+            .expect("a GIF seed");
+        for (left, size, index, dispose) in [
+            (0, 6, 0, gif::DisposalMethod::Keep),
+            (2, 3, 1, gif::DisposalMethod::Background),
+            (4, 2, 2, gif::DisposalMethod::Previous),
+        ] {
+            let frame = gif::Frame {
+                left,
+                top: 0,
+                width: size,
+                height: size,
+                delay: 4,
+                dispose,
+                transparent: Some(0).filter(|_| index == 2),
+                buffer: std::borrow::Cow::Owned(vec![index; usize::from(size * size)]),
+                ..gif::Frame::default()
+            };
+            encoder.write_frame(&frame).expect("a GIF seed");
+        }
+    }
+    let mut apng = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut apng, 5, 4);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_animated(2, 0).expect("an APNG seed");
+        let mut writer = encoder.write_header().expect("an APNG seed");
+        for f in [rgba(5, 4), rgb(5, 4).into_rgba8().into()] {
+            let f: DynamicImage = f;
+            writer
+                .write_image_data(f.to_rgba8().as_raw())
+                .expect("an APNG seed");
+        }
+        writer.finish().expect("an APNG seed");
+    }
+    let options = EncodeOptions {
+        format: OutputFormat::Webp,
+        quality: 60,
+        lossless: false,
+        png_compression: 6,
+        background: [255, 255, 255],
+        icc: None,
+        progressive: false,
+    };
+    let mut webp = AnimationEncoder::new(&options, 6, 5, None).expect("a WebP seed");
+    for f in [rgba(6, 5), rgb(6, 5)] {
+        webp.add(&f, 50).expect("a WebP seed");
+    }
+    vec![gif, apng, webp.finish().expect("a WebP seed")]
+}
+
+/// Opens an animation under the limits, reads every frame and writes them as an animated GIF,
+/// as an animated render does.
+fn animation_one(input: &[u8]) -> Outcome {
+    use darkroom::render::codecs::animation::{Animation, AnimationEncoder};
+    use darkroom::render::codecs::{EncodeOptions, OutputFormat};
+    let internal = |what: &str, e: &RenderError| match e {
+        RenderError::Internal(m) => Err(format!("{what} answers an internal error (a 500): {m}")),
+        _ => Ok(()),
+    };
+    let mut animation = match Animation::open(input, &LIMITS) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok("not an animation".into()),
+        Err(e) => {
+            internal("open", &e)?;
+            return Ok(label(&Err(e)));
+        }
+    };
+    if animation.frames > u64::from(LIMITS.max_frames) {
+        return Err(format!(
+            "{} frames opened, beyond the limit",
+            animation.frames
+        ));
+    }
+    let options = EncodeOptions {
+        format: OutputFormat::Gif,
+        quality: 50,
+        lossless: false,
+        png_compression: 6,
+        background: [255, 255, 255],
+        icc: None,
+        progressive: false,
+    };
+    let mut encoder = None;
+    let mut frames = 0u64;
+    loop {
+        match animation.next_frame() {
+            Ok(Some(frame)) => {
+                frames += 1;
+                let (w, h) = (frame.image.width(), frame.image.height());
+                if frames > animation.frames {
+                    return Err(format!(
+                        "frame {frames} read of {} declared",
+                        animation.frames
+                    ));
+                }
+                let encoder = match &mut encoder {
+                    Some(e) => e,
+                    None => match AnimationEncoder::new(&options, w, h, animation.plays) {
+                        Ok(e) => encoder.insert(e),
+                        Err(e) => {
+                            internal("the encoder", &e)?;
+                            return Ok(label(&Err(e)));
+                        }
+                    },
+                };
+                if let Err(e) = encoder.add(&frame.image, frame.delay_ms) {
+                    internal("a frame's encode", &e)?;
+                    return Ok(label(&Err(e)));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                internal("a frame's decode", &e)?;
+                return Ok(format!("after {frames} frames, {}", label(&Err(e))));
+            }
+        }
+    }
+    if let Some(encoder) = encoder {
+        if let Err(e) = encoder.finish() {
+            internal("the end of the encode", &e)?;
+        }
+    }
+    Ok(format!("{frames} frames"))
+}
+
+#[test]
+fn mutated_animations_are_refused_or_rendered_frame_by_frame_within_the_limits() {
+    let seeds = animation_seeds();
+    let max_len = seeds.iter().map(Vec::len).max().unwrap_or(0) * 2 + 256;
+    fuzz(
+        Harness {
+            name: "decode-animation",
+            seeds,
+            dictionary: dictionary(),
+            max_len,
+            fixup: None,
+            generate: None,
+            alloc_cap: 96 << 20,
+        },
+        &mut animation_one,
+    );
 }

@@ -34,6 +34,8 @@ const LIMITS: Limits = Limits {
     max_output_pixels: 1 << 20,
     max_avif_output_pixels: 1 << 16,
     max_render_memory: 64 << 20,
+    max_frames: 64,
+    max_animation_pixels: 1 << 22,
 };
 
 /// A render that the planner let through holds at most its estimate, `max_render_memory`;
@@ -265,6 +267,7 @@ fn render_url(chain: &[&StackDefinition], url: &str) -> Outcome {
         oriented: (img.width(), img.height()),
         jpeg: false,
         bytes: bytes.len() as u64,
+        frames: 1,
     };
     let size = |_: &str| Some((img.width(), img.height()));
     let planned =
@@ -283,6 +286,7 @@ fn render_url(chain: &[&StackDefinition], url: &str) -> Outcome {
             pipeline: &pipeline,
             format,
             lossless: negotiated.lossless,
+            alpha_format: None,
             limits: LIMITS,
             oriented_size: (img.width(), img.height()),
             dynamic_metadata: &metadata,

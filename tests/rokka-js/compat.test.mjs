@@ -1025,6 +1025,138 @@ test('render.getUrl with format blur answers the BlurHash of the render as cache
   await assertRenderStatus(rokka.render.getUrl(org, MISSING_HASH, 'blur', 'thumb'), 404)
 })
 
+// ---------------------------------------------------------------------------------------------
+// Animated sources: an animated GIF uploaded through rokka.js renders to animated GIF and WebP.
+
+/** An animated GIF of `colours.length` solid frames (RGB triples), with delays in 1/100 s
+ *  and a NETSCAPE loop count. The image data is "uncompressed" LZW: a clear code after every
+ *  two pixels keeps the codes at 3 bits. */
+function animatedGif(width, height, colours, delays, loops) {
+  const bytes = [...Buffer.from('GIF89a')]
+  const u16 = v => [v & 0xff, v >> 8]
+  bytes.push(...u16(width), ...u16(height), 0x80 | 0x01, 0, 0) // 4-colour global table
+  for (let i = 0; i < 4; i++) bytes.push(...(colours[i] ?? [0, 0, 0]))
+  bytes.push(0x21, 0xff, 11, ...Buffer.from('NETSCAPE2.0'), 3, 1, ...u16(loops), 0)
+  colours.forEach((_, index) => {
+    bytes.push(0x21, 0xf9, 4, 0x04, ...u16(delays[index]), 0, 0) // keep, delay
+    bytes.push(0x2c, ...u16(0), ...u16(0), ...u16(width), ...u16(height), 0)
+    const codes = []
+    for (let p = 0; p < width * height; p++) {
+      if (p % 2 === 0) codes.push(4) // clear
+      codes.push(index)
+    }
+    codes.push(5) // end of information
+    const data = []
+    let acc = 0
+    let bits = 0
+    for (const code of codes) {
+      acc |= code << bits
+      bits += 3
+      while (bits >= 8) {
+        data.push(acc & 0xff)
+        acc >>= 8
+        bits -= 8
+      }
+    }
+    if (bits > 0) data.push(acc & 0xff)
+    bytes.push(2) // LZW minimum code size
+    for (let i = 0; i < data.length; i += 255) {
+      const block = data.slice(i, i + 255)
+      bytes.push(block.length, ...block)
+    }
+    bytes.push(0)
+  })
+  bytes.push(0x3b)
+  return Buffer.from(bytes)
+}
+
+/** Canvas size, frame count, delays (1/100 s) and loop count of a GIF, from its blocks. */
+function gifInfo(gif) {
+  const info = { width: gif.readUInt16LE(6), height: gif.readUInt16LE(8), frames: [], delays: [], loops: null }
+  let i = 13
+  if (gif[10] & 0x80) i += 3 << ((gif[10] & 7) + 1)
+  const skipBlocks = at => {
+    while (gif[at] !== 0) at += gif[at] + 1
+    return at + 1
+  }
+  while (i < gif.length && gif[i] !== 0x3b) {
+    if (gif[i] === 0x21) {
+      if (gif[i + 1] === 0xf9) info.delays.push(gif.readUInt16LE(i + 4))
+      if (gif[i + 1] === 0xff && gif.toString('latin1', i + 3, i + 14) === 'NETSCAPE2.0') {
+        info.loops = gif.readUInt16LE(i + 16)
+      }
+      i = skipBlocks(i + 2)
+    } else if (gif[i] === 0x2c) {
+      info.frames.push({ width: gif.readUInt16LE(i + 5), height: gif.readUInt16LE(i + 7) })
+      const packed = gif[i + 9]
+      i += 10
+      if (packed & 0x80) i += 3 << ((packed & 7) + 1)
+      i = skipBlocks(i + 1)
+    } else {
+      throw new Error(`unexpected GIF block 0x${gif[i].toString(16)} at ${i}`)
+    }
+  }
+  return info
+}
+
+/** Canvas size, frame count, frame durations (ms) and loop count of an animated WebP. */
+function webpInfo(webp) {
+  assert.equal(webp.toString('latin1', 0, 4), 'RIFF')
+  assert.equal(webp.toString('latin1', 8, 12), 'WEBP')
+  const info = { width: 0, height: 0, durations: [], loops: null }
+  let i = 12
+  while (i + 8 <= webp.length) {
+    const tag = webp.toString('latin1', i, i + 4)
+    const size = webp.readUInt32LE(i + 4)
+    const u24 = at => webp[at] | (webp[at + 1] << 8) | (webp[at + 2] << 16)
+    if (tag === 'VP8X') {
+      info.width = u24(i + 12) + 1
+      info.height = u24(i + 15) + 1
+    }
+    if (tag === 'ANIM') info.loops = webp.readUInt16LE(i + 12)
+    if (tag === 'ANMF') info.durations.push(u24(i + 20))
+    i += 8 + size + (size & 1)
+  }
+  return info
+}
+
+test('an animated GIF uploaded with rokka.js renders to animated GIF and WebP through render.getUrl', async () => {
+  const { rokka, org } = await renderWorld()
+  const red = [220, 20, 20]
+  const green = [20, 200, 40]
+  const blue = [20, 40, 220]
+  const gif = animatedGif(16, 12, [red, green, blue], [10, 20, 30], 2)
+  const img = await upload(rokka, org, 'three-frames.gif', gif)
+  assert.equal(img.format, 'gif')
+  assert.equal(img.animated, true)
+  assert.deepEqual([img.width, img.height], [16, 12])
+
+  const ops = [{ name: 'resize', options: { width: 8 } }]
+  const gifUrl = rokka.render.getUrl(org, img.hash, 'gif', ops)
+  const animated = await get(gifUrl)
+  assert.equal(animated.res.status, 200, `GET ${gifUrl} → ${animated.res.status}: ${animated.body.toString('utf8', 0, 300)}`)
+  assert.equal(animated.res.headers.get('content-type'), 'image/gif')
+  const g = gifInfo(animated.body)
+  assert.deepEqual([g.width, g.height], [8, 6])
+  assert.deepEqual(g.frames, [{ width: 8, height: 6 }, { width: 8, height: 6 }, { width: 8, height: 6 }])
+  assert.deepEqual(g.delays, [10, 20, 30])
+  assert.equal(g.loops, 2)
+
+  const webpUrl = rokka.render.getUrl(org, img.hash, 'webp', ops)
+  const webp = await get(webpUrl)
+  assert.equal(webp.res.status, 200, `GET ${webpUrl} → ${webp.res.status}`)
+  assert.equal(webp.res.headers.get('content-type'), 'image/webp')
+  const w = webpInfo(webp.body)
+  assert.deepEqual([w.width, w.height], [8, 6])
+  assert.deepEqual(w.durations, [100, 200, 300])
+  // GIF counts repetitions after the first play, WebP plays: two repetitions are three plays.
+  assert.equal(w.loops, 3)
+
+  // Other formats get the first frame.
+  await render(rokka.render.getUrl(org, img.hash, 'png', ops), 'png', 8, 6)
+})
+
+
 test('render.getUrl with stackoptions: dpr and jpg.quality', async () => {
   const { rokka, org, img } = await renderWorld()
   const dpr = rokka.render.getUrl(org, img.hash, 'png', 'thumb', { stackoptions: { dpr: 2 } })

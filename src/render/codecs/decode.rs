@@ -122,6 +122,11 @@ pub(crate) fn read_source(
             "the JPEG data is truncated (it has no end-of-image marker)".to_owned(),
         ));
     }
+    // image-webp sizes a frame's buffer from its bitstream before checking it against the
+    // frame: an animated WebP's first frame could make it allocate far beyond the limits.
+    if format == SourceFormat::Webp && !super::container::webp_frames_consistent(bytes) {
+        return Err(super::animation::inconsistent_webp());
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         decode_guarded(
             bytes,
@@ -270,7 +275,7 @@ fn image_limits(limits: &Limits, with_dimensions: bool) -> image::Limits {
     out
 }
 
-fn map_error(format: SourceFormat, error: ImageError) -> RenderError {
+pub(super) fn map_error(format: SourceFormat, error: ImageError) -> RenderError {
     let name = format.name();
     match error {
         ImageError::Limits(e) => {

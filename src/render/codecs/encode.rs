@@ -24,11 +24,11 @@ use crate::render::limits::Limits;
 const JPEG_OPTIMIZED_HUFFMAN: bool = false;
 
 /// WebP cannot describe a side longer than this.
-const WEBP_MAX_SIDE: u32 = 16_383;
+pub(super) const WEBP_MAX_SIDE: u32 = 16_383;
 
 /// The output buffer of the encoders that write as they go (JPEG, PNG, GIF): a write fails
 /// once the render running on this thread was cancelled, which stops the encoder.
-struct Output(Vec<u8>);
+pub(super) struct Output(pub(super) Vec<u8>);
 
 impl std::io::Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -59,6 +59,8 @@ pub struct EncodeOptions<'a> {
     pub background: [u8; 3],
     /// ICC profile to embed (JPEG, PNG, WebP); ignored by GIF, AVIF and BlurHash.
     pub icc: Option<&'a [u8]>,
+    /// Progressive JPEG (`interlacing.mode` other than `none`); ignored by other formats.
+    pub progressive: bool,
 }
 
 /// Encodes `img` as `opts.format`.
@@ -151,7 +153,7 @@ fn flatten(rgba: &RgbaImage, background: [u8; 3]) -> Vec<u8> {
     out
 }
 
-fn encoder_error(format: OutputFormat, error: impl std::fmt::Display) -> RenderError {
+pub(super) fn encoder_error(format: OutputFormat, error: impl std::fmt::Display) -> RenderError {
     if crate::render::cancel::stop_requested() {
         return RenderError::Cancelled;
     }
@@ -178,6 +180,7 @@ fn encode_jpeg(img: &DynamicImage, opts: &EncodeOptions) -> Result<Vec<u8>> {
     // `new` picks 4:2:0 below quality 90 and 4:4:4 from 90 up.
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, opts.quality.clamp(1, 100));
     encoder.set_optimized_huffman_tables(JPEG_OPTIMIZED_HUFFMAN);
+    encoder.set_progressive(opts.progressive);
     if let Some(icc) = opts.icc {
         // Only profiles beyond 16 MB fail; the pixels are still right without one.
         let _ = encoder.add_icc_profile(icc);
@@ -304,6 +307,7 @@ mod tests {
             png_compression: 7,
             background: [255, 255, 255],
             icc: None,
+            progressive: false,
         }
     }
 
@@ -485,6 +489,26 @@ mod tests {
                 assert_eq!(decoded.image, img, "{format:?}");
             }
         }
+    }
+
+    #[test]
+    fn progressive_jpegs_have_a_progressive_frame_and_decode_to_the_same_size() {
+        let img = rgb(64, 48);
+        let baseline = encode_ok(&img, &options(OutputFormat::Jpeg));
+        let progressive = encode_ok(
+            &img,
+            &EncodeOptions {
+                progressive: true,
+                ..options(OutputFormat::Jpeg)
+            },
+        );
+
+        // SOF0 marks a baseline frame, SOF2 a progressive one.
+        let has = |bytes: &[u8], marker: u8| bytes.windows(2).any(|w| w == [0xFF, marker]);
+        assert!(has(&baseline, 0xC0) && !has(&baseline, 0xC2));
+        assert!(has(&progressive, 0xC2) && !has(&progressive, 0xC0));
+        let decoded = decode(&progressive, &Limits::default(), None).unwrap();
+        assert_eq!(decoded.image.dimensions(), (64, 48));
     }
 
     #[test]

@@ -155,9 +155,9 @@ pub enum OutputFormat {
     Jpeg,
     /// PNG, 8 bits per channel, RGB or RGBA.
     Png,
-    /// Single-frame GIF with a quantised palette.
+    /// GIF with a quantised palette per frame; animated when the source is.
     Gif,
-    /// WebP, lossy or lossless.
+    /// WebP, lossy or lossless; animated when the source is.
     Webp,
     /// AVIF (AV1 still image).
     Avif,

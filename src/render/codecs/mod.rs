@@ -3,6 +3,7 @@
 //! output format. It knows nothing of operations or HTTP; the probe (`render::probe`) and the
 //! render pipeline are its callers.
 
+pub mod animation;
 mod avif;
 mod blur;
 pub(crate) mod container;

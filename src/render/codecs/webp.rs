@@ -85,12 +85,15 @@ pub fn encode(
 
 /// libwebp's progress hook: 0 stops the encode. It must not unwind into C, and
 /// `stop_requested` cannot panic.
-unsafe extern "C" fn progress(_percent: c_int, _picture: *const ffi::WebPPicture) -> c_int {
+pub(super) unsafe extern "C" fn progress(
+    _percent: c_int,
+    _picture: *const ffi::WebPPicture,
+) -> c_int {
     c_int::from(!crate::render::cancel::stop_requested())
 }
 
 /// Frees the picture's buffers whatever happens.
-struct Picture(ffi::WebPPicture);
+pub(super) struct Picture(pub(super) ffi::WebPPicture);
 
 impl Drop for Picture {
     fn drop(&mut self) {
