@@ -482,6 +482,8 @@ pub fn import(
         console.progress(step, n, total)
     })
     .map_err(|e| e.to_string())?;
+    // Renders in a backup of an earlier renderer would answer other bytes than a render now.
+    crate::service::renders::retire_older_renders(records).map_err(|e| e.to_string())?;
     Ok(format!(
         "imported {} in {:.2}s{}; verify: ok",
         done.counts,

@@ -76,6 +76,11 @@ pub struct BackupInfo {
     pub created: String,
     /// Whether stored renders were included.
     pub renders: bool,
+    /// The renderer generation of those renders ([`Records::render_epoch`] of the source); 0
+    /// in backups written before it was recorded. The restored records take it over, so a
+    /// newer renderer retires renders of an older one at start-up.
+    #[serde(default)]
+    pub render_epoch: u32,
 }
 
 /// How many of each record a backup holds (its trailer), or an import restored.
@@ -259,6 +264,7 @@ pub fn export(
         schema: super::SCHEMA_VERSION,
         created: crate::model::time::format_unix(crate::model::time::now_unix()),
         renders,
+        render_epoch: records.render_epoch()?,
     };
     w.frame(Kind::Info, b"", &encode(&info))?;
 
@@ -843,8 +849,8 @@ struct Apply<'a> {
 }
 
 impl Visitor for Apply<'_> {
-    fn info(&mut self, _: BackupInfo) -> Result<()> {
-        Ok(())
+    fn info(&mut self, info: BackupInfo) -> Result<()> {
+        self.records.set_render_epoch(info.render_epoch)
     }
 
     fn record(&mut self, record: Record) -> Result<()> {
@@ -1168,6 +1174,7 @@ mod tests {
             schema: crate::storage::SCHEMA_VERSION,
             created: "2024-01-01T00:00:00+00:00".into(),
             renders: false,
+            render_epoch: 0,
         };
         w.frame(Kind::Info, b"", &encode(&info)).unwrap();
         w.frame(Kind::Org, b"acme", br#"{"id":"id-acme","name":"acme","display_name":"","billing_email":"","created":"2024-01-01","master_organization":"","signing_keys":[]}"#).unwrap();
