@@ -34,6 +34,19 @@ pub struct ImageInfo {
 /// this build cannot decode), `TooLarge` when the header's dimensions exceed `limits` (checked
 /// before any pixel is decoded), `Unprocessable` for truncated or corrupt images.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo> {
+    // A font is stored for the `text` operation: no pixels, so no size.
+    if codecs::sniff(bytes).is_some_and(|f| f.is_font()) {
+        let (format, static_metadata) = codecs::probe_font(bytes)?;
+        return Ok(ImageInfo {
+            format,
+            width: 0,
+            height: 0,
+            opaque: false,
+            animated: false,
+            orientation: 1,
+            static_metadata,
+        });
+    }
     // Every entropy-coded block is still read (that is what finds truncated and corrupt
     // files), but JPEGs are reconstructed at 1/8 size: the pixels are not kept, and a 12-MP
     // photo is checked in about half the time of a full decode.

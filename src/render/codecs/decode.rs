@@ -105,6 +105,22 @@ pub(crate) fn read_source(
     let format = sniff(bytes).ok_or_else(|| {
         RenderError::Unsupported("the uploaded file is not a supported image format".to_owned())
     })?;
+    if format.is_font() {
+        return Err(RenderError::Invalid(format!(
+            "the source is a {}: fonts are used by the text operation and cannot be rendered as an image",
+            format.name()
+        )));
+    }
+    if format == SourceFormat::Svg {
+        return catch_unwind(AssertUnwindSafe(|| {
+            super::svg::read(bytes, limits, need, purpose)
+        }))
+        .unwrap_or_else(|_| {
+            Err(RenderError::Unprocessable(
+                "the SVG data is corrupt and could not be drawn".to_owned(),
+            ))
+        });
+    }
     let Some(image_format) = format.image_format() else {
         return Err(RenderError::Unsupported(format!(
             "{} sources cannot be decoded by this build",
