@@ -99,6 +99,11 @@ impl SourceFormat {
         }
     }
 
+    /// Whether this build can decode (or, for fonts, use) the format.
+    pub fn is_decodable(&self) -> bool {
+        !matches!(self, SourceFormat::Avif | SourceFormat::Heic)
+    }
+
     /// Whether the source is a font (stored for the `text` operation, not an image).
     pub fn is_font(&self) -> bool {
         matches!(self, SourceFormat::Ttf | SourceFormat::Otf)

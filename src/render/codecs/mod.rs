@@ -19,6 +19,11 @@ mod webp;
 
 pub use avif::{child_main as avif_child_main, use_helper as use_avif_helper};
 pub use decode::{decode, DecodeHint, Decoded};
+
+/// Whether this build can decode `format` (fonts count: they are parsed for `text`).
+pub fn decodes(format: SourceFormat) -> bool {
+    format.is_decodable()
+}
 pub use encode::{encode, EncodeOptions};
 pub use font::{parse as parse_font, probe as probe_font};
 pub use format::{sniff, OutputFormat, SourceFormat};
