@@ -49,6 +49,10 @@ pub(crate) fn read(
         (Purpose::Render, None) => (width, height),
     };
     check_dimensions(rw, rh, limits)?;
+    // Checked at the intrinsic size too, so that an upload the check accepts can be
+    // rendered at that size.
+    check_memory(&tree, (width, height), (width, height), limits)?;
+    check_memory(&tree, (width, height), (rw, rh), limits)?;
     let image = rasterise(&tree, rw, rh)?;
     let opaque = image.pixels().all(|p| p.0[3] == 255);
     let image = if opaque {
@@ -86,6 +90,82 @@ pub(crate) fn raster_size(intrinsic: (u32, u32), need: (u32, u32), cover: bool) 
             .clamp(1.0, f64::from(u32::MAX)) as u32
     };
     (side(fw), side(fh))
+}
+
+/// Refuses to draw the SVG of `intrinsic` size at `raster` size when its layers would take
+/// more memory than a render may.
+fn check_memory(
+    tree: &usvg::Tree,
+    intrinsic: (u32, u32),
+    raster: (u32, u32),
+    limits: &Limits,
+) -> Result<()> {
+    let (rw, rh) = raster;
+    let canvas = f64::from(rw) * f64::from(rh);
+    let scale = f64::from(rw) / f64::from(intrinsic.0.max(1));
+    let needed = (canvas + layers(tree.root(), scale, canvas)) * 4.0 * 2.0;
+    if needed > limits.max_render_memory as f64 {
+        return Err(RenderError::TooLarge(format!(
+            "drawing the SVG at {rw}x{rh} would need about {} MiB for its layers, filters, masks and patterns; at most {} MiB are allowed",
+            (needed / f64::from(1u32 << 20)).ceil(),
+            limits.max_render_memory >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// The most pixels resvg holds at once, besides the canvas and the final RGBA copy, to draw
+/// `group` at `scale`: a group that needs a layer of its own (opacity, clip path, mask,
+/// filter) allocates one the size of its bounds while its children draw, up to 25 times the
+/// canvas with filters (resvg's own cap), and every filter primitive keeps a result of that
+/// size; masks, clip paths and pattern tiles are drawn into buffers of their own. Nested
+/// layers add up; siblings are drawn one after the other. Without this, a small file whose
+/// filter region is many times the canvas, or a thousand nested translucent groups, would
+/// allocate gigabytes before any limit could say no.
+fn layers(group: &usvg::Group, scale: f64, canvas: f64) -> f64 {
+    let area = |r: usvg::NonZeroRect| f64::from(r.width()) * f64::from(r.height()) * scale * scale;
+    let mut own = 0.0;
+    if group.should_isolate() {
+        let bounds = area(group.abs_layer_bounding_box()).min(canvas * 25.0) + 1.0;
+        let results: usize = group.filters().iter().map(|f| f.primitives().len()).sum();
+        own += bounds * (1.0 + 2.0 * results as f64);
+        if group.clip_path().is_some() || group.mask().is_some() {
+            // A clip path or mask buffer the size of the layer, plus its own content.
+            own += bounds;
+        }
+    }
+    let mut inner: f64 = 0.0;
+    if let Some(clip) = group.clip_path() {
+        inner = inner.max(layers(clip.root(), scale, canvas));
+    }
+    if let Some(mask) = group.mask() {
+        inner = inner.max(layers(mask.root(), scale, canvas));
+    }
+    for node in group.children() {
+        let child = match node {
+            usvg::Node::Group(g) => layers(g, scale, canvas),
+            usvg::Node::Path(path) => {
+                let paints = path
+                    .fill()
+                    .map(|f| f.paint())
+                    .into_iter()
+                    .chain(path.stroke().map(|s| s.paint()));
+                paints
+                    .map(|paint| match paint {
+                        usvg::Paint::Pattern(p) => {
+                            let t = p.transform();
+                            let stretch = f64::from((t.sx * t.sy - t.kx * t.ky).abs()).max(1.0);
+                            area(p.rect()) * stretch + layers(p.root(), scale, canvas)
+                        }
+                        _ => 0.0,
+                    })
+                    .fold(0.0, f64::max)
+            }
+            _ => 0.0,
+        };
+        inner = inner.max(child);
+    }
+    own + inner
 }
 
 /// Parses the document with every outside resource refused.
@@ -296,6 +376,55 @@ mod tests {
             svg.push_str("<g/>");
         }
         svg.push_str("</svg>");
+
+        assert!(matches!(
+            render(svg.as_bytes(), None),
+            Err(RenderError::Unprocessable(_))
+        ));
+    }
+
+    #[test]
+    fn layers_beyond_the_memory_limit_are_refused_before_drawing() {
+        let limits = Limits {
+            max_render_memory: 64 << 20,
+            ..Limits::default()
+        };
+        let huge_filter = br#"<svg xmlns="http://www.w3.org/2000/svg" width="2000" height="500"><filter id="f" x="-10" y="-10" width="20" height="20"><feGaussianBlur stdDeviation="5"/></filter><rect width="2000" height="500" filter="url(#f)"/></svg>"#;
+        let mut nested =
+            String::from(r#"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="1000">"#);
+        for _ in 0..200 {
+            nested.push_str(r#"<g opacity="0.99"><rect width="1000" height="1000" fill="red"/>"#);
+        }
+        nested.push_str(&"</g>".repeat(200));
+        nested.push_str("</svg>");
+
+        for (name, svg) in [("filter", &huge_filter[..]), ("nested", nested.as_bytes())] {
+            let result = read(svg, &limits, None, Purpose::Render);
+            assert!(
+                matches!(&result, Err(RenderError::TooLarge(m)) if m.contains("MiB")),
+                "{name}: {:?}",
+                result.err()
+            );
+        }
+        // The same drawing at a tenth of the size is fine.
+        let small = br#"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="50" viewBox="0 0 2000 500"><filter id="f" x="-10" y="-10" width="20" height="20"><feGaussianBlur stdDeviation="5"/></filter><rect width="2000" height="500" filter="url(#f)"/></svg>"#;
+        assert!(read(small, &limits, None, Purpose::Render).is_ok());
+    }
+
+    #[test]
+    fn use_element_bombs_are_refused() {
+        // Nine levels of ten `<use>` each would expand to a billion rectangles.
+        let mut svg = String::from(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10"><defs><rect id="l0" width="1" height="1"/>"#,
+        );
+        for level in 1..=9 {
+            svg.push_str(&format!(r#"<g id="l{level}">"#));
+            for _ in 0..10 {
+                svg.push_str(&format!(r##"<use xlink:href="#l{}"/>"##, level - 1));
+            }
+            svg.push_str("</g>");
+        }
+        svg.push_str(r##"</defs><use xlink:href="#l9"/></svg>"##);
 
         assert!(matches!(
             render(svg.as_bytes(), None),
