@@ -30,9 +30,13 @@ pub struct ImageInfo {
 
 /// Identifies and validates a source image.
 ///
-/// Errors: `Unsupported` for data that is not a supported image format (and for AVIF, which
-/// this build cannot decode), `TooLarge` when the header's dimensions exceed `limits` (checked
-/// before any pixel is decoded), `Unprocessable` for truncated or corrupt images.
+/// A TrueType or OpenType font is accepted as a source without pixels (width and height 0)
+/// when its tables parse; an SVG is checked by drawing it small, after its intrinsic size and
+/// the memory its drawing needs at that size were checked against `limits`.
+///
+/// Errors: `Unsupported` for data that is not a supported image format (and for AVIF and HEIC,
+/// which this build cannot decode), `TooLarge` when the header's dimensions exceed `limits`
+/// (checked before any pixel is decoded), `Unprocessable` for truncated or corrupt images.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo> {
     // A font is stored for the `text` operation: no pixels, so no size.
     if codecs::sniff(bytes).is_some_and(|f| f.is_font()) {
@@ -273,6 +277,46 @@ mod tests {
 
         assert!(
             matches!(&result, Err(RenderError::Unsupported(m)) if m.contains("AVIF")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn an_svg_reports_its_intrinsic_size_and_transparency() {
+        let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 300.5 100"><rect width="100" height="100"/></svg>"#;
+
+        let info = probe_ok(svg);
+
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (SourceFormat::Svg, 301, 100)
+        );
+        assert!(!info.opaque && !info.animated);
+    }
+
+    #[test]
+    fn a_font_is_a_source_without_pixels() {
+        let font = include_bytes!("../../tests/fixtures/fonts/dejavu-sans-latin.ttf");
+
+        let info = probe_ok(font);
+
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (SourceFormat::Ttf, 0, 0)
+        );
+        assert!(info.static_metadata["font"]["glyphs"].as_u64().unwrap() > 100);
+        assert!(matches!(
+            probe(&font[..100], &limits()),
+            Err(RenderError::Unprocessable(_))
+        ));
+    }
+
+    #[test]
+    fn heic_sources_are_recognised_but_unsupported() {
+        let result = probe(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", &limits());
+
+        assert!(
+            matches!(&result, Err(RenderError::Unsupported(m)) if m.contains("HEIC")),
             "{result:?}"
         );
     }
