@@ -269,6 +269,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "heif"))]
     #[test]
     fn avif_sources_are_recognised_but_unsupported() {
         let bytes = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miafrest of the file";
@@ -311,6 +312,7 @@ mod tests {
         ));
     }
 
+    #[cfg(not(feature = "heif"))]
     #[test]
     fn heic_sources_are_recognised_but_unsupported() {
         let result = probe(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", &limits());

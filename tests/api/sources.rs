@@ -200,20 +200,69 @@ async fn tiff_sources_render_and_damaged_or_huge_ones_are_refused() {
 }
 
 #[actix_rt::test]
-async fn heic_sources_are_recognised_and_refused_with_a_clear_message_without_a_decoder() {
-    if darkroom::render::codecs::decodes(darkroom::render::codecs::SourceFormat::Heic) {
-        return;
-    }
+async fn avif_and_heic_sources_render_with_libheif_or_are_refused_with_a_clear_message() {
+    use darkroom::render::codecs::{decodes, SourceFormat};
     let app = spawn_app().await;
     acme(&app).await;
-    let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic\0\0\0\x08free";
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(48, 32, |x, _| {
+        if x < 24 {
+            image::Rgb([220, 30, 30])
+        } else {
+            image::Rgb([30, 30, 220])
+        }
+    }));
+    let avif = crate::helpers::encode(img, image::ImageFormat::Avif);
+    let garbage_heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic\0\0\0\x08free";
 
-    let a = app
-        .upload("acme", ROOT_KEY, &[("filedata", "photo.heic", heic)], &[])
+    let avif_answer = app
+        .upload("acme", ROOT_KEY, &[("filedata", "photo.avif", &avif)], &[])
+        .await;
+    let heic_answer = app
+        .upload(
+            "acme",
+            ROOT_KEY,
+            &[("filedata", "photo.heic", garbage_heic)],
+            &[],
+        )
         .await;
 
-    assert_eq!(a.status, 415, "{}", a.text());
-    assert!(a.text().contains("HEIC"), "{}", a.text());
+    if decodes(SourceFormat::Avif) {
+        assert_eq!(avif_answer.status, 200, "{}", avif_answer.text());
+        let stored = &avif_answer.json()["items"][0];
+        assert_eq!(stored["format"], "avif");
+        assert_eq!(
+            (stored["width"].as_u64(), stored["height"].as_u64()),
+            (Some(48), Some(32))
+        );
+        let r = app
+            .render(&format!("/dynamic/resize-width-24/{}.png", hash(stored)))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let png = image::load_from_memory(&r.body).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (24, 16));
+        let left = png.get_pixel(4, 8).0;
+        assert!(left[0] > 170 && left[2] < 90, "{left:?}");
+        // Damaged: the container is recognised, the data is not.
+        assert_eq!(heic_answer.status, 422, "{}", heic_answer.text());
+        let truncated = app
+            .upload(
+                "acme",
+                ROOT_KEY,
+                &[("filedata", "cut.avif", &avif[..avif.len() / 2])],
+                &[],
+            )
+            .await;
+        assert_eq!(truncated.status, 422, "{}", truncated.text());
+    } else {
+        for (answer, name) in [(&avif_answer, "AVIF"), (&heic_answer, "HEIC")] {
+            assert_eq!(answer.status, 415, "{}", answer.text());
+            assert!(
+                answer.text().contains(&format!("no {name} decoder")),
+                "{}",
+                answer.text()
+            );
+        }
+    }
 }
 
 /// Organization `acme` with a photo and a font; returns (photo hash, font hash).

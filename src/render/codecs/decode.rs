@@ -123,6 +123,18 @@ pub(crate) fn read_source(
             ))
         });
     }
+    #[cfg(feature = "heif")]
+    if matches!(format, SourceFormat::Avif | SourceFormat::Heic) {
+        return catch_unwind(AssertUnwindSafe(|| {
+            super::heif::read(bytes, format, limits, purpose)
+        }))
+        .unwrap_or_else(|_| {
+            Err(RenderError::Unprocessable(format!(
+                "the {} data is corrupt and could not be decoded",
+                format.name()
+            )))
+        });
+    }
     let Some(image_format) = format.image_format() else {
         return Err(RenderError::Unsupported(format!(
             "{} sources cannot be decoded: this binary has no {} decoder (`darkroom --version` lists the inputs it accepts)",

@@ -101,7 +101,7 @@ impl SourceFormat {
 
     /// Whether this build can decode (or, for fonts, use) the format.
     pub fn is_decodable(&self) -> bool {
-        !matches!(self, SourceFormat::Avif | SourceFormat::Heic)
+        cfg!(feature = "heif") || !matches!(self, SourceFormat::Avif | SourceFormat::Heic)
     }
 
     /// Whether the source is a font (stored for the `text` operation, not an image).

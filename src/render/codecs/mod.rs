@@ -11,6 +11,8 @@ mod encode;
 mod exif;
 mod font;
 mod format;
+#[cfg(feature = "heif")]
+mod heif;
 mod jpeg;
 mod svg;
 #[cfg(test)]
