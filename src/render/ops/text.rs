@@ -255,51 +255,59 @@ fn lay_out(font: &FontRef, size: f64, text: &str, max_width: Option<f64>, spacin
     let advance = |id: GlyphId| f64::from(scaled.h_advance(id));
     let kern = |a: GlyphId, b: GlyphId| f64::from(scaled.kern(a, b));
 
-    // Each paragraph is wrapped into rows of glyph ids; pen positions come after.
+    // The advance width of `ids` appended to a row of width `w` that ends in `last`.
+    let extend = |mut w: f64, mut last: Option<GlyphId>, ids: &[GlyphId]| {
+        for &id in ids {
+            if let Some(p) = last {
+                w += kern(p, id);
+            }
+            w += advance(id);
+            last = Some(id);
+        }
+        w
+    };
+
+    // Each paragraph is wrapped into rows of glyph ids; pen positions come after. Widths are
+    // kept as the rows grow, so wrapping is linear in the length of the text.
     let mut rows: Vec<Vec<GlyphId>> = Vec::new();
     let mut broke_word = false;
+    let space = font.glyph_id(' ');
     for paragraph in text.split('\n') {
-        let width_of = |ids: &[GlyphId]| {
-            let mut w = 0.0;
-            let mut prev: Option<GlyphId> = None;
-            for &id in ids {
-                if let Some(p) = prev {
-                    w += kern(p, id);
-                }
-                w += advance(id);
-                prev = Some(id);
-            }
-            w
-        };
         let Some(max) = max_width else {
             rows.push(paragraph.chars().map(|c| font.glyph_id(c)).collect());
             continue;
         };
-        let space = font.glyph_id(' ');
         let mut row: Vec<GlyphId> = Vec::new();
+        let mut row_width = 0.0;
         for word in paragraph.split(' ') {
             let word: Vec<GlyphId> = word.chars().map(|c| font.glyph_id(c)).collect();
-            let mut candidate = row.clone();
-            if !candidate.is_empty() {
-                candidate.push(space);
-            }
-            candidate.extend(&word);
-            if width_of(&candidate) <= max {
-                row = candidate;
+            let separator: &[GlyphId] = if row.is_empty() { &[] } else { &[space] };
+            let joined = extend(row_width, row.last().copied(), separator);
+            let joined = extend(
+                joined,
+                separator.last().copied().or(row.last().copied()),
+                &word,
+            );
+            if joined <= max {
+                row.extend_from_slice(separator);
+                row.extend_from_slice(&word);
+                row_width = joined;
                 continue;
             }
             if !row.is_empty() {
                 rows.push(std::mem::take(&mut row));
+                row_width = 0.0;
             }
             // A word wider than the box on its own is broken between characters.
             for id in word {
-                let mut longer = row.clone();
-                longer.push(id);
-                if !row.is_empty() && width_of(&longer) > max {
+                let longer = extend(row_width, row.last().copied(), &[id]);
+                if !row.is_empty() && longer > max {
                     broke_word = true;
                     rows.push(std::mem::replace(&mut row, vec![id]));
+                    row_width = advance(id);
                 } else {
-                    row = longer;
+                    row.push(id);
+                    row_width = longer;
                 }
             }
         }
