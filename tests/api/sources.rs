@@ -213,6 +213,8 @@ async fn avif_and_heic_sources_render_with_libheif_or_are_refused_with_a_clear_m
     }));
     let avif = crate::helpers::encode(img, image::ImageFormat::Avif);
     let garbage_heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic\0\0\0\x08free";
+    // Written by libheif's heif-enc (x265): left half red, right half blue.
+    let heic: &[u8] = include_bytes!("../fixtures/heic/red-blue-64x48.heic");
 
     let avif_answer = app
         .upload("acme", ROOT_KEY, &[("filedata", "photo.avif", &avif)], &[])
@@ -242,8 +244,38 @@ async fn avif_and_heic_sources_render_with_libheif_or_are_refused_with_a_clear_m
         assert_eq!(png.dimensions(), (24, 16));
         let left = png.get_pixel(4, 8).0;
         assert!(left[0] > 170 && left[2] < 90, "{left:?}");
+        let photo = app
+            .upload("acme", ROOT_KEY, &[("filedata", "photo.heic", heic)], &[])
+            .await;
+        assert_eq!(photo.status, 200, "{}", photo.text());
+        let stored = &photo.json()["items"][0];
+        assert_eq!(
+            (stored["format"].as_str(), stored["mimetype"].as_str()),
+            (Some("heic"), Some("image/heic"))
+        );
+        assert_eq!(
+            (stored["width"].as_u64(), stored["height"].as_u64()),
+            (Some(64), Some(48))
+        );
+        let r = app
+            .render(&format!("/dynamic/noop/{}.png", hash(stored)))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let png = image::load_from_memory(&r.body).unwrap().to_rgb8();
+        let (left, right) = (png.get_pixel(8, 24).0, png.get_pixel(56, 24).0);
+        assert!(left[0] > 170 && left[2] < 90, "{left:?}");
+        assert!(right[2] > 170 && right[0] < 90, "{right:?}");
         // Damaged: the container is recognised, the data is not.
         assert_eq!(heic_answer.status, 422, "{}", heic_answer.text());
+        let cut = app
+            .upload(
+                "acme",
+                ROOT_KEY,
+                &[("filedata", "cut.heic", &heic[..heic.len() - 100])],
+                &[],
+            )
+            .await;
+        assert_eq!(cut.status, 422, "{}", cut.text());
         let truncated = app
             .upload(
                 "acme",
@@ -254,7 +286,14 @@ async fn avif_and_heic_sources_render_with_libheif_or_are_refused_with_a_clear_m
             .await;
         assert_eq!(truncated.status, 422, "{}", truncated.text());
     } else {
-        for (answer, name) in [(&avif_answer, "AVIF"), (&heic_answer, "HEIC")] {
+        let photo = app
+            .upload("acme", ROOT_KEY, &[("filedata", "photo.heic", heic)], &[])
+            .await;
+        for (answer, name) in [
+            (&avif_answer, "AVIF"),
+            (&heic_answer, "HEIC"),
+            (&photo, "HEIC"),
+        ] {
             assert_eq!(answer.status, 415, "{}", answer.text());
             assert!(
                 answer.text().contains(&format!("no {name} decoder")),

@@ -170,6 +170,10 @@ fn svg_seeds() -> Vec<Vec<u8>> {
     .collect()
 }
 
+fn heic_seeds() -> Vec<Vec<u8>> {
+    vec![include_bytes!("../fixtures/heic/red-blue-64x48.heic").to_vec()]
+}
+
 fn font_seeds() -> Vec<Vec<u8>> {
     vec![include_bytes!("../fixtures/fonts/dejavu-sans-latin.ttf").to_vec()]
 }
@@ -244,6 +248,10 @@ fn dictionary() -> Vec<Vec<u8>> {
         b"MM\0*",
         b"BM",
         b"ftypavif",
+        b"ftypheic",
+        b"hvcC",
+        b"irot",
+        b"iloc",
         b"ispe",
         b"\x7f\xff\xff\xff",
         b"\0\0\x40\0",
@@ -398,4 +406,9 @@ fn mutated_svgs_are_refused_or_drawn_within_the_limits() {
 #[test]
 fn mutated_fonts_are_refused_or_usable() {
     run("decode-font", font_seeds(), None, TIFF_ALLOC_CAP);
+}
+
+#[test]
+fn mutated_heics_are_refused_or_decoded_within_the_limits() {
+    run("decode-heic", heic_seeds(), None, TIFF_ALLOC_CAP);
 }

@@ -2,6 +2,10 @@
 //! libde265 for HEVC and dav1d/libaom for AV1). Built only with the `heif` feature, since it
 //! needs `libheif-dev` to link; without it these formats are recognised and answered 415.
 //!
+//! The size in the container is checked against the limits before decoding, and a decoded
+//! image of another size is refused. libheif and its codecs allocate their own buffers from the
+//! coded stream while decoding, outside our allocation budget.
+//!
 //! The primary image is decoded to 8-bit RGB(A). libheif applies the container's rotation
 //! and mirror properties itself, so the size it reports is the oriented size and any EXIF
 //! orientation inside the file is not applied a second time (HEIF writers keep the two in
@@ -47,6 +51,14 @@ pub(crate) fn read(
     let plane = planes.interleaved.ok_or_else(|| {
         RenderError::Unprocessable(format!("the {name} image has no pixels libheif can read"))
     })?;
+    // The coded stream may disagree with the container's size; what the header promised is
+    // what the limits were checked against, so anything else is refused.
+    if (plane.width, plane.height) != (width, height) {
+        return Err(RenderError::Unprocessable(format!(
+            "the {name} image decodes to {}x{} pixels but its header says {width}x{height}",
+            plane.width, plane.height
+        )));
+    }
     let channels = if alpha { 4 } else { 3 };
     let row = plane.width as usize * channels;
     let mut pixels = Vec::with_capacity(row * plane.height as usize);
