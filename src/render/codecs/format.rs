@@ -18,9 +18,9 @@ pub enum SourceFormat {
     Tiff,
     /// Windows bitmap.
     Bmp,
-    /// AVIF: recognised, but this build has no decoder for it.
+    /// AVIF: decoded by libheif with the `heif` feature, otherwise recognised and refused.
     Avif,
-    /// HEIC/HEIF: recognised, but this build has no decoder for it.
+    /// HEIC/HEIF: decoded by libheif with the `heif` feature, otherwise recognised and refused.
     Heic,
     /// SVG, rasterised at the size a render needs.
     Svg,
