@@ -259,6 +259,9 @@ fn run(source: &[u8], size: (u32, u32), planned: &Planned) -> Vec<u8> {
     let secondary = |_: &str| -> darkroom::render::error::Result<DynamicImage> {
         unreachable!("no composition in the bench pipelines")
     };
+    let font = |_: &str| -> darkroom::render::error::Result<Vec<u8>> {
+        unreachable!("no text in the bench pipelines")
+    };
     let input = RenderInput {
         pipeline: &planned.pipeline,
         format: planned.format,
@@ -268,6 +271,7 @@ fn run(source: &[u8], size: (u32, u32), planned: &Planned) -> Vec<u8> {
         oriented_size: size,
         dynamic_metadata: &metadata,
         secondary: &secondary,
+        font: &font,
         cancel: &darkroom::render::cancel::Cancel::new(),
     };
     render(source, &input).expect("the bench render succeeds")

@@ -24,8 +24,22 @@ pub fn long_version() -> String {
     } else {
         "plain C: built without nasm"
     };
+    use crate::render::codecs::{decodes, SourceFormat};
+    let missing: Vec<&str> = [SourceFormat::Avif, SourceFormat::Heic]
+        .into_iter()
+        .filter(|f| !decodes(*f))
+        .map(|f| f.ext())
+        .collect();
+    let heif = if missing.is_empty() {
+        ", avif, heic (libheif)".to_owned()
+    } else {
+        format!(
+            "\nnot in this build: {} sources (answered 415; build with --features heif and libheif)",
+            missing.join(", ")
+        )
+    };
     format!(
-        "{}\ndecode: jpeg (renders: libjpeg/mozjpeg {simd}, DCT-scaled shrink-on-load; upload check: jpeg-decoder), png, gif, webp, tiff, bmp\nencode: jpeg (4:2:0), png, gif, webp (libwebp, lossy and lossless), avif (rav1e)",
+        "{}\ndecode: jpeg (renders: libjpeg/mozjpeg {simd}, DCT-scaled shrink-on-load; upload check: jpeg-decoder), png, gif, webp, tiff (first page), bmp, svg (resvg, drawn at the rendered size){heif}\nfonts: ttf, otf (stored for the text operation)\nencode: jpeg (4:2:0), png, gif, webp (libwebp, lossy and lossless), avif (rav1e)",
         env!("CARGO_PKG_VERSION")
     )
 }

@@ -45,6 +45,12 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// Whether the record is a font (TrueType or OpenType) kept for the `text` operation
+    /// rather than an image: it has no pixels (width and height 0) and is never rendered.
+    pub fn is_font(&self) -> bool {
+        matches!(self.format.as_str(), "ttf" | "otf")
+    }
+
     /// The JSON object the API returns. Fields the PHP and Go clients read without checks are
     /// always present (spec §4.1, §11.5).
     pub fn to_json(&self, short_hash: &str) -> Value {

@@ -688,6 +688,81 @@ static SHARPEN: &[OptionSpec] = &[
     ),
 ];
 
+static TEXT: &[OptionSpec] = &[
+    opt(
+        "font",
+        Kind::Text(Some(Pattern::ImageHash)),
+        DefaultValue::None,
+        "Hash of an uploaded TrueType or OpenType font of the same organization.",
+    ),
+    opt(
+        "text",
+        Kind::Text(None),
+        DefaultValue::None,
+        "The text to draw (UTF-8; a line break starts a new line).",
+    ),
+    opt(
+        "size",
+        num(1.0, 2000.0),
+        DefaultValue::Int(16),
+        "Font size in pixels.",
+    ),
+    opt(
+        "color",
+        Kind::Color,
+        DefaultValue::Str("000000"),
+        "Text colour in hex without the # sign.",
+    ),
+    opt(
+        "opacity",
+        int(0, 100),
+        DefaultValue::Int(100),
+        "Opacity of the text, from 0 (transparent) up to 100 (opaque).",
+    ),
+    opt(
+        "angle",
+        num(-360.0, 360.0),
+        DefaultValue::Int(0),
+        "Rotates the text block clockwise by degrees, around its centre.",
+    ),
+    opt(
+        "anchor",
+        Kind::Text(Some(Pattern::Anchor)),
+        DefaultValue::Str("center_center"),
+        "Where to place the text block on the image: {X}_{Y} with X left/center/right/pixels and Y top/center/bottom/pixels.",
+    ),
+    opt(
+        "width",
+        int(1, 10_000),
+        DefaultValue::None,
+        "Width of the text box; longer lines are wrapped.",
+    ),
+    opt(
+        "height",
+        int(1, 10_000),
+        DefaultValue::None,
+        "Height of the text box; lines below it are cut off.",
+    ),
+    opt(
+        "spacing",
+        num(-1000.0, 1000.0),
+        DefaultValue::Int(0),
+        "Extra space between lines in pixels.",
+    ),
+    opt(
+        "align",
+        Kind::Choice(&["left", "centre", "center", "right"]),
+        DefaultValue::Str("left"),
+        "Alignment of the lines within the text block.",
+    ),
+    opt(
+        "resize_to_box",
+        Kind::Boolean,
+        DefaultValue::Bool(false),
+        "Chooses the font size so that the text fills the width/height box.",
+    ),
+];
+
 /// Every operation Darkroom renders, in the order `GET /operations` lists them.
 pub static OPERATIONS: &[OperationSpec] = &[
     OperationSpec {
@@ -781,6 +856,12 @@ pub static OPERATIONS: &[OperationSpec] = &[
         description: "Sharpens an image (libvips sharpen semantics).",
         options: SHARPEN,
         requirement: Requirement::None,
+    },
+    OperationSpec {
+        name: "text",
+        description: "Draws text in an uploaded font onto the image.",
+        options: TEXT,
+        requirement: Requirement::All(&["font", "text"]),
     },
     OperationSpec {
         name: "circlemask",

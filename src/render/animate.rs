@@ -80,6 +80,7 @@ pub fn render(
             crop_area: pipeline::area(meta.get("crop_area"), 1.0, w, h),
             multi_areas: pipeline::multi_areas(meta.get("multi_areas"), 1.0, w, h),
             secondary: &secondary,
+            font: input.font,
         };
         let mut image = frame.image;
         for (op, cut) in operations.iter().zip(cuts.iter_mut()) {

@@ -30,6 +30,8 @@ pub struct RenderInput<'a> {
     pub dynamic_metadata: &'a Map<String, Value>,
     /// Loads another image of the organization by hash (composition).
     pub secondary: &'a dyn Fn(&str) -> Result<DynamicImage>,
+    /// Loads the bytes of a font of the organization by hash (text).
+    pub font: &'a dyn Fn(&str) -> Result<Vec<u8>>,
     /// Set when nobody waits for the render any more; checked between steps.
     pub cancel: &'a Cancel,
 }
@@ -133,6 +135,7 @@ fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage,
             h,
         ),
         secondary: input.secondary,
+        font: input.font,
     };
     let mut image = decoded.image;
     for op in &operations {
@@ -144,15 +147,28 @@ fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage,
 
 /// A reduced-size decode is safe when the first operation is a resize: nothing before it
 /// needs full-resolution pixels. The hint is the resize's own target size.
+///
+/// An enlarging resize gives a hint too when drawing the source at the target size leaves the
+/// resize with nothing to do: only vector sources (SVG) can be drawn larger, and they are then
+/// as sharp as the output; every other decoder ignores a hint above the source size.
 fn decode_hint(operations: &[Operation], oriented: (u32, u32), dpr: f64) -> Option<DecodeHint> {
     match operations.first() {
         Some(Operation::Resize(r)) => {
             let (tw, th) = r.target_size(oriented.0, oriented.1, dpr);
             let (tw, th) = (u32::try_from(tw).ok()?, u32::try_from(th).ok()?);
-            (tw < oriented.0 && th < oriented.1).then_some(DecodeHint {
+            let hint = DecodeHint {
                 min_width: tw,
                 min_height: th,
-            })
+            };
+            if tw < oriented.0 && th < oriented.1 {
+                return Some(hint);
+            }
+            let drawn = codecs::svg_raster_size(oriented, (tw, th), true);
+            let settled = (tw, th) != oriented
+                && drawn.0 >= oriented.0
+                && drawn.1 >= oriented.1
+                && r.target_size(drawn.0, drawn.1, dpr) == (u64::from(tw), u64::from(th));
+            settled.then_some(hint)
         }
         _ => None,
     }

@@ -286,6 +286,14 @@ fn step(
         | Operation::Modulate { .. }
         | Operation::Multiply { .. }
         | Operation::Circlemask => same(1.0),
+        // The text block is a layer of its own, as large as its box, or assumed as large as
+        // the image when the font decides (the operation checks the real size against the
+        // limits before drawing).
+        Operation::Text(t) => Step {
+            output: (w, h),
+            extra_pixels: px(t.block_size(dpr).unwrap_or((w, h))).saturating_mul(2),
+            passes: 2.0,
+        },
     }
 }
 

@@ -32,10 +32,28 @@ pub struct ImageInfo {
 
 /// Identifies and validates a source image.
 ///
-/// Errors: `Unsupported` for data that is not a supported image format (and for AVIF, which
-/// this build cannot decode), `TooLarge` when the header's dimensions exceed `limits` (checked
-/// before any pixel is decoded), `Unprocessable` for truncated or corrupt images.
+/// A TrueType or OpenType font is accepted as a source without pixels (width and height 0)
+/// when its tables parse; an SVG is checked by drawing it small, after its intrinsic size and
+/// the memory its drawing needs at that size were checked against `limits`.
+///
+/// Errors: `Unsupported` for data that is not a supported image format (and for AVIF and HEIC,
+/// which this build cannot decode), `TooLarge` when the header's dimensions exceed `limits`
+/// (checked before any pixel is decoded), `Unprocessable` for truncated or corrupt images.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo> {
+    // A font is stored for the `text` operation: no pixels, so no size.
+    if codecs::sniff(bytes).is_some_and(|f| f.is_font()) {
+        let (format, static_metadata) = codecs::probe_font(bytes)?;
+        return Ok(ImageInfo {
+            format,
+            width: 0,
+            height: 0,
+            opaque: false,
+            animated: false,
+            frames: 1,
+            orientation: 1,
+            static_metadata,
+        });
+    }
     // Every entropy-coded block is still read (that is what finds truncated and corrupt
     // files), but JPEGs are reconstructed at 1/8 size: the pixels are not kept, and a 12-MP
     // photo is checked in about half the time of a full decode.
@@ -255,6 +273,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "heif"))]
     #[test]
     fn avif_sources_are_recognised_but_unsupported() {
         let bytes = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miafrest of the file";
@@ -263,6 +282,47 @@ mod tests {
 
         assert!(
             matches!(&result, Err(RenderError::Unsupported(m)) if m.contains("AVIF")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn an_svg_reports_its_intrinsic_size_and_transparency() {
+        let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 300.5 100"><rect width="100" height="100"/></svg>"#;
+
+        let info = probe_ok(svg);
+
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (SourceFormat::Svg, 301, 100)
+        );
+        assert!(!info.opaque && !info.animated);
+    }
+
+    #[test]
+    fn a_font_is_a_source_without_pixels() {
+        let font = include_bytes!("../../tests/fixtures/fonts/dejavu-sans-latin.ttf");
+
+        let info = probe_ok(font);
+
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (SourceFormat::Ttf, 0, 0)
+        );
+        assert!(info.static_metadata["font"]["glyphs"].as_u64().unwrap() > 100);
+        assert!(matches!(
+            probe(&font[..100], &limits()),
+            Err(RenderError::Unprocessable(_))
+        ));
+    }
+
+    #[cfg(not(feature = "heif"))]
+    #[test]
+    fn heic_sources_are_recognised_but_unsupported() {
+        let result = probe(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", &limits());
+
+        assert!(
+            matches!(&result, Err(RenderError::Unsupported(m)) if m.contains("HEIC")),
             "{result:?}"
         );
     }

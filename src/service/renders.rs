@@ -320,6 +320,12 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         .get_org(org.as_str())?
         .ok_or_else(|| not_found("organization"))?;
     let image = find_image(svc, &org, &req.image)?;
+    if image.is_font() {
+        return Err(Error::Invalid(format!(
+            "the source image '{}' is a font: fonts are used by the text operation and cannot be rendered",
+            image.hash
+        )));
+    }
     // An alias URL renders exactly as the hash URL (same key, same rules), but its answer
     // changes when the alias is re-pointed: it is remembered as served under the alias.
     let alias = match &req.image {
@@ -948,6 +954,7 @@ fn render_job(
     let secondary = |id: &str| -> crate::render::error::Result<image::DynamicImage> {
         load_secondary(blobs, secondaries, layers, id, &limits, cancel)
     };
+    let font = |hash: &str| load_font(blobs, secondaries, hash);
     let input = RenderInput {
         pipeline: &job.pipeline,
         format: job.format,
@@ -957,6 +964,7 @@ fn render_job(
         oriented_size: oriented_size(&job.image),
         dynamic_metadata: &job.image.dynamic_metadata,
         secondary: &secondary,
+        font: &font,
         cancel,
     };
     let (out, written) = pipeline::render_as(&source, &input)?;
@@ -982,6 +990,15 @@ fn secondary_images(
             let rec = find_image(svc, org, &ImageRef::Hash(hash.to_string())).map_err(|_| {
                 Error::Invalid(format!("{}.{option}: image '{hash}' not found", op.name))
             })?;
+            // `text.font` names a font; every other reference an image.
+            let wants_font = op.name == "text" && option == "font";
+            if wants_font != rec.is_font() {
+                let what = if wants_font { "a font" } else { "an image" };
+                return Err(Error::Invalid(format!(
+                    "{}.{option}: '{hash}' is not {what}",
+                    op.name
+                )));
+            }
             out.push((hash.to_string(), rec));
         }
     }
@@ -1173,6 +1190,7 @@ fn load_secondary(
             .map_err(|e| RenderError::Internal(e.to_string()))?;
         let nested =
             |inner: &str| load_secondary(blobs, secondaries, layers, inner, limits, cancel);
+        let font = |hash: &str| load_font(blobs, secondaries, hash);
         let input = RenderInput {
             pipeline: &layer.pipeline,
             format: OutputFormat::Png,
@@ -1182,20 +1200,42 @@ fn load_secondary(
             oriented_size: oriented_size(&layer.image),
             dynamic_metadata: &layer.image.dynamic_metadata,
             secondary: &nested,
+            font: &font,
             cancel,
         };
         return pipeline::render_layer(&bytes, &input);
     }
-    let hash = id;
-    let Some((_, rec)) = secondaries.iter().find(|(given, _)| given == hash) else {
-        return Err(RenderError::Internal(format!(
-            "image '{hash}' was not resolved with the request"
-        )));
-    };
+    let rec = secondary_record(secondaries, id)?;
     let bytes = blobs
         .read(&rec.blob)
         .map_err(|e| RenderError::Internal(e.to_string()))?;
     Ok(crate::render::codecs::decode(&bytes, limits, None)?.image)
+}
+
+/// The bytes of a font the request resolved (`text.font`).
+fn load_font(
+    blobs: &dyn crate::storage::Bytes,
+    secondaries: &[(String, ImageRecord)],
+    hash: &str,
+) -> crate::render::error::Result<Vec<u8>> {
+    let rec = secondary_record(secondaries, hash)?;
+    blobs
+        .read(&rec.blob)
+        .map_err(|e| RenderError::Internal(e.to_string()))
+}
+
+/// The record of another image the request resolved, by the hash its option named.
+fn secondary_record<'a>(
+    secondaries: &'a [(String, ImageRecord)],
+    hash: &str,
+) -> crate::render::error::Result<&'a ImageRecord> {
+    secondaries
+        .iter()
+        .find(|(given, _)| given == hash)
+        .map(|(_, rec)| rec)
+        .ok_or_else(|| {
+            RenderError::Internal(format!("image '{hash}' was not resolved with the request"))
+        })
 }
 
 fn remembered_failure(state: &RenderState, key: &RenderKey) -> Option<Error> {

@@ -49,6 +49,7 @@ fn operation_naming_an_image(op: &str, option: &str, hash: &str) -> String {
         ("composition", "secondary_image") => {
             format!("composition-secondary_image-{hash}-mode-background-width-40-height-30")
         }
+        ("text", "font") => format!("text-font-{hash}-text-Hello-size-20"),
         _ => panic!(
             "{op}.{option} names an image: add a render URL for it to this test so that its protection is checked"
         ),
@@ -58,10 +59,32 @@ fn operation_naming_an_image(op: &str, option: &str, hash: &str) -> String {
 #[actix_rt::test]
 async fn every_option_that_names_an_image_applies_that_images_protection() {
     let app = spawn_app().await;
-    let (photo, protected, key) = acme_with_protected_logo(&app).await;
+    let (photo, protected_logo, key) = acme_with_protected_logo(&app).await;
+    // `text.font` names a font: a protected one.
+    let font = app
+        .upload_one("acme", ROOT_KEY, "font.ttf", crate::sources::FONT)
+        .await;
+    let protected_font = app
+        .json(
+            "PUT",
+            &format!(
+                "/sourceimages/acme/{}/options/protected",
+                font["hash"].as_str().unwrap()
+            ),
+            ROOT_KEY,
+            &json!(true),
+        )
+        .await;
+    assert_eq!(protected_font.status, 201, "{}", protected_font.text());
+    let protected_font = protected_font.json()["hash"].as_str().unwrap().to_string();
     let mut checked = 0;
     for op in OPERATIONS {
         for spec in op.options.iter().filter(|s| schema::names_image(s)) {
+            let protected = if (op.name, spec.name) == ("text", "font") {
+                protected_font.clone()
+            } else {
+                protected_logo.clone()
+            };
             let ops = operation_naming_an_image(op.name, spec.name, &protected);
             for short in [protected.as_str(), &protected[..8]] {
                 let ops = ops.replace(&protected, short);
@@ -84,7 +107,10 @@ async fn every_option_that_names_an_image_applies_that_images_protection() {
             checked += 1;
         }
     }
-    assert!(checked >= 1, "the schema names no image option");
+    assert!(
+        checked >= 2,
+        "the schema names fewer image options than composition and text"
+    );
 }
 
 #[actix_rt::test]

@@ -28,6 +28,7 @@ mod quirks;
 mod render_cache;
 mod renders;
 mod shutdown;
+mod sources;
 mod stacks;
 mod stats;
 mod systemd;

@@ -154,6 +154,32 @@ fn avif_seeds() -> Vec<Vec<u8>> {
     vec![encoded(&rgb(8, 8), ImageFormat::Avif)]
 }
 
+fn svg_seeds() -> Vec<Vec<u8>> {
+    [
+        &br#"<svg xmlns="http://www.w3.org/2000/svg" width="12" height="8"><rect width="6" height="8" fill="red"/></svg>"#[..],
+        br##"<?xml version="1.0"?>
+<!DOCTYPE svg [<!ENTITY c "#00f">]>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" viewBox="0 0 16 10">
+<defs><linearGradient id="g"><stop offset="0" stop-color="&c;"/><stop offset="1" stop-color="#fff" stop-opacity="0.5"/></linearGradient>
+<filter id="f"><feGaussianBlur stdDeviation="1"/></filter><path id="p" d="M1 1 L15 9 Q8 0 1 9 Z"/></defs>
+<use xlink:href="#p" fill="url(#g)" filter="url(#f)" transform="rotate(10 8 5)"/>
+<circle cx="8" cy="5" r="3" stroke="black" stroke-dasharray="1 1" fill="none"/>
+<text x="1" y="9">hi</text><image width="4" height="4" href="data:image/png;base64,iVBORw0KGgo="/>
+</svg>"##,
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
+}
+
+fn heic_seeds() -> Vec<Vec<u8>> {
+    vec![include_bytes!("../fixtures/heic/red-blue-64x48.heic").to_vec()]
+}
+
+fn font_seeds() -> Vec<Vec<u8>> {
+    vec![include_bytes!("../fixtures/fonts/dejavu-sans-latin.ttf").to_vec()]
+}
+
 /// Recomputes every PNG chunk's CRC, so that mutated header and data fields reach the decoder
 /// instead of failing the checksum.
 fn fix_png(bytes: &mut [u8]) {
@@ -224,9 +250,28 @@ fn dictionary() -> Vec<Vec<u8>> {
         b"MM\0*",
         b"BM",
         b"ftypavif",
+        b"ftypheic",
+        b"hvcC",
+        b"irot",
+        b"iloc",
         b"ispe",
         b"\x7f\xff\xff\xff",
         b"\0\0\x40\0",
+        b"<svg ",
+        b"<!DOCTYPE svg [",
+        b"<!ENTITY e \"&e;&e;\">",
+        b"&e;",
+        b" width=\"99999\"",
+        b" viewBox=\"0 0 1e9 1\"",
+        b"<use xlink:href=\"#p\"/>",
+        b" stdDeviation=\"500\"",
+        b"<pattern id=\"q\" width=\"0.001\" height=\"0.001\">",
+        b"glyf",
+        b"cmap",
+        b"kern",
+        b"loca",
+        b"OTTO",
+        b"\0\x01\0\0",
     ]
     .iter()
     .map(|t| t.to_vec())
@@ -269,6 +314,19 @@ fn decode_one(input: &[u8]) -> Outcome {
         if let Err(RenderError::Internal(m)) = result {
             return Err(format!("{what} answers an internal error (a 500): {m}"));
         }
+    }
+    // A font is probed (it is stored for `text`) but never decoded as an image: the text
+    // operation must be able to parse what the probe accepted.
+    if probed.is_ok() && darkroom::render::codecs::sniff(input).is_some_and(|f| f.is_font()) {
+        if !matches!(full, Err(RenderError::Invalid(_))) {
+            return Err("a font decodes as an image".into());
+        }
+        if let Err(e) = darkroom::render::codecs::parse_font(input) {
+            return Err(format!(
+                "the probe accepts a font that text cannot use: {e}"
+            ));
+        }
+        return Ok("font".into());
     }
     if let Ok((w, h)) = probed {
         if w > LIMITS.max_dimension
@@ -494,4 +552,19 @@ fn mutated_animations_are_refused_or_rendered_frame_by_frame_within_the_limits()
         },
         &mut animation_one,
     );
+}
+
+#[test]
+fn mutated_svgs_are_refused_or_drawn_within_the_limits() {
+    run("decode-svg", svg_seeds(), None, TIFF_ALLOC_CAP);
+}
+
+#[test]
+fn mutated_fonts_are_refused_or_usable() {
+    run("decode-font", font_seeds(), None, TIFF_ALLOC_CAP);
+}
+
+#[test]
+fn mutated_heics_are_refused_or_decoded_within_the_limits() {
+    run("decode-heic", heic_seeds(), None, TIFF_ALLOC_CAP);
 }

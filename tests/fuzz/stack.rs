@@ -278,6 +278,9 @@ fn render_url(chain: &[&StackDefinition], url: &str) -> Outcome {
         Err(e) => return Ok(format!("plan: {}", short(&e.to_string()))),
     }
     let secondary = |_: &str| -> darkroom::render::error::Result<DynamicImage> { Ok(img.clone()) };
+    let font = |_: &str| -> darkroom::render::error::Result<Vec<u8>> {
+        Ok(include_bytes!("../fixtures/fonts/dejavu-sans-latin.ttf").to_vec())
+    };
     let metadata = Map::new();
     let cancel = Cancel::new();
     let rendered = render(
@@ -291,6 +294,7 @@ fn render_url(chain: &[&StackDefinition], url: &str) -> Outcome {
             oriented_size: (img.width(), img.height()),
             dynamic_metadata: &metadata,
             secondary: &secondary,
+            font: &font,
             cancel: &cancel,
         },
     );

@@ -1392,3 +1392,63 @@ test('sourceimages.alias create, get, overwrite, invalidateCache and delete; ren
   await assertStatus(rokka.sourceimages.alias.get(org, 'hero'), 404)
   await assertRenderStatus(url, 404)
 })
+
+test('sourceimages.create with an SVG stores its intrinsic size; renders draw it at the asked size', async () => {
+  const { rokka, org } = await renderWorld()
+  const svg = Buffer.from(
+    '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="120" height="80">' +
+      `<rect width="60" height="80" fill="#ff0000"/><!-- ${randomBytes(4).toString('hex')} --></svg>\n`,
+  )
+  const img = await upload(rokka, org, 'logo.svg', svg)
+  assert.equal(img.format, 'svg')
+  assert.equal(img.mimetype, 'image/svg+xml')
+  assert.equal(img.width, 120)
+  assert.equal(img.height, 80)
+  assert.equal(img.binary_hash, sha1(svg))
+
+  await render(rokka.render.getUrl(org, img.hash, 'png', null), 'png', 120, 80)
+  const big = rokka.render.getUrl(org, img.hash, 'png', [{ name: 'resize', options: { width: 600 } }])
+  await render(big, 'png', 600, 400)
+  const jpg = rokka.render.getUrl(org, img.hash, 'jpg', [{ name: 'resize', options: { width: 30 } }])
+  await render(jpg, 'jpg', 30, 20)
+
+  const bomb = Buffer.from(
+    '<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="100000"><rect width="1" height="1"/></svg>',
+  )
+  await assertClientError(rokka.sourceimages.create(org, 'huge.svg', bomb))
+})
+
+test('a font upload and a stack with the text operation, through rokka.js', async () => {
+  const { rokka, org, img } = await renderWorld()
+  const fontBytes = readFileSync(new URL('../fixtures/fonts/dejavu-sans-latin.ttf', import.meta.url))
+  const font = await upload(rokka, org, 'DejaVuSans.ttf', fontBytes)
+  assert.equal(font.format, 'ttf')
+  assert.equal(font.width, 0)
+  assert.equal(font.height, 0)
+  const listed = await rokka.sourceimages.list(org, { limit: 1000 })
+  assert.ok(listed.body.items.some(i => i.hash === font.hash), 'the font is not listed')
+  const downloaded = await rokka.sourceimages.downloadAsBuffer(org, font.hash)
+  assert.ok(downloaded.body.equals(fontBytes), `got ${downloaded.body.length} bytes of the font`)
+  assert.equal(downloaded.response.headers.get('content-type'), 'font/ttf')
+
+  const operations = await rokka.operations.list()
+  assert.deepEqual(operations.body.text.required, ['font', 'text'])
+
+  await rokka.stacks.create(org, 'caption', {
+    operations: [
+      { name: 'text', options: { font: font.hash, text: 'Grüße', size: 14, color: 'FFFFFF', anchor: 'center_bottom' } },
+    ],
+  })
+  const plain = await render(rokka.render.getUrl(org, img.hash, 'png', null), 'png', 64, 48)
+  const captioned = await render(rokka.render.getUrl(org, img.hash, 'png', 'caption'), 'png', 64, 48)
+  assert.ok(!captioned.body.equals(plain.body), 'the text stack rendered the image unchanged')
+
+  const dynamic = rokka.render.getUrl(org, img.hash, 'png', [
+    { name: 'text', options: { font: font.hash, text: 'Hi', size: 20 } },
+  ])
+  const hi = await render(dynamic, 'png', 64, 48)
+  assert.ok(!hi.body.equals(captioned.body))
+
+  // A font is not an image.
+  await assertRenderStatus(rokka.render.getUrl(org, font.hash, 'png', null), 400)
+})

@@ -38,11 +38,13 @@ pub struct Decoded {
 }
 
 /// Decodes `bytes` for rendering. With a `hint` far below the source size, JPEGs are decoded
-/// at 1/2, 1/4 or 1/8 size, never below the hint; other formats always decode at full size.
+/// at 1/2, 1/4 or 1/8 size, never below the hint; an SVG is drawn at the size that covers the
+/// hint, above or below its intrinsic size; other formats always decode at full size.
 /// Animated GIF and WebP yield their first frame.
 ///
-/// Errors: `Unsupported` for unknown formats and AVIF, `TooLarge` when the header exceeds
-/// `limits`, `Unprocessable` for truncated or corrupt data.
+/// Errors: `Unsupported` for unknown formats and for AVIF and HEIC (no decoder in this build),
+/// `Invalid` for fonts (they are not images), `TooLarge` when the header (or an SVG's drawing)
+/// exceeds `limits`, `Unprocessable` for truncated or corrupt data.
 pub fn decode(bytes: &[u8], limits: &Limits, hint: Option<DecodeHint>) -> Result<Decoded> {
     let need = hint
         .filter(|h| h.min_width > 0 && h.min_height > 0)
@@ -105,9 +107,38 @@ pub(crate) fn read_source(
     let format = sniff(bytes).ok_or_else(|| {
         RenderError::Unsupported("the uploaded file is not a supported image format".to_owned())
     })?;
+    if format.is_font() {
+        return Err(RenderError::Invalid(format!(
+            "the source is a {}: fonts are used by the text operation and cannot be rendered as an image",
+            format.name()
+        )));
+    }
+    if format == SourceFormat::Svg {
+        return catch_unwind(AssertUnwindSafe(|| {
+            super::svg::read(bytes, limits, need, purpose)
+        }))
+        .unwrap_or_else(|_| {
+            Err(RenderError::Unprocessable(
+                "the SVG data is corrupt and could not be drawn".to_owned(),
+            ))
+        });
+    }
+    #[cfg(feature = "heif")]
+    if matches!(format, SourceFormat::Avif | SourceFormat::Heic) {
+        return catch_unwind(AssertUnwindSafe(|| {
+            super::heif::read(bytes, format, limits, purpose)
+        }))
+        .unwrap_or_else(|_| {
+            Err(RenderError::Unprocessable(format!(
+                "the {} data is corrupt and could not be decoded",
+                format.name()
+            )))
+        });
+    }
     let Some(image_format) = format.image_format() else {
         return Err(RenderError::Unsupported(format!(
-            "{} sources cannot be decoded by this build",
+            "{} sources cannot be decoded: this binary has no {} decoder (`darkroom --version` lists the inputs it accepts)",
+            format.name(),
             format.name()
         )));
     };

@@ -18,8 +18,16 @@ pub enum SourceFormat {
     Tiff,
     /// Windows bitmap.
     Bmp,
-    /// AVIF: recognised, but this build has no decoder for it.
+    /// AVIF: decoded by libheif with the `heif` feature, otherwise recognised and refused.
     Avif,
+    /// HEIC/HEIF: decoded by libheif with the `heif` feature, otherwise recognised and refused.
+    Heic,
+    /// SVG, rasterised at the size a render needs.
+    Svg,
+    /// TrueType font: stored for the `text` operation, never rendered itself.
+    Ttf,
+    /// OpenType font with CFF outlines: stored for the `text` operation, never rendered itself.
+    Otf,
 }
 
 impl SourceFormat {
@@ -33,6 +41,10 @@ impl SourceFormat {
             SourceFormat::Tiff => "tiff",
             SourceFormat::Bmp => "bmp",
             SourceFormat::Avif => "avif",
+            SourceFormat::Heic => "heic",
+            SourceFormat::Svg => "svg",
+            SourceFormat::Ttf => "ttf",
+            SourceFormat::Otf => "otf",
         }
     }
 
@@ -46,6 +58,10 @@ impl SourceFormat {
             SourceFormat::Tiff => "image/tiff",
             SourceFormat::Bmp => "image/bmp",
             SourceFormat::Avif => "image/avif",
+            SourceFormat::Heic => "image/heic",
+            SourceFormat::Svg => "image/svg+xml",
+            SourceFormat::Ttf => "font/ttf",
+            SourceFormat::Otf => "font/otf",
         }
     }
 
@@ -59,6 +75,10 @@ impl SourceFormat {
             SourceFormat::Tiff => "TIFF",
             SourceFormat::Bmp => "BMP",
             SourceFormat::Avif => "AVIF",
+            SourceFormat::Heic => "HEIC",
+            SourceFormat::Svg => "SVG",
+            SourceFormat::Ttf => "TrueType font",
+            SourceFormat::Otf => "OpenType font",
         }
     }
 
@@ -71,8 +91,22 @@ impl SourceFormat {
             SourceFormat::Webp => Some(image::ImageFormat::WebP),
             SourceFormat::Tiff => Some(image::ImageFormat::Tiff),
             SourceFormat::Bmp => Some(image::ImageFormat::Bmp),
-            SourceFormat::Avif => None,
+            SourceFormat::Avif
+            | SourceFormat::Heic
+            | SourceFormat::Svg
+            | SourceFormat::Ttf
+            | SourceFormat::Otf => None,
         }
+    }
+
+    /// Whether this build can decode (or, for fonts, use) the format.
+    pub fn is_decodable(&self) -> bool {
+        cfg!(feature = "heif") || !matches!(self, SourceFormat::Avif | SourceFormat::Heic)
+    }
+
+    /// Whether the source is a font (stored for the `text` operation, not an image).
+    pub fn is_font(&self) -> bool {
+        matches!(self, SourceFormat::Ttf | SourceFormat::Otf)
     }
 }
 
@@ -104,7 +138,78 @@ pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
     if is_avif(bytes) {
         return Some(SourceFormat::Avif);
     }
+    if has_brand(
+        bytes,
+        &[
+            b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+        ],
+    ) {
+        return Some(SourceFormat::Heic);
+    }
+    // TrueType (version 1.0 or Apple's `true`) and OpenType with CFF outlines, followed by a
+    // table count no font exceeds.
+    let tables = bytes.get(4..6).map(|n| u16::from_be_bytes([n[0], n[1]]));
+    if tables.is_some_and(|n| (1..=256).contains(&n)) {
+        if bytes.starts_with(&[0, 1, 0, 0]) || bytes.starts_with(b"true") {
+            return Some(SourceFormat::Ttf);
+        }
+        if bytes.starts_with(b"OTTO") {
+            return Some(SourceFormat::Otf);
+        }
+    }
+    if is_svg(bytes) {
+        return Some(SourceFormat::Svg);
+    }
     None
+}
+
+/// An XML document whose root element is `svg`: after an optional byte-order mark, the XML
+/// declaration, comments, processing instructions and a DOCTYPE, the first element must be
+/// `<svg`. Looks at the first 64 KiB only.
+fn is_svg(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64 * 1024)];
+    let mut rest = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    loop {
+        let start = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[start..];
+        let skip_past = |rest: &[u8], end: &[u8]| -> Option<usize> {
+            memchr::memmem::find(rest, end).map(|i| i + end.len())
+        };
+        let next = if rest.starts_with(b"<?") {
+            skip_past(rest, b"?>")
+        } else if rest.starts_with(b"<!--") {
+            skip_past(rest, b"-->")
+        } else if rest.starts_with(b"<!DOCTYPE") {
+            // An internal subset in brackets may contain `>`.
+            match (memchr::memchr(b'[', rest), memchr::memchr(b'>', rest)) {
+                (Some(open), Some(close)) if open < close => {
+                    skip_past(rest, b"]>").or_else(|| skip_past(rest, b"]"))
+                }
+                (_, Some(close)) => Some(close + 1),
+                _ => None,
+            }
+        } else {
+            return rest.starts_with(b"<svg")
+                && rest
+                    .get(4)
+                    .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/');
+        };
+        match next {
+            Some(n) => rest = &rest[n..],
+            None => return false,
+        }
+    }
+}
+
+/// An ISO-BMFF `ftyp` box whose major brand is one of `brands`.
+fn has_brand(bytes: &[u8], brands: &[&[u8; 4]]) -> bool {
+    bytes.get(4..8) == Some(b"ftyp".as_slice())
+        && bytes
+            .get(8..12)
+            .is_some_and(|major| brands.iter().any(|b| b.as_slice() == major))
 }
 
 /// "BM" alone would match ordinary text, so the DIB header size must also be one of the
@@ -231,6 +336,32 @@ mod tests {
             sniff(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"),
             Some(SourceFormat::Avif)
         );
+        assert_eq!(
+            sniff(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"),
+            Some(SourceFormat::Heic)
+        );
+        assert_eq!(sniff(b"\0\x01\0\0\0\x0c\0\x80"), Some(SourceFormat::Ttf));
+        assert_eq!(sniff(b"OTTO\0\x0b\0\x80"), Some(SourceFormat::Otf));
+    }
+
+    #[test]
+    fn svg_is_recognised_by_its_root_element() {
+        for svg in [
+            &b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"[..],
+            b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\n<!-- logo -->\n<svg width=\"1\">",
+            b"<?xml version=\"1.0\"?><!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 1.1//EN\" \"x.dtd\"><svg>",
+            b"<!DOCTYPE svg [<!ENTITY ns \"http://www.w3.org/2000/svg\">]>\n<svg\n>",
+        ] {
+            assert_eq!(sniff(svg), Some(SourceFormat::Svg), "{:?}", String::from_utf8_lossy(svg));
+        }
+        for other in [
+            &b"<html><svg></svg></html>"[..],
+            b"<svgfoo>",
+            b"<?xml version=\"1.0\"?><rss/>",
+            b"<!-- unterminated",
+        ] {
+            assert_eq!(sniff(other), None, "{:?}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

@@ -200,6 +200,7 @@ impl Composition {
         }
         // The rotation must not move the primary's areas, so it runs on a throwaway context.
         let no_image = |_: &str| Err(RenderError::Internal("no secondary image here".into()));
+        let no_font = |_: &str| Err(RenderError::Internal("no font here".into()));
         let mut scratch = OpContext {
             dpr: 1.0,
             limits: ctx.limits,
@@ -207,6 +208,7 @@ impl Composition {
             crop_area: None,
             multi_areas: Default::default(),
             secondary: &no_image,
+            font: &no_font,
         };
         let rotated = rotate::rotate(
             DynamicImage::ImageRgba8(layer),

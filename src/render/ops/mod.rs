@@ -15,6 +15,7 @@ pub mod crop;
 pub mod filter;
 pub mod resize;
 pub mod rotate;
+pub mod text;
 pub mod trim;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,8 @@ pub struct OpContext<'a> {
     pub multi_areas: BTreeMap<String, Area>,
     /// Loads another source image of the same organisation by hash (composition).
     pub secondary: &'a dyn Fn(&str) -> Result<DynamicImage>,
+    /// Loads the bytes of a font of the same organisation by hash (text).
+    pub font: &'a dyn Fn(&str) -> Result<Vec<u8>>,
 }
 
 impl OpContext<'_> {
@@ -162,11 +165,11 @@ pub enum Operation {
     },
     Sharpen(SharpenParams),
     Circlemask,
+    Text(text::Text),
 }
 
 /// rokka operations this server knows by name but does not render.
 const NOT_SUPPORTED: &[&str] = &[
-    "text",
     "primitive",
     "glitch",
     "face",
@@ -236,6 +239,7 @@ impl Operation {
                 m2: o.f64_in("m2", 0.8, 0.0, 1_000_000.0)? as f32,
             }),
             "circlemask" => Operation::Circlemask,
+            "text" => Operation::Text(text::Text::from_options(&o)?),
             name if NOT_SUPPORTED.contains(&name) => {
                 return Err(RenderError::Invalid(format!(
                     "operation `{name}` is not supported by this server"
@@ -264,6 +268,7 @@ impl Operation {
             Operation::Multiply { .. } => "multiply",
             Operation::Sharpen(_) => "sharpen",
             Operation::Circlemask => "circlemask",
+            Operation::Text(_) => "text",
         }
     }
 
@@ -293,6 +298,7 @@ impl Operation {
             Operation::Multiply { factor, color } => Ok(color::multiply(&img, *factor, *color)),
             Operation::Sharpen(p) => Ok(filter::sharpen(&img, p)),
             Operation::Circlemask => Ok(compose::circlemask(&img)),
+            Operation::Text(t) => t.apply(img, ctx),
         }
     }
 }
@@ -522,6 +528,10 @@ pub(crate) mod tests {
         Err(RenderError::Invalid("no secondary image".into()))
     }
 
+    pub fn no_font(_: &str) -> Result<Vec<u8>> {
+        Err(RenderError::Invalid("no font".into()))
+    }
+
     pub fn context(dpr: f64) -> OpContext<'static> {
         OpContext {
             dpr,
@@ -530,6 +540,7 @@ pub(crate) mod tests {
             crop_area: None,
             multi_areas: BTreeMap::new(),
             secondary: &no_secondary,
+            font: &no_font,
         }
     }
 
@@ -614,7 +625,7 @@ pub(crate) mod tests {
 
     #[test]
     fn from_resolved_rejects_a_known_but_unsupported_operation() {
-        let msg = parse_error("text", json!({"font": "abc", "text": "hi"}));
+        let msg = parse_error("glitch", json!({}));
 
         assert!(msg.contains("not supported"), "{msg}");
     }
