@@ -273,6 +273,7 @@ fn run(source: &[u8], size: (u32, u32), planned: &Planned) -> Vec<u8> {
         secondary: &secondary,
         font: &font,
         cancel: &darkroom::render::cancel::Cancel::new(),
+        shared_decode: None,
     };
     render(source, &input).expect("the bench render succeeds")
 }

@@ -134,6 +134,9 @@ pub struct RenderConfig {
     /// `Cache-Control` max-age of renders asked through an alias (`-_name_-`): the one render
     /// URL whose answer changes when the alias is re-pointed, so never `immutable`.
     pub alias_max_age_secs: u64,
+    /// Whether renders of one image that decode its JPEG source at the same reduced scale
+    /// share one decode, kept as a mezzanine in the render store.
+    pub mezzanine: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -283,6 +286,7 @@ impl Default for RenderConfig {
             host_template: String::new(),
             not_found_max_age_secs: 60,
             alias_max_age_secs: 60,
+            mezzanine: true,
         }
     }
 }

@@ -168,6 +168,9 @@ pub fn status(svc: &Services) -> crate::error::Result<serde_json::Value> {
             "rejected": svc.pool.rejected(),
             "hits": svc.renders.hits.load(Ordering::Relaxed),
             "rendered": svc.renders.rendered.load(Ordering::Relaxed),
+            "mezzanine": svc.config.render.mezzanine,
+            "mezzanine_decodes": svc.renders.mezzanine_decodes.load(Ordering::Relaxed),
+            "mezzanine_reads": svc.renders.mezzanine_reads.load(Ordering::Relaxed),
         },
         "render_cache": {
             "renders": usage.iter().map(|(_, u)| u.renders).sum::<u64>(),
@@ -295,6 +298,20 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
         "counter",
         "Renders computed (misses that ran the pipeline).",
         state.rendered.load(Ordering::Relaxed),
+    );
+    single(
+        &mut out,
+        "darkroom_mezzanine_decodes_total",
+        "counter",
+        "Sources decoded at reduced size to build a mezzanine shared by the renders of an image.",
+        state.mezzanine_decodes.load(Ordering::Relaxed),
+    );
+    single(
+        &mut out,
+        "darkroom_mezzanine_reads_total",
+        "counter",
+        "Mezzanines read back from the render store instead of decoding the source again.",
+        state.mezzanine_reads.load(Ordering::Relaxed),
     );
 
     let usage = svc.store.usage_by_org()?;

@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod codecs;
 pub mod error;
 pub mod limits;
+pub mod mezzanine;
 pub mod ops;
 pub mod output;
 pub mod pipeline;

@@ -34,7 +34,16 @@ pub struct RenderInput<'a> {
     pub font: &'a dyn Fn(&str) -> Result<Vec<u8>>,
     /// Set when nobody waits for the render any more; checked between steps.
     pub cancel: &'a Cancel,
+    /// The decode shared by the renders of one image (its mezzanine), for a JPEG decoded at
+    /// reduced size: called with the DCT scale denominator [`codecs::dct_denominator`] gives
+    /// and the hint, it must return exactly what `codecs::decode` returns for them. Every
+    /// render at that scale then starts from the same pixels, whether they were decoded just
+    /// now or stored before. `None` decodes the source directly.
+    pub shared_decode: Option<&'a SharedDecode<'a>>,
 }
+
+/// See [`RenderInput::shared_decode`].
+pub type SharedDecode<'a> = dyn Fn(u32, Option<DecodeHint>) -> Result<codecs::Decoded> + 'a;
 
 /// Works out what rendering `pipeline` on `source` will cost, before anything is decoded;
 /// `secondary` gives the oriented size of another image by hash. Unknown operations and bad
@@ -116,7 +125,13 @@ fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage,
     let dpr = number(&input.pipeline.options, "dpr").unwrap_or(1.0);
     let hint = decode_hint(&operations, input.oriented_size, dpr);
     input.cancel.check()?;
-    let decoded = codecs::decode(source, &input.limits, hint)?;
+    let shared = input
+        .shared_decode
+        .and_then(|shared| Some((shared, codecs::dct_denominator(source, hint)?)));
+    let decoded = match shared {
+        Some((shared, denominator)) => shared(denominator, hint)?,
+        None => codecs::decode(source, &input.limits, hint)?,
+    };
     let (w, h) = (decoded.image.width(), decoded.image.height());
     let mut ctx = OpContext {
         dpr,

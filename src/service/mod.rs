@@ -7,6 +7,7 @@ pub mod aliases;
 pub mod archive;
 pub mod images;
 pub mod listing;
+pub mod mezzanine;
 pub mod purge;
 pub mod renders;
 pub mod stacks;

@@ -56,6 +56,13 @@ pub struct RenderState {
     pub hits: AtomicU64,
     /// Renders stopped before they finished (timeout, or no request waiting any more).
     pub cancelled: AtomicU64,
+    /// Mezzanines being built, by mezzanine key: renders of the same image and scale wait
+    /// for that decode instead of starting their own.
+    pub(super) mezzanines: Mutex<HashMap<RenderKey, super::mezzanine::Building>>,
+    /// Sources decoded to build a mezzanine.
+    pub mezzanine_decodes: AtomicU64,
+    /// Mezzanines read back from the render store.
+    pub mezzanine_reads: AtomicU64,
 }
 
 /// Where a request came from: the organization and the path after it.
@@ -699,7 +706,7 @@ pub fn render_key(
 }
 
 /// Remembers that a render was served now; written in batches by [`maintain_cache`].
-fn note_access(state: &RenderState, key: RenderKey) {
+pub(super) fn note_access(state: &RenderState, key: RenderKey) {
     if let Ok(mut accessed) = state.accessed.lock() {
         if accessed.len() < ACCESS_CAP || accessed.contains_key(&key) {
             accessed.insert(key, crate::storage::edge::now_ms());
@@ -901,6 +908,7 @@ fn finish(state: &RenderState, key: RenderKey, flight: &Arc<Flight>, result: Res
 fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: RenderJob) -> Result<()> {
     let (store, blobs) = (svc.store.clone(), svc.blobs.clone());
     let state = svc.renders.clone();
+    let shared = svc.config.render.mezzanine.then(|| state.clone());
     let limits = svc.limits();
     let started = Instant::now();
     let class = job.class;
@@ -910,7 +918,10 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
         .submit(
             class,
             cancel,
-            move |cancel| render_job(&*store, &*blobs, limits, key, job, cancel),
+            move |cancel| {
+                let shared = shared.as_deref();
+                render_job(&*store, &*blobs, shared, limits, key, job, cancel)
+            },
             move |outcome| {
                 let result = match outcome {
                     None => Err(RenderError::Cancelled.into()),
@@ -940,10 +951,12 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
         .map_err(Error::from)
 }
 
-/// The CPU part of a miss: read, decode, operate, encode, store.
+/// The CPU part of a miss: read, decode (through the image's mezzanine when `mezzanines` is
+/// given), operate, encode, store.
 fn render_job(
     store: &dyn crate::storage::Records,
     blobs: &dyn crate::storage::Bytes,
+    mezzanines: Option<&RenderState>,
     limits: crate::render::limits::Limits,
     key: RenderKey,
     job: RenderJob,
@@ -955,6 +968,15 @@ fn render_job(
         load_secondary(blobs, secondaries, layers, id, &limits, cancel)
     };
     let font = |hash: &str| load_font(blobs, secondaries, hash);
+    let image = &job.image;
+    let mezzanines = mezzanines.filter(|_| super::mezzanine::applies(image));
+    let shared = |denominator: u32, hint| {
+        let decode = || crate::render::codecs::decode(&source, &limits, hint);
+        match mezzanines {
+            Some(state) => super::mezzanine::decoded(store, state, image, denominator, &decode),
+            None => decode(),
+        }
+    };
     let input = RenderInput {
         pipeline: &job.pipeline,
         format: job.format,
@@ -966,6 +988,9 @@ fn render_job(
         secondary: &secondary,
         font: &font,
         cancel,
+        shared_decode: mezzanines
+            .is_some()
+            .then_some(&shared as &pipeline::SharedDecode),
     };
     let (out, written) = pipeline::render_as(&source, &input)?;
     let mut meta = job.meta;
@@ -1202,6 +1227,7 @@ fn load_secondary(
             secondary: &nested,
             font: &font,
             cancel,
+            shared_decode: None,
         };
         return pipeline::render_layer(&bytes, &input);
     }

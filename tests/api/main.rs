@@ -23,6 +23,7 @@ mod invalidation;
 mod layers;
 mod listing;
 mod metrics;
+mod mezzanine;
 mod output_options;
 mod quirks;
 mod render_cache;

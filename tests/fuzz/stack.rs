@@ -296,6 +296,7 @@ fn render_url(chain: &[&StackDefinition], url: &str) -> Outcome {
             secondary: &secondary,
             font: &font,
             cancel: &cancel,
+            shared_decode: None,
         },
     );
     match rendered {

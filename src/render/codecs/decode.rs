@@ -46,9 +46,7 @@ pub struct Decoded {
 /// `Invalid` for fonts (they are not images), `TooLarge` when the header (or an SVG's drawing)
 /// exceeds `limits`, `Unprocessable` for truncated or corrupt data.
 pub fn decode(bytes: &[u8], limits: &Limits, hint: Option<DecodeHint>) -> Result<Decoded> {
-    let need = hint
-        .filter(|h| h.min_width > 0 && h.min_height > 0)
-        .map(|h| (h.min_width, h.min_height));
+    let need = need_of(hint);
     let source = read_source(bytes, limits, need, Purpose::Render)?;
     let oriented_width = if swaps_axes(source.orientation) {
         source.height
@@ -67,6 +65,49 @@ pub fn decode(bytes: &[u8], limits: &Limits, hint: Option<DecodeHint>) -> Result
         icc: source.icc,
         scale,
     })
+}
+
+/// The DCT scale denominator (2, 4 or 8) at which [`decode`] decodes `bytes` for `hint`,
+/// read from the header alone; `None` when it decodes at full size (no hint, a hint too
+/// large, a source that is not a JPEG, or a header it cannot read). Renders that share a
+/// denominator share the same decoded pixels: for a JPEG, the hint matters to [`decode`]
+/// only through this number.
+pub fn dct_denominator(bytes: &[u8], hint: Option<DecodeHint>) -> Option<u32> {
+    let need = need_of(hint)?;
+    if sniff(bytes)? != SourceFormat::Jpeg {
+        return None;
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        let reader = ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Jpeg);
+        let mut decoder = reader.into_decoder().ok()?;
+        let (width, height) = decoder.dimensions();
+        let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+        jpeg_denominator(width, height, orientation, need)
+    }))
+    .ok()
+    .flatten()
+    .filter(|&d| d > 1)
+}
+
+fn need_of(hint: Option<DecodeHint>) -> Option<(u32, u32)> {
+    hint.filter(|h| h.min_width > 0 && h.min_height > 0)
+        .map(|h| (h.min_width, h.min_height))
+}
+
+/// The DCT scale for a JPEG stored `width`×`height` with `orientation`, when `need` (in
+/// oriented pixels) is the smallest useful size.
+fn jpeg_denominator(
+    width: u32,
+    height: u32,
+    orientation: Orientation,
+    (need_w, need_h): (u32, u32),
+) -> Option<u32> {
+    let (need_w, need_h) = if swaps_axes(orientation) {
+        (need_h, need_w)
+    } else {
+        (need_w, need_h)
+    };
+    jpeg::scale_denominator(width, height, need_w, need_h)
 }
 
 /// A source decoded once, with what its header said; shared by [`decode`] and the probe.
@@ -208,14 +249,7 @@ fn decode_guarded(
     // layout the default decoder gets wrong.
     let mut denominator = None;
     if format == SourceFormat::Jpeg {
-        if let Some((need_w, need_h)) = need {
-            let (need_w, need_h) = if swaps_axes(orientation) {
-                (need_h, need_w)
-            } else {
-                (need_w, need_h)
-            };
-            denominator = jpeg::scale_denominator(width, height, need_w, need_h);
-        }
+        denominator = need.and_then(|need| jpeg_denominator(width, height, orientation, need));
         if denominator.is_none() && jpeg_layout.non_interleaved_sequential {
             denominator = Some(1);
         }
@@ -672,6 +706,50 @@ mod tests {
         assert!(
             matches!(&result, Err(RenderError::TooLarge(m)) if m.contains("200x100")),
             "{result:?}"
+        );
+    }
+
+    #[test]
+    fn renders_that_share_a_dct_scale_share_the_decoded_pixels() {
+        // Rotated a quarter turn: the hint is in oriented pixels, the scale in stored ones.
+        let exif = testdata::exif_block(6, "Test");
+        for bytes in [
+            testdata::jpeg(400, 240, false, None),
+            testdata::jpeg(400, 240, true, Some(&exif)),
+        ] {
+            let hint = |w, h| {
+                Some(DecodeHint {
+                    min_width: w,
+                    min_height: h,
+                })
+            };
+            let (wide, narrow) = (hint(50, 50), hint(20, 20));
+            let denominator = dct_denominator(&bytes, wide);
+
+            assert_eq!(denominator, Some(4));
+            assert_eq!(dct_denominator(&bytes, narrow), Some(8));
+            assert_eq!(dct_denominator(&bytes, hint(30, 28)), Some(8));
+            assert_eq!(dct_denominator(&bytes, hint(390, 10)), None);
+            assert_eq!(dct_denominator(&bytes, None), None);
+            let a = decode_ok(&bytes, narrow);
+            let b = decode_ok(&bytes, hint(30, 28));
+            assert_eq!((a.image.clone(), a.icc.clone()), (b.image, b.icc));
+            assert_eq!(a.scale.to_bits(), b.scale.to_bits());
+            assert_eq!(a.scale, 0.125);
+        }
+        assert_eq!(
+            dct_denominator(
+                &testdata::with_image(
+                    &DynamicImage::ImageRgb8(testdata::gradient(400, 240)),
+                    ImageFormat::Png
+                ),
+                Some(DecodeHint {
+                    min_width: 20,
+                    min_height: 20
+                })
+            ),
+            None,
+            "only JPEGs decode at reduced scale"
         );
     }
 }

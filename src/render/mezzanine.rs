@@ -1,0 +1,131 @@
+//! The stored form of a mezzanine: a source decoded at a reduced (DCT) scale, kept so that
+//! the renders of one image decode it once. It is exactly what [`codecs::decode`] returned
+//! (oriented pixels, ICC profile, scale), stored losslessly as raw 8-bit samples behind a
+//! small header, so a render that starts from it sees the same input, bit for bit, as one
+//! that decodes the source again. No colour conversion, no compression that could differ.
+//!
+//! Layout (integers little-endian): `DRMZ`, format version (1 byte), channels (1 byte: 3 or
+//! 4), width (u32), height (u32), scale (f64 bits, u64), ICC flag (1 byte), ICC length (u32),
+//! ICC bytes, then width × height × channels samples, row by row.
+//!
+//! [`codecs::decode`]: crate::render::codecs::decode
+
+use crate::render::codecs::Decoded;
+use image::{DynamicImage, RgbImage, RgbaImage};
+
+const MAGIC: &[u8; 4] = b"DRMZ";
+/// Changes whenever the layout does; part of the storage key too, so an older mezzanine is
+/// simply never found.
+pub const FORMAT_VERSION: u8 = 1;
+/// Header bytes before the ICC profile.
+const HEADER: usize = 4 + 1 + 1 + 4 + 4 + 8 + 1 + 4;
+
+/// The stored bytes of `decoded`; `None` for a pixel layout the decoder never produces
+/// (anything but 8-bit RGB or RGBA), which is then simply not kept.
+pub fn encode(decoded: &Decoded) -> Option<Vec<u8>> {
+    let (channels, samples): (u8, &[u8]) = match &decoded.image {
+        DynamicImage::ImageRgb8(b) => (3, b.as_raw()),
+        DynamicImage::ImageRgba8(b) => (4, b.as_raw()),
+        _ => return None,
+    };
+    let icc = decoded.icc.as_deref();
+    let icc_len = u32::try_from(icc.map_or(0, <[u8]>::len)).ok()?;
+    let mut out = Vec::with_capacity(HEADER + icc_len as usize + samples.len());
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(channels);
+    out.extend_from_slice(&decoded.image.width().to_le_bytes());
+    out.extend_from_slice(&decoded.image.height().to_le_bytes());
+    out.extend_from_slice(&decoded.scale.to_bits().to_le_bytes());
+    out.push(u8::from(icc.is_some()));
+    out.extend_from_slice(&icc_len.to_le_bytes());
+    out.extend_from_slice(icc.unwrap_or_default());
+    out.extend_from_slice(samples);
+    Some(out)
+}
+
+/// The decoded image stored in `bytes`; `None` when they are not a whole mezzanine of this
+/// format version (the caller then decodes the source again).
+pub fn parse(bytes: &[u8]) -> Option<Decoded> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let (&version, rest) = rest.split_first()?;
+    let (&channels, rest) = rest.split_first()?;
+    if version != FORMAT_VERSION {
+        return None;
+    }
+    let (width, rest) = take_u32(rest)?;
+    let (height, rest) = take_u32(rest)?;
+    let (scale, rest) = rest.split_at_checked(8)?;
+    let scale = f64::from_bits(u64::from_le_bytes(scale.try_into().ok()?));
+    let (&has_icc, rest) = rest.split_first()?;
+    let (icc_len, rest) = take_u32(rest)?;
+    let (icc, samples) = rest.split_at_checked(usize::try_from(icc_len).ok()?)?;
+    let icc = (has_icc == 1).then(|| icc.to_vec());
+    let expected = (width as usize)
+        .checked_mul(height as usize)?
+        .checked_mul(usize::from(channels))?;
+    if samples.len() != expected {
+        return None;
+    }
+    let image = match channels {
+        3 => DynamicImage::ImageRgb8(RgbImage::from_raw(width, height, samples.to_vec())?),
+        4 => DynamicImage::ImageRgba8(RgbaImage::from_raw(width, height, samples.to_vec())?),
+        _ => return None,
+    };
+    Some(Decoded { image, icc, scale })
+}
+
+fn take_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = bytes.split_at_checked(4)?;
+    Some((u32::from_le_bytes(head.try_into().ok()?), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::codecs::testdata;
+
+    fn same(a: &Decoded, b: &Decoded) -> bool {
+        a.image == b.image && a.icc == b.icc && a.scale.to_bits() == b.scale.to_bits()
+    }
+
+    #[test]
+    fn a_mezzanine_gives_back_exactly_what_was_decoded() {
+        let rgb = Decoded {
+            image: DynamicImage::ImageRgb8(testdata::gradient(13, 7)),
+            icc: Some(vec![1, 2, 3]),
+            scale: 13.0 / 101.0,
+        };
+        let rgba = Decoded {
+            image: DynamicImage::ImageRgba8(testdata::translucent(5, 9)),
+            icc: None,
+            scale: 0.25,
+        };
+        let empty_icc = Decoded {
+            icc: Some(Vec::new()),
+            ..rgb.clone()
+        };
+
+        for decoded in [rgb, rgba, empty_icc] {
+            let parsed = encode(&decoded).and_then(|b| parse(&b));
+            assert!(parsed.is_some_and(|p| same(&p, &decoded)));
+        }
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_mezzanine_is_not_used() {
+        let decoded = Decoded {
+            image: DynamicImage::ImageRgb8(testdata::gradient(4, 4)),
+            icc: None,
+            scale: 0.5,
+        };
+        let bytes = encode(&decoded).unwrap_or_default();
+
+        assert!(parse(&bytes[..bytes.len() - 1]).is_none());
+        assert!(parse(&bytes[..10]).is_none());
+        let mut other_version = bytes.clone();
+        other_version[4] = FORMAT_VERSION + 1;
+        assert!(parse(&other_version).is_none());
+        assert!(parse(b"\xff\xd8\xff").is_none());
+    }
+}

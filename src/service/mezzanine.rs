@@ -1,0 +1,135 @@
+//! Mezzanines (design §4): the renders of one image that decode its JPEG source at the same
+//! reduced (DCT) scale share one decode. The first of them decodes and stores the result
+//! losslessly in the render store, under a key of its own beside the image's renders; the
+//! others, and every later render at that scale, start from it. Renders that arrive while it
+//! is being built wait for that one decode instead of starting their own (single-flight per
+//! image and scale, like renders per render key).
+//!
+//! A mezzanine is cache, kept like a render: indexed by its image (so deleting or purging the
+//! image removes it), never billed, counted in the render-store budget and evicted by recency
+//! like any render, and rebuilt identically when it is gone. Its bytes are exactly what the
+//! decoder returned ([`crate::render::mezzanine`]), so a URL's bytes never depend on whether
+//! a mezzanine existed: a render at that scale starts from the same pixels either way.
+
+use super::renders::{RenderKey, RenderState, RENDER_EPOCH};
+use crate::model::image::ImageRecord;
+use crate::render::codecs::Decoded;
+use crate::render::error::Result;
+use crate::render::mezzanine;
+use crate::storage::{RenderMeta, ServedPath};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+/// The content type mezzanines are stored under; no render URL produces it.
+pub const CONTENT_TYPE: &str = "application/x-darkroom-mezzanine";
+
+/// Sources smaller than this (in pixels) decode in a few milliseconds even at full size:
+/// storing and reading back a mezzanine would cost about as much as it saves, so their
+/// renders decode directly. Either way the pixels are the same.
+pub const MIN_SOURCE_PIXELS: u64 = 1_000_000;
+
+/// Whether the renders of `image` share its reduced-size decodes.
+pub fn applies(image: &ImageRecord) -> bool {
+    u64::from(image.width) * u64::from(image.height) >= MIN_SOURCE_PIXELS
+}
+
+/// A decode being shared: set once by the render that builds it; `None` when that failed
+/// (the others then decode for themselves, and meet the same error).
+pub(super) type Building = Arc<OnceLock<Option<Arc<Decoded>>>>;
+
+/// The storage key of `image`'s mezzanine at 1/`denominator` scale. It covers the renderer
+/// generation and the stored layout, so a mezzanine of an earlier decoder is never used.
+pub fn key(image: &ImageRecord, denominator: u32) -> RenderKey {
+    let mut h = blake3::Hasher::new();
+    h.update(b"darkroom mezzanine\0");
+    h.update(&RENDER_EPOCH.to_le_bytes());
+    h.update(&[mezzanine::FORMAT_VERSION]);
+    h.update(image.organization.as_bytes());
+    h.update(b"\0");
+    h.update(image.hash.as_bytes());
+    h.update(b"\0");
+    h.update(&denominator.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The source of `image` decoded at 1/`denominator` scale: from its stored mezzanine, from
+/// the decode another render is making right now, or from `decode` (which must be the
+/// decoder's answer for that scale), stored then for the renders to come. Storage failures
+/// never fail the render: without a stored mezzanine it decodes, as it would anyway.
+pub(super) fn decoded(
+    store: &dyn crate::storage::Records,
+    state: &RenderState,
+    image: &ImageRecord,
+    denominator: u32,
+    decode: &dyn Fn() -> Result<Decoded>,
+) -> Result<Decoded> {
+    let key = key(image, denominator);
+    let cell: Building = match state.mezzanines.lock() {
+        Ok(mut building) => building.entry(key).or_default().clone(),
+        // Without the table, no sharing: still the same pixels.
+        Err(_) => Arc::default(),
+    };
+    let mut failure = None;
+    let shared = cell.get_or_init(|| match stored(store, &key) {
+        Some(decoded) => {
+            state.mezzanine_reads.fetch_add(1, Ordering::Relaxed);
+            Some(Arc::new(decoded))
+        }
+        None => match decode() {
+            Ok(decoded) => {
+                state.mezzanine_decodes.fetch_add(1, Ordering::Relaxed);
+                keep(store, image, &key, &decoded);
+                Some(Arc::new(decoded))
+            }
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        },
+    });
+    // Renders that come later find it in the store.
+    if let Ok(mut building) = state.mezzanines.lock() {
+        if building.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            building.remove(&key);
+        }
+    }
+    super::renders::note_access(state, key);
+    match (shared, failure) {
+        (Some(decoded), _) => Ok(Decoded::clone(decoded)),
+        (None, Some(e)) => Err(e),
+        (None, None) => decode(),
+    }
+}
+
+fn stored(store: &dyn crate::storage::Records, key: &RenderKey) -> Option<Decoded> {
+    match store.get_render(key) {
+        Ok(Some(found)) if found.meta.content_type == CONTENT_TYPE => {
+            mezzanine::parse(found.bytes())
+        }
+        Ok(_) => None,
+        Err(e) => {
+            log::warn!("reading a mezzanine failed, decoding the source instead: {e}");
+            None
+        }
+    }
+}
+
+fn keep(store: &dyn crate::storage::Records, image: &ImageRecord, key: &RenderKey, d: &Decoded) {
+    let Some(bytes) = mezzanine::encode(d) else {
+        return;
+    };
+    let meta = RenderMeta {
+        content_type: CONTENT_TYPE.to_owned(),
+        etag: String::new(),
+        organization: image.organization.clone(),
+        image: image.hash.clone(),
+        stacks: Vec::new(),
+    };
+    if let Err(e) = store.put_render(key, &meta, &bytes, &ServedPath::default()) {
+        log::warn!(
+            "keeping the mezzanine of {}/{} failed: {e}",
+            image.organization,
+            image.hash
+        );
+    }
+}

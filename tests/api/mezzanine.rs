@@ -1,0 +1,190 @@
+//! Mezzanines: the renders of one image that decode its JPEG source at the same reduced
+//! scale share one decode, kept in the render store. A URL's bytes never depend on whether a
+//! mezzanine existed, was evicted or is switched off.
+
+use crate::helpers::*;
+use darkroom::service::mezzanine;
+use std::sync::atomic::Ordering;
+
+/// Widths of a 1600×1200 source that all decode at 1/8 (200×150).
+const WIDTHS: [u32; 6] = [40, 50, 60, 70, 80, 90];
+
+async fn setup(app: &TestApp) -> String {
+    app.create_org("acme").await;
+    let img = app
+        .upload_one("acme", ROOT_KEY, "photo.jpg", &jpeg(1600, 1200, 7))
+        .await;
+    img["hash"].as_str().unwrap().to_string()
+}
+
+fn url(hash: &str, width: u32, format: &str) -> String {
+    format!("/dynamic/resize-width-{width}/{hash}.{format}")
+}
+
+fn decodes(app: &TestApp) -> u64 {
+    app.services
+        .renders
+        .mezzanine_decodes
+        .load(Ordering::Relaxed)
+}
+
+fn mezzanine_key(app: &TestApp, hash: &str) -> [u8; 32] {
+    let rec = app.services.store.get_image("acme", hash).unwrap().unwrap();
+    mezzanine::key(&rec, 8)
+}
+
+/// Renders every URL one after the other: (body, ETag) of each.
+async fn render_all(app: &TestApp, urls: &[String]) -> Vec<(Vec<u8>, Option<String>)> {
+    let mut out = Vec::new();
+    for u in urls {
+        let a = app.render(u).await;
+        assert_eq!(a.status, 200, "{u}: {}", a.text());
+        out.push((a.body.to_vec(), a.header("etag")));
+    }
+    out
+}
+
+#[actix_rt::test]
+async fn a_url_gives_the_same_bytes_with_without_and_after_evicting_its_mezzanine() {
+    let urls: Vec<String> = ["jpg", "webp", "png"]
+        .iter()
+        .flat_map(|f| [url("{h}", 90, f), url("{h}", 50, f)])
+        .collect();
+    let with = spawn_app().await;
+    let hash = setup(&with).await;
+    let urls: Vec<String> = urls.iter().map(|u| u.replace("{h}", &hash)).collect();
+    // The first render decodes and keeps the mezzanine, the others start from the stored one.
+    let first = render_all(&with, &urls).await;
+    assert_eq!(decodes(&with), 1);
+    assert_eq!(
+        with.services
+            .renders
+            .mezzanine_reads
+            .load(Ordering::Relaxed),
+        urls.len() as u64 - 1
+    );
+
+    // Evicted (with the renders): rebuilt identically, in the other order.
+    let purged = with
+        .delete(&format!("/sourceimages/acme/{hash}/cache"), ROOT_KEY)
+        .await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    let mut reversed = urls.clone();
+    reversed.reverse();
+    let mut again = render_all(&with, &reversed).await;
+    again.reverse();
+    assert_eq!(decodes(&with), 2);
+    assert!(
+        first == again,
+        "the same bytes after evicting the mezzanine"
+    );
+
+    // Only the mezzanine evicted: renders of new URLs match those made from it.
+    let key = mezzanine_key(&with, &hash);
+    assert!(with.services.store.remove_render(&key).unwrap() > 0);
+    let more: Vec<String> = [60, 70].iter().map(|w| url(&hash, *w, "jpg")).collect();
+    let from_fresh = render_all(&with, &more).await;
+    assert_eq!(decodes(&with), 3);
+
+    let without = spawn_app_with(|c| c.render.mezzanine = false).await;
+    assert_eq!(setup(&without).await, hash);
+    assert!(
+        first == render_all(&without, &urls).await,
+        "the same bytes without mezzanines"
+    );
+    assert!(from_fresh == render_all(&without, &more).await);
+    assert_eq!(decodes(&without), 0);
+    assert!(without.services.store.get_render(&key).unwrap().is_none());
+}
+
+#[actix_rt::test]
+async fn a_burst_of_different_widths_of_a_new_image_decodes_once() {
+    let app = spawn_app_with(|c| {
+        c.metrics.enabled = true;
+        c.metrics.token = "scrape".into();
+    })
+    .await;
+    let hash = setup(&app).await;
+    let urls: Vec<String> = WIDTHS
+        .iter()
+        .flat_map(|w| [url(&hash, *w, "jpg"), url(&hash, *w, "webp")])
+        .collect();
+
+    let answers = futures_util::future::join_all(urls.iter().map(|u| app.render(u))).await;
+
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert_eq!(decodes(&app), 1, "one decode for {} renders", urls.len());
+    let metrics = app
+        .send(
+            "GET",
+            "/metrics",
+            None,
+            &[("Authorization", "Bearer scrape")],
+            None,
+        )
+        .await;
+    assert!(
+        metrics
+            .text()
+            .contains("darkroom_mezzanine_decodes_total 1\n"),
+        "{}",
+        metrics.text()
+    );
+}
+
+#[actix_rt::test]
+async fn deleting_an_image_removes_its_mezzanines() {
+    let app = spawn_app().await;
+    let hash = setup(&app).await;
+    assert_eq!(app.render(&url(&hash, 90, "jpg")).await.status, 200);
+    let key = mezzanine_key(&app, &hash);
+    assert!(app.services.store.get_render(&key).unwrap().is_some());
+
+    let deleted = app
+        .delete(&format!("/sourceimages/acme/{hash}"), ROOT_KEY)
+        .await;
+
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert!(app.services.store.get_render(&key).unwrap().is_none());
+    assert_eq!(app.services.store.render_count(), 0);
+}
+
+#[actix_rt::test]
+async fn a_mezzanine_counts_in_the_render_store_budget() {
+    let app = spawn_app_with(|c| c.render_cache.max_bytes = u64::MAX / 2).await;
+    let hash = setup(&app).await;
+    let a = app.render(&url(&hash, 90, "jpg")).await;
+    assert_eq!(a.status, 200);
+    let store = &app.services.store;
+    let stored = store
+        .get_render(&mezzanine_key(&app, &hash))
+        .unwrap()
+        .unwrap();
+    // 200×150 RGB behind its header: raw samples, lossless.
+    assert!(stored.bytes().len() >= 200 * 150 * 3);
+
+    assert_eq!(
+        store.render_bytes().unwrap(),
+        a.body.len() as u64 + stored.bytes().len() as u64
+    );
+    let evicted = store.evict_renders(a.body.len() as u64, 100).unwrap();
+    assert!(evicted.renders >= 1 && evicted.bytes >= stored.bytes().len() as u64);
+    assert!(store.render_bytes().unwrap() <= a.body.len() as u64);
+}
+
+#[actix_rt::test]
+async fn a_small_source_renders_without_a_mezzanine() {
+    let app = spawn_app().await;
+    app.create_org("acme").await;
+    let img = app
+        .upload_one("acme", ROOT_KEY, "small.jpg", &jpeg(400, 300, 7))
+        .await;
+    let hash = img["hash"].as_str().unwrap();
+
+    assert_eq!(app.render(&url(hash, 40, "jpg")).await.status, 200);
+
+    assert_eq!(decodes(&app), 0);
+    assert_eq!(app.services.store.render_count(), 1);
+}
