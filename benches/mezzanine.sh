@@ -52,6 +52,7 @@ HZ=$(getconf CLK_TCK)
 
 start() {  # $1 name, $2 api port, $3 render port, $4 mezzanine on/off
   mkdir -p "$TMP/$1"
+  if curl -s -o /dev/null "http://$HOST:$2/"; then echo "port $2 is taken" >&2; exit 1; fi
   env DARKROOM__SERVER__API_BIND=$HOST:$2 DARKROOM__SERVER__RENDER_BIND=$HOST:$3 \
     DARKROOM__STORAGE__PATH="$TMP/$1" DARKROOM__AUTH__ROOT_KEY=$KEY DARKROOM__RENDER__THREADS=0 \
     DARKROOM__RENDER__MEZZANINE="$4" DARKROOM__LOG__LEVEL=warn \
@@ -60,11 +61,11 @@ start() {  # $1 name, $2 api port, $3 render port, $4 mezzanine on/off
   for _ in $(seq 100); do curl -s -o /dev/null "http://$HOST:$2/" && break; sleep 0.1; done
   curl -sf -o /dev/null -X PUT -H "Api-Key: $KEY" "http://$HOST:$2/organizations/bench" -d '{}'
   curl -sf -H "Api-Key: $KEY" -F "filedata=@$SOURCE" "http://$HOST:$2/sourceimages/bench" \
-    | jq -r '.items[0].hash'
+    | jq -r '.items[0].hash' > "$TMP/$1.hash"
 }
 
-HASH_ON=$(start on "${PORTS_ON[@]}" true); PID_ON=${PIDS[0]}
-HASH_OFF=$(start off "${PORTS_OFF[@]}" false); PID_OFF=${PIDS[1]}
+start on "${PORTS_ON[@]}" true; PID_ON=${PIDS[0]}; HASH_ON=$(cat "$TMP/on.hash")
+start off "${PORTS_OFF[@]}" false; PID_OFF=${PIDS[1]}; HASH_OFF=$(cat "$TMP/off.hash")
 [[ $HASH_ON == "$HASH_OFF" ]] || { echo "the two uploads differ" >&2; exit 1; }
 
 urls() {  # $1 render port
@@ -85,7 +86,7 @@ round() {  # $1 name, $2 api port, $3 pid: prints "cpu_seconds wall_seconds"
   sleep 0.5
   local t0 c0 c1 t1 codes
   c0=$(ticks "$3"); t0=$(date +%s.%N)
-  codes=$(curl -s --parallel --parallel-max "$PARALLEL" -K "$TMP/$1.curl" -w '%{http_code}\n' | sort | uniq -c)
+  codes=$(curl -s --no-progress-meter --parallel --parallel-max "$PARALLEL" -K "$TMP/$1.curl" -w '%{http_code}\n' | sort | uniq -c)
   t1=$(date +%s.%N); c1=$(ticks "$3")
   [[ $codes == *" 24 200" ]] || { echo "$1: not every render succeeded: $codes" >&2; exit 1; }
   awk -v c="$((c1 - c0))" -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f %.3f\n", c / hz, b - a }'
