@@ -6,7 +6,6 @@
 //! every `gc.interval_secs`.
 
 use crate::storage::{Bytes, Records, RenderStatus};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How old an unreferenced blob file must be before it is collected: younger ones may belong
@@ -195,13 +194,9 @@ pub fn pass(
 ) {
     match run_once(store, blobs, crate::model::time::now_unix(), settings) {
         Ok(r) => {
-            metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
-            metrics
-                .gc_bytes_freed
-                .fetch_add(r.bytes_freed, Ordering::Relaxed);
-            metrics
-                .gc_renders_removed
-                .fetch_add(r.orphan_renders, Ordering::Relaxed);
+            metrics.gc_runs.inc();
+            metrics.gc_bytes_freed.inc_by(r.bytes_freed);
+            metrics.gc_renders_removed.inc_by(r.orphan_renders);
             if r != GcReport::default() {
                 log::info!("gc: {r:?}");
             }
