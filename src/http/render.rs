@@ -24,10 +24,14 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 #[derive(Debug, Clone, Copy)]
 struct PeerSocket(std::os::fd::RawFd);
 
-/// `on_connect` hook of the render listener.
+/// `on_connect` hook of both listeners: notes the socket (see [`PeerSocket`]) and turns off
+/// Nagle's algorithm. A streamed body (a download, a preview) is written after its head in a
+/// second small write, which Nagle would hold until the client's delayed ACK: 40 ms on every
+/// such answer.
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use std::os::fd::AsRawFd;
     if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = stream.set_nodelay(true);
         ext.insert(PeerSocket(stream.as_raw_fd()));
     }
 }
