@@ -8,7 +8,6 @@ use crate::storage::Storage;
 use actix_web::dev::{Server, Service as _};
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How often access times are written and the render store budget enforced.
@@ -140,11 +139,7 @@ impl Application {
                     async move {
                         let res = answer.await?;
                         let route = res.request().match_pattern();
-                        metrics.request(
-                            "api",
-                            route.as_deref().unwrap_or("unmatched"),
-                            res.status().as_u16(),
-                        );
+                        metrics.request(route, res.status().as_u16());
                         Ok(res)
                     }
                 })
@@ -152,6 +147,7 @@ impl Application {
                 .app_data(data.clone())
                 .configure(crate::http::api::routes)
         })
+        .on_connect(crate::http::render::on_connect)
         .workers(workers)
         .shutdown_timeout(timeout)
         // Signals are handled once for both servers (see `run_until_stopped`): actix's own
@@ -171,7 +167,7 @@ impl Application {
                     let answer = srv.call(req);
                     async move {
                         let res = answer.await?;
-                        metrics.request("render", "render", res.status().as_u16());
+                        metrics.render_request(res.status().as_u16());
                         Ok(res)
                     }
                 })
@@ -256,8 +252,8 @@ impl Application {
                 match crate::service::renders::maintain_cache(&services) {
                     Ok(p) if p.renders > 0 => {
                         let m = &services.metrics;
-                        m.renders_evicted.fetch_add(p.renders, Ordering::Relaxed);
-                        m.render_bytes_evicted.fetch_add(p.bytes, Ordering::Relaxed);
+                        m.renders_evicted.inc_by(p.renders);
+                        m.render_bytes_evicted.inc_by(p.bytes);
                         log::info!(
                             "render store budget: evicted {} renders ({} bytes)",
                             p.renders,

@@ -3,6 +3,8 @@
 //! variables `DARKROOM__SECTION__KEY`. Unknown keys and invalid values stop start-up with a
 //! message naming the key.
 
+use config::{Environment, File, FileFormat, Source};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +65,7 @@ pub struct AuthConfig {
     pub root_key: String,
     /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client, for the
     /// address binding of API tokens.
+    #[serde(deserialize_with = "string_list")]
     pub trusted_proxies: Vec<String>,
 }
 
@@ -300,31 +303,36 @@ impl Default for LogConfig {
     }
 }
 
-/// Prefix of environment overrides.
-const ENV_PREFIX: &str = "DARKROOM__";
-
 impl Config {
     /// Loads the layered configuration. `explicit` is `--config PATH` (must exist); without it
     /// `./appliance.toml` is read when present.
     pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
-        let mut table = match explicit {
-            Some(path) => read_toml(path)?,
-            None => {
-                let default = Path::new("appliance.toml");
-                if default.exists() {
-                    read_toml(default)?
-                } else {
-                    toml::Table::new()
-                }
-            }
+        let file = match explicit {
+            Some(path) => File::from(path.to_path_buf()),
+            None => File::from(PathBuf::from("appliance.toml")).required(false),
         };
-        apply_env(&mut table, std::env::vars())?;
-        Config::from_table(table)
+        Config::from_layers(file.format(FileFormat::Toml), environment())
     }
 
-    /// Builds a configuration from a TOML table, naming the key of any error.
-    pub fn from_table(table: toml::Table) -> Result<Config, String> {
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+    /// Merges a configuration file and the environment (later wins) with the `config`
+    /// crate, then reads the result into the typed configuration, naming the key of any
+    /// error. The merged tree is read through `serde_json::Value` rather than with
+    /// `try_deserialize::<Config>`: the crate's own reader converts between kinds (1.5 becomes
+    /// 2 and `true` becomes 1 for an integer key, a number becomes a string), which would let
+    /// bad values through and name no key.
+    pub fn from_layers(
+        file: impl Source + Send + Sync + 'static,
+        env: Environment,
+    ) -> Result<Config, String> {
+        let merged = config::Config::builder()
+            .add_source(file)
+            .add_source(env)
+            .build()
+            .map_err(|e| format!("configuration: {e}"))?;
+        let tree: serde_json::Value = merged
+            .try_deserialize()
+            .map_err(|e| format!("configuration: {e}"))?;
+        let config: Config = serde_path_to_error::deserialize(tree)
             .map_err(|e| format!("configuration key {}: {}", e.path(), e.inner()))?;
         config.validate()?;
         Ok(config)
@@ -444,107 +452,143 @@ impl Config {
     }
 }
 
-fn read_toml(path: &Path) -> Result<toml::Table, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))?;
-    text.parse::<toml::Table>()
-        .map_err(|e| format!("configuration file {}: {e}", path.display()))
+/// The environment layer: `DARKROOM__SECTION__KEY=value`. Booleans and numbers are read as
+/// such and anything else as a string, so `DARKROOM__SERVER__API_BIND=127.0.0.1:9000` needs
+/// no quoting; a list is written as a TOML array, e.g.
+/// `DARKROOM__AUTH__TRUSTED_PROXIES='["10.0.0.0/8", "::1"]'` (see [`string_list`]).
+pub fn environment() -> Environment {
+    Environment::with_prefix("DARKROOM")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
 }
 
-/// Applies `DARKROOM__SECTION__KEY=value` overrides. A value is read as a TOML value when it
-/// parses as one (numbers, booleans, quoted strings, arrays) and as a plain string otherwise,
-/// so `DARKROOM__SERVER__API_BIND=127.0.0.1:9000` needs no quoting.
-pub fn apply_env(
-    table: &mut toml::Table,
-    vars: impl Iterator<Item = (String, String)>,
-) -> Result<(), String> {
-    for (name, raw) in vars {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let [section, key] = parts.as_slice() else {
-            return Err(format!(
-                "environment variable {name}: expected {ENV_PREFIX}SECTION__KEY"
-            ));
-        };
-        let value = format!("v = {raw}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.clone()));
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => {
-                t.insert(key.clone(), value);
-            }
-            _ => return Err(format!("configuration key {section}: expected a section")),
+/// Reads a list of strings: a list in the file, or its TOML array text from the environment
+/// (where every value is text).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Visitor;
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(r#"a list of strings, e.g. ["10.0.0.0/8", "::1"]"#)
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<String>, A::Error> {
+            Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+            format!("v = {text}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .and_then(|v| Vec::deserialize(v).ok())
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(text), &self))
         }
     }
-    Ok(())
+    d.deserialize_any(Visitor)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs
+    /// The configuration from a TOML text and environment variables, as `load` layers them.
+    fn layers(toml: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
+        let vars = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
-            .into_iter()
+            .collect();
+        Config::from_layers(
+            File::from_str(toml, FileFormat::Toml),
+            environment().source(Some(vars)),
+        )
     }
 
     #[test]
     fn no_file_and_no_environment_gives_the_defaults() {
-        let config = Config::from_table(toml::Table::new()).unwrap();
-        assert_eq!(config, Config::default());
+        assert_eq!(layers("", &[]).unwrap(), Config::default());
     }
 
     #[test]
     fn environment_overrides_win_over_the_file() {
-        let mut table: toml::Table = "[server]\napi_bind = \"127.0.0.1:7000\"".parse().unwrap();
-        apply_env(
-            &mut table,
-            env(&[
+        let config = layers(
+            "[server]\napi_bind = \"127.0.0.1:7000\"\nworkers = 3",
+            &[
                 ("DARKROOM__SERVER__API_BIND", "127.0.0.1:9000"),
                 ("DARKROOM__AUTH__ROOT_KEY", "secret"),
                 ("DARKROOM__LIMITS__MAX_PIXELS", "5000"),
+                ("DARKROOM__METRICS__ENABLED", "true"),
+                ("DARKROOM__EDGE__MODE", "purge"),
                 ("UNRELATED", "x"),
-            ]),
+            ],
         )
         .unwrap();
-        let config = Config::from_table(table).unwrap();
         assert_eq!(config.server.api_bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.server.workers, 3, "the file's other keys stay");
         assert_eq!(config.auth.root_key, "secret");
         assert_eq!(config.limits.max_pixels, 5000);
+        assert!(config.metrics.enabled);
+        assert_eq!(config.edge.mode, EdgeMode::Purge);
+    }
+
+    #[test]
+    fn a_list_comes_from_the_environment_as_a_toml_array() {
+        let config = layers(
+            "[auth]\ntrusted_proxies = [\"10.1.1.1\"]",
+            &[(
+                "DARKROOM__AUTH__TRUSTED_PROXIES",
+                r#"["10.0.0.0/8", "::1"]"#,
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.auth.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let err = layers("", &[("DARKROOM__AUTH__TRUSTED_PROXIES", "10.0.0.1")]).unwrap_err();
+        assert!(err.contains("auth.trusted_proxies"), "{err}");
     }
 
     #[test]
     fn an_unknown_key_is_named_in_the_error() {
-        let table: toml::Table = "[server]\napi_bnd = \"127.0.0.1:7000\"".parse().unwrap();
-        let err = Config::from_table(table).unwrap_err();
+        let err = layers("[server]\napi_bnd = \"127.0.0.1:7000\"", &[]).unwrap_err();
         assert!(err.contains("api_bnd"), "{err}");
+        let err = layers("", &[("DARKROOM__SERVER__API_BND", "127.0.0.1:7000")]).unwrap_err();
+        assert!(err.contains("api_bnd"), "{err}");
+        let err = layers("", &[("DARKROOM__SERVERS__API_BIND", "127.0.0.1:7000")]).unwrap_err();
+        assert!(err.contains("servers"), "{err}");
     }
 
     #[test]
     fn an_invalid_value_is_named_in_the_error() {
-        let table: toml::Table = "[server]\napi_bind = \"not an address\"".parse().unwrap();
-        let err = Config::from_table(table).unwrap_err();
+        let err = layers("[server]\napi_bind = \"not an address\"", &[]).unwrap_err();
         assert!(err.contains("server.api_bind"), "{err}");
-        let table: toml::Table = "[limits]\nmax_pixels = 0".parse().unwrap();
-        assert!(Config::from_table(table)
+        let err = layers("", &[("DARKROOM__SERVER__API_BIND", "not an address")]).unwrap_err();
+        assert!(err.contains("server.api_bind"), "{err}");
+        assert!(layers("[limits]\nmax_pixels = 0", &[])
             .unwrap_err()
             .contains("limits.max_pixels"));
     }
 
     #[test]
+    fn a_value_of_the_wrong_kind_is_refused_not_converted() {
+        for (toml, vars) in [
+            ("[limits]\nmax_pixels = 1.5", vec![]),
+            ("[limits]\nmax_pixels = true", vec![]),
+            ("[limits]\nmax_pixels = \"yes\"", vec![]),
+            ("", vec![("DARKROOM__LIMITS__MAX_PIXELS", "1.5")]),
+            ("", vec![("DARKROOM__LIMITS__MAX_PIXELS", "-1")]),
+            ("", vec![("DARKROOM__LIMITS__MAX_PIXELS", "many")]),
+        ] {
+            let err = layers(toml, &vars).unwrap_err();
+            assert!(err.contains("limits.max_pixels"), "{toml} {vars:?}: {err}");
+        }
+        let err = layers("[metrics]\nenabled = 1", &[]).unwrap_err();
+        assert!(err.contains("metrics.enabled"), "{err}");
+    }
+
+    #[test]
     fn the_shipped_appliance_toml_equals_the_defaults() {
         let text = include_str!("../appliance.toml");
-        let config = Config::from_table(text.parse().unwrap()).unwrap();
-        assert_eq!(config, Config::default());
+        assert_eq!(layers(text, &[]).unwrap(), Config::default());
     }
 }

@@ -6,7 +6,6 @@
 //! every `gc.interval_secs`.
 
 use crate::storage::{Bytes, Records, RenderStatus};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How old an unreferenced blob file must be before it is collected: younger ones may belong
@@ -60,6 +59,17 @@ pub fn run_once(
     now: i64,
     settings: &GcSettings,
 ) -> crate::storage::Result<GcReport> {
+    run_once_reporting(store, blobs, now, settings, &mut |_, _, _| {})
+}
+
+/// [`run_once`], saying how far it got (`darkroom admin gc` shows it).
+pub fn run_once_reporting(
+    store: &dyn Records,
+    blobs: &dyn Bytes,
+    now: i64,
+    settings: &GcSettings,
+    progress: crate::storage::Progress<'_>,
+) -> crate::storage::Result<GcReport> {
     let mut report = GcReport::default();
     let mut budget = settings.max_work;
 
@@ -103,6 +113,9 @@ pub fn run_once(
                 break;
             }
             examined += 1;
+            if examined % 1024 == 0 {
+                progress("renders examined", examined as u64, None);
+            }
             if store.render_status(meta)? == RenderStatus::Orphan {
                 report.bytes_freed += store.remove_render(key)?;
                 report.orphan_renders += 1;
@@ -124,7 +137,9 @@ pub fn run_once(
     } else {
         vec![shard]
     };
-    for s in shards {
+    let shard_count = shards.len() as u64;
+    for (n, s) in shards.into_iter().enumerate() {
+        progress("file shards swept", n as u64, Some(shard_count));
         let (files, bytes) =
             crate::storage::check::sweep_render_bodies(store, blobs, s, settings.blob_grace)?;
         report.orphan_renders += files;
@@ -138,6 +153,7 @@ pub fn run_once(
             }
         }
     }
+    progress("file shards swept", shard_count, Some(shard_count));
     if budget > 0 && !settings.full_sweep {
         shard = shard.wrapping_add(1);
     }
@@ -178,13 +194,9 @@ pub fn pass(
 ) {
     match run_once(store, blobs, crate::model::time::now_unix(), settings) {
         Ok(r) => {
-            metrics.gc_runs.fetch_add(1, Ordering::Relaxed);
-            metrics
-                .gc_bytes_freed
-                .fetch_add(r.bytes_freed, Ordering::Relaxed);
-            metrics
-                .gc_renders_removed
-                .fetch_add(r.orphan_renders, Ordering::Relaxed);
+            metrics.gc_runs.inc();
+            metrics.gc_bytes_freed.inc_by(r.bytes_freed);
+            metrics.gc_renders_removed.inc_by(r.orphan_renders);
             if r != GcReport::default() {
                 log::info!("gc: {r:?}");
             }

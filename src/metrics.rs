@@ -1,14 +1,31 @@
-//! Prometheus metrics (`GET /metrics` on the API listener, text format 0.0.4). Counters live in
-//! memory since start; gauges (queue, stored renders, edge queue, source bytes) are read from
-//! the pool and the store when scraped.
+//! Prometheus metrics (`GET /metrics` on the API listener, text format 0.0.4), written by
+//! `prometheus-client`. Counters live in memory since start; gauges (queue, stored renders,
+//! edge queue, source bytes) are read from the pool and the store when scraped, into a
+//! registry built for that scrape.
+//!
+//! The render path takes no lock: its request counters are reached through one slot per
+//! status, filled once, and its latency histogram is a row of atomics (the library's own
+//! histogram locks on every observation); the library writes both out. An API request finds
+//! its counter under the family's read lock.
 
 use crate::service::Services;
-use crate::storage::OrgUsage;
-use std::collections::HashMap;
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the render latency buckets.
 const BUCKETS: [f64; 14] = [
@@ -37,7 +54,7 @@ impl Outcome {
     }
 }
 
-/// A latency histogram with fixed buckets.
+/// A latency histogram with fixed buckets, observed with atomics only.
 #[derive(Debug, Default)]
 struct Histogram {
     /// Non-cumulative counts per bucket; the last slot is +Inf.
@@ -60,79 +77,122 @@ impl Histogram {
     }
 }
 
-/// Requests by route pattern as actix writes it (`{name}` segments).
-type RouteCounts = HashMap<Box<str>, u64>;
+/// The render latency histograms, one series per [`Outcome`] (label `served`).
+#[derive(Debug, Default, Clone)]
+struct RenderLatency(std::sync::Arc<[Histogram; 4]>);
+
+impl EncodeMetric for RenderLatency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (outcome, h) in Outcome::ALL.iter().zip(self.0.iter()) {
+            let counts = h.counts.iter().map(|c| c.load(Ordering::Relaxed));
+            let bounds = BUCKETS.iter().copied().chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            encoder
+                .encode_family(&[("served", outcome.label())])?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A route pattern as actix writes it (`{name}` segments), exposed with `:name` as Prometheus
+/// users expect. Never the raw path, which would make a series per image.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Route(Cow<'static, str>);
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0.replace('{', ":").replace('}', ""))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    listener: &'static str,
+    route: Route,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OrgLabels {
+    organization: String,
+}
+
+/// Statuses a response can carry (`http::StatusCode`: 100 to 999).
+const STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
 
 /// Counters gathered while serving.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    /// (listener, status) → requests by route; keyed so that counting an existing series
-    /// allocates nothing.
-    requests: Mutex<HashMap<(&'static str, u16), RouteCounts>>,
-    render_latency: [Histogram; 4],
-    pub gc_runs: AtomicU64,
-    pub gc_bytes_freed: AtomicU64,
-    pub gc_renders_removed: AtomicU64,
-    pub renders_evicted: AtomicU64,
-    pub render_bytes_evicted: AtomicU64,
+    requests: Family<RequestLabels, Counter>,
+    /// The render listener's counters of `requests`, by status, so that counting a render
+    /// takes no lock once its status has been seen.
+    render_requests: Box<[OnceLock<Counter>]>,
+    render_latency: RenderLatency,
+    pub gc_runs: Counter,
+    pub gc_bytes_freed: Counter,
+    pub gc_renders_removed: Counter,
+    pub renders_evicted: Counter,
+    pub render_bytes_evicted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            render_requests: STATUSES.map(|_| OnceLock::new()).collect(),
+            render_latency: RenderLatency::default(),
+            gc_runs: Counter::default(),
+            gc_bytes_freed: Counter::default(),
+            gc_renders_removed: Counter::default(),
+            renders_evicted: Counter::default(),
+            render_bytes_evicted: Counter::default(),
+        }
+    }
 }
 
 impl Metrics {
-    /// Counts one answered request. `route` is the matched pattern, never the raw path (which
-    /// would make a series per image).
-    pub fn request(&self, listener: &'static str, route: &str, status: u16) {
-        if let Ok(mut map) = self.requests.lock() {
-            let routes = map.entry((listener, status)).or_default();
-            match routes.get_mut(route) {
-                Some(n) => *n += 1,
-                None => {
-                    routes.insert(route.into(), 1);
-                }
-            }
-        }
+    /// Counts one answered request on the API listener. `route` is the matched pattern.
+    pub fn request(&self, route: Option<String>, status: u16) {
+        let route = Route(route.map_or(Cow::Borrowed("unmatched"), Cow::Owned));
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: "api",
+                route,
+                status,
+            })
+            .inc();
+    }
+
+    /// Counts one answered request on the render listener.
+    pub fn render_request(&self, status: u16) {
+        let labels = || RequestLabels {
+            listener: "render",
+            route: Route(Cow::Borrowed("render")),
+            status,
+        };
+        let slot = status
+            .checked_sub(*STATUSES.start())
+            .and_then(|i| self.render_requests.get(usize::from(i)));
+        match slot {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.get_or_create_owned(&labels()))
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
     }
 
     /// Records how long a render request took.
     pub fn render_took(&self, outcome: Outcome, d: Duration) {
-        if let Some(h) = self.render_latency.get(outcome as usize) {
+        if let Some(h) = self.render_latency.0.get(outcome as usize) {
             h.observe(d);
         }
-    }
-}
-
-/// Escapes a label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-/// A gauge with one series per organization.
-fn per_org(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    usage: &[(String, OrgUsage)],
-    value: impl Fn(&OrgUsage) -> u64,
-) {
-    family(out, name, "gauge", help);
-    for (org, u) in usage {
-        let _ = writeln!(
-            out,
-            "{name}{{organization=\"{}\"}} {}",
-            label(org),
-            value(u)
-        );
     }
 }
 
@@ -187,234 +247,186 @@ pub fn status(svc: &Services) -> crate::error::Result<serde_json::Value> {
     }))
 }
 
+/// Registers a family under `name` (without `_total`: the encoder adds it to counters).
+/// `help` is written as given; the registry adds the closing period.
+fn register(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
+}
+
 /// The whole exposition.
 pub fn render(svc: &Services) -> crate::error::Result<String> {
     let m = &svc.metrics;
-    let mut out = String::with_capacity(8 * 1024);
-
-    family(
-        &mut out,
-        "darkroom_http_requests_total",
-        "counter",
-        "HTTP requests answered, by listener, route pattern and status.",
-    );
-    // Patterns are written with `:name` for `{name}`, as Prometheus users expect.
-    let mut rows: Vec<((&str, String, u16), u64)> = match m.requests.lock() {
-        Ok(map) => map
-            .iter()
-            .flat_map(|(&(listener, status), routes)| {
-                routes.iter().map(move |(route, n)| {
-                    let route = route.replace('{', ":").replace('}', "");
-                    ((listener, route, status), *n)
-                })
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    rows.sort();
-    for ((listener, route, status), n) in rows {
-        let _ = writeln!(
-            out,
-            "darkroom_http_requests_total{{listener=\"{listener}\",route=\"{}\",status=\"{status}\"}} {n}",
-            label(&route)
-        );
-    }
-
-    family(
-        &mut out,
-        "darkroom_render_duration_seconds",
-        "histogram",
-        "Time to answer a render URL, by how it was served (hit, miss, joined, error).",
-    );
-    for (outcome, h) in Outcome::ALL.iter().zip(&m.render_latency) {
-        let served = outcome.label();
-        let mut cumulative = 0u64;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += h.counts.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
-            let _ = writeln!(
-                out,
-                "darkroom_render_duration_seconds_bucket{{served=\"{served}\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += h
-            .counts
-            .get(BUCKETS.len())
-            .map_or(0, |c| c.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "darkroom_render_duration_seconds_bucket{{served=\"{served}\",le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "darkroom_render_duration_seconds_sum{{served=\"{served}\"}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "darkroom_render_duration_seconds_count{{served=\"{served}\"}} {cumulative}"
-        );
-    }
-
     let pool = &svc.pool;
-    single(
-        &mut out,
-        "darkroom_render_queue_depth",
-        "gauge",
-        "CPU jobs (renders, upload checks) waiting for a thread.",
-        pool.queued() as u64,
-    );
-    single(
-        &mut out,
-        "darkroom_render_jobs_in_flight",
-        "gauge",
-        "CPU jobs admitted and not finished.",
-        pool.in_flight() as u64,
-    );
-    single(
-        &mut out,
-        "darkroom_render_rejected_total",
-        "counter",
-        "CPU jobs refused with 503 because the pool and its queue were full.",
-        pool.rejected(),
-    );
     let state = &svc.renders;
-    single(
-        &mut out,
-        "darkroom_renders_cancelled_total",
-        "counter",
-        "Renders stopped before they finished: past their timeout, or nobody waited any more.",
-        state.cancelled.load(Ordering::Relaxed),
-    );
-    single(
-        &mut out,
-        "darkroom_render_cache_hits_total",
-        "counter",
-        "Render requests answered from the render store.",
-        state.hits.load(Ordering::Relaxed),
-    );
-    single(
-        &mut out,
-        "darkroom_render_cache_misses_total",
-        "counter",
-        "Renders computed (misses that ran the pipeline).",
-        state.rendered.load(Ordering::Relaxed),
-    );
-    single(
-        &mut out,
-        "darkroom_mezzanine_decodes_total",
-        "counter",
-        "Sources decoded at reduced size to build a mezzanine shared by the renders of an image.",
-        state.mezzanine_decodes.load(Ordering::Relaxed),
-    );
-    single(
-        &mut out,
-        "darkroom_mezzanine_reads_total",
-        "counter",
-        "Mezzanines read back from the render store instead of decoding the source again.",
-        state.mezzanine_reads.load(Ordering::Relaxed),
-    );
-
     let usage = svc.store.usage_by_org()?;
-    single(
-        &mut out,
+    let counter = |a: &AtomicU64| ConstCounter::new(a.load(Ordering::Relaxed));
+    let gauge = |v: u64| ConstGauge::new(v);
+    let per_org = |value: fn(&crate::storage::OrgUsage) -> u64| {
+        let family = Family::<OrgLabels, Gauge<u64, AtomicU64>>::default();
+        for (org, u) in &usage {
+            family
+                .get_or_create(&OrgLabels {
+                    organization: org.clone(),
+                })
+                .set(value(u));
+        }
+        family
+    };
+
+    let mut r = Registry::default();
+    register(
+        &mut r,
+        "darkroom_http_requests",
+        "HTTP requests answered, by listener, route pattern and status.",
+        m.requests.clone(),
+    );
+    register(
+        &mut r,
+        "darkroom_render_duration_seconds",
+        "Time to answer a render URL, by how it was served (hit, miss, joined, error).",
+        m.render_latency.clone(),
+    );
+    register(
+        &mut r,
+        "darkroom_render_queue_depth",
+        "CPU jobs (renders, upload checks) waiting for a thread.",
+        gauge(pool.queued() as u64),
+    );
+    register(
+        &mut r,
+        "darkroom_render_jobs_in_flight",
+        "CPU jobs admitted and not finished.",
+        gauge(pool.in_flight() as u64),
+    );
+    register(
+        &mut r,
+        "darkroom_render_rejected",
+        "CPU jobs refused with 503 because the pool and its queue were full.",
+        ConstCounter::new(pool.rejected()),
+    );
+    register(
+        &mut r,
+        "darkroom_renders_cancelled",
+        "Renders stopped before they finished: past their timeout, or nobody waited any more.",
+        counter(&state.cancelled),
+    );
+    register(
+        &mut r,
+        "darkroom_render_cache_hits",
+        "Render requests answered from the render store.",
+        counter(&state.hits),
+    );
+    register(
+        &mut r,
+        "darkroom_render_cache_misses",
+        "Renders computed (misses that ran the pipeline).",
+        counter(&state.rendered),
+    );
+    register(
+        &mut r,
+        "darkroom_mezzanine_decodes",
+        "Sources decoded at reduced size to build a mezzanine shared by the renders of an image.",
+        counter(&state.mezzanine_decodes),
+    );
+    register(
+        &mut r,
+        "darkroom_mezzanine_reads",
+        "Mezzanines read back from the render store instead of decoding the source again.",
+        counter(&state.mezzanine_reads),
+    );
+    register(
+        &mut r,
         "darkroom_renders_stored",
-        "gauge",
         "Renders in the render store.",
-        usage.iter().map(|(_, u)| u.renders).sum(),
+        gauge(usage.iter().map(|(_, u)| u.renders).sum()),
     );
-    single(
-        &mut out,
+    register(
+        &mut r,
         "darkroom_render_bytes_stored",
-        "gauge",
         "Bytes of the renders in the render store (cache: never billed).",
-        usage.iter().map(|(_, u)| u.render_bytes).sum(),
+        gauge(usage.iter().map(|(_, u)| u.render_bytes).sum()),
     );
-    single(
-        &mut out,
+    register(
+        &mut r,
         "darkroom_render_cache_max_bytes",
-        "gauge",
         "Byte budget of the render store (render_cache.max_bytes; 0 = unlimited).",
-        svc.config.render_cache.max_bytes,
+        gauge(svc.config.render_cache.max_bytes),
     );
-    single(
-        &mut out,
-        "darkroom_renders_evicted_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_renders_evicted",
         "Renders evicted to keep the render store within its budget.",
-        m.renders_evicted.load(Ordering::Relaxed),
+        m.renders_evicted.clone(),
     );
-    single(
-        &mut out,
-        "darkroom_render_bytes_evicted_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_render_bytes_evicted",
         "Bytes of the renders evicted for the budget.",
-        m.render_bytes_evicted.load(Ordering::Relaxed),
+        m.render_bytes_evicted.clone(),
     );
-    single(
-        &mut out,
-        "darkroom_gc_runs_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_gc_runs",
         "Garbage-collection passes run by the background loop.",
-        m.gc_runs.load(Ordering::Relaxed),
+        m.gc_runs.clone(),
     );
-    single(
-        &mut out,
-        "darkroom_gc_bytes_freed_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_gc_bytes_freed",
         "Bytes freed by garbage collection (renders and source files).",
-        m.gc_bytes_freed.load(Ordering::Relaxed),
+        m.gc_bytes_freed.clone(),
     );
-    single(
-        &mut out,
-        "darkroom_gc_renders_removed_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_gc_renders_removed",
         "Orphan renders removed by garbage collection.",
-        m.gc_renders_removed.load(Ordering::Relaxed),
+        m.gc_renders_removed.clone(),
     );
-
-    single(
-        &mut out,
+    register(
+        &mut r,
         "darkroom_edge_pending",
-        "gauge",
         "Edge refreshes or purges waiting in the queue (including retries).",
-        svc.store.edge_pending() as u64,
+        gauge(svc.store.edge_pending() as u64),
     );
-    single(
-        &mut out,
-        "darkroom_edge_sent_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_edge_sent",
         "Edge refreshes or purges answered by the edge.",
-        svc.edge.sent.load(Ordering::Relaxed),
+        counter(&svc.edge.sent),
     );
-    single(
-        &mut out,
-        "darkroom_edge_retries_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_edge_retries",
         "Failed edge requests queued again.",
-        svc.edge.retried.load(Ordering::Relaxed),
+        counter(&svc.edge.retried),
     );
-    single(
-        &mut out,
-        "darkroom_edge_failed_total",
-        "counter",
+    register(
+        &mut r,
+        "darkroom_edge_failed",
         "Edge requests given up after edge.max_attempts.",
-        svc.edge.failed.load(Ordering::Relaxed),
+        counter(&svc.edge.failed),
     );
-
-    per_org(
-        &mut out,
+    register(
+        &mut r,
         "darkroom_source_bytes",
         "Billable storage of an organization: each distinct source file of its live images once.",
-        &usage,
-        |u| u.space_in_bytes,
+        per_org(|u| u.space_in_bytes),
     );
-    per_org(
-        &mut out,
+    register(
+        &mut r,
         "darkroom_source_images",
         "Live source images of an organization.",
-        &usage,
-        |u| u.number_of_files,
+        per_org(|u| u.number_of_files),
     );
+
+    let mut out = String::with_capacity(8 * 1024);
+    prometheus_text::encode(&mut out, &r)
+        .map_err(|_| crate::error::Error::internal("metrics exposition"))?;
     Ok(out)
 }
 
@@ -436,7 +448,26 @@ mod tests {
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn requests_are_written_by_listener_route_pattern_and_status() {
+        let m = Metrics::default();
+        m.render_request(200);
+        m.render_request(200);
+        m.render_request(404);
+        m.request(Some("/sourceimages/{org}/{hash}".into()), 200);
+        m.request(None, 404);
+        let mut r = Registry::default();
+        register(&mut r, "requests", "Requests.", m.requests.clone());
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &r).unwrap();
+        for line in [
+            "# HELP requests_total Requests.\n",
+            "# TYPE requests_total counter\n",
+            "requests_total{listener=\"render\",route=\"render\",status=\"200\"} 2\n",
+            "requests_total{listener=\"render\",route=\"render\",status=\"404\"} 1\n",
+            "requests_total{listener=\"api\",route=\"/sourceimages/:org/:hash\",status=\"200\"} 1\n",
+            "requests_total{listener=\"api\",route=\"unmatched\",status=\"404\"} 1\n",
+        ] {
+            assert!(out.contains(line), "{line} in\n{out}");
+        }
     }
 }

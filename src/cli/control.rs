@@ -435,8 +435,17 @@ impl Client {
         let mut reader = BufReader::new(self.stream.try_clone().map_err(failed)?);
         let mut writer = BufWriter::new(self.stream.try_clone().map_err(failed)?);
         let json = serde_json::to_vec(&cmd).map_err(|e| e.to_string())?;
-        write_frame(&mut writer, b'C', &json).map_err(failed)?;
-        writer.flush().map_err(failed)?;
+        let sent = write_frame(&mut writer, b'C', &json).and_then(|()| writer.flush());
+        if let Err(e) = sent {
+            // A service that refuses this caller answers and closes before reading anything:
+            // its verdict says why.
+            return match read_frame(&mut reader) {
+                Ok(Some((b'X', message))) if !message.is_empty() => {
+                    Err(String::from_utf8_lossy(&message).into_owned())
+                }
+                _ => Err(failed(e)),
+            };
+        }
         match cmd {
             Admin::Export { to, .. } => super::export(&to, |file| {
                 let mut out = BufWriter::new(file);

@@ -390,7 +390,7 @@ pub fn execute(
             console.out("token secret replaced: tokens issued before now are no longer valid");
         }
         Admin::Gc => {
-            let report = crate::gc::run_once(
+            let report = crate::gc::run_once_reporting(
                 store,
                 bytes,
                 crate::model::time::now_unix(),
@@ -398,6 +398,7 @@ pub fn execute(
                     full_sweep: true,
                     ..crate::gc::GcSettings::from_config(config)
                 },
+                &mut |step, done, total| console.progress(step, done, total),
             )
             .map_err(|e| e.to_string())?;
             console.out(&format!(

@@ -14,6 +14,8 @@ pub struct Meter {
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
     last_line: Instant,
+    /// The count the last plain line showed.
+    shown: Option<u64>,
     done: u64,
     total: Option<u64>,
 }
@@ -39,6 +41,7 @@ impl Meter {
             bar,
             started: now,
             last_line: now,
+            shown: None,
             done: 0,
             total: None,
         }
@@ -59,11 +62,16 @@ impl Meter {
                 }
                 bar.set_position(done);
             }
-            None if self.last_line.elapsed() >= LINE_EVERY => {
-                self.last_line = Instant::now();
-                println!("{}", self.line());
-            }
+            None if self.last_line.elapsed() >= LINE_EVERY => self.print_line(),
             None => {}
+        }
+    }
+
+    fn print_line(&mut self) {
+        self.last_line = Instant::now();
+        if self.shown != Some(self.done) {
+            self.shown = Some(self.done);
+            println!("{}", self.line());
         }
     }
 
@@ -91,10 +99,10 @@ impl Meter {
 
     /// Ends the step: the bar goes away; without a terminal, a last line is printed if the
     /// step ran long enough to have printed any.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
-            None if self.started.elapsed() >= LINE_EVERY => println!("{}", self.line()),
+            None if self.started.elapsed() >= LINE_EVERY => self.print_line(),
             None => {}
         }
     }

@@ -410,7 +410,7 @@ pub async fn metrics(req: HttpRequest, svc: Svc) -> Result<HttpResponse> {
         .await
         .map_err(|e| Error::internal(e.to_string()))??;
     Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(crate::metrics::CONTENT_TYPE)
         .body(text))
 }
 
