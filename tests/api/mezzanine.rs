@@ -162,8 +162,9 @@ async fn a_mezzanine_counts_in_the_render_store_budget() {
         .get_render(&mezzanine_key(&app, &hash))
         .unwrap()
         .unwrap();
-    // 200×150 RGB behind its header: raw samples, lossless.
-    assert!(stored.bytes().len() >= 200 * 150 * 3);
+    // The source decoded at 1/8, 200×150, losslessly compressed.
+    let kept = darkroom::render::mezzanine::parse(stored.bytes()).unwrap();
+    assert_eq!((kept.image.width(), kept.image.height()), (200, 150));
 
     assert_eq!(
         store.render_bytes().unwrap(),
