@@ -250,14 +250,18 @@ impl Application {
             let services = self.services.clone();
             crate::jobs::every("render store", CACHE_MAINTENANCE, move || {
                 match crate::service::renders::maintain_cache(&services) {
-                    Ok(p) if p.renders > 0 => {
+                    Ok(p) if p.entries() > 0 => {
                         let m = &services.metrics;
                         m.renders_evicted.inc_by(p.renders);
                         m.render_bytes_evicted.inc_by(p.bytes);
+                        m.mezzanines_evicted.inc_by(p.mezzanines);
+                        m.mezzanine_bytes_evicted.inc_by(p.mezzanine_bytes);
                         log::info!(
-                            "render store budget: evicted {} renders ({} bytes)",
+                            "render store budget: evicted {} renders ({} bytes) and {} mezzanines ({} bytes)",
                             p.renders,
-                            p.bytes
+                            p.bytes,
+                            p.mezzanines,
+                            p.mezzanine_bytes
                         )
                     }
                     Ok(_) => {}

@@ -47,6 +47,8 @@ pub struct GcReport {
     pub expired_images: u64,
     pub blobs_removed: u64,
     pub orphan_renders: u64,
+    /// Mezzanines of images that are gone, counted apart from renders.
+    pub orphan_mezzanines: u64,
     pub bytes_freed: u64,
     /// The pass stopped at its work bound; another pass will continue.
     pub incomplete: bool,
@@ -81,7 +83,7 @@ pub fn run_once_reporting(
     let cutoff = now - i64::from(settings.retention_days) * 86_400;
     let mut unreferenced = Vec::new();
     for (org, hash) in store.expired_images(cutoff, budget)? {
-        report.bytes_freed += store.purge_image_renders(&org, &hash, false)?.bytes;
+        report.bytes_freed += store.purge_image_renders(&org, &hash, false)?.store_bytes();
         store.drop_restore_paths(&org, &hash)?;
         if let Some(blob) = store.remove_image(&org, &hash)? {
             unreferenced.push(blob);
@@ -118,7 +120,11 @@ pub fn run_once_reporting(
             }
             if store.render_status(meta)? == RenderStatus::Orphan {
                 report.bytes_freed += store.remove_render(key)?;
-                report.orphan_renders += 1;
+                if meta.is_mezzanine() {
+                    report.orphan_mezzanines += 1;
+                } else {
+                    report.orphan_renders += 1;
+                }
                 budget -= 1;
             }
         }

@@ -140,6 +140,8 @@ pub struct Metrics {
     pub gc_renders_removed: Counter,
     pub renders_evicted: Counter,
     pub render_bytes_evicted: Counter,
+    pub mezzanines_evicted: Counter,
+    pub mezzanine_bytes_evicted: Counter,
 }
 
 impl Default for Metrics {
@@ -153,6 +155,8 @@ impl Default for Metrics {
             gc_renders_removed: Counter::default(),
             renders_evicted: Counter::default(),
             render_bytes_evicted: Counter::default(),
+            mezzanines_evicted: Counter::default(),
+            mezzanine_bytes_evicted: Counter::default(),
         }
     }
 }
@@ -235,6 +239,8 @@ pub fn status(svc: &Services) -> crate::error::Result<serde_json::Value> {
         "render_cache": {
             "renders": usage.iter().map(|(_, u)| u.renders).sum::<u64>(),
             "bytes": usage.iter().map(|(_, u)| u.render_bytes).sum::<u64>(),
+            "mezzanines": usage.iter().map(|(_, u)| u.mezzanines).sum::<u64>(),
+            "mezzanine_bytes": usage.iter().map(|(_, u)| u.mezzanine_bytes).sum::<u64>(),
             "max_bytes": svc.config.render_cache.max_bytes,
         },
         "edge": {
@@ -353,8 +359,20 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
     );
     register(
         &mut r,
+        "darkroom_mezzanines_stored",
+        "Mezzanines (decoded sources shared by renders) in the render store; not renders.",
+        gauge(usage.iter().map(|(_, u)| u.mezzanines).sum()),
+    );
+    register(
+        &mut r,
+        "darkroom_mezzanine_bytes_stored",
+        "Bytes of the mezzanines in the render store (cache: never billed, in the budget).",
+        gauge(usage.iter().map(|(_, u)| u.mezzanine_bytes).sum()),
+    );
+    register(
+        &mut r,
         "darkroom_render_cache_max_bytes",
-        "Byte budget of the render store (render_cache.max_bytes; 0 = unlimited).",
+        "Byte budget of the render store, renders and mezzanines (render_cache.max_bytes; 0 = unlimited).",
         gauge(svc.config.render_cache.max_bytes),
     );
     register(
@@ -368,6 +386,18 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
         "darkroom_render_bytes_evicted",
         "Bytes of the renders evicted for the budget.",
         m.render_bytes_evicted.clone(),
+    );
+    register(
+        &mut r,
+        "darkroom_mezzanines_evicted",
+        "Mezzanines evicted to keep the render store within its budget.",
+        m.mezzanines_evicted.clone(),
+    );
+    register(
+        &mut r,
+        "darkroom_mezzanine_bytes_evicted",
+        "Bytes of the mezzanines evicted for the budget.",
+        m.mezzanine_bytes_evicted.clone(),
     );
     register(
         &mut r,

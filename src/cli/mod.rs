@@ -402,10 +402,11 @@ pub fn execute(
             )
             .map_err(|e| e.to_string())?;
             console.out(&format!(
-                "gc: {} expired images, {} blobs removed, {} orphan renders, {} bytes freed{}",
+                "gc: {} expired images, {} blobs removed, {} orphan renders, {} orphan mezzanines, {} bytes freed{}",
                 report.expired_images,
                 report.blobs_removed,
                 report.orphan_renders,
+                report.orphan_mezzanines,
                 report.bytes_freed,
                 if report.incomplete {
                     " (work bound reached; run again)"

@@ -160,9 +160,8 @@ pub async fn purge(
         svc.store.flush().await?;
     }
     let purged = Purged {
-        renders: 0,
-        bytes: 0,
         paths,
+        ..Purged::default()
     };
     Ok(super::purged_json(&purged, dry_run))
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 /// The content type mezzanines are stored under; no render URL produces it.
-pub const CONTENT_TYPE: &str = "application/x-darkroom-mezzanine";
+pub const CONTENT_TYPE: &str = crate::storage::MEZZANINE_CONTENT_TYPE;
 
 /// Sources smaller than this (in pixels) decode in a few milliseconds even at full size:
 /// storing and reading back a mezzanine would cost about as much as it saves, so their

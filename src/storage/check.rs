@@ -216,14 +216,16 @@ impl SledStore {
             problems.push(format!("blob {id}: {n} references counted, none stored"));
         }
         // Renders and their indexes.
-        let mut render_usage: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        // Per organization: renders, their bytes, mezzanines, their bytes.
+        let mut render_usage: BTreeMap<String, [u64; 4]> = BTreeMap::new();
         for item in self.renders.iter() {
             let (k, v) = item?;
             let render = super::renders::parse_stored(v)?;
             let meta = &render.meta;
             let u = render_usage.entry(meta.organization.clone()).or_default();
-            u.0 += 1;
-            u.1 += render.size();
+            let at = if meta.is_mezzanine() { 2 } else { 0 };
+            u[at] += 1;
+            u[at + 1] += render.size();
             if self.render_status(meta)? == RenderStatus::Orphan {
                 problems.push(format!(
                     "render {} of {}/{} is an orphan",
@@ -329,8 +331,10 @@ impl SledStore {
             let expected = OrgUsage {
                 space_in_bytes: blobs.map_or(0, |b| b.values().map(|(size, _)| size).sum()),
                 number_of_files: files.get(&org).copied().unwrap_or(0),
-                renders: render_usage.get(&org).map_or(0, |r| r.0),
-                render_bytes: render_usage.get(&org).map_or(0, |r| r.1),
+                renders: render_usage.get(&org).map_or(0, |r| r[0]),
+                render_bytes: render_usage.get(&org).map_or(0, |r| r[1]),
+                mezzanines: render_usage.get(&org).map_or(0, |r| r[2]),
+                mezzanine_bytes: render_usage.get(&org).map_or(0, |r| r[3]),
             };
             if stored != expected {
                 problems.push(format!(

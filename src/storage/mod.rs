@@ -39,7 +39,7 @@ pub use records::{
     Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RenderRecords, StackRecords,
 };
 
-pub use renders::{Purged, RenderMeta, StackRevision, StoredRender};
+pub use renders::{Purged, RenderMeta, StackRevision, StoredRender, MEZZANINE_CONTENT_TYPE};
 pub use space::Space;
 pub use stacks::StoredStack;
 
@@ -95,6 +95,12 @@ pub struct OrgUsage {
     pub renders: u64,
     #[serde(default)]
     pub render_bytes: u64,
+    /// Stored mezzanines (decoded sources shared by renders) and their bytes: cache in the
+    /// render-store budget like renders, but not renders, so counted apart.
+    #[serde(default)]
+    pub mezzanines: u64,
+    #[serde(default)]
+    pub mezzanine_bytes: u64,
 }
 
 /// One day of an organization's figures: the usage at the end of the day (or at its last

@@ -190,7 +190,7 @@ pub trait RenderRecords {
         bytes: &[u8],
         paths: &[ServedPath],
     ) -> Result<()>;
-    /// Removes (or, in a dry run, lists) every render of an image.
+    /// Removes (or, in a dry run, lists) every render of an image, and its mezzanines.
     fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged>;
     /// Removes every render of a stack, or those of its revisions below `below_revision`.
     fn purge_stack_renders(
@@ -204,12 +204,12 @@ pub trait RenderRecords {
     fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged>;
     /// Records access times (ms since the epoch) for the recency index.
     fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()>;
-    /// Bytes of every stored render.
+    /// Bytes of every stored render and mezzanine: what the render-store budget bounds.
     fn render_bytes(&self) -> Result<u64>;
-    /// Number of stored renders.
+    /// Number of stored entries, renders and mezzanines.
     fn render_count(&self) -> usize;
-    /// Removes least recently used renders until at most `max_bytes` are stored, at most
-    /// `limit` of them.
+    /// Removes least recently used renders and mezzanines until at most `max_bytes` are
+    /// stored, at most `limit` of them.
     fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged>;
     /// Render keys with their headers in key order, after `after`, at most `limit`: bounded,
     /// resumable passes.

@@ -67,6 +67,10 @@ pub struct StackRevision {
     pub revision: u64,
 }
 
+/// The content type of a mezzanine (a decoded source shared by the renders of an image),
+/// stored beside renders; no render URL produces it.
+pub const MEZZANINE_CONTENT_TYPE: &str = "application/x-darkroom-mezzanine";
+
 /// What a render is and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenderMeta {
@@ -89,12 +93,15 @@ pub struct StoredRender {
     external: Option<u64>,
 }
 
-/// What an invalidation removed (or, in a dry run, would remove).
+/// What an invalidation removed (or, in a dry run, would remove): renders, and apart from
+/// them the mezzanines that went with them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Purged {
     pub renders: u64,
     pub bytes: u64,
     pub paths: Vec<ServedPath>,
+    pub mezzanines: u64,
+    pub mezzanine_bytes: u64,
 }
 
 impl Purged {
@@ -102,6 +109,25 @@ impl Purged {
         self.renders += other.renders;
         self.bytes += other.bytes;
         self.paths.extend(other.paths);
+        self.mezzanines += other.mezzanines;
+        self.mezzanine_bytes += other.mezzanine_bytes;
+    }
+
+    /// Entries removed, renders and mezzanines.
+    pub fn entries(&self) -> u64 {
+        self.renders + self.mezzanines
+    }
+
+    /// Bytes freed in the render store, renders and mezzanines.
+    pub fn store_bytes(&self) -> u64 {
+        self.bytes + self.mezzanine_bytes
+    }
+}
+
+impl RenderMeta {
+    /// Whether this entry is a mezzanine rather than a render.
+    pub fn is_mezzanine(&self) -> bool {
+        self.content_type == MEZZANINE_CONTENT_TYPE
     }
 }
 
@@ -230,18 +256,26 @@ fn tx_clear_atime(
     Ok(())
 }
 
+/// Adds `entries` and `bytes` (negative when removed) to the renders of `meta`'s
+/// organization, or to its mezzanines when `meta` is one.
 fn adjust_usage(
     usage: &TransactionalTree,
-    org: &str,
-    renders: i64,
+    meta: &RenderMeta,
+    entries: i64,
     bytes: i64,
 ) -> std::result::Result<(), TxError> {
+    let org = meta.organization.as_str();
     let mut u: OrgUsage = match usage.get(org.as_bytes())? {
         Some(v) => tx_decode("org_usage", &v)?,
         None => OrgUsage::default(),
     };
-    u.renders = u.renders.saturating_add_signed(renders);
-    u.render_bytes = u.render_bytes.saturating_add_signed(bytes);
+    let (count, total) = if meta.is_mezzanine() {
+        (&mut u.mezzanines, &mut u.mezzanine_bytes)
+    } else {
+        (&mut u.renders, &mut u.render_bytes)
+    };
+    *count = count.saturating_add_signed(entries);
+    *total = total.saturating_add_signed(bytes);
     super::store_usage(usage, org, &u)
 }
 
@@ -388,22 +422,23 @@ impl RenderRecords for SledStore {
         Ok(())
     }
 
-    /// Bytes of all stored renders (the sum of the organizations' counters).
+    /// Bytes of all stored renders and mezzanines (the sum of the organizations' counters):
+    /// what the render-store budget bounds.
     fn render_bytes(&self) -> Result<u64> {
         Ok(self
             .usage_by_org()?
             .iter()
-            .map(|(_, u)| u.render_bytes)
+            .map(|(_, u)| u.render_bytes + u.mezzanine_bytes)
             .sum())
     }
 
-    /// Evicts least recently used renders until the stored renders fit in `max_bytes`, at
+    /// Evicts least recently used renders and mezzanines until they fit in `max_bytes`, at
     /// most `limit` of them. Evicted renders are not sent to the edge: they come back
     /// byte-identical when next requested.
     fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged> {
         let mut total = self.render_bytes()?;
         let mut evicted = Purged::default();
-        while total > max_bytes && (evicted.renders as usize) < limit {
+        while total > max_bytes && (evicted.entries() as usize) < limit {
             let batch: Vec<sled::IVec> = self
                 .render_lru
                 .iter()
@@ -414,17 +449,17 @@ impl RenderRecords for SledStore {
                 break;
             }
             for lru in batch {
-                if total <= max_bytes || evicted.renders as usize >= limit {
+                if total <= max_bytes || evicted.entries() as usize >= limit {
                     break;
                 }
                 let key = lru.get(8..).unwrap_or_default();
                 let p = self.purge_render(key, false, false)?;
-                if p.renders == 0 {
+                if p.entries() == 0 {
                     // A recency entry without its render: drop it.
                     self.render_lru.remove(&lru)?;
                     self.render_atime.remove(key)?;
                 }
-                total = total.saturating_sub(p.bytes);
+                total = total.saturating_sub(p.store_bytes());
                 evicted.add(p);
             }
         }
@@ -476,9 +511,9 @@ impl RenderRecords for SledStore {
         Ok(RenderStatus::Live)
     }
 
-    /// Removes one render (GC of an orphan); returns the bytes freed.
+    /// Removes one render or mezzanine (GC of an orphan); returns the bytes freed.
     fn remove_render(&self, key: &[u8]) -> Result<u64> {
-        Ok(self.purge_render_by_key(key)?.bytes)
+        Ok(self.purge_render_by_key(key)?.store_bytes())
     }
 }
 
@@ -563,7 +598,7 @@ impl SledStore {
                         }
                         if replaced.is_none() {
                             render_paths.insert(key, paths.as_slice())?;
-                            adjust_usage(usage, org, 1, bytes.len() as i64)?;
+                            adjust_usage(usage, meta, 1, bytes.len() as i64)?;
                         }
                         Ok(true)
                     },
@@ -614,10 +649,19 @@ impl SledStore {
             None => Vec::new(),
         };
         let size = render.size();
-        let out = Purged {
-            renders: 1,
-            bytes: size,
-            paths,
+        let out = if render.meta.is_mezzanine() {
+            Purged {
+                mezzanines: 1,
+                mezzanine_bytes: size,
+                ..Purged::default()
+            }
+        } else {
+            Purged {
+                renders: 1,
+                bytes: size,
+                paths,
+                ..Purged::default()
+            }
         };
         if dry_run {
             return Ok(out);
@@ -651,7 +695,7 @@ impl SledStore {
                             by_stack.remove(revision_key(org, &s.name, s.revision, key))?;
                         }
                         render_paths.remove(key)?;
-                        adjust_usage(usage, org, -1, -(size as i64))?;
+                        adjust_usage(usage, &meta, -1, -(size as i64))?;
                         super::edge::tx_enqueue(queue, queue_paths)?;
                         Ok(())
                     },
@@ -686,7 +730,7 @@ impl SledStore {
             match trailing_key(&index_key) {
                 Some(key) => {
                     let purged = self.purge_render(&key, dry_run, true)?;
-                    if purged.renders == 0 && !dry_run {
+                    if purged.entries() == 0 && !dry_run {
                         // An index entry without its render: drop it.
                         tree.remove(&index_key)?;
                     }

@@ -171,7 +171,7 @@ async fn a_mezzanine_counts_in_the_render_store_budget() {
         a.body.len() as u64 + stored.bytes().len() as u64
     );
     let evicted = store.evict_renders(a.body.len() as u64, 100).unwrap();
-    assert!(evicted.renders >= 1 && evicted.bytes >= stored.bytes().len() as u64);
+    assert!(evicted.entries() >= 1 && evicted.store_bytes() >= stored.bytes().len() as u64);
     assert!(store.render_bytes().unwrap() <= a.body.len() as u64);
 }
 
@@ -188,4 +188,72 @@ async fn a_small_source_renders_without_a_mezzanine() {
 
     assert_eq!(decodes(&app), 0);
     assert_eq!(app.services.store.render_count(), 1);
+}
+
+#[actix_rt::test]
+async fn purges_stats_and_metrics_count_mezzanines_apart_from_renders() {
+    let app = spawn_app_with(|c| {
+        c.metrics.enabled = true;
+        c.metrics.token = "scrape".into();
+    })
+    .await;
+    let hash = setup(&app).await;
+    let urls = [url(&hash, 90, "jpg"), url(&hash, 50, "jpg")];
+    let answers = render_all(&app, &urls).await;
+    let render_bytes: u64 = answers.iter().map(|(b, _)| b.len() as u64).sum();
+    let mezzanine = app
+        .services
+        .store
+        .get_render(&mezzanine_key(&app, &hash))
+        .unwrap()
+        .unwrap()
+        .size();
+
+    let usage = app.services.store.org_usage("acme").unwrap();
+    assert_eq!((usage.renders, usage.render_bytes), (2, render_bytes));
+    assert_eq!((usage.mezzanines, usage.mezzanine_bytes), (1, mezzanine));
+    assert_eq!(
+        app.services.store.render_bytes().unwrap(),
+        render_bytes + mezzanine,
+        "both in the budget"
+    );
+    let metrics = app
+        .send(
+            "GET",
+            "/metrics",
+            None,
+            &[("Authorization", "Bearer scrape")],
+            None,
+        )
+        .await
+        .text();
+    for line in [
+        "darkroom_renders_stored 2\n".to_string(),
+        format!("darkroom_render_bytes_stored {render_bytes}\n"),
+        "darkroom_mezzanines_stored 1\n".to_string(),
+        format!("darkroom_mezzanine_bytes_stored {mezzanine}\n"),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    let stats = app.get("/stats/acme", ROOT_KEY).await.json();
+    // Today comes first.
+    assert_eq!(stats["renders"][0]["value"], 2, "{stats}");
+    assert_eq!(stats["render_cache_bytes"][0]["value"], render_bytes);
+
+    let purged = app.delete("/organizations/acme/cache", ROOT_KEY).await;
+
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    let purged = purged.json();
+    assert_eq!(purged["renders"], 2, "{purged}");
+    assert_eq!(purged["bytes"], render_bytes);
+    let usage = app.services.store.org_usage("acme").unwrap();
+    assert_eq!(
+        (usage.renders, usage.mezzanines, usage.mezzanine_bytes),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        app.services.store.render_count(),
+        0,
+        "the mezzanine went too"
+    );
 }
