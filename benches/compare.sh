@@ -12,6 +12,11 @@
 #   bytes      output size at the same nominal quality, JPEG q80 and WebP q80: Darkroom vs
 #              libvips (`vipsthumbnail`) for the same 20 renders
 #   memory     Darkroom's peak RSS (VmHWM) during the cold-throughput runs
+#   responsive a responsive set: server CPU seconds from the upload of the 20 sources to every
+#              render of widths 320, 640, 960, 1280, 1600, 1920 x jpg, webp x dpr 1, 2 (480
+#              URLs, six at a time as a page with a srcset asks), on a fresh Darkroom with
+#              mezzanines, one without (render.mezzanine = false), and thumbor asked for the
+#              same sizes and formats; the throughput rows also give server CPU per image
 # Every row also carries the 1-minute load average before and after its measurement: on a
 # shared machine compare ratios from one run, never absolute numbers across runs.
 #
@@ -28,6 +33,7 @@
 #   DARKROOM_BIN  binary to measure [target/release/darkroom, built with cargo build --release
 #               unless SKIP_BUILD=1]
 #   SKIP_APT=1  skip apt-get; SETUP_ONLY=1 stop after installing and building the data set
+#   RESP_ROUNDS [1] responsive-set rounds per side (each on fresh servers);
 #   ROUNDS [3] passes per cold measurement; RUNS [3] timed runs per image for pyvips and
 #   vipsthumbnail; REPS [3] unique URLs per image per throughput round; WRK_RUNS [3]; DUR [15s];
 #   WAIT_QUIET [0] seconds to wait for a 1-minute load average below 0.5 before starting
@@ -41,7 +47,8 @@ WORK=$(cd "$WORK" && pwd)
 . "$PEERS/lib.sh"   # HOST, die, port_free, wait_http, children, cpu_ticks, stop_tree, run_wrk, cpu_snap, cpu_report, wait_quiet
 
 ROUNDS=${ROUNDS:-3}; RUNS=${RUNS:-3}; REPS=${REPS:-3}; WRK_RUNS=${WRK_RUNS:-3}; DUR=${DUR:-15s}
-DR_API=${DR_API:-18281}; DR_RENDER=${DR_RENDER:-18282}; TH_PORT=${TH_PORT:-18888}; NG_PORT=${NG_PORT:-18080}
+DR_API=${DR_API:-18281}; DR_RENDER=${DR_RENDER:-18282}; DR2_API=${DR2_API:-18283}; DR2_RENDER=${DR2_RENDER:-18284};
+RESP_ROUNDS=${RESP_ROUNDS:-1}; TH_PORT=${TH_PORT:-18888}; NG_PORT=${NG_PORT:-18080}
 KEY=bench-root-key
 PY=$WORK/.venv/bin/python
 DATA=$WORK/data
@@ -73,9 +80,9 @@ fi
 [[ -n "${WAIT_QUIET:-}" && "${WAIT_QUIET}" != 0 ]] && wait_quiet "$WAIT_QUIET"
 RES=$WORK/results/compare-$(date +%Y%m%dT%H%M%S); mkdir -p "$RES"
 TMP=$(mktemp -d -t darkroom-compare.XXXXXX); chmod 755 "$TMP"
-DPID=""; TPID=""; NPID=""
+DPID=""; TPID=""; NPID=""; D2PID=""
 cleanup() {
-  stop_tree "$DPID"; stop_tree "$TPID"; stop_tree "$NPID"
+  stop_tree "$DPID"; stop_tree "$TPID"; stop_tree "$NPID"; stop_tree "$D2PID"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -89,6 +96,9 @@ elapsed_rate() {  # N T0 T1 -> N/(T1-T0)
   awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN{printf "%.3f\n", n/(b-a)}'
 }
 rss_kb() { awk -v k="$1:" '$1==k{print $2}' "/proc/$2/status"; }
+ms_per() {  # TICKS N -> milliseconds of CPU per item
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f\n", 1000*t/hz/n}'
+}
 
 {
   echo "darkroom:    $DARKROOM_BIN ($(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'))"
@@ -202,26 +212,81 @@ for conc in 2 4; do
     for i in $(ids); do for k in $(seq "$REPS"); do
       dr_url "$i" resize-width-300--o-jpg.quality-80 "$((conc * 1000 + r * 10 + k))" jpg
     done; done | as_curl_config > "$TMP/dr-urls.cfg"
-    t0=$(date +%s.%N)
+    t0=$(date +%s.%N); k0=$(cpu_ticks "$DPID")
     timeout 600 curl -s --no-progress-meter -Z --parallel-max "$conc" --max-time 120 -K "$TMP/dr-urls.cfg" \
       -w "%{http_code} %header{x-darkroom-render}\n" >> "$RES/dr_c${conc}_codes.txt"
-    t1=$(date +%s.%N)
+    t1=$(date +%s.%N); k1=$(cpu_ticks "$DPID")
     elapsed_rate $((20 * REPS)) "$t0" "$t1" >> "$RES/dr_c$conc.txt"
+    ms_per $((k1 - k0)) $((20 * REPS)) >> "$RES/dr_c${conc}_cpu.txt"
     th_wipe
     for i in $(ids); do for k in $(seq "$REPS"); do
       echo "$TH/unsafe/300x0/${TH_VARIANT[k - 1]}img$i.jpg"
     done; done | as_curl_config > "$TMP/th-urls.cfg"
-    t0=$(date +%s.%N)
+    t0=$(date +%s.%N); k0=$(cpu_ticks $TH_PIDS)
     timeout 600 curl -s --no-progress-meter -Z --parallel-max "$conc" --max-time 120 -K "$TMP/th-urls.cfg" \
       -w "%{http_code} rendered\n" >> "$RES/th_c${conc}_codes.txt"
-    t1=$(date +%s.%N)
+    t1=$(date +%s.%N); k1=$(cpu_ticks $TH_PIDS)
     elapsed_rate $((20 * REPS)) "$t0" "$t1" >> "$RES/th_c$conc.txt"
+    ms_per $((k1 - k0)) $((20 * REPS)) >> "$RES/th_c${conc}_cpu.txt"
   done
   phase_end
 done
 echo "$(rss_kb VmHWM "$DPID")" > "$RES/dr_rss_peak.txt"
 th_rss=0; for p in $TH_PIDS; do th_rss=$((th_rss + $(rss_kb VmHWM "$p"))); done
 echo "$th_rss" > "$RES/th_rss_peak.txt"
+
+# ---------------------------------------------------------------- 2b. a responsive set
+# Each Darkroom side runs on a fresh server and data folder: its CPU covers the 20 uploads
+# (the upload check decodes each source) and the 480 renders. thumbor reads the files from
+# disk (no upload) with its result storage wiped; it has no dpr, so it is asked for the pixel
+# width (width x dpr), WebP through filters:format(webp).
+SRCSET_W=(320 640 960 1280 1600 1920)
+responsive_dr() {  # $1 mezzanine true/false -> CPU seconds of one round
+  port_free "$DR2_API"; port_free "$DR2_RENDER"
+  rm -rf "$TMP/dr2-data"; mkdir -p "$TMP/dr2-data"
+  (cd "$TMP" && exec env DARKROOM__SERVER__API_BIND=$HOST:$DR2_API DARKROOM__SERVER__RENDER_BIND=$HOST:$DR2_RENDER \
+    DARKROOM__STORAGE__PATH="$TMP/dr2-data" DARKROOM__AUTH__ROOT_KEY=$KEY DARKROOM__RENDER__THREADS=0 \
+    DARKROOM__RENDER__MEZZANINE="$1" DARKROOM__LOG__LEVEL=warn "$DARKROOM_BIN" serve) >> "$RES/darkroom-srcset.log" 2>&1 &
+  D2PID=$!
+  wait_http "http://$HOST:$DR2_API/" 30
+  timeout 10 curl -sf -o /dev/null -X PUT -H "Api-Key: $KEY" "http://$HOST:$DR2_API/organizations/bench" -d '{}' \
+    || die "cannot create the organization"
+  local k0 k1 i h w f d
+  k0=$(cpu_ticks "$D2PID")
+  for i in $(ids); do
+    h=$(timeout 60 curl -sf -H "Api-Key: $KEY" -F "filedata=@$DATA/jpeg/img$i.jpg" "http://$HOST:$DR2_API/sourceimages/bench" \
+      | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["hash"])') || die "upload of img$i failed"
+    for w in "${SRCSET_W[@]}"; do for f in jpg webp; do for d in 1 2; do
+      echo "http://$HOST:$DR2_RENDER/bench/dynamic/resize-width-$w--options-dpr-$d/$h.$f"
+    done; done; done
+  done | as_curl_config > "$TMP/dr2-urls.cfg"
+  timeout 1200 curl -s --no-progress-meter -Z --parallel-max 6 --max-time 300 -K "$TMP/dr2-urls.cfg" \
+    -w "%{http_code} %header{x-darkroom-render}\n" >> "$RES/srcset_dr_$1_codes.txt"
+  k1=$(cpu_ticks "$D2PID")
+  stop_tree "$D2PID"; D2PID=""
+  awk -v t=$((k1 - k0)) -v hz="$HZ" 'BEGIN{printf "%.2f\n", t/hz}'
+}
+responsive_th() {
+  th_wipe
+  local k0 k1 i w f d
+  for i in $(ids); do for w in "${SRCSET_W[@]}"; do for f in jpg webp; do for d in 1 2; do
+    if [[ $f == webp ]]; then echo "$TH/unsafe/$((w * d))x0/filters:format(webp)/img$i.jpg"
+    else echo "$TH/unsafe/$((w * d))x0/img$i.jpg"; fi
+  done; done; done; done | as_curl_config > "$TMP/th-srcset.cfg"
+  k0=$(cpu_ticks $TH_PIDS)
+  timeout 1200 curl -s --no-progress-meter -Z --parallel-max 6 --max-time 300 -K "$TMP/th-srcset.cfg" \
+    -w "%{http_code} rendered\n" >> "$RES/srcset_th_codes.txt"
+  k1=$(cpu_ticks $TH_PIDS)
+  awk -v t=$((k1 - k0)) -v hz="$HZ" 'BEGIN{printf "%.2f\n", t/hz}'
+}
+phase_start responsive
+: > "$RES/srcset_dr_true.txt"; : > "$RES/srcset_dr_false.txt"; : > "$RES/srcset_th.txt"
+for _ in $(seq "$RESP_ROUNDS"); do   # interleaved, so drift in the machine's load hits all alike
+  responsive_dr true >> "$RES/srcset_dr_true.txt"
+  responsive_dr false >> "$RES/srcset_dr_false.txt"
+  responsive_th >> "$RES/srcset_th.txt"
+done
+phase_end
 stop_tree "$TPID"; TPID=""
 
 # ---------------------------------------------------------------- 3. output bytes (same 20 renders)
@@ -346,6 +411,15 @@ for c in (2, 4):
     row(f"cold throughput, concurrency {c}", "img/s", floats(f"dr_c{c}.txt"), "thumbor p2",
         floats(f"th_c{c}.txt"), f"throughput_c{c}", "higher")
     b1 += bad_codes(f"dr_c{c}_codes.txt"); b2 += bad_codes(f"th_c{c}_codes.txt")
+    row(f"cold throughput, concurrency {c}, server CPU", "ms/img", floats(f"dr_c{c}_cpu.txt"),
+        "thumbor p2", floats(f"th_c{c}_cpu.txt"), f"throughput_c{c}", "lower")
+S = "responsive set: 20 uploads, 480 renders"
+dr_on = floats("srcset_dr_true.txt")
+row(S, "CPU s", dr_on, "thumbor p2", floats("srcset_th.txt"), "responsive", "lower")
+row(S, "CPU s", dr_on, "Darkroom, mezzanine off", floats("srcset_dr_false.txt"), "responsive", "lower")
+for name in ("srcset_dr_true_codes.txt", "srcset_dr_false_codes.txt"):
+    b1 += sum(1 for l in lines(name) if l[0] != "200")
+b2 += sum(1 for l in lines("srcset_th_codes.txt") if l[0] != "200")
 dr_rps, dr_p99 = wrk("dr_wrk"); ng_rps, ng_p99 = wrk("ng_wrk")
 row("warm hit, wrk -t2 -c32 (one URL)", "req/s", dr_rps, "nginx static file", ng_rps, "warm", "higher")
 row("warm hit, wrk -t2 -c32, p99 latency", "ms", dr_p99, "nginx static file", ng_p99, "warm", "lower")
