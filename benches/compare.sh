@@ -133,6 +133,12 @@ dr_url() {  # $1 image id, $2 operations and options, $3 version, $4 extension
 for i in $(ids); do
   timeout 60 curl -s -o /dev/null "$(dr_url "$i" resize-width-200 0 jpg)"
 done
+# The cold rows must decode: the renders and mezzanines (decoded sources shared by the renders
+# of an image) that earlier requests left are purged before each round.
+dr_purge() {
+  timeout 60 curl -sf -o /dev/null -X DELETE -H "Api-Key: $KEY" "$API/organizations/bench/cache" \
+    || die "cannot purge Darkroom's render store"
+}
 
 # ---------------------------------------------------------------- thumbor (2 processes)
 port_free "$TH_PORT"
@@ -168,6 +174,7 @@ HZ=$(getconf CLK_TCK)
 phase_start cold_seq
 c=$(cpu_snap); t0=$(cpu_ticks "$DPID"); : > "$RES/dr_seq.txt"
 for r in $(seq "$ROUNDS"); do
+  dr_purge
   for i in $(ids); do
     out=/dev/null; [[ $r == 1 ]] && out=$TMP/dr-jpg/img$i.jpg
     timeout 60 curl -s -o "$out" -w "img$i %{time_total} %{http_code} %header{x-darkroom-render}\n" \
@@ -212,6 +219,7 @@ for conc in 2 4; do
     for i in $(ids); do for k in $(seq "$REPS"); do
       dr_url "$i" resize-width-300--o-jpg.quality-80 "$((conc * 1000 + r * 10 + k))" jpg
     done; done | as_curl_config > "$TMP/dr-urls.cfg"
+    dr_purge
     t0=$(date +%s.%N); k0=$(cpu_ticks "$DPID")
     timeout 600 curl -s --no-progress-meter -Z --parallel-max "$conc" --max-time 120 -K "$TMP/dr-urls.cfg" \
       -w "%{http_code} %header{x-darkroom-render}\n" >> "$RES/dr_c${conc}_codes.txt"

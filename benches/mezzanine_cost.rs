@@ -50,7 +50,10 @@ fn main() {
             time(runs, || decode(&bytes, &limits, hint).expect("a JPEG"));
         let raw = dec.image.as_bytes();
         let (copy, _) = time(runs, || raw.to_vec());
-        let (write, stored) = time(runs, || mezzanine::encode(&dec).expect("8-bit samples"));
+        let qoi = mezzanine::Samples::Qoi;
+        let (write, stored) = time(runs, || {
+            mezzanine::encode(&dec, qoi).expect("8-bit samples")
+        });
         let (read, back) = time(runs, || mezzanine::parse(&stored).expect("a mezzanine"));
         assert!(
             back.image == dec.image,

@@ -78,7 +78,7 @@ pub(super) fn decoded(
         None => match decode() {
             Ok(decoded) => {
                 state.mezzanine_decodes.fetch_add(1, Ordering::Relaxed);
-                keep(store, image, &key, &decoded);
+                keep(store, image, &key, denominator, &decoded);
                 Some(Arc::new(decoded))
             }
             Err(e) => {
@@ -114,8 +114,15 @@ fn stored(store: &dyn crate::storage::Records, key: &RenderKey) -> Option<Decode
     }
 }
 
-fn keep(store: &dyn crate::storage::Records, image: &ImageRecord, key: &RenderKey, d: &Decoded) {
-    let Some(bytes) = mezzanine::encode(d) else {
+fn keep(
+    store: &dyn crate::storage::Records,
+    image: &ImageRecord,
+    key: &RenderKey,
+    denominator: u32,
+    d: &Decoded,
+) {
+    let samples = mezzanine::Samples::for_denominator(denominator);
+    let Some(bytes) = mezzanine::encode(d, samples) else {
         return;
     };
     let meta = RenderMeta {
