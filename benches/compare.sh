@@ -318,6 +318,7 @@ phase_end
 
 # ---------------------------------------------------------------- 4. warm hits: Darkroom vs nginx static
 WARM=$(dr_url 01 resize-width-300--o-jpg.quality-80 1 jpg)
+timeout 60 curl -s -o /dev/null "$WARM"   # stored again if a purge above removed it
 timeout 10 curl -s -D "$RES/dr_headers.txt" -o "$TMP/warm.jpg" "$WARM"
 grep -qi '^x-darkroom-render: hit' "$RES/dr_headers.txt" || die "the warm URL is not a cache hit"
 mkdir -p "$TMP/www/r" "$TMP/ngtmp"

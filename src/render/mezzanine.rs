@@ -27,7 +27,7 @@ const HEADER: usize = 4 + 1 + 1 + 4 + 4 + 8 + 1 + 4 + 1;
 pub enum Samples {
     /// As decoded: the fastest to read back.
     Raw = 0,
-    /// QOI: lossless, 10-45 % smaller on photos, read back in 1-6 ms at 1/4 and 1/8 of a 12 MP
+    /// QOI: lossless, 0-45 % smaller on photos, read back in 1-6 ms at 1/4 and 1/8 of a 12 MP
     /// source.
     Qoi = 1,
 }
