@@ -174,7 +174,7 @@ fn remove_unreferenced_blob(
     grace: Duration,
     report: &mut GcReport,
 ) -> crate::storage::Result<bool> {
-    let _lock = blobs.removal_lock();
+    let _lock = store.blob_removal_lock()?;
     if store.blob_refs(id)? > 0 || (!grace.is_zero() && !blobs.older_than(id, grace)) {
         return Ok(false);
     }

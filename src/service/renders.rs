@@ -298,7 +298,7 @@ pub fn retire_older_renders(store: &dyn crate::storage::Records) -> Result<u64> 
 pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAnswer> {
     let state = &svc.renders;
     // Read before any record: what is resolved below holds while the generation stays.
-    let generation = svc.store.generation();
+    let generation = svc.store.generation()?;
     let url_id = resolved_id(&target);
     if let Some(known) = known_url(state, &url_id, generation) {
         if let Some(hit) = svc.store.get_render(&known.key)? {

@@ -50,11 +50,9 @@ pub trait Bytes: Send + Sync {
     fn remove(&self, id: &str) -> io::Result<()>;
     /// Every blob id of one shard (of 256: the first two hex digits of the id).
     fn list_shard(&self, shard: u8) -> io::Result<Vec<String>>;
-    /// Serialises "is this blob still unreferenced? then remove it" (GC) with "this blob
-    /// exists, so refer to it" (an upload of bytes already stored): without it, GC could
-    /// remove a blob between an upload's check and its record's commit. Both sides hold it
-    /// only for short steps.
-    fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()>;
+    /// The free-space watch of the local data folder that writes are checked against
+    /// (refreshed by a background task). Records kept on the same disk check the same watch.
+    fn space(&self) -> &Space;
     /// For readiness probes, in constant work: the blobs can be reached.
     fn probe_ready(&self) -> io::Result<()>;
 
@@ -86,9 +84,6 @@ pub struct FileBytes {
     tmp: PathBuf,
     /// Uploads announce their bytes here and are refused below the headroom.
     space: Arc<Space>,
-    /// Held while GC decides to unlink a file and unlinks it, and while an upload takes over
-    /// an existing file and commits its record: see [`Bytes::removal_lock`].
-    removals: Arc<std::sync::Mutex<()>>,
 }
 
 /// Bytes being received: a temporary file and the digests computed while writing it. Dropped
@@ -164,7 +159,6 @@ impl FileBytes {
             renders: data.join("renders"),
             tmp,
             space: Arc::new(Space::new(data, 0)),
-            removals: Arc::default(),
         })
     }
 
@@ -343,10 +337,8 @@ impl Bytes for FileBytes {
         Ok(out)
     }
 
-    fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.removals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn space(&self) -> &Space {
+        &self.space
     }
 
     fn probe_ready(&self) -> io::Result<()> {

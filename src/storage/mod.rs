@@ -36,7 +36,8 @@ pub use blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBl
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
 pub use records::{
-    Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RenderRecords, StackRecords,
+    Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RecordsLock, RenderRecords,
+    StackRecords,
 };
 
 pub use renders::{Purged, RenderMeta, StackRevision, StoredRender};
@@ -219,6 +220,9 @@ pub struct SledStore {
     /// Bumped after every change to organizations, images, stacks or aliases and every removal
     /// of a render; see [`SledStore::generation`].
     generation: std::sync::atomic::AtomicU64,
+    /// The blob removal lock ([`Records::blob_removal_lock`]): sled opens a folder in one
+    /// process only, so a mutex of that process is the whole lock.
+    blob_removals: std::sync::Mutex<()>,
 }
 
 pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -422,6 +426,7 @@ impl SledStore {
             edge_on: Default::default(),
             edge_notify: Default::default(),
             generation: Default::default(),
+            blob_removals: Default::default(),
             space,
             meta,
             db,
@@ -475,11 +480,6 @@ impl Records for SledStore {
             self.db.flush_async().await?;
             Ok(())
         })
-    }
-
-    /// The free-space watch of the data folder (refreshed by a background task).
-    fn space(&self) -> &Space {
-        &self.space
     }
 
     fn flush_blocking(&self) -> Result<()> {
@@ -542,8 +542,16 @@ impl Records for SledStore {
         self.check_records(each_image)
     }
 
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
+        Ok(RecordsLock::new(
+            self.blob_removals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ))
+    }
+
+    fn generation(&self) -> Result<u64> {
+        Ok(self.generation.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Reads the raw meta tree value (for tests of the schema check).
@@ -1148,9 +1156,9 @@ mod tests {
     fn every_change_a_render_url_resolves_against_moves_the_generation() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 8).unwrap();
-        let mut last = store.generation();
+        let mut last = store.generation().unwrap();
         let mut moved = |what: &str| {
-            let now = store.generation();
+            let now = store.generation().unwrap();
             assert!(now > last, "{what} left the generation at {now}");
             last = now;
         };
@@ -1201,9 +1209,13 @@ mod tests {
         store
             .put_render_unchecked(&[7; 32], &meta, b"x", &served)
             .unwrap();
-        let before = store.generation();
+        let before = store.generation().unwrap();
         store.purge_image_renders("acme", &rec.hash, true).unwrap();
-        assert_eq!(store.generation(), before, "a dry run changes nothing");
+        assert_eq!(
+            store.generation().unwrap(),
+            before,
+            "a dry run changes nothing"
+        );
         store.purge_image_renders("acme", &rec.hash, false).unwrap();
         moved("a render purge");
         store.delete_stack("acme", "thumb").unwrap();
