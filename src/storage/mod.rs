@@ -18,6 +18,7 @@ pub mod check;
 pub mod compact;
 pub mod edge;
 pub mod index;
+pub mod postgres;
 pub mod query;
 pub mod records;
 pub mod renders;
@@ -59,6 +60,9 @@ pub enum StorageError {
     Db(#[from] sled::Error),
     #[error("file: {0}")]
     Io(#[from] std::io::Error),
+    /// A PostgreSQL failure (the database, a connection, or the pool).
+    #[error("database: {0}")]
+    Sql(String),
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
     #[error("{0}")]
@@ -81,6 +85,22 @@ impl StorageError {
             StorageError::Io(e) | StorageError::Db(sled::Error::Io(e)) => space::is_no_space(e),
             _ => false,
         }
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's message says what failed; the client's own wording says little.
+        match e.as_db_error() {
+            Some(db) => StorageError::Sql(format!("{}: {}", db.code().code(), db.message())),
+            None => StorageError::Sql(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StorageError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StorageError::Sql(format!("connection pool: {e}"))
     }
 }
 

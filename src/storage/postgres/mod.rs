@@ -1,0 +1,228 @@
+//! The records in PostgreSQL, for several nodes over one database.
+//!
+//! The record traits are synchronous (the embedded store answers from memory-mapped pages, so
+//! a call is a short blocking step), while the PostgreSQL client is asynchronous. A
+//! [`PgStore`] owns a small runtime on a thread of its own that drives every connection of its
+//! pool; a trait method sends its query there and waits for the answer on a channel. The
+//! calling thread blocks exactly as it does on the embedded store's disk reads, and nothing
+//! depends on the caller's runtime: the blocking `postgres` client would start a runtime
+//! inside the web server's (which panics), and a connection driven by one web worker would
+//! stall whenever that worker blocks.
+//!
+//! Records are rows keyed by their identity, with the model's JSON form in a `jsonb` column;
+//! counters are columns, changed in the statement or transaction that changes what they count.
+
+mod accounts;
+mod schema;
+mod stacks;
+
+use super::{Result, StorageError};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::future::Future;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Parameters of one statement, owned so that they can travel to the driver thread.
+pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
+
+/// The records in one PostgreSQL database.
+pub struct PgStore {
+    pool: Pool,
+    driver: Driver,
+}
+
+/// The runtime that drives the pool's connections, on a thread of its own.
+struct Driver {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Driver {
+    fn start() -> Result<Driver> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Driver {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) with a pool of at most `max_size`
+    /// connections, and brings the schema up to date ([`schema::migrate`]); a database written
+    /// by a newer version is refused.
+    pub fn open(url: &str, max_size: usize) -> Result<PgStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StorageError::Schema(format!("storage.database_url: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .build()
+            .map_err(|e| StorageError::Schema(format!("database pool: {e}")))?;
+        let store = PgStore {
+            pool,
+            driver: Driver::start()?,
+        };
+        store.run(schema::migrate)?;
+        Ok(store)
+    }
+
+    /// Runs `work` with the pool on the driver thread and waits for its answer.
+    pub(crate) fn run<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(Pool) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.driver.handle.spawn(async move {
+            let _ = tx.send(work(pool).await);
+        });
+        rx.recv()
+            .map_err(|_| StorageError::Sql("the database driver stopped".into()))?
+    }
+
+    /// The rows of one statement.
+    pub(crate) fn query(&self, sql: &'static str, params: Params) -> Result<Vec<Row>> {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, &refs(&params)).await?)
+        })
+    }
+
+    /// Runs one statement; returns the number of rows it changed.
+    pub(crate) fn execute(&self, sql: &'static str, params: Params) -> Result<u64> {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.execute(&statement, &refs(&params)).await?)
+        })
+    }
+
+    /// The change generation ([`super::Records::generation`]): a counter row moved in the
+    /// transaction of every change that render URLs resolve against.
+    pub fn generation(&self) -> Result<u64> {
+        let rows = self.query("SELECT value FROM generation", Vec::new())?;
+        let value: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+        Ok(to_u64(value))
+    }
+
+    /// The layout version the database holds.
+    pub fn schema_version(&self) -> Result<Option<u32>> {
+        self.run(|pool| async move {
+            let client = pool.get().await?;
+            schema::current_version(&**client).await
+        })
+    }
+}
+
+/// Borrowed views of owned parameters, as the client takes them.
+pub(crate) fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+}
+
+/// Moves the change generation, inside the transaction of the change.
+pub(crate) async fn bump_generation(client: &tokio_postgres::Transaction<'_>) -> Result<()> {
+    client
+        .execute("UPDATE generation SET value = value + 1", &[])
+        .await?;
+    Ok(())
+}
+
+/// A record's JSON form, for a `jsonb` column.
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| StorageError::Sql(format!("record to JSON: {e}")))
+}
+
+/// A record read back from a `jsonb` column of `table`.
+pub(crate) fn from_row<T: DeserializeOwned>(
+    table: &'static str,
+    row: &Row,
+    col: usize,
+) -> Result<T> {
+    let value: serde_json::Value = row.try_get(col)?;
+    serde_json::from_value(value).map_err(|e| StorageError::Corrupt {
+        tree: table,
+        message: e.to_string(),
+    })
+}
+
+/// Counters are `bigint` columns; a count never goes below zero.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::PgStore;
+
+    /// A store over a fresh schema of the database named by `DATABASE_URL`, or `None` (with a
+    /// message) when it is not set: these tests need a real PostgreSQL (`.ci/postgres`).
+    pub fn store(test: &str) -> Option<PgStore> {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            eprintln!("{test}: skipped, DATABASE_URL is not set (start one with .ci/postgres)");
+            return None;
+        };
+        // Each test gets a schema of its own, so that tests run in parallel on one database.
+        let schema = format!("t_{}_{}", test, std::process::id());
+        let admin = PgStore::open(&url, 1).unwrap();
+        admin
+            .run({
+                let schema = schema.clone();
+                move |pool| async move {
+                    let client = pool.get().await?;
+                    client
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+                        ))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
+        Some(PgStore::open(&url, 4).unwrap())
+    }
+}
