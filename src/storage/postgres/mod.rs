@@ -16,7 +16,7 @@ mod accounts;
 mod schema;
 mod stacks;
 
-use super::{Result, StorageError};
+use super::{RecordsLock, Result, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -144,12 +144,59 @@ impl PgStore {
         Ok(to_u64(value))
     }
 
+    /// The blob removal lock ([`super::Records::blob_removal_lock`]) that every node over the
+    /// database takes: a session advisory lock held by one pooled connection until the guard
+    /// is dropped.
+    pub fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
+        let client = self.run(|pool| async move {
+            let client = pool.get().await?;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&BLOB_REMOVAL_LOCK])
+                .await?;
+            Ok(client)
+        })?;
+        Ok(RecordsLock::new(AdvisoryLock {
+            client: Some(client),
+            handle: self.driver.handle.clone(),
+            key: BLOB_REMOVAL_LOCK,
+        }))
+    }
+
     /// The layout version the database holds.
     pub fn schema_version(&self) -> Result<Option<u32>> {
         self.run(|pool| async move {
             let client = pool.get().await?;
             schema::current_version(&**client).await
         })
+    }
+}
+
+/// The advisory lock key of the blob removal lock (any fixed number; "blobs").
+const BLOB_REMOVAL_LOCK: i64 = 0x626c_6f62_73;
+
+/// A session advisory lock, released when dropped.
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    handle: tokio::runtime::Handle,
+    key: i64,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let key = self.key;
+            self.handle.spawn(async move {
+                let unlocked = client
+                    .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+                    .await
+                    .and_then(|row| row.try_get::<_, bool>(0));
+                if !matches!(unlocked, Ok(true)) {
+                    // A connection that may still hold the lock never goes back to the pool:
+                    // closing it releases the lock.
+                    drop(deadpool_postgres::Object::take(client));
+                }
+            });
+        }
     }
 }
 
@@ -224,5 +271,36 @@ pub(crate) mod testing {
         let sep = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
         Some(PgStore::open(&url, 4).unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing;
+    use std::time::Duration;
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn the_blob_removal_lock_is_held_across_connections_until_dropped() {
+        let Some(store) = testing::store("blob_lock") else {
+            return;
+        };
+        let store = std::sync::Arc::new(store);
+        let held = store.blob_removal_lock().unwrap();
+        let (taken, taken_rx) = std::sync::mpsc::channel();
+        let other = store.clone();
+        let waiter = std::thread::spawn(move || {
+            let _lock = other.blob_removal_lock().unwrap();
+            taken.send(()).unwrap();
+        });
+        assert!(
+            taken_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a second connection waits while the lock is held"
+        );
+        drop(held);
+        taken_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
+        // Released again: a third taker gets it at once.
+        drop(store.blob_removal_lock().unwrap());
     }
 }
