@@ -172,7 +172,7 @@ impl PgStore {
 }
 
 /// The advisory lock key of the blob removal lock (any fixed number; "blobs").
-const BLOB_REMOVAL_LOCK: i64 = 0x626c_6f62_73;
+const BLOB_REMOVAL_LOCK: i64 = 0x62_6c6f_6273;
 
 /// A session advisory lock, released when dropped.
 struct AdvisoryLock {
