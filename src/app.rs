@@ -147,6 +147,7 @@ impl Application {
                 .app_data(data.clone())
                 .configure(crate::http::api::routes)
         })
+        .on_connect(crate::http::render::on_connect)
         .workers(workers)
         .shutdown_timeout(timeout)
         // Signals are handled once for both servers (see `run_until_stopped`): actix's own
