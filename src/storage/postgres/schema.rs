@@ -56,6 +56,50 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org, name)
     );
     "#,
+    // 2: images, their listing index and counters, aliases.
+    r#"
+    CREATE TABLE images (
+        org text NOT NULL,
+        hash text NOT NULL,
+        binary_hash text NOT NULL,
+        blob text NOT NULL,
+        deleted boolean NOT NULL,
+        deleted_at bigint,
+        record jsonb NOT NULL,
+        PRIMARY KEY (org, hash)
+    );
+    CREATE INDEX images_by_binary ON images (org, binary_hash);
+    CREATE INDEX images_by_blob ON images (blob);
+    CREATE INDEX images_expired ON images (deleted_at) WHERE deleted;
+    CREATE TABLE image_index (
+        org text NOT NULL,
+        deleted boolean NOT NULL,
+        entry bytea NOT NULL,
+        PRIMARY KEY (org, deleted, entry)
+    );
+    CREATE TABLE image_counts (
+        org text NOT NULL,
+        deleted boolean NOT NULL,
+        key bytea NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (org, deleted, key)
+    );
+    CREATE TABLE aliases (
+        org text NOT NULL,
+        alias text NOT NULL,
+        hash text NOT NULL,
+        record jsonb NOT NULL,
+        PRIMARY KEY (org, alias)
+    );
+    CREATE INDEX aliases_by_image ON aliases (org, hash);
+    CREATE TABLE alias_paths (
+        org text NOT NULL,
+        alias text NOT NULL,
+        path jsonb NOT NULL,
+        added bigserial,
+        PRIMARY KEY (org, alias, path)
+    );
+    "#,
 ];
 
 /// The layout version this binary writes.
