@@ -56,6 +56,11 @@ pub struct StorageConfig {
     /// so the database never meets a full disk. A quarter of it (at most 16 MiB) is kept as a
     /// reserve file, given back at start-up on a full disk. 0 = no headroom.
     pub min_free_mb: u64,
+    /// `postgres://user:password@host:port/database`: the records in PostgreSQL, shared by
+    /// every node over it, instead of the sled database in the data folder. Empty = embedded.
+    pub database_url: String,
+    /// Most connections this node keeps open to PostgreSQL.
+    pub database_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -247,6 +252,8 @@ impl Default for StorageConfig {
             path: PathBuf::from("data"),
             cache_mb: 64,
             min_free_mb: 256,
+            database_url: String::new(),
+            database_connections: 16,
         }
     }
 }
@@ -335,7 +342,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool, &str); 12] = [
+        let checks: [(&str, bool, &str); 14] = [
+            (
+                "storage.database_url",
+                self.storage.database_url.is_empty()
+                    || self.storage.database_url.starts_with("postgres://")
+                    || self.storage.database_url.starts_with("postgresql://"),
+                "must be empty or a postgres:// URL",
+            ),
+            (
+                "storage.database_connections",
+                self.storage.database_connections > 0,
+                "must be positive",
+            ),
             (
                 "server.body_timeout_secs",
                 self.server.body_timeout_secs > 0,
