@@ -7,6 +7,7 @@ fn darkroom(data: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(args)
         .env("DARKROOM__STORAGE__PATH", data)
+        .envs(backend_env(data))
         .env("DARKROOM__LOG__LEVEL", "warn")
         .current_dir(data)
         .output()
@@ -76,6 +77,7 @@ async fn invalid_configuration_stops_start_up_naming_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(["admin", "verify"])
         .env("DARKROOM__STORAGE__PATH", dir.path())
+        .envs(backend_env(dir.path()))
         .env("DARKROOM__SERVER__API_BIND", "not-an-address")
         .current_dir(dir.path())
         .output()
@@ -114,6 +116,7 @@ async fn logs_carry_one_line_per_request_and_no_keys_or_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .env("DARKROOM__STORAGE__PATH", dir.path())
+        .envs(backend_env(dir.path()))
         .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
         .env("DARKROOM__AUTH__ROOT_KEY", "root-secret-never-logged")

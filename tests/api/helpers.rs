@@ -61,7 +61,49 @@ pub fn test_config(data: &Path) -> Config {
     // A small headroom: its reserve file is written at every start, and the tests must not
     // fail on a machine with little free disk.
     config.storage.min_free_mb = 8;
+    config.storage.database_url = test_database_url(data).unwrap_or_default();
     config
+}
+
+/// With `DARKROOM_TEST_DATABASE_URL` set (`.ci/run` sets it), every appliance of the tests
+/// keeps its records in that PostgreSQL instead of the embedded database: in a schema of its
+/// own, named after its data folder, so that tests run side by side and an appliance started
+/// again on the same folder finds its records again.
+pub fn test_database_url(data: &Path) -> Option<String> {
+    let base = std::env::var("DARKROOM_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let digest = blake3::hash(data.as_os_str().as_encoded_bytes()).to_hex();
+    let schema = format!("t_{}", &digest[..24]);
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+    let url = base.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("DARKROOM_TEST_DATABASE_URL: {e}"));
+            let connection = tokio::spawn(connection);
+            client.batch_execute(&create).await.unwrap();
+            drop(client);
+            let _ = connection.await;
+        });
+    })
+    .join()
+    .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+}
+
+/// The environment that points a `darkroom` process at the records of the appliance over
+/// `data` (see [`test_database_url`]); empty on the embedded default.
+pub fn backend_env(data: &Path) -> Vec<(&'static str, String)> {
+    test_database_url(data)
+        .map(|url| vec![("DARKROOM__STORAGE__DATABASE_URL", url)])
+        .unwrap_or_default()
 }
 
 /// Starts an appliance over a new temporary data folder.
@@ -394,6 +436,7 @@ pub fn start_binary(
         .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
         .env("DARKROOM__GC__INTERVAL_SECS", "0")
         .env("RUST_LOG", "info")
+        .envs(backend_env(data))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     for (k, v) in env {
