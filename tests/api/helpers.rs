@@ -21,6 +21,9 @@ pub struct TestApp {
     pub data: PathBuf,
     /// The control socket, as the service opens it: `darkroom admin` reaches this appliance.
     control: Option<darkroom::cli::control::Control>,
+    /// Unreferenced bytes younger than this are not reported by the closing check (a test
+    /// that kills a process mid-upload may leave some, for GC to collect).
+    orphan_grace: std::time::Duration,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -154,6 +157,7 @@ pub async fn start(config: Config) -> TestApp {
         handle,
         data,
         control: Some(control),
+        orphan_grace: std::time::Duration::ZERO,
         _dir: None,
     }
 }
@@ -167,13 +171,18 @@ impl Drop for TestApp {
         }
         let problems = self
             .services
-            .verify(std::time::Duration::ZERO)
+            .verify(self.orphan_grace)
             .expect("the store can be verified");
         assert!(problems.is_empty(), "verify found problems: {problems:#?}");
     }
 }
 
 impl TestApp {
+    /// The closing check tolerates unreferenced bytes younger than `grace`.
+    pub fn tolerate_orphans(&mut self, grace: std::time::Duration) {
+        self.orphan_grace = grace;
+    }
+
     /// Stops the appliance and returns its temporary folder so another can start on it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(control) = self.control.take() {
@@ -472,4 +481,96 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The appliance as a child process on port 0 (`darkroom serve` of the built binary) over
+/// `data` and its records, with `env` on top of the test defaults.
+pub struct Node {
+    pub child: std::process::Child,
+    /// `127.0.0.1:port` of the API listener.
+    pub api: String,
+    /// `127.0.0.1:port` of the render listener.
+    pub render: String,
+}
+
+impl Node {
+    pub fn start(data: &Path, env: &[(&str, String)]) -> Node {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .env("DARKROOM__STORAGE__PATH", data)
+            .envs(backend_env(data))
+            .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
+            .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
+            .env("DARKROOM__SERVER__WORKERS", "1")
+            .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("darkroom starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let (api, render) = loop {
+            let line = lines
+                .next()
+                .expect("the appliance logs its ports before anything else")
+                .expect("stderr is readable");
+            if let Some(rest) = line.split(" serving the API on ").nth(1) {
+                let api = rest.split(' ').next().expect("an address").to_string();
+                let render = rest
+                    .split(" and renders on ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .expect("a render address")
+                    .to_string();
+                break (api, render);
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Node { child, api, render }
+    }
+
+    /// `kill -9`: no flush, no shutdown.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        self.child.wait().expect("the child is reaped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One blocking HTTP/1.1 exchange with the root key; `None` when nothing answers.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = String::from_utf8_lossy(&raw[..end])
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, raw[end + 4..].to_vec()))
 }
