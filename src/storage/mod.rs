@@ -16,6 +16,7 @@ pub mod backup;
 pub mod blobs;
 pub mod check;
 pub mod compact;
+mod driver;
 pub mod edge;
 pub mod index;
 pub mod postgres;
