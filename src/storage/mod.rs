@@ -19,6 +19,7 @@ pub mod compact;
 mod driver;
 pub mod edge;
 pub mod index;
+pub mod objects;
 pub mod postgres;
 pub mod query;
 pub mod records;
@@ -37,6 +38,7 @@ pub use aliases::{AliasPut, AliasRecords, StoredAlias};
 pub use blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBlob};
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
+pub use objects::{ObjectBytes, ObjectSettings};
 pub use records::{
     Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RecordsLock, RenderRecords,
     StackRecords,
@@ -195,8 +197,24 @@ impl Storage {
     /// The embedded default over one data folder: sled records and blob files, keeping
     /// `min_free` bytes free under it (see [`SledStore::open_with_headroom`]).
     pub fn open_embedded(path: &Path, cache_mb: u64, min_free: u64) -> Result<Storage> {
+        Storage::open_local(path, cache_mb, min_free, None)
+    }
+
+    /// Sled records in the data folder, and the bytes in the bucket of `objects` when given
+    /// (uploads are still received in the data folder), else in its blob files.
+    pub fn open_local(
+        path: &Path,
+        cache_mb: u64,
+        min_free: u64,
+        objects: Option<&ObjectSettings>,
+    ) -> Result<Storage> {
         let store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
-        let bytes = std::sync::Arc::new(store.blobs.clone());
+        let bytes: std::sync::Arc<dyn Bytes> = match objects {
+            Some(settings) => {
+                std::sync::Arc::new(ObjectBytes::open(store.blobs.clone(), settings)?)
+            }
+            None => std::sync::Arc::new(store.blobs.clone()),
+        };
         Ok(Storage {
             records: std::sync::Arc::new(store),
             bytes,
