@@ -208,13 +208,13 @@ impl Storage {
         min_free: u64,
         objects: Option<&ObjectSettings>,
     ) -> Result<Storage> {
-        let store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
-        let bytes: std::sync::Arc<dyn Bytes> = match objects {
-            Some(settings) => {
-                std::sync::Arc::new(ObjectBytes::open(store.blobs.clone(), settings)?)
-            }
-            None => std::sync::Arc::new(store.blobs.clone()),
-        };
+        let mut store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
+        if let Some(settings) = objects {
+            // Render bodies beside the source bytes, where GC sweeps them.
+            store.render_bodies =
+                std::sync::Arc::new(ObjectBytes::open(store.blobs.clone(), settings)?);
+        }
+        let bytes = store.render_bodies.clone();
         Ok(Storage {
             records: std::sync::Arc::new(store),
             bytes,
@@ -228,6 +228,9 @@ pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
     blobs: FileBytes,
+    /// Where the bodies of large renders go: the blob files, or the object storage that holds
+    /// the source bytes (see [`Storage::open_local`]).
+    render_bodies: std::sync::Arc<dyn Bytes>,
     meta: Tree,
     orgs: Tree,
     users: Tree,
@@ -470,6 +473,7 @@ impl SledStore {
             meta,
             db,
             path: path.to_path_buf(),
+            render_bodies: std::sync::Arc::new(blobs.clone()),
             blobs,
         };
         if let Some(found) = migrate_from {
