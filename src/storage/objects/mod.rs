@@ -200,10 +200,16 @@ impl ObjectBytes {
             writer = sent.ok_or_else(stopped)?.map_err(io_error)?;
         }
         self.driver
-            .block_on(writer.finish())
+            .block_on(async move {
+                // A failed part aborts the upload here, so the bucket keeps no parts of it.
+                if let Err(e) = writer.wait_for_capacity(0).await {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+                writer.finish().await.map(|_| ())
+            })
             .ok_or_else(stopped)?
-            .map_err(io_error)?;
-        Ok(())
+            .map_err(io_error)
     }
 
     /// Starts a GET on the driver; its body is pumped into a bounded channel by a task of the
