@@ -61,7 +61,33 @@ pub fn test_config(data: &Path) -> Config {
     // A small headroom: its reserve file is written at every start, and the tests must not
     // fail on a machine with little free disk.
     config.storage.min_free_mb = 8;
+    use_test_object_storage(&mut config, data);
     config
+}
+
+/// With the `DARKROOM_TEST_S3_*` variables set (`.ci/garage` prints them), the bytes go to
+/// that bucket, below a prefix named after the data folder: each appliance sees only its own
+/// objects, and one started again over the same folder finds them. Without them the tests run
+/// on the embedded default.
+fn use_test_object_storage(config: &mut Config, data: &Path) {
+    let var = |name: &str| std::env::var(format!("DARKROOM_TEST_S3_{name}")).ok();
+    let Some(endpoint) = var("ENDPOINT") else {
+        return;
+    };
+    let s = &mut config.storage;
+    s.object_store_url = format!("s3://{}", var("BUCKET").expect("DARKROOM_TEST_S3_BUCKET"));
+    s.s3_endpoint = endpoint;
+    s.s3_region = var("REGION").unwrap_or_default();
+    s.s3_access_key_id = var("ACCESS_KEY_ID").expect("DARKROOM_TEST_S3_ACCESS_KEY_ID");
+    s.s3_secret_access_key = var("SECRET_ACCESS_KEY").expect("DARKROOM_TEST_S3_SECRET_ACCESS_KEY");
+    let folder: String = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    s.s3_prefix = format!("api/{}/{folder}", std::process::id());
 }
 
 /// Starts an appliance over a new temporary data folder.
@@ -132,6 +158,24 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// How many source blobs the appliance holds, through its bytes interface: the data
+    /// folder's files or the bucket, whichever the appliance runs on.
+    pub fn stored_blobs(&self) -> usize {
+        (0..=255u8)
+            .map(|shard| self.services.blobs.list_shard(shard).unwrap().len())
+            .sum()
+    }
+
+    /// Whether the bytes are in object storage (`DARKROOM_TEST_S3_*` set): tests that damage
+    /// the data folder's blob files behind the appliance's back have nothing to damage then.
+    pub fn bytes_in_object_storage(&self) -> bool {
+        self.services
+            .config
+            .storage
+            .object_store_url
+            .starts_with("s3://")
+    }
+
     /// Stops the appliance and returns its temporary folder so another can start on it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(control) = self.control.take() {
