@@ -21,7 +21,7 @@ struct Process {
 impl Process {
     fn start(data: &Path) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-            .env("DARKROOM__STORAGE__PATH", data)
+            .envs(storage_env(data))
             .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
             .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
             .env("DARKROOM__SERVER__WORKERS", "1")
@@ -96,7 +96,7 @@ fn http(addr: &str, method: &str, path: &str, ctype: &str, body: &[u8]) -> Optio
 fn verify(data: &Path, round: usize) {
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(["admin", "verify"])
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__LOG__LEVEL", "warn")
         .current_dir(data)
         .output()

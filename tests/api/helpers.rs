@@ -65,21 +65,16 @@ pub fn test_config(data: &Path) -> Config {
     config
 }
 
-/// With the `DARKROOM_TEST_S3_*` variables set (`.ci/garage` prints them), the bytes go to
-/// that bucket, below a prefix named after the data folder: each appliance sees only its own
-/// objects, and one started again over the same folder finds them. Without them the tests run
-/// on the embedded default.
-fn use_test_object_storage(config: &mut Config, data: &Path) {
+/// With the `DARKROOM_TEST_S3_*` variables set (`.ci/garage` prints them), the `[storage]`
+/// keys that put the bytes of the appliance over `data` into that bucket, below a prefix named
+/// after the data folder: each appliance sees only its own objects, and one started again over
+/// the same folder (in this process or as a child) finds them. Without them, none: the tests
+/// run on the embedded default.
+pub fn test_object_storage(data: &Path) -> Vec<(&'static str, String)> {
     let var = |name: &str| std::env::var(format!("DARKROOM_TEST_S3_{name}")).ok();
     let Some(endpoint) = var("ENDPOINT") else {
-        return;
+        return Vec::new();
     };
-    let s = &mut config.storage;
-    s.object_store_url = format!("s3://{}", var("BUCKET").expect("DARKROOM_TEST_S3_BUCKET"));
-    s.s3_endpoint = endpoint;
-    s.s3_region = var("REGION").unwrap_or_default();
-    s.s3_access_key_id = var("ACCESS_KEY_ID").expect("DARKROOM_TEST_S3_ACCESS_KEY_ID");
-    s.s3_secret_access_key = var("SECRET_ACCESS_KEY").expect("DARKROOM_TEST_S3_SECRET_ACCESS_KEY");
     let folder: String = data
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -87,7 +82,92 @@ fn use_test_object_storage(config: &mut Config, data: &Path) {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    s.s3_prefix = format!("api/{}/{folder}", std::process::id());
+    vec![
+        (
+            "object_store_url",
+            format!("s3://{}", var("BUCKET").expect("DARKROOM_TEST_S3_BUCKET")),
+        ),
+        ("s3_endpoint", endpoint),
+        ("s3_region", var("REGION").unwrap_or_default()),
+        (
+            "s3_access_key_id",
+            var("ACCESS_KEY_ID").expect("DARKROOM_TEST_S3_ACCESS_KEY_ID"),
+        ),
+        (
+            "s3_secret_access_key",
+            var("SECRET_ACCESS_KEY").expect("DARKROOM_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        ("s3_prefix", format!("api/{}/{folder}", std::process::id())),
+    ]
+}
+
+fn use_test_object_storage(config: &mut Config, data: &Path) {
+    let s = &mut config.storage;
+    for (key, value) in test_object_storage(data) {
+        let field = match key {
+            "object_store_url" => &mut s.object_store_url,
+            "s3_endpoint" => &mut s.s3_endpoint,
+            "s3_region" => &mut s.s3_region,
+            "s3_access_key_id" => &mut s.s3_access_key_id,
+            "s3_secret_access_key" => &mut s.s3_secret_access_key,
+            _ => &mut s.s3_prefix,
+        };
+        *field = value;
+    }
+}
+
+/// The environment that gives a child `darkroom` the storage of the test appliance over
+/// `data`: the data folder, and the bucket when the tests run on object storage.
+pub fn storage_env(data: impl AsRef<Path>) -> Vec<(String, std::ffi::OsString)> {
+    let data = data.as_ref();
+    let mut env = vec![(
+        "DARKROOM__STORAGE__PATH".to_string(),
+        data.as_os_str().to_owned(),
+    )];
+    for (key, value) in test_object_storage(data) {
+        env.push((
+            format!("DARKROOM__STORAGE__{}", key.to_uppercase()),
+            value.into(),
+        ));
+    }
+    env
+}
+
+/// The same as `[storage]` lines of an `appliance.toml` (after `path`).
+pub fn storage_toml(data: &Path) -> String {
+    test_object_storage(data)
+        .into_iter()
+        .map(|(key, value)| format!("{key} = \"{value}\"\n"))
+        .collect()
+}
+
+/// Opens the storage of the test appliance over `data` in this process, as `darkroom admin`
+/// does (the appliance must be stopped): sled lets go of a folder's lock shortly after.
+pub async fn open_test_storage(data: &Path) -> darkroom::storage::Storage {
+    let objects = test_config(data).object_settings();
+    let mut attempt = 0;
+    loop {
+        match darkroom::storage::Storage::open_local(data, 8, 0, objects.as_ref()) {
+            Ok(storage) => return storage,
+            Err(e) if e.to_string().contains("could not acquire lock") && attempt < 100 => {
+                attempt += 1;
+                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Keeps the bytes in the data folder's files whatever the environment says (a test over a
+/// data folder written by an earlier version, with its blob files).
+pub fn with_embedded_bytes(config: &mut Config) {
+    let path = config.storage.path.clone();
+    let min_free_mb = config.storage.min_free_mb;
+    config.storage = darkroom::config::StorageConfig {
+        path,
+        min_free_mb,
+        ..Default::default()
+    };
 }
 
 /// Starts an appliance over a new temporary data folder.
@@ -431,7 +511,7 @@ pub fn start_binary(
 ) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"));
     command
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__WORKERS", "1")
