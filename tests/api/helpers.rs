@@ -67,7 +67,7 @@ pub fn test_config(data: &Path) -> Config {
 
 /// With the `DARKROOM_TEST_S3_*` variables set (`.ci/garage` prints them), the `[storage]`
 /// keys that put the bytes of the appliance over `data` into that bucket, below a prefix named
-/// after the data folder: each appliance sees only its own objects, and one started again over
+/// after the data folder's path: each appliance sees only its own objects, and one started again over
 /// the same folder (in this process or as a child) finds them. Without them, none: the tests
 /// run on the embedded default.
 pub fn test_object_storage(data: &Path) -> Vec<(&'static str, String)> {
@@ -75,10 +75,10 @@ pub fn test_object_storage(data: &Path) -> Vec<(&'static str, String)> {
     let Some(endpoint) = var("ENDPOINT") else {
         return Vec::new();
     };
+    // The whole path: several tests name their data folder "data" inside folders of their own.
     let folder: String = data
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+        .to_string_lossy()
+        .trim_start_matches('/')
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
