@@ -30,13 +30,13 @@ async fn a_deleted_image_is_removed_for_good_after_the_retention_and_its_blob_wi
     let store = &app.services.store;
     let early = run_once(&**store, &*app.services.blobs, days(29), &settings()).unwrap();
     assert_eq!(early.expired_images, 0, "still restorable");
-    assert_eq!(app.stored_blobs(), 1);
+    assert_eq!(app.stored_blobs().await, 1);
     let late = run_once(&**store, &*app.services.blobs, days(31), &settings()).unwrap();
     assert_eq!(late.expired_images, 1);
     assert_eq!(late.blobs_removed, 1);
     assert!(late.bytes_freed >= jpeg(40, 30, 1).len() as u64);
     assert_eq!(
-        app.stored_blobs(),
+        app.stored_blobs().await,
         0,
         "the data folder shrinks, not only the counters"
     );
@@ -169,5 +169,5 @@ async fn a_pass_does_bounded_work_and_the_next_one_continues() {
     assert!(first.incomplete);
     let second = run_once(&*app.services.store, &*app.services.blobs, days(31), &small).unwrap();
     assert_eq!(second.expired_images, 1);
-    assert_eq!(app.stored_blobs(), 0);
+    assert_eq!(app.stored_blobs().await, 0);
 }

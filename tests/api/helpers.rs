@@ -239,11 +239,17 @@ impl Drop for TestApp {
 
 impl TestApp {
     /// How many source blobs the appliance holds, through its bytes interface: the data
-    /// folder's files or the bucket, whichever the appliance runs on.
-    pub fn stored_blobs(&self) -> usize {
-        (0..=255u8)
-            .map(|shard| self.services.blobs.list_shard(shard).unwrap().len())
-            .sum()
+    /// folder's files or the bucket, whichever the appliance runs on. Counted off the test's
+    /// thread, which keeps driving the client's connections meanwhile.
+    pub async fn stored_blobs(&self) -> usize {
+        let blobs = self.services.blobs.clone();
+        actix_rt::task::spawn_blocking(move || {
+            (0..=255u8)
+                .map(|shard| blobs.list_shard(shard).unwrap().len())
+                .sum()
+        })
+        .await
+        .unwrap()
     }
 
     /// Whether the bytes are in object storage (`DARKROOM_TEST_S3_*` set): tests that damage
