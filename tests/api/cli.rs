@@ -84,6 +84,15 @@ async fn invalid_configuration_stops_start_up_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.api_bind"));
     let bad_key = darkroom(dir.path(), &["admin", "key", "create", "nowhere"]);
     assert!(!bad_key.status.success());
+    let bad_bucket = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .args(["admin", "verify"])
+        .env("DARKROOM__STORAGE__PATH", dir.path())
+        .env("DARKROOM__STORAGE__OBJECT_STORE_URL", "https://bucket")
+        .output()
+        .unwrap();
+    assert!(!bad_bucket.status.success());
+    let said = String::from_utf8_lossy(&bad_bucket.stderr);
+    assert!(said.contains("storage.object_store_url"), "{said}");
 }
 
 #[actix_rt::test]
