@@ -71,10 +71,11 @@ pub struct Application {
 impl Application {
     /// Opens the data folder and binds both listeners.
     pub fn build(config: Config) -> Result<Application, String> {
-        let storage = Storage::open_embedded(
+        let storage = Storage::open_local(
             &config.storage.path,
             config.storage.cache_mb,
             config.min_free_bytes(),
+            config.object_settings().as_ref(),
         )
         .map_err(|e| e.to_string())?;
         let store = &storage.records;

@@ -523,6 +523,11 @@ pub(crate) fn put_test_blob(bytes: &dyn Bytes, data: &[u8]) -> String {
 }
 
 impl ReceivedBlob {
+    /// The temporary file holding the received bytes (another backend moves them from there).
+    pub(crate) fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
     /// The received bytes, read back from the temporary file (to check them before commit).
     pub fn read(&self) -> io::Result<Vec<u8>> {
         std::fs::read(&self.temp_path)

@@ -16,8 +16,10 @@ pub mod backup;
 pub mod blobs;
 pub mod check;
 pub mod compact;
+mod driver;
 pub mod edge;
 pub mod index;
+pub mod objects;
 pub mod postgres;
 pub mod query;
 pub mod records;
@@ -36,6 +38,7 @@ pub use aliases::{AliasPut, AliasRecords, StoredAlias};
 pub use blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBlob};
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
+pub use objects::{ObjectBytes, ObjectSettings};
 pub use records::{
     Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RecordsLock, RenderRecords,
     StackRecords,
@@ -194,8 +197,24 @@ impl Storage {
     /// The embedded default over one data folder: sled records and blob files, keeping
     /// `min_free` bytes free under it (see [`SledStore::open_with_headroom`]).
     pub fn open_embedded(path: &Path, cache_mb: u64, min_free: u64) -> Result<Storage> {
-        let store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
-        let bytes = std::sync::Arc::new(store.blobs.clone());
+        Storage::open_local(path, cache_mb, min_free, None)
+    }
+
+    /// Sled records in the data folder, and the bytes in the bucket of `objects` when given
+    /// (uploads are still received in the data folder), else in its blob files.
+    pub fn open_local(
+        path: &Path,
+        cache_mb: u64,
+        min_free: u64,
+        objects: Option<&ObjectSettings>,
+    ) -> Result<Storage> {
+        let mut store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
+        if let Some(settings) = objects {
+            // Render bodies beside the source bytes, where GC sweeps them.
+            store.render_bodies =
+                std::sync::Arc::new(ObjectBytes::open(store.blobs.clone(), settings)?);
+        }
+        let bytes = store.render_bodies.clone();
         Ok(Storage {
             records: std::sync::Arc::new(store),
             bytes,
@@ -209,6 +228,9 @@ pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
     blobs: FileBytes,
+    /// Where the bodies of large renders go: the blob files, or the object storage that holds
+    /// the source bytes (see [`Storage::open_local`]).
+    render_bodies: std::sync::Arc<dyn Bytes>,
     meta: Tree,
     orgs: Tree,
     users: Tree,
@@ -451,6 +473,7 @@ impl SledStore {
             meta,
             db,
             path: path.to_path_buf(),
+            render_bodies: std::sync::Arc::new(blobs.clone()),
             blobs,
         };
         if let Some(found) = migrate_from {

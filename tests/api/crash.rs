@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 fn start(data: &Path) -> Node {
     Node::start(
         data,
-        &[
-            ("DARKROOM__GC__INTERVAL_SECS", "1".into()),
-            ("DARKROOM__IMAGES__RETENTION_DAYS", "0".into()),
-            ("DARKROOM__RENDER__THREADS", "1".into()),
+        [
+            ("DARKROOM__GC__INTERVAL_SECS", "1"),
+            ("DARKROOM__IMAGES__RETENTION_DAYS", "0"),
+            ("DARKROOM__RENDER__THREADS", "1"),
         ],
     )
 }
@@ -24,8 +24,7 @@ fn start(data: &Path) -> Node {
 fn verify(data: &Path, round: usize) {
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(["admin", "verify"])
-        .env("DARKROOM__STORAGE__PATH", data)
-        .envs(backend_env(data))
+        .envs(storage_env(data))
         .env("DARKROOM__LOG__LEVEL", "warn")
         .current_dir(data)
         .output()

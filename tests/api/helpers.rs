@@ -64,7 +64,7 @@ pub fn test_config(data: &Path) -> Config {
     // A small headroom: its reserve file is written at every start, and the tests must not
     // fail on a machine with little free disk.
     config.storage.min_free_mb = 8;
-    config.storage.database_url = test_database_url(data).unwrap_or_default();
+    use_test_storage(&mut config, data);
     config
 }
 
@@ -101,12 +101,121 @@ pub fn test_database_url(data: &Path) -> Option<String> {
     Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))
 }
 
-/// The environment that points a `darkroom` process at the records of the appliance over
-/// `data` (see [`test_database_url`]); empty on the embedded default.
-pub fn backend_env(data: &Path) -> Vec<(&'static str, String)> {
-    test_database_url(data)
-        .map(|url| vec![("DARKROOM__STORAGE__DATABASE_URL", url)])
-        .unwrap_or_default()
+/// The `[storage]` keys, beyond its folder, of the test appliance over `data`: its records in
+/// PostgreSQL ([`test_database_url`]) and its bytes in a bucket ([`test_object_storage`]) when
+/// the environment names them; none on the embedded default.
+pub fn test_storage(data: &Path) -> Vec<(&'static str, String)> {
+    let mut keys = test_object_storage(data);
+    if let Some(url) = test_database_url(data) {
+        keys.push(("database_url", url));
+    }
+    keys
+}
+
+/// With the `DARKROOM_TEST_S3_*` variables set (`.ci/garage` prints them), the `[storage]`
+/// keys that put the bytes of the appliance over `data` into that bucket, below a prefix named
+/// after the data folder's path: each appliance sees only its own objects, and one started again over
+/// the same folder (in this process or as a child) finds them. Without them, none: the tests
+/// run on the embedded default.
+pub fn test_object_storage(data: &Path) -> Vec<(&'static str, String)> {
+    let var = |name: &str| std::env::var(format!("DARKROOM_TEST_S3_{name}")).ok();
+    let Some(endpoint) = var("ENDPOINT") else {
+        return Vec::new();
+    };
+    // The whole path: several tests name their data folder "data" inside folders of their own.
+    let folder: String = data
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    vec![
+        (
+            "object_store_url",
+            format!("s3://{}", var("BUCKET").expect("DARKROOM_TEST_S3_BUCKET")),
+        ),
+        ("s3_endpoint", endpoint),
+        ("s3_region", var("REGION").unwrap_or_default()),
+        (
+            "s3_access_key_id",
+            var("ACCESS_KEY_ID").expect("DARKROOM_TEST_S3_ACCESS_KEY_ID"),
+        ),
+        (
+            "s3_secret_access_key",
+            var("SECRET_ACCESS_KEY").expect("DARKROOM_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        ("s3_prefix", format!("api/{}/{folder}", std::process::id())),
+    ]
+}
+
+fn use_test_storage(config: &mut Config, data: &Path) {
+    let s = &mut config.storage;
+    for (key, value) in test_storage(data) {
+        let field = match key {
+            "object_store_url" => &mut s.object_store_url,
+            "s3_endpoint" => &mut s.s3_endpoint,
+            "s3_region" => &mut s.s3_region,
+            "s3_access_key_id" => &mut s.s3_access_key_id,
+            "s3_secret_access_key" => &mut s.s3_secret_access_key,
+            "database_url" => &mut s.database_url,
+            _ => &mut s.s3_prefix,
+        };
+        *field = value;
+    }
+}
+
+/// The environment that gives a child `darkroom` the storage of the test appliance over
+/// `data`: the data folder, and the database and the bucket when the tests run on them.
+pub fn storage_env(data: impl AsRef<Path>) -> Vec<(String, std::ffi::OsString)> {
+    let data = data.as_ref();
+    let mut env = vec![(
+        "DARKROOM__STORAGE__PATH".to_string(),
+        data.as_os_str().to_owned(),
+    )];
+    for (key, value) in test_storage(data) {
+        env.push((
+            format!("DARKROOM__STORAGE__{}", key.to_uppercase()),
+            value.into(),
+        ));
+    }
+    env
+}
+
+/// The same as `[storage]` lines of an `appliance.toml` (after `path`).
+pub fn storage_toml(data: &Path) -> String {
+    test_storage(data)
+        .into_iter()
+        .map(|(key, value)| format!("{key} = \"{value}\"\n"))
+        .collect()
+}
+
+/// Opens the storage of the test appliance over `data` in this process, as `darkroom admin`
+/// does (the appliance must be stopped): sled lets go of a folder's lock shortly after.
+pub async fn open_test_storage(data: &Path) -> darkroom::storage::Storage {
+    let objects = test_config(data).object_settings();
+    let mut attempt = 0;
+    loop {
+        match darkroom::storage::Storage::open_local(data, 8, 0, objects.as_ref()) {
+            Ok(storage) => return storage,
+            Err(e) if e.to_string().contains("could not acquire lock") && attempt < 100 => {
+                attempt += 1;
+                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Keeps the bytes in the data folder's files whatever the environment says (a test over a
+/// data folder written by an earlier version, with its blob files).
+pub fn with_embedded_bytes(config: &mut Config) {
+    let path = config.storage.path.clone();
+    let min_free_mb = config.storage.min_free_mb;
+    config.storage = darkroom::config::StorageConfig {
+        path,
+        min_free_mb,
+        ..Default::default()
+    };
 }
 
 /// Starts an appliance over a new temporary data folder.
@@ -181,6 +290,30 @@ impl TestApp {
     /// The closing check tolerates unreferenced bytes younger than `grace`.
     pub fn tolerate_orphans(&mut self, grace: std::time::Duration) {
         self.orphan_grace = grace;
+    }
+
+    /// How many source blobs the appliance holds, through its bytes interface: the data
+    /// folder's files or the bucket, whichever the appliance runs on. Counted off the test's
+    /// thread, which keeps driving the client's connections meanwhile.
+    pub async fn stored_blobs(&self) -> usize {
+        let blobs = self.services.blobs.clone();
+        actix_rt::task::spawn_blocking(move || {
+            (0..=255u8)
+                .map(|shard| blobs.list_shard(shard).unwrap().len())
+                .sum()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Whether the bytes are in object storage (`DARKROOM_TEST_S3_*` set): tests that damage
+    /// the data folder's blob files behind the appliance's back have nothing to damage then.
+    pub fn bytes_in_object_storage(&self) -> bool {
+        self.services
+            .config
+            .storage
+            .object_store_url
+            .starts_with("s3://")
     }
 
     /// Stops the appliance and returns its temporary folder so another can start on it.
@@ -438,14 +571,13 @@ pub fn start_binary(
 ) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"));
     command
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__WORKERS", "1")
         .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
         .env("DARKROOM__GC__INTERVAL_SECS", "0")
         .env("RUST_LOG", "info")
-        .envs(backend_env(data))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     for (k, v) in env {
@@ -494,17 +626,20 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn start(data: &Path, env: &[(&str, String)]) -> Node {
+    pub fn start<K, V>(data: &Path, env: impl IntoIterator<Item = (K, V)>) -> Node
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"))
-            .env("DARKROOM__STORAGE__PATH", data)
-            .envs(backend_env(data))
+            .envs(storage_env(data))
             .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
             .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
             .env("DARKROOM__SERVER__WORKERS", "1")
             .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
             .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env)
             .current_dir(data)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -51,13 +51,19 @@ async fn two_nodes_behind_nginx_serve_one_truth_and_survive_a_kill() {
     // Node A may die between storing an upload's bytes and its record: GC collects those.
     b.tolerate_orphans(Duration::from_secs(3600));
     let a_dir = tempfile::tempdir().unwrap();
-    let mut env = backend_env(&b.data);
-    env.extend([
-        ("DARKROOM__EDGE__URL", edge.clone()),
-        ("DARKROOM__GC__INTERVAL_SECS", "1".to_string()),
-        ("DARKROOM__IMAGES__RETENTION_DAYS", "0".to_string()),
-    ]);
-    let a = Node::start(a_dir.path(), &env);
+    // Node B's records and bucket, node A's own data folder.
+    let mut env: Vec<(String, std::ffi::OsString)> = storage_env(&b.data)
+        .into_iter()
+        .filter(|(k, _)| k != "DARKROOM__STORAGE__PATH")
+        .collect();
+    for (k, v) in [
+        ("DARKROOM__EDGE__URL", edge.as_str()),
+        ("DARKROOM__GC__INTERVAL_SECS", "1"),
+        ("DARKROOM__IMAGES__RETENTION_DAYS", "0"),
+    ] {
+        env.push((k.to_string(), v.into()));
+    }
+    let a = Node::start(a_dir.path(), env);
     let a_api = format!("http://{}", a.api);
     let b_render = b.render.trim_start_matches("http://").to_string();
     let upstream = format!(

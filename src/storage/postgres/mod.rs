@@ -16,6 +16,7 @@ mod accounts;
 mod schema;
 mod stacks;
 
+use super::driver::Driver;
 use super::{RecordsLock, Result, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::de::DeserializeOwned;
@@ -33,46 +34,6 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 pub struct PgStore {
     pool: Pool,
     driver: Driver,
-}
-
-/// The runtime that drives the pool's connections, on a thread of its own.
-struct Driver {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Driver {
-    fn start() -> Result<Driver> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = rt.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("postgres".into())
-            .spawn(move || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
-        Ok(Driver {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
 }
 
 impl PgStore {
@@ -96,7 +57,7 @@ impl PgStore {
             .map_err(|e| StorageError::Schema(format!("database pool: {e}")))?;
         let store = PgStore {
             pool,
-            driver: Driver::start()?,
+            driver: Driver::start("postgres")?,
         };
         store.run(schema::migrate)?;
         Ok(store)
