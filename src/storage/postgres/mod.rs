@@ -13,6 +13,14 @@
 //! counters are columns, changed in the statement or transaction that changes what they count.
 
 mod accounts;
+mod aliases;
+mod edge_rows;
+mod images;
+mod index;
+#[cfg(test)]
+mod listing_tests;
+#[cfg(test)]
+mod records_tests;
 mod schema;
 mod stacks;
 
@@ -33,6 +41,8 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 pub struct PgStore {
     pool: Pool,
     driver: Driver,
+    /// Whether invalidations queue their served paths for the edge (`edge.url` is set).
+    pub(super) edge_on: std::sync::atomic::AtomicBool,
 }
 
 /// The runtime that drives the pool's connections, on a thread of its own.
@@ -97,6 +107,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             driver: Driver::start()?,
+            edge_on: std::sync::atomic::AtomicBool::new(false),
         };
         store.run(schema::migrate)?;
         Ok(store)
