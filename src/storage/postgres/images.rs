@@ -466,8 +466,9 @@ impl ImageRecords for PgStore {
 
     fn expired_images(&self, cutoff: i64, limit: usize) -> Result<Vec<(String, String)>> {
         self.query(
+            // In the index's order, so that the limit bounds the rows read.
             "SELECT org, hash FROM images WHERE deleted AND deleted_at < $1 \
-             ORDER BY deleted_at, org, hash LIMIT $2",
+             ORDER BY deleted_at LIMIT $2",
             vec![Box::new(cutoff), Box::new(to_i64(limit as u64))],
         )?
         .iter()

@@ -117,6 +117,69 @@ fn billable_space_counts_a_blob_once_per_organization_while_a_live_image_refers_
 
 #[test]
 #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+fn images_of_one_blob_written_at_once_from_several_connections_count_it_once() {
+    let Some(store) = testing::store("img_concurrent") else {
+        return;
+    };
+    let store = std::sync::Arc::new(store);
+    let hashes = ['a', 'c', 'd', 'e', 'f', '1', '2', '3'];
+    let blob = "b".repeat(64);
+    // Races are rare per round: many rounds of writers that start together.
+    for round in 0..20 {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(hashes.len()));
+        let writers: Vec<_> = hashes
+            .iter()
+            .map(|&h| {
+                let (store, start) = (store.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for org in ["acme", "beta"] {
+                        store.insert_image(&image(org, h, 'b', 100)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        for org in ["acme", "beta"] {
+            let usage = store.org_usage(org).unwrap();
+            assert_eq!(
+                (usage.space_in_bytes, usage.number_of_files),
+                (100, 8),
+                "round {round}"
+            );
+        }
+        let start = std::sync::Arc::new(std::sync::Barrier::new(hashes.len()));
+        let removers: Vec<_> = hashes
+            .iter()
+            .map(|&h| {
+                let (store, start) = (store.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    ["acme", "beta"]
+                        .iter()
+                        .filter_map(|org| {
+                            store.remove_image(org, &h.to_string().repeat(40)).unwrap()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let freed: usize = removers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert_eq!(freed, 1, "round {round}: exactly one removal frees {blob}");
+        for org in ["acme", "beta"] {
+            assert_eq!(
+                store.org_usage(org).unwrap().space_in_bytes,
+                0,
+                "round {round}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
 fn expired_images_are_the_deleted_ones_past_the_cutoff() {
     let Some(store) = testing::store("img_expired") else {
         return;
