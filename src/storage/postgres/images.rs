@@ -7,6 +7,10 @@
 //! Rather than keep a reference-count table beside the records, a change counts the other live
 //! images of that organization and blob (an index lookup) under a transaction lock on the blob,
 //! which also orders "is the blob still referred to?" of removals of every organization.
+//!
+//! Image writes of one organization also wait for each other on its image counter row (the
+//! exact totals the listings read), from the index step to the commit: the price of counters
+//! that never drift, which the embedded store pays with its one writer per key.
 
 use super::aliases::delete_aliases_of_tx;
 use super::{bump_generation, from_row, to_i64, to_json, to_u64, PgStore};

@@ -180,6 +180,37 @@ fn images_of_one_blob_written_at_once_from_several_connections_count_it_once() {
 
 #[test]
 #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+fn removing_the_last_two_records_of_a_blob_at_once_frees_it_exactly_once() {
+    let Some(store) = testing::store("img_last_refs") else {
+        return;
+    };
+    let store = std::sync::Arc::new(store);
+    let blob = "b".repeat(64);
+    for round in 0..50 {
+        for org in ["acme", "beta"] {
+            store.insert_image(&image(org, 'a', 'b', 100)).unwrap();
+        }
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let removers: Vec<_> = ["acme", "beta"]
+            .into_iter()
+            .map(|org| {
+                let (store, start) = (store.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    store.remove_image(org, &"a".repeat(40)).unwrap()
+                })
+            })
+            .collect();
+        let freed: Vec<String> = removers
+            .into_iter()
+            .filter_map(|r| r.join().unwrap())
+            .collect();
+        assert_eq!(freed, std::slice::from_ref(&blob), "round {round}");
+    }
+}
+
+#[test]
+#[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
 fn expired_images_are_the_deleted_ones_past_the_cutoff() {
     let Some(store) = testing::store("img_expired") else {
         return;
