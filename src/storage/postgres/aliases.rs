@@ -13,6 +13,10 @@ use crate::storage::{AliasPut, AliasRecords, Result, ServedPath, StorageError, S
 use std::sync::atomic::Ordering;
 use tokio_postgres::Transaction;
 
+/// Attempts of [`AliasRecords::put_alias`] to either create an alias or lock the one that
+/// exists, while other writers create and delete it.
+const MAX_TURNS: usize = 8;
+
 /// Removes the served paths of aliases of an organization in the caller's transaction and
 /// queues them for the edge when it is on; returns those queued, in the order first seen.
 async fn take_paths(
@@ -97,33 +101,39 @@ impl AliasRecords for PgStore {
             if image.is_none() {
                 return Ok(AliasPut::NoImage);
             }
-            let created = tx
-                .execute(
-                    "INSERT INTO aliases (org, alias, hash, record) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (org, alias) DO NOTHING",
-                    &[org, name, &alias.hash, &record],
-                )
-                .await?;
-            if created == 1 {
-                tx.execute(
-                    "DELETE FROM alias_paths WHERE org = $1 AND alias = $2",
-                    &[org, name],
-                )
-                .await?;
-                bump_generation(&tx).await?;
-                tx.commit().await?;
-                return Ok(AliasPut::Created);
+            // An alias deleted between the insert and the read is created on the next turn.
+            let mut existing = None;
+            for _ in 0..MAX_TURNS {
+                let created = tx
+                    .execute(
+                        "INSERT INTO aliases (org, alias, hash, record) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (org, alias) DO NOTHING",
+                        &[org, name, &alias.hash, &record],
+                    )
+                    .await?;
+                if created == 1 {
+                    tx.execute(
+                        "DELETE FROM alias_paths WHERE org = $1 AND alias = $2",
+                        &[org, name],
+                    )
+                    .await?;
+                    bump_generation(&tx).await?;
+                    tx.commit().await?;
+                    return Ok(AliasPut::Created);
+                }
+                existing = tx
+                    .query_opt(
+                        "SELECT record FROM aliases WHERE org = $1 AND alias = $2 FOR UPDATE",
+                        &[org, name],
+                    )
+                    .await?;
+                if existing.is_some() {
+                    break;
+                }
             }
-            let row = tx
-                .query_opt(
-                    "SELECT record FROM aliases WHERE org = $1 AND alias = $2 FOR UPDATE",
-                    &[org, name],
-                )
-                .await?
-                .ok_or_else(|| {
-                    // Deleted between the insert and this read: the caller may try again.
-                    StorageError::Sql(format!("alias {name} changed while it was written"))
-                })?;
+            let row = existing.ok_or_else(|| {
+                StorageError::Sql(format!("alias {name} kept changing while it was written"))
+            })?;
             let previous: StoredAlias = from_row("aliases", &row, 0)?;
             if !overwrite {
                 return Ok(AliasPut::Exists(previous));
