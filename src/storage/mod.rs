@@ -96,7 +96,11 @@ impl From<tokio_postgres::Error> for StorageError {
         // The server's message says what failed; the client's own wording says little.
         match e.as_db_error() {
             Some(db) => StorageError::Sql(format!("{}: {}", db.code().code(), db.message())),
-            None => StorageError::Sql(e.to_string()),
+            None => match std::error::Error::source(&e) {
+                // A parameter the client could not send says why beside which one.
+                Some(cause) => StorageError::Sql(format!("{e}: {cause}")),
+                None => StorageError::Sql(e.to_string()),
+            },
         }
     }
 }

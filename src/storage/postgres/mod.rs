@@ -13,6 +13,14 @@
 //! counters are columns, changed in the statement or transaction that changes what they count.
 
 mod accounts;
+mod aliases;
+mod edge_rows;
+mod images;
+mod index;
+#[cfg(test)]
+mod listing_tests;
+#[cfg(test)]
+mod records_tests;
 mod schema;
 mod stacks;
 
@@ -34,6 +42,8 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 pub struct PgStore {
     pool: Pool,
     driver: Driver,
+    /// Whether invalidations queue their served paths for the edge (`edge.url` is set).
+    pub(super) edge_on: std::sync::atomic::AtomicBool,
 }
 
 impl PgStore {
@@ -58,6 +68,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             driver: Driver::start("postgres")?,
+            edge_on: std::sync::atomic::AtomicBool::new(false),
         };
         store.run(schema::migrate)?;
         Ok(store)

@@ -56,20 +56,26 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org, name)
     );
     "#,
-    // 2: images, their listing index and counters, aliases.
+    // 2: images, their listing index and counters, aliases, the edge queue.
+    //
+    // Names and hashes compare in byte order (`COLLATE "C"`), as the embedded store keys
+    // them: prefix ranges (short hashes) and listings of aliases agree on every backend.
+    // Image records are `json`, which keeps the text as written (user metadata keeps its key
+    // order, as the API answers it); nothing queries inside them, the listing index does.
     r#"
     CREATE TABLE images (
-        org text NOT NULL,
-        hash text NOT NULL,
+        org text COLLATE "C" NOT NULL,
+        hash text COLLATE "C" NOT NULL,
         binary_hash text NOT NULL,
         blob text NOT NULL,
         deleted boolean NOT NULL,
         deleted_at bigint,
-        record jsonb NOT NULL,
+        record json NOT NULL,
         PRIMARY KEY (org, hash)
     );
     CREATE INDEX images_by_binary ON images (org, binary_hash);
     CREATE INDEX images_by_blob ON images (blob);
+    CREATE INDEX images_live_by_blob ON images (org, blob) WHERE NOT deleted;
     CREATE INDEX images_expired ON images (deleted_at) WHERE deleted;
     CREATE TABLE image_index (
         org text NOT NULL,
@@ -85,8 +91,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org, deleted, key)
     );
     CREATE TABLE aliases (
-        org text NOT NULL,
-        alias text NOT NULL,
+        org text COLLATE "C" NOT NULL,
+        alias text COLLATE "C" NOT NULL,
         hash text NOT NULL,
         record jsonb NOT NULL,
         PRIMARY KEY (org, alias)
@@ -99,6 +105,8 @@ const MIGRATIONS: &[&str] = &[
         added bigserial,
         PRIMARY KEY (org, alias, path)
     );
+    CREATE TABLE edge_jobs (id bigserial PRIMARY KEY, due_ms bigint NOT NULL, job jsonb NOT NULL);
+    CREATE INDEX edge_jobs_due ON edge_jobs (due_ms, id);
     "#,
 ];
 
