@@ -13,16 +13,21 @@
 //! counters are columns, changed in the statement or transaction that changes what they count.
 
 mod accounts;
+mod edge;
+mod records;
+mod renders;
 mod schema;
 mod stacks;
 
-use super::{RecordsLock, Result, StorageError};
+use super::{Bytes, RecordsLock, Result, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::Notify;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -32,6 +37,12 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 /// The records in one PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
+    /// Whether invalidations queue paths for the edge ([`super::EdgeQueue::enable_edge`]).
+    pub(super) edge_on: std::sync::atomic::AtomicBool,
+    /// Woken when any node commits edge jobs (a `NOTIFY` on [`EDGE_CHANNEL`]).
+    edge_notify: Arc<Notify>,
+    /// Where the bodies of large renders live ([`PgStore::keep_render_bodies_in`]).
+    bodies: OnceLock<Arc<dyn Bytes>>,
     driver: Driver,
 }
 
@@ -83,6 +94,7 @@ impl PgStore {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StorageError::Schema(format!("storage.database_url: {e}")))?;
+        let listen = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -96,10 +108,50 @@ impl PgStore {
             .map_err(|e| StorageError::Schema(format!("database pool: {e}")))?;
         let store = PgStore {
             pool,
+            edge_on: Default::default(),
+            edge_notify: Arc::new(Notify::new()),
+            bodies: OnceLock::new(),
             driver: Driver::start()?,
         };
         store.run(schema::migrate)?;
+        store
+            .driver
+            .handle
+            .spawn(listen_for_edge_jobs(listen, store.edge_notify.clone()));
         Ok(store)
+    }
+
+    /// Keeps the bodies of renders larger than [`super::renders::INLINE_MAX`] in `bytes`, as
+    /// the embedded store keeps them in its data folder; set once, before the first render is
+    /// stored. Without it, such a render is answered but not kept (it is made again).
+    pub fn keep_render_bodies_in(&self, bytes: Arc<dyn Bytes>) {
+        let _ = self.bodies.set(bytes);
+    }
+
+    /// A lock that one node at a time holds ([`super::Records::exclusive`]): a session advisory
+    /// lock taken without waiting on a pooled connection that the guard keeps. `None` while
+    /// another connection (of this node or another) holds it; a node that dies loses its
+    /// connection, and the lock with it.
+    pub fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>> {
+        let hash = blake3::hash(format!("darkroom exclusive {name}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        let key = i64::from_be_bytes(first);
+        let client = self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let granted: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await?
+                .try_get(0)?;
+            Ok(granted.then_some(client))
+        })?;
+        Ok(client.map(|client| {
+            RecordsLock::new(AdvisoryLock {
+                client: Some(client),
+                handle: self.driver.handle.clone(),
+                key,
+            })
+        }))
     }
 
     /// Runs `work` with the pool on the driver thread and waits for its answer.
@@ -168,6 +220,41 @@ impl PgStore {
             let client = pool.get().await?;
             schema::current_version(&**client).await
         })
+    }
+}
+
+/// The channel on which committed edge jobs are announced.
+pub(crate) const EDGE_CHANNEL: &str = "darkroom_edge";
+
+/// Keeps a connection of its own LISTENing on [`EDGE_CHANNEL`] and wakes `notify` for every
+/// notification, reconnecting after a failure (and waking once then: jobs may have been queued
+/// meanwhile). Runs on the driver thread until the store is dropped.
+async fn listen_for_edge_jobs(config: tokio_postgres::Config, notify: Arc<Notify>) {
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let woken = notify.clone();
+            let driven = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    if let AsyncMessage::Notification(_) = message {
+                        woken.notify_one();
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {EDGE_CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                notify.notify_one();
+                let _ = driven.await;
+            } else {
+                driven.abort();
+            }
+            drop(client);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
