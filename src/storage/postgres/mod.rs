@@ -334,6 +334,12 @@ pub(crate) mod testing {
     /// A store over a fresh schema of the database named by `DATABASE_URL`, or `None` (with a
     /// message) when it is not set: these tests need a real PostgreSQL (`.ci/postgres`).
     pub fn store(test: &str) -> Option<PgStore> {
+        pair(test).map(|(store, _)| store)
+    }
+
+    /// Two stores (two pools, as two nodes have) over one fresh schema, or `None` as
+    /// [`store`] says.
+    pub fn pair(test: &str) -> Option<(PgStore, impl Fn() -> PgStore)> {
         let Ok(url) = std::env::var("DATABASE_URL") else {
             eprintln!("{test}: skipped, DATABASE_URL is not set (start one with .ci/postgres)");
             return None;
@@ -357,7 +363,8 @@ pub(crate) mod testing {
             .unwrap();
         let sep = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
-        Some(PgStore::open(&url, 4).unwrap())
+        let store = PgStore::open(&url, 4).unwrap();
+        Some((store, move || PgStore::open(&url, 4).unwrap()))
     }
 }
 
