@@ -40,7 +40,7 @@ pub(super) async fn enqueue(
         &[&to_i64(now), &jobs],
     )
     .await?;
-    tx.execute("SELECT pg_notify($1, '')", &[&EDGE_CHANNEL])
+    tx.execute(&format!("SELECT pg_notify({EDGE_CHANNEL}, '')"), &[])
         .await?;
     Ok(())
 }
@@ -241,5 +241,165 @@ impl EdgeQueue for PgStore {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+    use super::*;
+    use std::time::Duration;
+
+    fn path(p: &str) -> ServedPath {
+        ServedPath {
+            host: "img.example.com".into(),
+            path: p.into(),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn jobs_come_out_when_due_and_retries_move_them_later() {
+        let Some(store) = testing::store("edge_due") else {
+            return;
+        };
+        store.enqueue_edge(&[path("/a")]).unwrap();
+        assert_eq!(store.edge_pending(), 0, "off: nothing is queued");
+        store.enable_edge(true);
+        store.enqueue_edge(&[path("/a"), path("/b")]).unwrap();
+        let now = now_ms() + 1;
+        let due = store.due_edge_jobs(now, 10).unwrap();
+        let got: Vec<&str> = due.iter().map(|q| q.job.path.as_str()).collect();
+        assert_eq!(got, ["/a", "/b"]);
+        store.retry_edge_job(&due[0], now + 5_000).unwrap();
+        store.finish_edge_job(&due[1]).unwrap();
+        assert!(store.due_edge_jobs(now, 10).unwrap().is_empty());
+        assert_eq!(store.next_edge_due().unwrap(), Some(now + 5_000));
+        let later = store.due_edge_jobs(now + 5_000, 10).unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].job.attempts, 1);
+        assert_eq!(store.clear_edge_queue().unwrap(), 1);
+        assert_eq!(store.next_edge_due().unwrap(), None);
+    }
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn each_job_goes_to_one_node_and_comes_back_after_its_lease() {
+        let Some((one, open_other)) = testing::pair("edge_claim") else {
+            return;
+        };
+        let other = open_other();
+        one.enable_edge(true);
+        let paths: Vec<ServedPath> = (0..200).map(|i| path(&format!("/{i}"))).collect();
+        one.enqueue_edge(&paths).unwrap();
+        let now = now_ms() + 1;
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                let mut got = Vec::new();
+                while let Ok(jobs) = one.due_edge_jobs(now, 7) {
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    got.extend(jobs.into_iter().map(|q| q.job.path));
+                }
+                got
+            });
+            let b = s.spawn(|| {
+                let mut got = Vec::new();
+                while let Ok(jobs) = other.due_edge_jobs(now, 7) {
+                    if jobs.is_empty() {
+                        break;
+                    }
+                    got.extend(jobs.into_iter().map(|q| q.job.path));
+                }
+                got
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(a.len() + b.len(), 200, "no job is handed out twice");
+        assert_eq!(all.len(), 200, "every job is handed out");
+        // Claimed but never finished (the node died): due again once the lease runs out.
+        assert!(other
+            .due_edge_jobs(now + LEASE_MS - 1, 500)
+            .unwrap()
+            .is_empty());
+        let again = other.due_edge_jobs(now + LEASE_MS, 500).unwrap();
+        assert_eq!(again.len(), 200);
+        for q in &again {
+            other.finish_edge_job(q).unwrap();
+        }
+        assert_eq!(one.edge_pending(), 0);
+    }
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn a_job_queued_on_one_node_wakes_the_other() {
+        let Some((one, open_other)) = testing::pair("edge_notify") else {
+            return;
+        };
+        let other = open_other();
+        one.enable_edge(true);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // The listener wakes once when it connects; wait for that first.
+        rt.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(5), other.edge_queued()).await;
+        });
+        let woken = rt.block_on(async {
+            let waiting = other.edge_queued();
+            let quiet = tokio::time::timeout(Duration::from_millis(200), waiting).await;
+            assert!(quiet.is_err(), "nothing was queued yet");
+            let waiting = other.edge_queued();
+            one.enqueue_edge(&[path("/woken")]).unwrap();
+            tokio::time::timeout(Duration::from_secs(5), waiting).await
+        });
+        assert!(woken.is_ok(), "the notification reached the other node");
+    }
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn kept_paths_are_merged_bounded_and_queued_on_restore() {
+        let Some(store) = testing::store("edge_restore") else {
+            return;
+        };
+        store.enable_edge(true);
+        store
+            .execute(
+                "INSERT INTO images (org, hash, binary_hash, blob, deleted, record) \
+                 VALUES ('acme', 'gone', 'b', 'c', true, '{}')",
+                Vec::new(),
+            )
+            .unwrap();
+        store
+            .keep_restore_paths("acme", "gone", &[path("/a"), path("/b")])
+            .unwrap();
+        store
+            .keep_restore_paths("acme", "gone", &[path("/b"), path("/c")])
+            .unwrap();
+        store
+            .keep_restore_paths("acme", "live", &[path("/x")])
+            .unwrap();
+        assert_eq!(
+            store.stale_restore_paths().unwrap(),
+            [("acme".to_string(), "live".to_string())]
+        );
+        assert_eq!(store.refresh_restored("acme", "gone").unwrap(), 3);
+        assert_eq!(store.edge_pending(), 3);
+        assert_eq!(store.refresh_restored("acme", "gone").unwrap(), 0);
+        store.drop_restore_paths("acme", "live").unwrap();
+        assert!(store.stale_restore_paths().unwrap().is_empty());
+        let many: Vec<ServedPath> = (0..MAX_RESTORE_PATHS + 5)
+            .map(|i| path(&format!("/{i}")))
+            .collect();
+        store.keep_restore_paths("acme", "gone", &many).unwrap();
+        assert_eq!(
+            store.refresh_restored("acme", "gone").unwrap(),
+            MAX_RESTORE_PATHS
+        );
     }
 }

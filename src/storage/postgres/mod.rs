@@ -223,8 +223,9 @@ impl PgStore {
     }
 }
 
-/// The channel on which committed edge jobs are announced.
-pub(crate) const EDGE_CHANNEL: &str = "darkroom_edge";
+/// The channel on which committed edge jobs are announced, one per schema (installations in
+/// other schemas of the database do not wake this one): an SQL expression.
+pub(crate) const EDGE_CHANNEL: &str = "'darkroom_edge_' || md5(current_schema())";
 
 /// Keeps a connection of its own LISTENing on [`EDGE_CHANNEL`] and wakes `notify` for every
 /// notification, reconnecting after a failure (and waking once then: jobs may have been queued
@@ -242,11 +243,14 @@ async fn listen_for_edge_jobs(config: tokio_postgres::Config, notify: Arc<Notify
                     }
                 }
             });
-            if client
-                .batch_execute(&format!("LISTEN {EDGE_CHANNEL}"))
-                .await
-                .is_ok()
-            {
+            let listening = async {
+                let channel: String = client
+                    .query_one(&format!("SELECT {EDGE_CHANNEL}"), &[])
+                    .await?
+                    .try_get(0)?;
+                client.batch_execute(&format!("LISTEN \"{channel}\"")).await
+            };
+            if listening.await.is_ok() {
                 notify.notify_one();
                 let _ = driven.await;
             } else {
