@@ -402,3 +402,62 @@ mod tests {
         drop(store.blob_removal_lock().unwrap());
     }
 }
+
+#[cfg(test)]
+mod exclusive_tests {
+    use super::testing;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn one_node_at_a_time_holds_an_exclusive_lock() {
+        let Some((one, open_other)) = testing::pair("exclusive") else {
+            return;
+        };
+        let other = open_other();
+        let held = one.exclusive("gc").unwrap().expect("free at first");
+        assert!(
+            other.exclusive("gc").unwrap().is_none(),
+            "refused while held"
+        );
+        assert!(
+            one.exclusive("gc").unwrap().is_none(),
+            "also on another connection"
+        );
+        assert!(
+            other.exclusive("evict").unwrap().is_some(),
+            "names are apart"
+        );
+        drop(held);
+        // The release runs on the driver thread; it is granted once it has.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let granted = loop {
+            if let Some(lock) = other.exclusive("gc").unwrap() {
+                break lock;
+            }
+            assert!(Instant::now() < deadline, "granted after the holder let go");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // A node that dies loses its connection, and the lock with it.
+        drop(granted);
+        let taken = one.exclusive("gc").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut taken = taken;
+        while taken.is_none() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+            taken = one.exclusive("gc").unwrap();
+        }
+        // The holder never lets go; its process ends (its runtime and connections go).
+        std::mem::forget(taken);
+        drop(one);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while other.exclusive("gc").unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "taken over once the holder is gone"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
