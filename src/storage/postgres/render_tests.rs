@@ -305,3 +305,51 @@ fn served_paths_are_recorded_once_and_bounded() {
     assert_eq!(purged, 1);
     assert!(store.served_paths(&[9; 32]).unwrap().is_empty());
 }
+
+#[test]
+#[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+fn two_nodes_storing_the_same_render_at_once_keep_it_once() {
+    let Some(one) = fixture("renders_twice") else {
+        return;
+    };
+    // A second node over the same schema.
+    let url_schema = one
+        .query("SELECT current_schema()", Vec::new())
+        .unwrap()
+        .first()
+        .map(|r| r.get::<_, String>(0))
+        .unwrap();
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let other = PgStore::open(
+        &format!("{url}{sep}options=-csearch_path%3D{url_schema}"),
+        4,
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        for store in [&one, &other, &one, &other] {
+            s.spawn(move || {
+                for i in 0..20u8 {
+                    let m = meta("img1", &[("thumb", 1)]);
+                    store
+                        .put_render(&[i; 32], &m, &[i; 3], &path("/p"))
+                        .unwrap();
+                    store.touch_renders(&[([i; 32], 1 << 50)]).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(one.render_count(), 20);
+    assert_eq!(other.render_bytes().unwrap(), 60);
+    assert_eq!(one.org_usage("acme").unwrap().renders, 20);
+    std::thread::scope(|s| {
+        s.spawn(|| one.purge_image_renders("acme", "img1", false).unwrap());
+        s.spawn(|| {
+            other
+                .purge_stack_renders("acme", "thumb", None, false)
+                .unwrap()
+        });
+    });
+    assert_eq!(one.render_count(), 0);
+    assert_eq!(one.org_usage("acme").unwrap().render_bytes, 0);
+}

@@ -244,7 +244,10 @@ impl PgStore {
             let sql = if dry_run {
                 "SELECT key, org, size, body IS NULL, paths FROM renders WHERE key = ANY($1)"
             } else {
-                "DELETE FROM renders WHERE key = ANY($1) \
+                // Rows are locked in key order: two purges over the same renders wait for
+                // each other instead of deadlocking.
+                "DELETE FROM renders WHERE key IN (SELECT key FROM renders \
+                 WHERE key = ANY($1) ORDER BY key FOR UPDATE) \
                  RETURNING key, org, size, body IS NULL, paths"
             };
             let rows = tx.query(sql, &[&keys]).await?;
@@ -458,7 +461,8 @@ impl RenderRecords for PgStore {
     }
 
     /// One statement for the whole batch; renders gone meanwhile are skipped, and an access
-    /// time never moves back.
+    /// time never moves back. Rows another transaction holds (a purge removing them) are
+    /// skipped rather than waited for.
     fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()> {
         if accessed.is_empty() {
             return Ok(());
@@ -468,7 +472,8 @@ impl RenderRecords for PgStore {
         self.execute(
             "UPDATE renders SET accessed_ms = t.ms \
              FROM unnest($1::bytea[], $2::bigint[]) AS t(key, ms) \
-             WHERE renders.key = t.key AND renders.accessed_ms < t.ms",
+             WHERE renders.key = t.key AND renders.accessed_ms < t.ms AND renders.key IN \
+             (SELECT key FROM renders WHERE key = ANY($1) FOR UPDATE SKIP LOCKED)",
             vec![Box::new(keys), Box::new(times)],
         )?;
         Ok(())
