@@ -50,6 +50,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// The pass stopped at its work bound; another pass will continue.
     pub incomplete: bool,
+    /// Another process over the records was collecting: this pass did nothing.
+    pub busy: bool,
 }
 
 /// One bounded pass at time `now` (Unix seconds).
@@ -71,6 +73,11 @@ pub fn run_once_reporting(
     progress: crate::storage::Progress<'_>,
 ) -> crate::storage::Result<GcReport> {
     let mut report = GcReport::default();
+    // One collector at a time over shared records; another takes over if its holder dies.
+    let Some(_collector) = store.exclusive("gc")? else {
+        report.busy = true;
+        return Ok(report);
+    };
     let mut budget = settings.max_work;
 
     // 1. Soft deletes past their retention become hard deletes; a blob file goes with the

@@ -401,6 +401,9 @@ pub fn execute(
                 &mut |step, done, total| console.progress(step, done, total),
             )
             .map_err(|e| e.to_string())?;
+            if report.busy {
+                return Err("gc: another node is collecting now; run again later".into());
+            }
             console.out(&format!(
                 "gc: {} expired images, {} blobs removed, {} orphan renders, {} bytes freed{}",
                 report.expired_images,

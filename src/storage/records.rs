@@ -298,6 +298,12 @@ pub trait Records:
     /// records because every process that writes them must take the same lock. Both sides
     /// hold it only for short steps.
     fn blob_removal_lock(&self) -> Result<RecordsLock<'_>>;
+    /// A lock named `name` that one process over these records holds at a time, taken
+    /// without waiting: `None` while another holds it. Background passes that must not run
+    /// twice at once (the collector, the render-budget eviction, the retirement of older
+    /// renders) take it and skip their turn when refused; a shared backend releases it when
+    /// the process holding it dies, so another takes over at its next turn.
+    fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>>;
     /// Makes every write so far durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
     /// Blocking variant of [`Records::flush`], for the command line and shutdown.

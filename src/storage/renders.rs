@@ -105,6 +105,17 @@ impl Purged {
 }
 
 impl StoredRender {
+    /// A render whose bytes are at hand (a shared backend reads them from its row or from the
+    /// [`super::Bytes`]).
+    pub(crate) fn with_body(meta: RenderMeta, body: bytes::Bytes) -> StoredRender {
+        StoredRender {
+            meta,
+            raw: body,
+            body_start: 0,
+            external: None,
+        }
+    }
+
     /// The encoded image.
     pub fn bytes(&self) -> &[u8] {
         self.raw.get(self.body_start..).unwrap_or_default()

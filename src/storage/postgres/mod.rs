@@ -14,24 +14,29 @@
 
 mod accounts;
 mod aliases;
+mod edge;
 mod edge_rows;
 mod images;
 mod index;
 #[cfg(test)]
 mod listing_tests;
+mod records;
 #[cfg(test)]
 mod records_tests;
+mod renders;
 mod schema;
 mod stacks;
 
 use super::driver::Driver;
-use super::{RecordsLock, Result, StorageError};
+use super::{Bytes, RecordsLock, Result, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::Notify;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -41,9 +46,13 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Send + Sync>>;
 /// The records in one PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
-    driver: Driver,
-    /// Whether invalidations queue their served paths for the edge (`edge.url` is set).
+    /// Whether invalidations queue paths for the edge ([`super::EdgeQueue::enable_edge`]).
     pub(super) edge_on: std::sync::atomic::AtomicBool,
+    /// Woken when any node commits edge jobs (a `NOTIFY` on [`EDGE_CHANNEL`]).
+    edge_notify: Arc<Notify>,
+    /// Where the bodies of large renders live ([`PgStore::keep_render_bodies_in`]).
+    bodies: OnceLock<Arc<dyn Bytes>>,
+    driver: Driver,
 }
 
 impl PgStore {
@@ -54,6 +63,7 @@ impl PgStore {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StorageError::Schema(format!("storage.database_url: {e}")))?;
+        let listen = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -67,11 +77,50 @@ impl PgStore {
             .map_err(|e| StorageError::Schema(format!("database pool: {e}")))?;
         let store = PgStore {
             pool,
+            edge_on: Default::default(),
+            edge_notify: Arc::new(Notify::new()),
+            bodies: OnceLock::new(),
             driver: Driver::start("postgres")?,
-            edge_on: std::sync::atomic::AtomicBool::new(false),
         };
         store.run(schema::migrate)?;
+        store
+            .driver
+            .handle
+            .spawn(listen_for_edge_jobs(listen, store.edge_notify.clone()));
         Ok(store)
+    }
+
+    /// Keeps the bodies of renders larger than [`super::renders::INLINE_MAX`] in `bytes`, as
+    /// the embedded store keeps them in its data folder; set once, before the first render is
+    /// stored. Without it, such a render is answered but not kept (it is made again).
+    pub fn keep_render_bodies_in(&self, bytes: Arc<dyn Bytes>) {
+        let _ = self.bodies.set(bytes);
+    }
+
+    /// A lock that one node at a time holds ([`super::Records::exclusive`]): a session advisory
+    /// lock taken without waiting on a pooled connection that the guard keeps. `None` while
+    /// another connection (of this node or another) holds it; a node that dies loses its
+    /// connection, and the lock with it.
+    pub fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>> {
+        let hash = blake3::hash(format!("darkroom exclusive {name}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        let key = i64::from_be_bytes(first);
+        let client = self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let granted: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await?
+                .try_get(0)?;
+            Ok(granted.then_some(client))
+        })?;
+        Ok(client.map(|client| {
+            RecordsLock::new(AdvisoryLock {
+                client: Some(client),
+                handle: self.driver.handle.clone(),
+                key,
+            })
+        }))
     }
 
     /// Runs `work` with the pool on the driver thread and waits for its answer.
@@ -140,6 +189,45 @@ impl PgStore {
             let client = pool.get().await?;
             schema::current_version(&**client).await
         })
+    }
+}
+
+/// The channel on which committed edge jobs are announced, one per schema (installations in
+/// other schemas of the database do not wake this one): an SQL expression.
+pub(crate) const EDGE_CHANNEL: &str = "'darkroom_edge_' || md5(current_schema())";
+
+/// Keeps a connection of its own LISTENing on [`EDGE_CHANNEL`] and wakes `notify` for every
+/// notification, reconnecting after a failure (and waking once then: jobs may have been queued
+/// meanwhile). Runs on the driver thread until the store is dropped.
+async fn listen_for_edge_jobs(config: tokio_postgres::Config, notify: Arc<Notify>) {
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let woken = notify.clone();
+            let driven = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    if let AsyncMessage::Notification(_) = message {
+                        woken.notify_one();
+                    }
+                }
+            });
+            let listening = async {
+                let channel: String = client
+                    .query_one(&format!("SELECT {EDGE_CHANNEL}"), &[])
+                    .await?
+                    .try_get(0)?;
+                client.batch_execute(&format!("LISTEN \"{channel}\"")).await
+            };
+            if listening.await.is_ok() {
+                notify.notify_one();
+                let _ = driven.await;
+            } else {
+                driven.abort();
+            }
+            drop(client);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
@@ -219,6 +307,12 @@ pub(crate) mod testing {
     /// A store over a fresh schema of the database named by `DATABASE_URL`, or `None` (with a
     /// message) when it is not set: these tests need a real PostgreSQL (`.ci/postgres`).
     pub fn store(test: &str) -> Option<PgStore> {
+        pair(test).map(|(store, _)| store)
+    }
+
+    /// Two stores (two pools, as two nodes have) over one fresh schema, or `None` as
+    /// [`store`] says.
+    pub fn pair(test: &str) -> Option<(PgStore, impl Fn() -> PgStore)> {
         let Ok(url) = std::env::var("DATABASE_URL") else {
             eprintln!("{test}: skipped, DATABASE_URL is not set (start one with .ci/postgres)");
             return None;
@@ -242,7 +336,8 @@ pub(crate) mod testing {
             .unwrap();
         let sep = if url.contains('?') { '&' } else { '?' };
         let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
-        Some(PgStore::open(&url, 4).unwrap())
+        let store = PgStore::open(&url, 4).unwrap();
+        Some((store, move || PgStore::open(&url, 4).unwrap()))
     }
 }
 
@@ -274,5 +369,64 @@ mod tests {
         waiter.join().unwrap();
         // Released again: a third taker gets it at once.
         drop(store.blob_removal_lock().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod exclusive_tests {
+    use super::testing;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+    fn one_node_at_a_time_holds_an_exclusive_lock() {
+        let Some((one, open_other)) = testing::pair("exclusive") else {
+            return;
+        };
+        let other = open_other();
+        let held = one.exclusive("gc").unwrap().expect("free at first");
+        assert!(
+            other.exclusive("gc").unwrap().is_none(),
+            "refused while held"
+        );
+        assert!(
+            one.exclusive("gc").unwrap().is_none(),
+            "also on another connection"
+        );
+        assert!(
+            other.exclusive("evict").unwrap().is_some(),
+            "names are apart"
+        );
+        drop(held);
+        // The release runs on the driver thread; it is granted once it has.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let granted = loop {
+            if let Some(lock) = other.exclusive("gc").unwrap() {
+                break lock;
+            }
+            assert!(Instant::now() < deadline, "granted after the holder let go");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // A node that dies loses its connection, and the lock with it.
+        drop(granted);
+        let taken = one.exclusive("gc").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut taken = taken;
+        while taken.is_none() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+            taken = one.exclusive("gc").unwrap();
+        }
+        // The holder never lets go; its process ends (its runtime and connections go).
+        std::mem::forget(taken);
+        drop(one);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while other.exclusive("gc").unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "taken over once the holder is gone"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

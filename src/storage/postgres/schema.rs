@@ -108,6 +108,41 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE edge_jobs (id bigserial PRIMARY KEY, due_ms bigint NOT NULL, job jsonb NOT NULL);
     CREATE INDEX edge_jobs_due ON edge_jobs (due_ms, id);
     "#,
+    // 3: stored renders with their indexes and counters, kept paths of deleted images.
+    r#"
+    CREATE TABLE renders (
+        key bytea PRIMARY KEY,
+        org text NOT NULL,
+        image text NOT NULL,
+        meta jsonb NOT NULL,
+        body bytea,
+        size bigint NOT NULL,
+        accessed_ms bigint NOT NULL,
+        paths jsonb NOT NULL
+    );
+    CREATE INDEX renders_by_image ON renders (org, image, key);
+    CREATE INDEX renders_by_recency ON renders (accessed_ms, key);
+    CREATE TABLE render_stacks (
+        org text NOT NULL,
+        stack text NOT NULL,
+        revision bigint NOT NULL,
+        key bytea NOT NULL REFERENCES renders (key) ON DELETE CASCADE,
+        PRIMARY KEY (org, stack, revision, key)
+    );
+    CREATE INDEX render_stacks_by_key ON render_stacks (key);
+    CREATE TABLE render_totals (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        renders bigint NOT NULL,
+        bytes bigint NOT NULL
+    );
+    INSERT INTO render_totals (one, renders, bytes) VALUES (true, 0, 0);
+    CREATE TABLE edge_restore (
+        org text NOT NULL,
+        hash text NOT NULL,
+        paths jsonb NOT NULL,
+        PRIMARY KEY (org, hash)
+    );
+    "#,
 ];
 
 /// The layout version this binary writes.
