@@ -4,7 +4,6 @@
 use crate::config::{Config, LogFormat};
 use crate::pool::CpuPool;
 use crate::service::Services;
-use crate::storage::Storage;
 use actix_web::dev::{Server, Service as _};
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
@@ -71,13 +70,9 @@ pub struct Application {
 impl Application {
     /// Opens the data folder and binds both listeners.
     pub fn build(config: Config) -> Result<Application, String> {
-        let storage = Storage::open_local(
-            &config.storage.path,
-            config.storage.cache_mb,
-            config.min_free_bytes(),
-            config.object_settings().as_ref(),
-        )
-        .map_err(|e| e.to_string())?;
+        let storage = config
+            .open_storage(config.min_free_bytes())
+            .map_err(|e| e.to_string())?;
         let store = &storage.records;
         if storage.bytes.space().is_low() {
             log::warn!("started below storage.min_free_mb: read-only until there is room");

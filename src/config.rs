@@ -3,7 +3,7 @@
 //! variables `DARKROOM__SECTION__KEY`. Unknown keys and invalid values stop start-up with a
 //! message naming the key.
 
-use crate::storage::ObjectSettings;
+use crate::storage::{DatabaseSettings, ObjectSettings, Storage};
 use config::{Environment, File, FileFormat, Source};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -564,6 +564,26 @@ impl Config {
             secret_access_key,
             prefix: s.s3_prefix.clone(),
         })
+    }
+
+    /// Where the records are when `storage.database_url` is set.
+    pub fn database_settings(&self) -> Option<DatabaseSettings> {
+        (!self.storage.database_url.is_empty()).then(|| DatabaseSettings {
+            url: self.storage.database_url.clone(),
+            connections: self.storage.database_connections,
+        })
+    }
+
+    /// Opens the configured storage ([`Storage::open`]) keeping `min_free` bytes free under
+    /// the data folder.
+    pub fn open_storage(&self, min_free: u64) -> crate::storage::Result<Storage> {
+        Storage::open(
+            &self.storage.path,
+            self.storage.cache_mb,
+            min_free,
+            self.object_settings().as_ref(),
+            self.database_settings().as_ref(),
+        )
     }
 
     /// The free-space headroom in bytes.

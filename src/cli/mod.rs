@@ -448,13 +448,7 @@ pub fn execute(
 
 /// The configured storage, opened by this process (the service must not be running).
 fn open_storage(config: &Config) -> Result<Storage, String> {
-    Storage::open_local(
-        &config.storage.path,
-        config.storage.cache_mb,
-        0,
-        config.object_settings().as_ref(),
-    )
-    .map_err(|e| e.to_string())
+    config.open_storage(0).map_err(|e| e.to_string())
 }
 
 /// `admin export`: `write` fills `FILE.tmp` (and names where the backup came from), which is

@@ -162,6 +162,24 @@ impl FileBytes {
         })
     }
 
+    /// Opens the blob folders of a data folder for a process that owns it: temporary files
+    /// left by an earlier run are removed, the free-space reserve is given back on a full
+    /// disk, and uploads are refused below `min_free` bytes of free space.
+    pub fn open_with_headroom(data: &Path, min_free: u64) -> io::Result<FileBytes> {
+        std::fs::create_dir_all(data)?;
+        let mut blobs = FileBytes::open(data)?;
+        blobs.clear_tmp()?;
+        let _ = std::fs::remove_file(data.join(format!("{}.tmp", super::space::RESERVE_FILE)));
+        super::space::release_reserve_if_full(data)?;
+        blobs.watch(Arc::new(Space::new(data, min_free)));
+        Ok(blobs)
+    }
+
+    /// The free-space watch uploads are checked against.
+    pub(crate) fn space_watch(&self) -> Arc<Space> {
+        self.space.clone()
+    }
+
     /// Makes uploads respect this free-space watch.
     pub(crate) fn watch(&mut self, space: Arc<Space>) {
         self.space = space;

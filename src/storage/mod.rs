@@ -204,6 +204,34 @@ impl Storage {
         Storage::open_local(path, cache_mb, min_free, None)
     }
 
+    /// The configured backends: the records in PostgreSQL when `database` is given, else in
+    /// sled in the data folder; the bytes in the bucket of `objects` when given, else in the
+    /// data folder's blob files. Uploads are received in the data folder either way, and
+    /// `min_free` bytes are kept free under it.
+    pub fn open(
+        path: &Path,
+        cache_mb: u64,
+        min_free: u64,
+        objects: Option<&ObjectSettings>,
+        database: Option<&DatabaseSettings>,
+    ) -> Result<Storage> {
+        let Some(database) = database else {
+            return Storage::open_local(path, cache_mb, min_free, objects);
+        };
+        let files = FileBytes::open_with_headroom(path, min_free)?;
+        let bytes: std::sync::Arc<dyn Bytes> = match objects {
+            Some(settings) => std::sync::Arc::new(ObjectBytes::open(files, settings)?),
+            None => std::sync::Arc::new(files),
+        };
+        let records = postgres::PgStore::open(&database.url, database.connections)?;
+        // Large render bodies beside the source bytes, where GC sweeps them.
+        records.keep_render_bodies_in(bytes.clone());
+        Ok(Storage {
+            records: std::sync::Arc::new(records),
+            bytes,
+        })
+    }
+
     /// Sled records in the data folder, and the bytes in the bucket of `objects` when given
     /// (uploads are still received in the data folder), else in its blob files.
     pub fn open_local(
@@ -224,6 +252,15 @@ impl Storage {
             bytes,
         })
     }
+}
+
+/// Where the records are when they are in PostgreSQL (`storage.database_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Most connections this process opens.
+    pub connections: usize,
 }
 
 /// The embedded records: one sled database in the data folder. It keeps a handle on the blob
@@ -414,12 +451,8 @@ impl SledStore {
     pub fn open_with_headroom(path: &Path, cache_mb: u64, min_free: u64) -> Result<SledStore> {
         std::fs::create_dir_all(path)?;
         compact::recover(path)?;
-        let mut blobs = FileBytes::open(path)?;
-        blobs.clear_tmp()?;
-        let _ = std::fs::remove_file(path.join(format!("{}.tmp", space::RESERVE_FILE)));
-        space::release_reserve_if_full(path)?;
-        let space = std::sync::Arc::new(Space::new(path, min_free));
-        blobs.watch(space.clone());
+        let blobs = FileBytes::open_with_headroom(path, min_free)?;
+        let space = blobs.space_watch();
         let db = sled::Config::new()
             .path(path.join("sled"))
             .cache_capacity(cache_mb.max(1) * 1024 * 1024)

@@ -318,13 +318,7 @@ async fn a_backup_keeps_aliases() {
 
     let restored = tempfile::tempdir().unwrap();
     {
-        let storage = darkroom::storage::Storage::open_local(
-            restored.path(),
-            8,
-            0,
-            test_config(restored.path()).object_settings().as_ref(),
-        )
-        .unwrap();
+        let storage = test_config(restored.path()).open_storage(0).unwrap();
         let imported = darkroom::storage::backup::import(
             &*storage.records,
             &*storage.bytes,

@@ -192,10 +192,10 @@ pub fn storage_toml(data: &Path) -> String {
 /// Opens the storage of the test appliance over `data` in this process, as `darkroom admin`
 /// does (the appliance must be stopped): sled lets go of a folder's lock shortly after.
 pub async fn open_test_storage(data: &Path) -> darkroom::storage::Storage {
-    let objects = test_config(data).object_settings();
+    let config = test_config(data);
     let mut attempt = 0;
     loop {
-        match darkroom::storage::Storage::open_local(data, 8, 0, objects.as_ref()) {
+        match config.open_storage(0) {
             Ok(storage) => return storage,
             Err(e) if e.to_string().contains("could not acquire lock") && attempt < 100 => {
                 attempt += 1;

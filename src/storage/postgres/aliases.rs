@@ -2,11 +2,11 @@
 //! row per path in the order they were first seen (bounded like the embedded store's list).
 //!
 //! As in the embedded store, re-pointing or deleting an alias takes its served paths in the
-//! same transaction, queues them for the edge when it is on ([`super::edge_rows`]) and moves
+//! same transaction, queues them for the edge when it is on ([`super::edge::enqueue`]) and moves
 //! the change generation. Noting a path locks the alias row first, so a path noted by a request
 //! that raced a deletion is either taken by the deletion or not noted at all.
 
-use super::edge_rows::queue_edge;
+use super::edge::enqueue;
 use super::{bump_generation, from_row, to_json, PgStore};
 use crate::storage::aliases::MAX_PATHS_PER_ALIAS;
 use crate::storage::{AliasPut, AliasRecords, Result, ServedPath, StorageError, StoredAlias};
@@ -40,7 +40,7 @@ async fn take_paths(
         .collect::<Result<Vec<(i64, ServedPath)>>>()?;
     taken.sort_by_key(|(added, _)| *added);
     let paths: Vec<ServedPath> = taken.into_iter().map(|(_, p)| p).collect();
-    queue_edge(tx, &paths).await?;
+    enqueue(tx, &paths).await?;
     Ok(paths)
 }
 

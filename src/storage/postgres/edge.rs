@@ -36,7 +36,8 @@ pub(super) async fn enqueue(
         })
         .collect::<Result<Vec<_>>>()?;
     tx.execute(
-        "INSERT INTO edge_jobs (due_ms, job) SELECT $1, j FROM unnest($2::jsonb[]) AS t(j)",
+        "INSERT INTO edge_jobs (due_ms, job) SELECT $1, j FROM unnest($2::jsonb[]) \
+         WITH ORDINALITY AS q (j, i) ORDER BY i",
         &[&to_i64(now), &jobs],
     )
     .await?;

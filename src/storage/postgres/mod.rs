@@ -15,7 +15,6 @@
 mod accounts;
 mod aliases;
 mod edge;
-mod edge_rows;
 mod images;
 mod index;
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use super::{from_row, to_u64, PgStore};
 use crate::model::image::ImageRecord;
 use crate::storage::index::{org_prefix, record_keys};
-use crate::storage::Result;
+use crate::storage::{Records, RecordsLock, Result};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 
@@ -310,6 +310,53 @@ impl PgStore {
             }
         }
         Ok(())
+    }
+}
+
+/// The records-wide methods; each is the inherent method of the same name (those of `mod.rs`
+/// and of this file).
+impl Records for PgStore {
+    fn generation(&self) -> Result<u64> {
+        PgStore::generation(self)
+    }
+    fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
+        PgStore::blob_removal_lock(self)
+    }
+    fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>> {
+        PgStore::exclusive(self, name)
+    }
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        PgStore::flush(self)
+    }
+    fn flush_blocking(&self) -> Result<()> {
+        PgStore::flush_blocking(self)
+    }
+    fn probe_ready(&self) -> Result<()> {
+        PgStore::probe_ready(self)
+    }
+    fn schema_version(&self) -> Result<Option<u32>> {
+        PgStore::schema_version(self)
+    }
+    fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
+        PgStore::sweep_position(self)
+    }
+    fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
+        PgStore::set_sweep_position(self, renders, shard)
+    }
+    fn render_epoch(&self) -> Result<u32> {
+        PgStore::render_epoch(self)
+    }
+    fn set_render_epoch(&self, epoch: u32) -> Result<()> {
+        PgStore::set_render_epoch(self, epoch)
+    }
+    fn contents(&self) -> Result<Vec<String>> {
+        PgStore::contents(self)
+    }
+    fn clear(&self) -> Result<()> {
+        PgStore::clear(self)
+    }
+    fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>> {
+        PgStore::verify_records(self, each_image)
     }
 }
 
