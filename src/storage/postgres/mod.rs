@@ -52,6 +52,9 @@ pub struct PgStore {
     /// Where the bodies of large renders live ([`PgStore::keep_render_bodies_in`]).
     bodies: OnceLock<Arc<dyn Bytes>>,
     driver: Driver,
+    /// The schema the records are in: advisory locks are named after it, since they are
+    /// shared by every schema of the database.
+    schema: String,
 }
 
 impl PgStore {
@@ -80,8 +83,17 @@ impl PgStore {
             edge_notify: Arc::new(Notify::new()),
             bodies: OnceLock::new(),
             driver: Driver::start("postgres")?,
+            schema: String::new(),
         };
         store.run(schema::migrate)?;
+        let mut store = store;
+        store.schema = store.run(|pool| async move {
+            let client = pool.get().await?;
+            Ok(client
+                .query_one("SELECT current_schema()", &[])
+                .await?
+                .try_get::<_, String>(0)?)
+        })?;
         store
             .driver
             .handle
@@ -101,10 +113,7 @@ impl PgStore {
     /// another connection (of this node or another) holds it; a node that dies loses its
     /// connection, and the lock with it.
     pub fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>> {
-        let hash = blake3::hash(format!("darkroom exclusive {name}").as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&hash.as_bytes()[..8]);
-        let key = i64::from_be_bytes(first);
+        let key = self.lock_key(&format!("exclusive {name}"));
         let client = self.run(move |pool| async move {
             let client = pool.get().await?;
             let granted: bool = client
@@ -168,18 +177,27 @@ impl PgStore {
     /// database takes: a session advisory lock held by one pooled connection until the guard
     /// is dropped.
     pub fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
-        let client = self.run(|pool| async move {
+        let key = self.lock_key("blob removal");
+        let client = self.run(move |pool| async move {
             let client = pool.get().await?;
             client
-                .execute("SELECT pg_advisory_lock($1)", &[&BLOB_REMOVAL_LOCK])
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
                 .await?;
             Ok(client)
         })?;
         Ok(RecordsLock::new(AdvisoryLock {
             client: Some(client),
             handle: self.driver.handle.clone(),
-            key: BLOB_REMOVAL_LOCK,
+            key,
         }))
+    }
+
+    /// The advisory lock key of the lock `name` of these records (of this schema).
+    fn lock_key(&self, name: &str) -> i64 {
+        let hash = blake3::hash(format!("darkroom {} {name}", self.schema).as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        i64::from_be_bytes(first)
     }
 
     /// The layout version the database holds.
@@ -229,9 +247,6 @@ async fn listen_for_edge_jobs(config: tokio_postgres::Config, notify: Arc<Notify
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
-
-/// The advisory lock key of the blob removal lock (any fixed number; "blobs").
-const BLOB_REMOVAL_LOCK: i64 = 0x62_6c6f_6273;
 
 /// A session advisory lock, released when dropped.
 struct AdvisoryLock {

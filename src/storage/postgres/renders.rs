@@ -63,21 +63,15 @@ async fn live<C: GenericClient>(client: &C, meta: &RenderMeta, lock: bool) -> Re
     Ok(true)
 }
 
-/// Moves an organization's render counters and the totals, inside the change's transaction.
+/// Moves an organization's render counters (and today's figures) and the totals, inside the
+/// change's transaction.
 async fn count(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     org: &str,
     renders: i64,
     bytes: i64,
 ) -> Result<()> {
-    tx.execute(
-        "INSERT INTO org_usage (org, renders, render_bytes) VALUES ($1, GREATEST($2::bigint, 0), \
-         GREATEST($3::bigint, 0)) ON CONFLICT (org) DO UPDATE SET \
-         renders = GREATEST(org_usage.renders + $2, 0), \
-         render_bytes = GREATEST(org_usage.render_bytes + $3, 0)",
-        &[&org, &renders, &bytes],
-    )
-    .await?;
+    super::images::adjust_usage(tx, org, 0, 0, renders, bytes).await?;
     tx.execute(
         "UPDATE render_totals SET renders = GREATEST(renders + $1, 0), \
          bytes = GREATEST(bytes + $2, 0)",
@@ -145,7 +139,7 @@ impl Row {
     /// Writes the row (`replace`: over an existing one, as a restore does; otherwise an
     /// existing row, written by another node at the same time, is kept) with its stack entries
     /// and counters; returns whether the row is new.
-    async fn write(&self, tx: &tokio_postgres::Transaction<'_>, replace: bool) -> Result<bool> {
+    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, replace: bool) -> Result<bool> {
         let sql = if replace {
             "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET \
