@@ -272,6 +272,13 @@ impl Console for Terminal {
 }
 
 fn admin(config: Config, cmd: Admin) -> Result<(), String> {
+    if matches!(cmd, Admin::Compact) && config.database_settings().is_some() {
+        return Err(
+            "compact rewrites the embedded database; the records are in PostgreSQL \
+             (storage.database_url), which reclaims space with VACUUM"
+                .into(),
+        );
+    }
     if let Some(service) = control::Client::connect(&config.storage.path)? {
         return service.run(&config, cmd);
     }

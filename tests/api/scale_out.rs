@@ -204,6 +204,7 @@ async fn two_nodes_behind_nginx_serve_one_truth_and_survive_a_kill() {
     assert!(overwrite.status < 300, "{}", overwrite.text());
     let overwritten = Instant::now();
     actix_rt::time::sleep(Duration::from_millis(1800)).await;
+    let deleting = Instant::now();
     let deleted = b
         .send(
             "DELETE",
@@ -237,7 +238,7 @@ async fn two_nodes_behind_nginx_serve_one_truth_and_survive_a_kill() {
                 r.status, 404,
                 "{who}, {at:?} after the overwrite, after the delete"
             );
-        } else if r.started >= changed && r.started < gone {
+        } else if r.started >= changed && r.started < deleting {
             assert_eq!(
                 (r.status, r.width),
                 (200, Some(60)),
@@ -333,4 +334,112 @@ async fn two_nodes_behind_nginx_serve_one_truth_and_survive_a_kill() {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     drop(nginx);
+}
+
+/// The answers of one appliance that must survive a move to another backend unchanged: the
+/// listing, each image with its short hash, the stacks, today's figures and the render bytes
+/// of every URL form.
+async fn fingerprint(app: &TestApp, key: &str, hashes: &[String]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut note = |what: String, body: Vec<u8>| out.push((what, body));
+    for path in [
+        "/sourceimages/acme?limit=100",
+        "/sourceimages/acme?sort=size%20desc",
+        "/sourceimages/acme?user:str:tag=b",
+        "/stacks/acme",
+        "/organizations/acme",
+    ] {
+        let a = app.get(path, key).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        note(path.to_string(), a.body);
+    }
+    let stats = app.get("/stats/acme", key).await.json();
+    note(
+        "stats".into(),
+        serde_json::to_vec(&(
+            stats["space_in_bytes"].clone(),
+            stats["number_of_files"].clone(),
+        ))
+        .unwrap(),
+    );
+    for hash in hashes {
+        let image = app.get(&format!("/sourceimages/acme/{hash}"), key).await;
+        assert_eq!(image.status, 200);
+        let short = image.json()["short_hash"].as_str().unwrap().to_string();
+        note(format!("image {hash}"), image.body);
+        for path in [
+            format!("/thumb/{hash}.jpg"),
+            format!("/thumb/{short}.webp"),
+            format!("/dynamic/resize-width-17/{hash}.png"),
+        ] {
+            let r = app.render(&path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            note(path, r.body);
+        }
+    }
+    out
+}
+
+#[actix_rt::test]
+#[ignore = "needs PostgreSQL (.ci/run starts it)"]
+async fn an_embedded_install_moves_up_with_export_and_import() {
+    if std::env::var("DARKROOM_TEST_DATABASE_URL").is_err() {
+        eprintln!("skipped: moving up needs DARKROOM_TEST_DATABASE_URL (.ci/run sets it)");
+        return;
+    }
+    // The embedded default, whatever the environment says.
+    let old = spawn_app_with(with_embedded_bytes).await;
+    old.create_org("acme").await;
+    let key = old.create_key("acme", &["admin"]).await;
+    let mut hashes = Vec::new();
+    for (i, tag) in ["a", "b", "b"].iter().enumerate() {
+        let a = old
+            .upload(
+                "acme",
+                &key,
+                &[("filedata", "p.jpg", &jpeg(60 + 10 * i as u32, 40, i as u8))],
+                &[("meta_user[0]", &format!("{{\"tag\":\"{tag}\"}}"))],
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        hashes.push(a.json()["items"][0]["hash"].as_str().unwrap().to_string());
+    }
+    old.stack(
+        "thumb",
+        serde_json::json!({"operations": [{"name": "resize", "options": {"width": 30}}],
+                           "options": {"jpg.quality": 70}}),
+    )
+    .await;
+    let before = fingerprint(&old, &key, &hashes).await;
+    let exported = old.get("/admin/export?renders=true", ROOT_KEY).await;
+    assert_eq!(exported.status, 200);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("backup");
+    std::fs::write(&file, &exported.body).unwrap();
+
+    // The new install: records in PostgreSQL (and bytes in the bucket when one is set).
+    let new_dir = tempfile::tempdir().unwrap();
+    let config = test_config(new_dir.path());
+    assert!(!config.storage.database_url.is_empty());
+    {
+        let storage = config.open_storage(0).unwrap();
+        darkroom::storage::backup::import(
+            &*storage.records,
+            &*storage.bytes,
+            &file,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+    }
+    let new = start(config).await;
+    let after = fingerprint(&new, &key, &hashes).await;
+    assert_eq!(before.len(), after.len());
+    for ((what, a), (_, b)) in before.iter().zip(&after) {
+        assert!(
+            a == b,
+            "{what} differs after the move:\n{}\n{}",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+    }
 }

@@ -259,6 +259,7 @@ impl Drop for AdvisoryLock {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             let key = self.key;
+            let (done, released) = std::sync::mpsc::sync_channel::<()>(1);
             self.handle.spawn(async move {
                 let unlocked = client
                     .query_one("SELECT pg_advisory_unlock($1)", &[&key])
@@ -269,7 +270,12 @@ impl Drop for AdvisoryLock {
                     // closing it releases the lock.
                     drop(deadpool_postgres::Object::take(client));
                 }
+                let _ = done.send(());
             });
+            // Released when the guard is gone, so that the holder's next turn (or another
+            // caller in this process) finds it free; bounded, since closing the connection
+            // releases it anyway.
+            let _ = released.recv_timeout(std::time::Duration::from_secs(5));
         }
     }
 }

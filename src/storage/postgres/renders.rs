@@ -146,26 +146,30 @@ impl Row {
              meta = EXCLUDED.meta, body = EXCLUDED.body, size = EXCLUDED.size, \
              paths = EXCLUDED.paths RETURNING (xmax = 0)"
         } else {
+            // The row another node stored meanwhile is kept, but the URL this one served it
+            // under is remembered too (bounded): invalidations must reach every cached copy.
             "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING \
-             RETURNING true"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET \
+             paths = CASE WHEN jsonb_array_length(renders.paths) < $9 \
+                 AND NOT renders.paths @> EXCLUDED.paths \
+                 THEN renders.paths || EXCLUDED.paths ELSE renders.paths END \
+             RETURNING (xmax = 0)"
         };
+        let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
         let now = to_i64(crate::storage::edge::now_ms());
-        let row = tx
-            .query_opt(
-                sql,
-                &[
-                    &self.key,
-                    &self.org,
-                    &self.image,
-                    &self.meta,
-                    &self.body,
-                    &self.size,
-                    &now,
-                    &self.paths,
-                ],
-            )
-            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &self.key,
+            &self.org,
+            &self.image,
+            &self.meta,
+            &self.body,
+            &self.size,
+            &now,
+            &self.paths,
+            &max,
+        ];
+        let used = if replace { 8 } else { 9 };
+        let row = tx.query_opt(sql, &params[..used]).await?;
         let inserted = match row {
             Some(r) => r.try_get::<_, bool>(0)?,
             None => false,
