@@ -4,7 +4,6 @@
 use crate::config::{Config, LogFormat};
 use crate::pool::CpuPool;
 use crate::service::Services;
-use crate::storage::Storage;
 use actix_web::dev::{Server, Service as _};
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
@@ -71,14 +70,11 @@ pub struct Application {
 impl Application {
     /// Opens the data folder and binds both listeners.
     pub fn build(config: Config) -> Result<Application, String> {
-        let storage = Storage::open_embedded(
-            &config.storage.path,
-            config.storage.cache_mb,
-            config.min_free_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
+        let storage = config
+            .open_storage(config.min_free_bytes())
+            .map_err(|e| e.to_string())?;
         let store = &storage.records;
-        if store.space().is_low() {
+        if storage.bytes.space().is_low() {
             log::warn!("started below storage.min_free_mb: read-only until there is room");
         }
         store.enable_edge(!config.edge.url.is_empty());
@@ -273,17 +269,17 @@ impl Application {
         // The free space is looked at every second, so writes stop before the disk fills and
         // resume as soon as there is room again.
         let space = (config.storage.min_free_mb > 0).then(|| {
-            let store = self.services.store.clone();
+            let blobs = self.services.blobs.clone();
             crate::jobs::every("free space", SPACE_WATCH, move || {
-                if store.space().refresh() {
+                if blobs.space().refresh() {
                     // Another program may go on filling the disk: the reserve gives the
                     // database room for the small writes still under way.
-                    if let Err(e) = store.space().release_reserve_if_full() {
+                    if let Err(e) = blobs.space().release_reserve_if_full() {
                         log::warn!("the reserve file was not removed: {e}");
                     }
                 } else {
                     // Put the reserve file back once there is room.
-                    store.space().keep_reserve();
+                    blobs.space().keep_reserve();
                 }
             })
         });
@@ -291,7 +287,7 @@ impl Application {
         // headroom they wait in memory.
         let services = self.services.clone();
         let traffic = crate::jobs::every("traffic", Duration::from_secs(10), move || {
-            if services.store.space().is_low() {
+            if services.blobs.space().is_low() {
                 return;
             }
             if let Err(e) = services.traffic.flush(&*services.store) {

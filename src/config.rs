@@ -3,6 +3,7 @@
 //! variables `DARKROOM__SECTION__KEY`. Unknown keys and invalid values stop start-up with a
 //! message naming the key.
 
+use crate::storage::{DatabaseSettings, ObjectSettings, Storage};
 use config::{Environment, File, FileFormat, Source};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -56,6 +57,26 @@ pub struct StorageConfig {
     /// so the database never meets a full disk. A quarter of it (at most 16 MiB) is kept as a
     /// reserve file, given back at start-up on a full disk. 0 = no headroom.
     pub min_free_mb: u64,
+    /// `postgres://user:password@host:port/database`: the records in PostgreSQL, shared by
+    /// every node over it, instead of the sled database in the data folder. Empty = embedded.
+    pub database_url: String,
+    /// Most connections this node keeps open to PostgreSQL.
+    pub database_connections: usize,
+    /// Source bytes and large renders in S3-compatible object storage: `s3://BUCKET`. Empty
+    /// (the default) keeps them in the data folder.
+    pub object_store_url: String,
+    /// The object storage service's URL (`https://…`, or `http://…` on a trusted network);
+    /// empty for AWS S3 itself.
+    pub s3_endpoint: String,
+    /// The bucket's region; empty for `us-east-1`.
+    pub s3_region: String,
+    /// Credentials; empty to take `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` from the
+    /// environment.
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    /// A folder of the bucket the objects are kept below (`darkroom/prod`); empty for the
+    /// bucket's root. Lets several installs share one bucket.
+    pub s3_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -250,7 +271,82 @@ impl Default for StorageConfig {
             path: PathBuf::from("data"),
             cache_mb: 64,
             min_free_mb: 256,
+            database_url: String::new(),
+            database_connections: 16,
+            object_store_url: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_prefix: String::new(),
         }
+    }
+}
+
+impl StorageConfig {
+    /// The object storage settings are all or nothing, and well formed.
+    fn validate_objects(&self) -> Result<(), String> {
+        let refuse = |key: &str, why: &str| Err(format!("configuration key storage.{key}: {why}"));
+        if self.object_store_url.is_empty() {
+            let extra = [
+                ("s3_endpoint", &self.s3_endpoint),
+                ("s3_region", &self.s3_region),
+                ("s3_access_key_id", &self.s3_access_key_id),
+                ("s3_secret_access_key", &self.s3_secret_access_key),
+                ("s3_prefix", &self.s3_prefix),
+            ];
+            if let Some((key, _)) = extra.iter().find(|(_, v)| !v.is_empty()) {
+                return refuse(key, "is set but storage.object_store_url is not");
+            }
+            return Ok(());
+        }
+        let Some(bucket) = self.object_store_url.strip_prefix("s3://") else {
+            return refuse("object_store_url", "must be s3://BUCKET");
+        };
+        // S3's bucket naming rules.
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !bucket_ok {
+            return refuse(
+                "object_store_url",
+                "must be s3://BUCKET with a bucket name of 3 to 63 lowercase letters, digits, '-' and '.' (a folder goes in storage.s3_prefix)",
+            );
+        }
+        let endpoint_ok = self.s3_endpoint.is_empty()
+            || ["http://", "https://"].iter().any(|scheme| {
+                self.s3_endpoint
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+            });
+        if !endpoint_ok {
+            return refuse("s3_endpoint", "must be empty or an http:// or https:// URL");
+        }
+        if self.s3_access_key_id.is_empty() != self.s3_secret_access_key.is_empty() {
+            return refuse(
+                "s3_access_key_id / s3_secret_access_key",
+                "give both or neither (then AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are read)",
+            );
+        }
+        let prefix_ok = self.s3_prefix.is_empty()
+            || self.s3_prefix.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            });
+        if !prefix_ok {
+            return refuse(
+                "s3_prefix",
+                "must be folder names of letters, digits, '-', '_' and '.' joined by '/', without a leading or trailing '/'",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -339,7 +435,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool, &str); 12] = [
+        let checks: [(&str, bool, &str); 14] = [
+            (
+                "storage.database_url",
+                self.storage.database_url.is_empty()
+                    || self.storage.database_url.starts_with("postgres://")
+                    || self.storage.database_url.starts_with("postgresql://"),
+                "must be empty or a postgres:// URL",
+            ),
+            (
+                "storage.database_connections",
+                self.storage.database_connections > 0,
+                "must be positive",
+            ),
             (
                 "server.body_timeout_secs",
                 self.server.body_timeout_secs > 0,
@@ -427,6 +535,7 @@ impl Config {
                 "configuration key edge.timeout_secs / edge.max_attempts: must be positive".into(),
             );
         }
+        self.storage.validate_objects()?;
         if !self.render.host_template.is_empty()
             && !self.render.host_template.contains("{organization}")
         {
@@ -435,6 +544,50 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Where the bytes go when `storage.object_store_url` is set: the `[storage]` settings,
+    /// with the credentials of the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`) when the file gives none.
+    pub fn object_settings(&self) -> Option<ObjectSettings> {
+        let s = &self.storage;
+        let bucket = s.object_store_url.strip_prefix("s3://")?;
+        let (access_key_id, secret_access_key) = if s.s3_access_key_id.is_empty() {
+            (
+                std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+                std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+            )
+        } else {
+            (s.s3_access_key_id.clone(), s.s3_secret_access_key.clone())
+        };
+        Some(ObjectSettings {
+            bucket: bucket.to_string(),
+            endpoint: s.s3_endpoint.clone(),
+            region: s.s3_region.clone(),
+            access_key_id,
+            secret_access_key,
+            prefix: s.s3_prefix.clone(),
+        })
+    }
+
+    /// Where the records are when `storage.database_url` is set.
+    pub fn database_settings(&self) -> Option<DatabaseSettings> {
+        (!self.storage.database_url.is_empty()).then(|| DatabaseSettings {
+            url: self.storage.database_url.clone(),
+            connections: self.storage.database_connections,
+        })
+    }
+
+    /// Opens the configured storage ([`Storage::open`]) keeping `min_free` bytes free under
+    /// the data folder.
+    pub fn open_storage(&self, min_free: u64) -> crate::storage::Result<Storage> {
+        Storage::open(
+            &self.storage.path,
+            self.storage.cache_mb,
+            min_free,
+            self.object_settings().as_ref(),
+            self.database_settings().as_ref(),
+        )
     }
 
     /// The free-space headroom in bytes.
@@ -504,6 +657,66 @@ mod tests {
             File::from_str(toml, FileFormat::Toml),
             environment().source(Some(vars)),
         )
+    }
+
+    #[test]
+    fn object_storage_settings_are_read_and_bad_ones_name_their_key() {
+        let config = layers(
+            "[storage]\nobject_store_url = \"s3://darkroom-media\"\ns3_endpoint = \"http://127.0.0.1:3900\"\ns3_region = \"garage\"\ns3_access_key_id = \"GK1\"\ns3_secret_access_key = \"s\"\ns3_prefix = \"prod/eu\"",
+            &[],
+        )
+        .unwrap();
+        let objects = config.object_settings().unwrap();
+        assert_eq!(objects.bucket, "darkroom-media");
+        assert_eq!(objects.endpoint, "http://127.0.0.1:3900");
+        assert_eq!(objects.region, "garage");
+        assert_eq!(
+            (
+                objects.access_key_id.as_str(),
+                objects.secret_access_key.as_str()
+            ),
+            ("GK1", "s")
+        );
+        assert_eq!(objects.prefix, "prod/eu");
+        assert_eq!(
+            Config::default().object_settings(),
+            None,
+            "local files by default"
+        );
+
+        for (toml, key) in [
+            (
+                "object_store_url = \"http://bucket\"",
+                "storage.object_store_url",
+            ),
+            (
+                "object_store_url = \"s3://Bad_Bucket\"",
+                "storage.object_store_url",
+            ),
+            (
+                "object_store_url = \"s3://bucket/folder\"",
+                "storage.object_store_url",
+            ),
+            (
+                "object_store_url = \"s3://bucket\"\ns3_endpoint = \"127.0.0.1:3900\"",
+                "storage.s3_endpoint",
+            ),
+            (
+                "object_store_url = \"s3://bucket\"\ns3_access_key_id = \"GK1\"",
+                "storage.s3_access_key_id",
+            ),
+            (
+                "object_store_url = \"s3://bucket\"\ns3_prefix = \"/a/\"",
+                "storage.s3_prefix",
+            ),
+            (
+                "s3_endpoint = \"http://127.0.0.1:3900\"",
+                "storage.s3_endpoint",
+            ),
+        ] {
+            let err = layers(&format!("[storage]\n{toml}"), &[]).unwrap_err();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

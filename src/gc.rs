@@ -52,6 +52,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// The pass stopped at its work bound; another pass will continue.
     pub incomplete: bool,
+    /// Another process over the records was collecting: this pass did nothing.
+    pub busy: bool,
 }
 
 /// One bounded pass at time `now` (Unix seconds).
@@ -73,6 +75,11 @@ pub fn run_once_reporting(
     progress: crate::storage::Progress<'_>,
 ) -> crate::storage::Result<GcReport> {
     let mut report = GcReport::default();
+    // One collector at a time over shared records; another takes over if its holder dies.
+    let Some(_collector) = store.exclusive("gc")? else {
+        report.busy = true;
+        return Ok(report);
+    };
     let mut budget = settings.max_work;
 
     // 1. Soft deletes past their retention become hard deletes; a blob file goes with the
@@ -180,7 +187,7 @@ fn remove_unreferenced_blob(
     grace: Duration,
     report: &mut GcReport,
 ) -> crate::storage::Result<bool> {
-    let _lock = blobs.removal_lock();
+    let _lock = store.blob_removal_lock()?;
     if store.blob_refs(id)? > 0 || (!grace.is_zero() && !blobs.older_than(id, grace)) {
         return Ok(false);
     }

@@ -272,6 +272,13 @@ impl Console for Terminal {
 }
 
 fn admin(config: Config, cmd: Admin) -> Result<(), String> {
+    if matches!(cmd, Admin::Compact) && config.database_settings().is_some() {
+        return Err(
+            "compact rewrites the embedded database; the records are in PostgreSQL \
+             (storage.database_url), which reclaims space with VACUUM"
+                .into(),
+        );
+    }
     if let Some(service) = control::Client::connect(&config.storage.path)? {
         return service.run(&config, cmd);
     }
@@ -401,6 +408,9 @@ pub fn execute(
                 &mut |step, done, total| console.progress(step, done, total),
             )
             .map_err(|e| e.to_string())?;
+            if report.busy {
+                return Err("gc: another node is collecting now; run again later".into());
+            }
             console.out(&format!(
                 "gc: {} expired images, {} blobs removed, {} orphan renders, {} orphan mezzanines, {} bytes freed{}",
                 report.expired_images,
@@ -446,8 +456,7 @@ pub fn execute(
 
 /// The configured storage, opened by this process (the service must not be running).
 fn open_storage(config: &Config) -> Result<Storage, String> {
-    Storage::open_embedded(&config.storage.path, config.storage.cache_mb, 0)
-        .map_err(|e| e.to_string())
+    config.open_storage(0).map_err(|e| e.to_string())
 }
 
 /// `admin export`: `write` fills `FILE.tmp` (and names where the backup came from), which is

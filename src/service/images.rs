@@ -273,7 +273,7 @@ pub fn parse_json_object(what: &str, raw: &str) -> Result<Map<String, Value>> {
 /// Refuses a write before a byte of it is read while the data folder is below its headroom
 /// (507).
 pub fn check_room(svc: &Services) -> Result<()> {
-    Ok(svc.store.space().check()?)
+    Ok(svc.blobs.space().check()?)
 }
 
 /// Starts receiving the bytes of one uploaded file (see [`upload`]).
@@ -389,7 +389,7 @@ async fn store_uploads(
         // commit, so that GC cannot unlink the file between the two (it re-checks the
         // references under the same lock). Taking over is a rename-free, fsync-free step.
         let _taken_over = if svc.blobs.exists(&f.blob.id) {
-            let guard = svc.blobs.removal_lock();
+            let guard = svc.store.blob_removal_lock()?;
             svc.blobs.commit(&f.blob).map_err(Error::io)?;
             Some(guard)
         } else {

@@ -292,6 +292,13 @@ pub fn retire_older_renders(store: &dyn crate::storage::Records) -> Result<u64> 
     if epoch >= RENDER_EPOCH {
         return Ok(0);
     }
+    // Nodes starting together retire them once: the others find the epoch moved on.
+    let Some(_retiring) = store.exclusive("render-epoch")? else {
+        return Ok(0);
+    };
+    if store.render_epoch()? >= RENDER_EPOCH {
+        return Ok(0);
+    }
     let mut removed = 0;
     for org in store.list_orgs()? {
         removed += store.purge_org_renders(&org.name, false)?.renders;
@@ -305,7 +312,7 @@ pub fn retire_older_renders(store: &dyn crate::storage::Records) -> Result<u64> 
 pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAnswer> {
     let state = &svc.renders;
     // Read before any record: what is resolved below holds while the generation stays.
-    let generation = svc.store.generation();
+    let generation = svc.store.generation()?;
     let url_id = resolved_id(&target);
     if let Some(known) = known_url(state, &url_id, generation) {
         if let Some(hit) = svc.store.get_render(&known.key)? {
@@ -729,7 +736,11 @@ pub fn maintain_cache(svc: &Services) -> Result<crate::storage::Purged> {
     svc.store.touch_renders(&accessed)?;
     match svc.config.render_cache.max_bytes {
         0 => Ok(Default::default()),
-        max => Ok(svc.store.evict_renders(max, EVICT_PER_PASS)?),
+        max => match svc.store.exclusive("render-eviction")? {
+            // One node evicts at a time; the others leave it this turn.
+            Some(_evicting) => Ok(svc.store.evict_renders(max, EVICT_PER_PASS)?),
+            None => Ok(Default::default()),
+        },
     }
 }
 

@@ -316,9 +316,9 @@ mod tests {
         let store = SledStore::open(dir.path(), 8).unwrap();
         store.insert_image(&image('a')).unwrap();
         store.insert_image(&image('d')).unwrap();
-        let mut last = store.generation();
+        let mut last = store.generation().unwrap();
         let mut moved = |what: &str| {
-            let now = store.generation();
+            let now = store.generation().unwrap();
             assert!(now > last, "{what} left the generation at {now}");
             last = now;
         };

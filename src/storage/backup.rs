@@ -916,7 +916,7 @@ pub fn import(
     path: &Path,
     progress: super::Progress<'_>,
 ) -> Result<Imported> {
-    records.space().check()?;
+    bytes.space().check()?;
     ensure_empty(records, bytes)?;
     let size = std::fs::metadata(path).map(|m| m.len()).ok();
     check(Counting::new(

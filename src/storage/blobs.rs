@@ -50,11 +50,9 @@ pub trait Bytes: Send + Sync {
     fn remove(&self, id: &str) -> io::Result<()>;
     /// Every blob id of one shard (of 256: the first two hex digits of the id).
     fn list_shard(&self, shard: u8) -> io::Result<Vec<String>>;
-    /// Serialises "is this blob still unreferenced? then remove it" (GC) with "this blob
-    /// exists, so refer to it" (an upload of bytes already stored): without it, GC could
-    /// remove a blob between an upload's check and its record's commit. Both sides hold it
-    /// only for short steps.
-    fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()>;
+    /// The free-space watch of the local data folder that writes are checked against
+    /// (refreshed by a background task). Records kept on the same disk check the same watch.
+    fn space(&self) -> &Space;
     /// For readiness probes, in constant work: the blobs can be reached.
     fn probe_ready(&self) -> io::Result<()>;
 
@@ -86,9 +84,6 @@ pub struct FileBytes {
     tmp: PathBuf,
     /// Uploads announce their bytes here and are refused below the headroom.
     space: Arc<Space>,
-    /// Held while GC decides to unlink a file and unlinks it, and while an upload takes over
-    /// an existing file and commits its record: see [`Bytes::removal_lock`].
-    removals: Arc<std::sync::Mutex<()>>,
 }
 
 /// Bytes being received: a temporary file and the digests computed while writing it. Dropped
@@ -164,8 +159,25 @@ impl FileBytes {
             renders: data.join("renders"),
             tmp,
             space: Arc::new(Space::new(data, 0)),
-            removals: Arc::default(),
         })
+    }
+
+    /// Opens the blob folders of a data folder for a process that owns it: temporary files
+    /// left by an earlier run are removed, the free-space reserve is given back on a full
+    /// disk, and uploads are refused below `min_free` bytes of free space.
+    pub fn open_with_headroom(data: &Path, min_free: u64) -> io::Result<FileBytes> {
+        std::fs::create_dir_all(data)?;
+        let mut blobs = FileBytes::open(data)?;
+        blobs.clear_tmp()?;
+        let _ = std::fs::remove_file(data.join(format!("{}.tmp", super::space::RESERVE_FILE)));
+        super::space::release_reserve_if_full(data)?;
+        blobs.watch(Arc::new(Space::new(data, min_free)));
+        Ok(blobs)
+    }
+
+    /// The free-space watch uploads are checked against.
+    pub(crate) fn space_watch(&self) -> Arc<Space> {
+        self.space.clone()
     }
 
     /// Makes uploads respect this free-space watch.
@@ -343,10 +355,8 @@ impl Bytes for FileBytes {
         Ok(out)
     }
 
-    fn removal_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.removals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn space(&self) -> &Space {
+        &self.space
     }
 
     fn probe_ready(&self) -> io::Result<()> {
@@ -531,6 +541,11 @@ pub(crate) fn put_test_blob(bytes: &dyn Bytes, data: &[u8]) -> String {
 }
 
 impl ReceivedBlob {
+    /// The temporary file holding the received bytes (another backend moves them from there).
+    pub(crate) fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
     /// The received bytes, read back from the temporary file (to check them before commit).
     pub fn read(&self) -> io::Result<Vec<u8>> {
         std::fs::read(&self.temp_path)

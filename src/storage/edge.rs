@@ -36,6 +36,18 @@ pub struct QueuedEdgeJob {
     pub job: EdgeJob,
 }
 
+impl QueuedEdgeJob {
+    /// A job at its place in a shared backend's queue (an opaque key the backend reads back).
+    pub(crate) fn at(key: Vec<u8>, job: EdgeJob) -> QueuedEdgeJob {
+        QueuedEdgeJob { key, job }
+    }
+
+    /// The job's place in the queue, as its backend wrote it.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

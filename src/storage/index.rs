@@ -42,7 +42,8 @@ const STR: u8 = 0x02;
 pub const CREATED_LEN: usize = 10;
 
 impl IndexField {
-    fn tag(&self) -> Vec<u8> {
+    /// The bytes that name the field in an entry key, right after `org \0 flag`.
+    pub fn tag(&self) -> Vec<u8> {
         match self {
             IndexField::Created => b"c".to_vec(),
             IndexField::Size => b"s".to_vec(),
@@ -242,7 +243,7 @@ pub fn field_prefix(org: &str, deleted: bool, field: &IndexField) -> Vec<u8> {
 /// Key of the image counter of an organization.
 pub fn total_key(org: &str, deleted: bool) -> Vec<u8> {
     let mut k = org_prefix(org, deleted);
-    k.push(b'#');
+    k.extend_from_slice(TOTAL);
     k
 }
 
@@ -294,10 +295,30 @@ impl Position {
     }
 }
 
+/// The counter key of the number of images, after `org \0 flag`.
+pub const TOTAL: &[u8] = b"#";
+
 /// Every index entry key of a record, and the counter keys it adds one to.
 pub fn record_keys(rec: &ImageRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let prefix = org_prefix(&rec.organization, rec.deleted);
+    let (entries, counters) = record_entries(rec);
+    let whole = |keys: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        keys.into_iter()
+            .map(|k| {
+                let mut full = prefix.clone();
+                full.extend_from_slice(&k);
+                full
+            })
+            .collect()
+    };
+    (whole(entries), whole(counters))
+}
+
+/// The entry and counter keys of a record without their `org \0 flag` start ([`org_prefix`]):
+/// what a backend that keeps the organization and the flag in columns of their own stores.
+pub fn record_entries(rec: &ImageRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut entries = Vec::new();
-    let mut counters = vec![total_key(&rec.organization, rec.deleted)];
+    let mut counters = vec![TOTAL.to_vec()];
     let mut fields = vec![
         IndexField::Created,
         IndexField::Size,
@@ -314,14 +335,14 @@ pub fn record_keys(rec: &ImageRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             .map(|k| IndexField::User(k.clone())),
     );
     for field in fields {
-        let prefix = field_prefix(&rec.organization, rec.deleted, &field);
+        let tag = field.tag();
         for v in field.values(rec) {
             let pos = Position::of(&field, Some(&v), rec);
-            let mut k = prefix.clone();
+            let mut k = tag.clone();
             k.extend_from_slice(&pos.suffix());
             entries.push(k);
             if field.counted() && matches!(v, IndexValue::Str(_)) {
-                let mut c = prefix.clone();
+                let mut c = tag.clone();
                 c.extend_from_slice(&pos.value);
                 counters.push(c);
             }

@@ -16,8 +16,11 @@ pub mod backup;
 pub mod blobs;
 pub mod check;
 pub mod compact;
+mod driver;
 pub mod edge;
 pub mod index;
+pub mod objects;
+pub mod postgres;
 pub mod query;
 pub mod records;
 pub mod renders;
@@ -35,8 +38,10 @@ pub use aliases::{AliasPut, AliasRecords, StoredAlias};
 pub use blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBlob};
 pub use check::RenderStatus;
 pub use edge::{EdgeJob, QueuedEdgeJob};
+pub use objects::{ObjectBytes, ObjectSettings};
 pub use records::{
-    Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RenderRecords, StackRecords,
+    Accounts, EdgeQueue, ImageIndex, ImageRecords, Records, RecordsLock, RenderRecords,
+    StackRecords,
 };
 
 pub use renders::{Purged, RenderMeta, StackRevision, StoredRender, MEZZANINE_CONTENT_TYPE};
@@ -58,6 +63,9 @@ pub enum StorageError {
     Db(#[from] sled::Error),
     #[error("file: {0}")]
     Io(#[from] std::io::Error),
+    /// A PostgreSQL failure (the database, a connection, or the pool).
+    #[error("database: {0}")]
+    Sql(String),
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
     #[error("{0}")]
@@ -80,6 +88,26 @@ impl StorageError {
             StorageError::Io(e) | StorageError::Db(sled::Error::Io(e)) => space::is_no_space(e),
             _ => false,
         }
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's message says what failed; the client's own wording says little.
+        match e.as_db_error() {
+            Some(db) => StorageError::Sql(format!("{}: {}", db.code().code(), db.message())),
+            None => match std::error::Error::source(&e) {
+                // A parameter the client could not send says why beside which one.
+                Some(cause) => StorageError::Sql(format!("{e}: {cause}")),
+                None => StorageError::Sql(e.to_string()),
+            },
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StorageError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StorageError::Sql(format!("connection pool: {e}"))
     }
 }
 
@@ -179,13 +207,66 @@ impl Storage {
     /// The embedded default over one data folder: sled records and blob files, keeping
     /// `min_free` bytes free under it (see [`SledStore::open_with_headroom`]).
     pub fn open_embedded(path: &Path, cache_mb: u64, min_free: u64) -> Result<Storage> {
-        let store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
-        let bytes = std::sync::Arc::new(store.blobs.clone());
+        Storage::open_local(path, cache_mb, min_free, None)
+    }
+
+    /// The configured backends: the records in PostgreSQL when `database` is given, else in
+    /// sled in the data folder; the bytes in the bucket of `objects` when given, else in the
+    /// data folder's blob files. Uploads are received in the data folder either way, and
+    /// `min_free` bytes are kept free under it.
+    pub fn open(
+        path: &Path,
+        cache_mb: u64,
+        min_free: u64,
+        objects: Option<&ObjectSettings>,
+        database: Option<&DatabaseSettings>,
+    ) -> Result<Storage> {
+        let Some(database) = database else {
+            return Storage::open_local(path, cache_mb, min_free, objects);
+        };
+        let files = FileBytes::open_with_headroom(path, min_free)?;
+        let bytes: std::sync::Arc<dyn Bytes> = match objects {
+            Some(settings) => std::sync::Arc::new(ObjectBytes::open(files, settings)?),
+            None => std::sync::Arc::new(files),
+        };
+        let records = postgres::PgStore::open(&database.url, database.connections)?;
+        // Large render bodies beside the source bytes, where GC sweeps them.
+        records.keep_render_bodies_in(bytes.clone());
+        Ok(Storage {
+            records: std::sync::Arc::new(records),
+            bytes,
+        })
+    }
+
+    /// Sled records in the data folder, and the bytes in the bucket of `objects` when given
+    /// (uploads are still received in the data folder), else in its blob files.
+    pub fn open_local(
+        path: &Path,
+        cache_mb: u64,
+        min_free: u64,
+        objects: Option<&ObjectSettings>,
+    ) -> Result<Storage> {
+        let mut store = SledStore::open_with_headroom(path, cache_mb, min_free)?;
+        if let Some(settings) = objects {
+            // Render bodies beside the source bytes, where GC sweeps them.
+            store.render_bodies =
+                std::sync::Arc::new(ObjectBytes::open(store.blobs.clone(), settings)?);
+        }
+        let bytes = store.render_bodies.clone();
         Ok(Storage {
             records: std::sync::Arc::new(store),
             bytes,
         })
     }
+}
+
+/// Where the records are when they are in PostgreSQL (`storage.database_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Most connections this process opens.
+    pub connections: usize,
 }
 
 /// The embedded records: one sled database in the data folder. It keeps a handle on the blob
@@ -194,6 +275,9 @@ pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
     blobs: FileBytes,
+    /// Where the bodies of large renders go: the blob files, or the object storage that holds
+    /// the source bytes (see [`Storage::open_local`]).
+    render_bodies: std::sync::Arc<dyn Bytes>,
     meta: Tree,
     orgs: Tree,
     users: Tree,
@@ -225,6 +309,9 @@ pub struct SledStore {
     /// Bumped after every change to organizations, images, stacks or aliases and every removal
     /// of a render; see [`SledStore::generation`].
     generation: std::sync::atomic::AtomicU64,
+    /// The blob removal lock ([`Records::blob_removal_lock`]): sled opens a folder in one
+    /// process only, so a mutex of that process is the whole lock.
+    blob_removals: std::sync::Mutex<()>,
 }
 
 pub(crate) fn key2(a: &str, b: &str) -> Vec<u8> {
@@ -370,12 +457,8 @@ impl SledStore {
     pub fn open_with_headroom(path: &Path, cache_mb: u64, min_free: u64) -> Result<SledStore> {
         std::fs::create_dir_all(path)?;
         compact::recover(path)?;
-        let mut blobs = FileBytes::open(path)?;
-        blobs.clear_tmp()?;
-        let _ = std::fs::remove_file(path.join(format!("{}.tmp", space::RESERVE_FILE)));
-        space::release_reserve_if_full(path)?;
-        let space = std::sync::Arc::new(Space::new(path, min_free));
-        blobs.watch(space.clone());
+        let blobs = FileBytes::open_with_headroom(path, min_free)?;
+        let space = blobs.space_watch();
         let db = sled::Config::new()
             .path(path.join("sled"))
             .cache_capacity(cache_mb.max(1) * 1024 * 1024)
@@ -428,10 +511,12 @@ impl SledStore {
             edge_on: Default::default(),
             edge_notify: Default::default(),
             generation: Default::default(),
+            blob_removals: Default::default(),
             space,
             meta,
             db,
             path: path.to_path_buf(),
+            render_bodies: std::sync::Arc::new(blobs.clone()),
             blobs,
         };
         if let Some(found) = migrate_from {
@@ -481,11 +566,6 @@ impl Records for SledStore {
             self.db.flush_async().await?;
             Ok(())
         })
-    }
-
-    /// The free-space watch of the data folder (refreshed by a background task).
-    fn space(&self) -> &Space {
-        &self.space
     }
 
     fn flush_blocking(&self) -> Result<()> {
@@ -548,8 +628,21 @@ impl Records for SledStore {
         self.check_records(each_image)
     }
 
-    fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
+        Ok(RecordsLock::new(
+            self.blob_removals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ))
+    }
+
+    /// One process opens the folder, so the lock is never contended: always granted.
+    fn exclusive(&self, _name: &str) -> Result<Option<RecordsLock<'_>>> {
+        Ok(Some(RecordsLock::new(())))
+    }
+
+    fn generation(&self) -> Result<u64> {
+        Ok(self.generation.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Reads the raw meta tree value (for tests of the schema check).
@@ -1154,9 +1247,9 @@ mod tests {
     fn every_change_a_render_url_resolves_against_moves_the_generation() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 8).unwrap();
-        let mut last = store.generation();
+        let mut last = store.generation().unwrap();
         let mut moved = |what: &str| {
-            let now = store.generation();
+            let now = store.generation().unwrap();
             assert!(now > last, "{what} left the generation at {now}");
             last = now;
         };
@@ -1207,9 +1300,13 @@ mod tests {
         store
             .put_render_unchecked(&[7; 32], &meta, b"x", &served)
             .unwrap();
-        let before = store.generation();
+        let before = store.generation().unwrap();
         store.purge_image_renders("acme", &rec.hash, true).unwrap();
-        assert_eq!(store.generation(), before, "a dry run changes nothing");
+        assert_eq!(
+            store.generation().unwrap(),
+            before,
+            "a dry run changes nothing"
+        );
         store.purge_image_renders("acme", &rec.hash, false).unwrap();
         moved("a render purge");
         store.delete_stack("acme", "thumb").unwrap();

@@ -18,7 +18,6 @@ use super::edge::QueuedEdgeJob;
 use super::index::{IndexField, Position};
 use super::query::Span;
 use super::renders::{Purged, RenderMeta, StoredRender};
-use super::space::Space;
 use super::stacks::StoredStack;
 use super::{DayStats, Inserted, OrgUsage, Result, ServedPath};
 use crate::model::account::{ApiKey, Membership, Organization, User};
@@ -259,6 +258,22 @@ pub trait EdgeQueue {
     fn stale_restore_paths(&self) -> Result<Vec<(String, String)>>;
 }
 
+/// A lock kept by the records, held until dropped. The embedded backend holds a mutex of the
+/// one process that opens its folder; a shared backend holds a lock every node sees (a
+/// database advisory lock held by one of its connections).
+pub struct RecordsLock<'a>(#[allow(dead_code)] Box<dyn Held + 'a>);
+
+/// Whatever keeps a [`RecordsLock`] held.
+pub trait Held {}
+impl<T> Held for T {}
+
+impl<'a> RecordsLock<'a> {
+    /// Wraps what keeps a lock held (released when it is dropped).
+    pub fn new(held: impl Held + 'a) -> Self {
+        Self(Box::new(held))
+    }
+}
+
 /// Every record the appliance keeps, and what spans them.
 pub trait Records:
     Accounts
@@ -274,8 +289,21 @@ pub trait Records:
     /// A number that moves after every committed change to an organization, an image, a stack
     /// or an alias, and after every removal of a render, as seen by every process over these
     /// records. Anything derived from them while it read `g` (taken *before* the reads) is
-    /// still true while it reads `g`: the remembered-URL shortcut rests on this.
-    fn generation(&self) -> u64;
+    /// still true while it reads `g`: the remembered-URL shortcut rests on this. A shared
+    /// backend reads it from the records (or from what they notify), so it can fail.
+    fn generation(&self) -> Result<u64>;
+    /// Serialises "is this blob still unreferenced? then remove its bytes" (GC) with "these
+    /// bytes are stored, so refer to them" (an upload of bytes already stored): without it, GC
+    /// could remove a blob between an upload's check and its record's commit. It lives in the
+    /// records because every process that writes them must take the same lock. Both sides
+    /// hold it only for short steps.
+    fn blob_removal_lock(&self) -> Result<RecordsLock<'_>>;
+    /// A lock named `name` that one process over these records holds at a time, taken
+    /// without waiting: `None` while another holds it. Background passes that must not run
+    /// twice at once (the collector, the render-budget eviction, the retirement of older
+    /// renders) take it and skip their turn when refused; a shared backend releases it when
+    /// the process holding it dies, so another takes over at its next turn.
+    fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>>;
     /// Makes every write so far durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
     /// Blocking variant of [`Records::flush`], for the command line and shutdown.
@@ -283,8 +311,6 @@ pub trait Records:
     /// For readiness probes, in constant work: the records can be written and read, and the
     /// free-space headroom holds.
     fn probe_ready(&self) -> Result<()>;
-    /// The free-space watch of the local data folder that writes are checked against.
-    fn space(&self) -> &Space;
     /// The layout version the records were written with, if any.
     fn schema_version(&self) -> Result<Option<u32>>;
     /// Where the collector's rolling sweeps stand (renders after this key; the next shard),

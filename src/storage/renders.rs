@@ -14,7 +14,6 @@
 
 use super::check::RenderStatus;
 use super::records::*;
-use super::Bytes;
 use super::RenderRecords;
 use super::{
     decode, encode, key2, key3, prefix, tx_decode, tx_result, OrgUsage, Result, ServedPath,
@@ -132,6 +131,17 @@ impl RenderMeta {
 }
 
 impl StoredRender {
+    /// A render whose bytes are at hand (a shared backend reads them from its row or from the
+    /// [`super::Bytes`]).
+    pub(crate) fn with_body(meta: RenderMeta, body: bytes::Bytes) -> StoredRender {
+        StoredRender {
+            meta,
+            raw: body,
+            body_start: 0,
+            external: None,
+        }
+    }
+
     /// The encoded image.
     pub fn bytes(&self) -> &[u8] {
         self.raw.get(self.body_start..).unwrap_or_default()
@@ -289,12 +299,15 @@ impl RenderRecords for SledStore {
         if stored.external.is_none() {
             return Ok(Some(stored));
         }
-        Ok(self.blobs.render_body(key)?.map(|body| StoredRender {
-            meta: stored.meta,
-            raw: bytes::Bytes::from(body),
-            body_start: 0,
-            external: None,
-        }))
+        Ok(self
+            .render_bodies
+            .render_body(key)?
+            .map(|body| StoredRender {
+                meta: stored.meta,
+                raw: bytes::Bytes::from(body),
+                body_start: 0,
+                external: None,
+            }))
     }
 
     fn external_render(&self, key: &[u8]) -> Result<bool> {
@@ -543,7 +556,7 @@ impl SledStore {
             .reserve(if external { 0 } else { bytes.len() as u64 })?;
         let header = encode(meta);
         let value = if external {
-            self.blobs.put_render_body(key, bytes)?;
+            self.render_bodies.put_render_body(key, bytes)?;
             let mut value = Vec::with_capacity(4 + header.len() + 8);
             value.extend_from_slice(&(header.len() as u32 | EXTERNAL).to_be_bytes());
             value.extend_from_slice(&header);
@@ -612,7 +625,7 @@ impl SledStore {
             Ok(true) => {}
             // Not stored (a render that raced a change) or failed: its file must not linger.
             Ok(false) | Err(_) => {
-                let _ = self.blobs.remove_render_body(key);
+                let _ = self.render_bodies.remove_render_body(key);
                 stored?;
             }
         }
@@ -706,7 +719,7 @@ impl SledStore {
         if external {
             // After the record: a file without one is never read, a record without its file
             // is a miss.
-            let _ = self.blobs.remove_render_body(key);
+            let _ = self.render_bodies.remove_render_body(key);
         }
         if !queue_paths.is_empty() {
             self.edge_notify.notify_one();

@@ -318,7 +318,7 @@ async fn a_backup_keeps_aliases() {
 
     let restored = tempfile::tempdir().unwrap();
     {
-        let storage = darkroom::storage::Storage::open_embedded(restored.path(), 8, 0).unwrap();
+        let storage = test_config(restored.path()).open_storage(0).unwrap();
         let imported = darkroom::storage::backup::import(
             &*storage.records,
             &*storage.bytes,

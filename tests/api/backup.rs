@@ -14,8 +14,9 @@ fn config_file(dir: &Path, data: &Path, api_bind: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[server]\napi_bind = \"{api_bind}\"\n\n[storage]\npath = \"{}\"\n\n[auth]\nroot_key = \"{ROOT_KEY}\"\n",
-            data.display()
+            "[server]\napi_bind = \"{api_bind}\"\n\n[storage]\npath = \"{}\"\n{}\n[auth]\nroot_key = \"{ROOT_KEY}\"\n",
+            data.display(),
+            storage_toml(data),
         ),
     )
     .unwrap();

@@ -6,7 +6,7 @@ use std::process::Command;
 fn darkroom(data: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(args)
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__LOG__LEVEL", "warn")
         .current_dir(data)
         .output()
@@ -75,7 +75,7 @@ async fn invalid_configuration_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(["admin", "verify"])
-        .env("DARKROOM__STORAGE__PATH", dir.path())
+        .envs(storage_env(dir.path()))
         .env("DARKROOM__SERVER__API_BIND", "not-an-address")
         .current_dir(dir.path())
         .output()
@@ -84,6 +84,15 @@ async fn invalid_configuration_stops_start_up_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.api_bind"));
     let bad_key = darkroom(dir.path(), &["admin", "key", "create", "nowhere"]);
     assert!(!bad_key.status.success());
+    let bad_bucket = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .args(["admin", "verify"])
+        .env("DARKROOM__STORAGE__PATH", dir.path())
+        .env("DARKROOM__STORAGE__OBJECT_STORE_URL", "https://bucket")
+        .output()
+        .unwrap();
+    assert!(!bad_bucket.status.success());
+    let said = String::from_utf8_lossy(&bad_bucket.stderr);
+    assert!(said.contains("storage.object_store_url"), "{said}");
 }
 
 #[actix_rt::test]
@@ -96,9 +105,15 @@ async fn verify_fails_when_a_blob_file_is_missing() {
     app.upload_one("acme", ROOT_KEY, "a.jpg", &jpeg(10, 10, 4))
         .await;
     app.stop().await;
-    // Break the folder on purpose, as a careless operator might.
-    let blobs = darkroom::storage::FileBytes::open(dir.path()).unwrap();
-    std::fs::remove_file(blobs.path(&blobs.list().unwrap()[0])).unwrap();
+    // Break the storage on purpose, as a careless operator might: a blob goes, wherever the
+    // bytes are kept.
+    let storage = open_test_storage(dir.path()).await;
+    let blob = (0..=255u8)
+        .flat_map(|shard| storage.bytes.list_shard(shard).unwrap())
+        .next()
+        .expect("the upload's blob");
+    storage.bytes.remove(&blob).unwrap();
+    drop(storage);
     let out = darkroom_after_stop(dir.path(), &["admin", "verify"]).await;
     assert!(!out.status.success());
     assert!(
@@ -113,7 +128,7 @@ async fn logs_carry_one_line_per_request_and_no_keys_or_signatures() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-        .env("DARKROOM__STORAGE__PATH", dir.path())
+        .envs(storage_env(dir.path()))
         .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
         .env("DARKROOM__AUTH__ROOT_KEY", "root-secret-never-logged")

@@ -17,7 +17,7 @@ async fn admin(data: &Path, args: &[&str], uid: Option<u32>) -> Output {
         command
             .arg("admin")
             .args(&args)
-            .env("DARKROOM__STORAGE__PATH", &data)
+            .envs(storage_env(&data))
             .env("DARKROOM__STORAGE__MIN_FREE_MB", "8")
             .env("DARKROOM__LOG__LEVEL", "warn")
             .current_dir(&data);

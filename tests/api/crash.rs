@@ -5,98 +5,26 @@
 
 use crate::helpers::*;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The appliance as a child process on port 0, with GC every second and retention 0.
-struct Process {
-    child: Child,
-    api: String,
-    render: String,
-}
-
-impl Process {
-    fn start(data: &Path) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-            .env("DARKROOM__STORAGE__PATH", data)
-            .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
-            .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
-            .env("DARKROOM__SERVER__WORKERS", "1")
-            .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
-            .env("DARKROOM__GC__INTERVAL_SECS", "1")
-            .env("DARKROOM__IMAGES__RETENTION_DAYS", "0")
-            .env("DARKROOM__RENDER__THREADS", "1")
-            .env("RUST_LOG", "info")
-            .current_dir(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("darkroom starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let (api, render) = loop {
-            let line = lines
-                .next()
-                .expect("the appliance logs its ports before anything else")
-                .expect("stderr is readable");
-            if let Some(rest) = line.split(" serving the API on ").nth(1) {
-                let mut words = rest.split(' ');
-                let api = words.next().expect("an address").to_string();
-                let render = rest
-                    .split(" and renders on ")
-                    .nth(1)
-                    .and_then(|r| r.split(' ').next())
-                    .expect("a render address")
-                    .to_string();
-                break (api, render);
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Process { child, api, render }
-    }
-
-    /// `kill -9`: no flush, no shutdown.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL is sent");
-        self.child.wait().expect("the child is reaped");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One blocking HTTP/1.1 exchange with the root key.
-fn http(addr: &str, method: &str, path: &str, ctype: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let status = String::from_utf8_lossy(&raw[..end])
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((status, raw[end + 4..].to_vec()))
+fn start(data: &Path) -> Node {
+    Node::start(
+        data,
+        [
+            ("DARKROOM__GC__INTERVAL_SECS", "1"),
+            ("DARKROOM__IMAGES__RETENTION_DAYS", "0"),
+            ("DARKROOM__RENDER__THREADS", "1"),
+        ],
+    )
 }
 
 fn verify(data: &Path, round: usize) {
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(["admin", "verify"])
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__LOG__LEVEL", "warn")
         .current_dir(data)
         .output()
@@ -109,7 +37,7 @@ fn verify(data: &Path, round: usize) {
     );
 }
 
-fn upload(p: &Process, bytes: &[u8]) -> Option<String> {
+fn upload(p: &Node, bytes: &[u8]) -> Option<String> {
     let (ctype, body) = multipart(&[("filedata", "a.jpg", bytes)], &[]);
     let (status, answer) = http(&p.api, "POST", "/sourceimages/acme", &ctype, &body)?;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
@@ -117,7 +45,7 @@ fn upload(p: &Process, bytes: &[u8]) -> Option<String> {
     v["items"][0]["hash"].as_str().map(str::to_string)
 }
 
-fn put_stack(p: &Process, width: u32) {
+fn put_stack(p: &Node, width: u32) {
     let body = serde_json::json!([{"name": "resize", "options": {"width": width}}]).to_string();
     let answer = http(
         &p.api,
@@ -131,7 +59,7 @@ fn put_stack(p: &Process, width: u32) {
     }
 }
 
-fn live_hashes(p: &Process) -> BTreeSet<String> {
+fn live_hashes(p: &Node) -> BTreeSet<String> {
     let (status, body) = http(
         &p.api,
         "GET",
@@ -159,7 +87,7 @@ fn kill_9_during_deletes_overwrites_and_gc_never_leaves_a_record_without_its_fil
     let photos: Vec<Vec<u8>> = (0..4).map(|seed| jpeg(64, 48, seed)).collect();
     let mut kept: BTreeSet<String> = BTreeSet::new();
     for round in 0..10 {
-        let p = Process::start(data);
+        let p = start(data);
         let live = live_hashes(&p);
         assert!(
             kept.is_subset(&live),

@@ -19,19 +19,19 @@ const SITE: &str = include_str!("../../systemd/nginx-darkroom.conf");
 /// The Host clients send to nginx: the render server's `server_name` in the example site. Not
 /// a loopback name, so a refresh only lands on the cached copy if the appliance sends it with
 /// the Host it saw when it served the render (nginx's cache key is `$host$request_uri`).
-const RENDER_HOST: &str = "img.example.com";
+pub(crate) const RENDER_HOST: &str = "img.example.com";
 
 /// How long after the trigger's answer nginx must have the fresh answer.
-const DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(1);
 
 const POLL: Duration = Duration::from_millis(20);
 
 /// A running nginx with the example site, in its own temporary folder (cache, logs, pid).
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
     /// `http://127.0.0.1:{port}`: the render server.
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Nginx {
@@ -71,7 +71,7 @@ impl Drop for Nginx {
 
 /// Holds a free loopback port until nginx is about to bind it, so that the appliance (which
 /// binds port 0) cannot be given it in between.
-fn reserve_port() -> (std::net::TcpListener, u16) {
+pub(crate) fn reserve_port() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
     let port = listener.local_addr().unwrap().port();
     (listener, port)
@@ -118,8 +118,9 @@ fn substitute(site: String, from: &str, to: &[&str]) -> String {
     out
 }
 
-/// The example site with its site-specific values pointed at this appliance and `dir`.
-fn site(api_port: u16, render_port: u16, app: &TestApp, dir: &Path) -> String {
+/// The example site with its site-specific values pointed at these upstreams (`http://…`, or
+/// the name of an `upstream` block) and `dir`.
+fn site(api_port: u16, render_port: u16, api_up: &str, render_up: &str, dir: &Path) -> String {
     // Whole-line comments repeat the substituted values as documentation; drop them.
     let site: String = SITE
         .lines()
@@ -129,8 +130,8 @@ fn site(api_port: u16, render_port: u16, app: &TestApp, dir: &Path) -> String {
     let dir = dir.display().to_string();
     let api = format!("listen 127.0.0.1:{api_port};");
     let render = format!("listen 127.0.0.1:{render_port};");
-    let api_upstream = format!("proxy_pass {};", app.api);
-    let render_upstream = format!("proxy_pass {};", app.render);
+    let api_upstream = format!("proxy_pass {api_up};");
+    let render_upstream = format!("proxy_pass {render_up};");
     let cache = format!("{dir}/cache");
     let logs = format!("{dir}/darkroom-");
     let site = substitute(site, "listen 80;", &[&api, &render]);
@@ -160,12 +161,26 @@ async fn start_nginx(
     api: (std::net::TcpListener, u16),
     app: &TestApp,
 ) -> Nginx {
+    start_nginx_for(render, api, &app.api, &app.render, "", app).await
+}
+
+/// Starts nginx with the example site, its API server proxying to `api_up` and its render
+/// server to `render_up` (URLs, or names of upstream blocks defined in `http_extra`); `app`
+/// sends the requests that check it answers.
+pub(crate) async fn start_nginx_for(
+    render: (std::net::TcpListener, u16),
+    api: (std::net::TcpListener, u16),
+    api_up: &str,
+    render_up: &str,
+    http_extra: &str,
+    app: &TestApp,
+) -> Nginx {
     let nginx = nginx_binary();
     let port = render.1;
     let dir = tempfile::tempdir().expect("a temporary folder for nginx");
     let d = dir.path().display().to_string();
     let site_path = dir.path().join("darkroom-site.conf");
-    std::fs::write(&site_path, site(api.1, port, app, dir.path())).unwrap();
+    std::fs::write(&site_path, site(api.1, port, api_up, render_up, dir.path())).unwrap();
     // As root, workers would run as `nobody`, which cannot enter the 0700 temporary folder.
     let user = if running_as_root() {
         "user root;\n"
@@ -177,7 +192,7 @@ async fn start_nginx(
          error_log {d}/error.log info;\nevents {{ worker_connections 256; }}\nhttp {{\n    \
          client_body_temp_path {d}/client_body;\n    proxy_temp_path {d}/proxy;\n    \
          fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    \
-         scgi_temp_path {d}/scgi;\n    include {};\n}}\n",
+         scgi_temp_path {d}/scgi;\n    {http_extra}\n    include {};\n}}\n",
         site_path.display()
     );
     let main_path = dir.path().join("nginx.conf");
@@ -251,11 +266,11 @@ async fn spawn_edge() -> Edge {
     Edge { nginx, app, hash }
 }
 
-fn cache_status(a: &Answer) -> String {
+pub(crate) fn cache_status(a: &Answer) -> String {
     a.header("x-cache-status").unwrap_or_default()
 }
 
-fn width(a: &Answer) -> u32 {
+pub(crate) fn width(a: &Answer) -> u32 {
     image::load_from_memory(&a.body)
         .unwrap_or_else(|e| panic!("not an image ({e}): {}", a.text()))
         .width()

@@ -17,14 +17,6 @@ fn days(n: i64) -> i64 {
     darkroom::model::time::now_unix() + n * 86_400
 }
 
-fn blob_files(app: &TestApp) -> usize {
-    darkroom::storage::FileBytes::open(&app.data)
-        .unwrap()
-        .list()
-        .unwrap()
-        .len()
-}
-
 #[actix_rt::test]
 async fn a_deleted_image_is_removed_for_good_after_the_retention_and_its_blob_with_it() {
     let app = spawn_app().await;
@@ -38,13 +30,13 @@ async fn a_deleted_image_is_removed_for_good_after_the_retention_and_its_blob_wi
     let store = &app.services.store;
     let early = run_once(&**store, &*app.services.blobs, days(29), &settings()).unwrap();
     assert_eq!(early.expired_images, 0, "still restorable");
-    assert_eq!(blob_files(&app), 1);
+    assert_eq!(app.stored_blobs().await, 1);
     let late = run_once(&**store, &*app.services.blobs, days(31), &settings()).unwrap();
     assert_eq!(late.expired_images, 1);
     assert_eq!(late.blobs_removed, 1);
     assert!(late.bytes_freed >= jpeg(40, 30, 1).len() as u64);
     assert_eq!(
-        blob_files(&app),
+        app.stored_blobs().await,
         0,
         "the data folder shrinks, not only the counters"
     );
@@ -101,13 +93,16 @@ async fn orphan_blob_files_and_renders_are_collected() {
         .upload_one("acme", ROOT_KEY, "a.jpg", &jpeg(40, 30, 3))
         .await;
     let hash = img["hash"].as_str().unwrap();
-    // A file left by a crash between writing the bytes and committing the record.
+    // Bytes left by a crash between committing them and committing the record.
     let store = &app.services.store;
-    let stray = darkroom::storage::FileBytes::open(&app.data)
-        .unwrap()
-        .path(&"ab".repeat(32));
-    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
-    std::fs::write(&stray, b"left behind").unwrap();
+    let stray = {
+        use std::io::Write;
+        let mut staged = app.services.blobs.stage().unwrap();
+        staged.write_all(b"left behind").unwrap();
+        let received = staged.finish().unwrap();
+        app.services.blobs.commit(&received).unwrap();
+        received.id
+    };
     // A render stored under a stack revision that no longer exists (a crash between a stack
     // overwrite and the purge of its renders): stored while the revision was current, then
     // the stack is overwritten behind the service's back.
@@ -147,7 +142,7 @@ async fn orphan_blob_files_and_renders_are_collected() {
     let r = run_once(&**store, &*app.services.blobs, days(0), &settings()).unwrap();
     assert_eq!(r.orphan_renders, 1);
     assert_eq!(r.blobs_removed, 1);
-    assert!(!stray.exists());
+    assert!(!app.services.blobs.exists(&stray));
     assert!(store.get_render(&[5; 32]).unwrap().is_none());
 }
 
@@ -174,5 +169,5 @@ async fn a_pass_does_bounded_work_and_the_next_one_continues() {
     assert!(first.incomplete);
     let second = run_once(&*app.services.store, &*app.services.blobs, days(31), &small).unwrap();
     assert_eq!(second.expired_images, 1);
-    assert_eq!(blob_files(&app), 0);
+    assert_eq!(app.stored_blobs().await, 0);
 }

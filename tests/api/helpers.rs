@@ -21,6 +21,9 @@ pub struct TestApp {
     pub data: PathBuf,
     /// The control socket, as the service opens it: `darkroom admin` reaches this appliance.
     control: Option<darkroom::cli::control::Control>,
+    /// Unreferenced bytes younger than this are not reported by the closing check (a test
+    /// that kills a process mid-upload may leave some, for GC to collect).
+    orphan_grace: std::time::Duration,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -61,7 +64,158 @@ pub fn test_config(data: &Path) -> Config {
     // A small headroom: its reserve file is written at every start, and the tests must not
     // fail on a machine with little free disk.
     config.storage.min_free_mb = 8;
+    use_test_storage(&mut config, data);
     config
+}
+
+/// With `DARKROOM_TEST_DATABASE_URL` set (`.ci/run` sets it), every appliance of the tests
+/// keeps its records in that PostgreSQL instead of the embedded database: in a schema of its
+/// own, named after its data folder, so that tests run side by side and an appliance started
+/// again on the same folder finds its records again.
+pub fn test_database_url(data: &Path) -> Option<String> {
+    let base = std::env::var("DARKROOM_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let digest = blake3::hash(data.as_os_str().as_encoded_bytes()).to_hex();
+    let schema = format!("t_{}", &digest[..24]);
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+    let url = base.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("DARKROOM_TEST_DATABASE_URL: {e}"));
+            let connection = tokio::spawn(connection);
+            client.batch_execute(&create).await.unwrap();
+            drop(client);
+            let _ = connection.await;
+        });
+    })
+    .join()
+    .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+}
+
+/// The `[storage]` keys, beyond its folder, of the test appliance over `data`: its records in
+/// PostgreSQL ([`test_database_url`]) and its bytes in a bucket ([`test_object_storage`]) when
+/// the environment names them; none on the embedded default.
+pub fn test_storage(data: &Path) -> Vec<(&'static str, String)> {
+    let mut keys = test_object_storage(data);
+    if let Some(url) = test_database_url(data) {
+        keys.push(("database_url", url));
+    }
+    keys
+}
+
+/// With the `DARKROOM_TEST_S3_*` variables set (`.ci/garage` prints them), the `[storage]`
+/// keys that put the bytes of the appliance over `data` into that bucket, below a prefix named
+/// after the data folder's path: each appliance sees only its own objects, and one started again over
+/// the same folder (in this process or as a child) finds them. Without them, none: the tests
+/// run on the embedded default.
+pub fn test_object_storage(data: &Path) -> Vec<(&'static str, String)> {
+    let var = |name: &str| std::env::var(format!("DARKROOM_TEST_S3_{name}")).ok();
+    let Some(endpoint) = var("ENDPOINT") else {
+        return Vec::new();
+    };
+    // The whole path: several tests name their data folder "data" inside folders of their own.
+    let folder: String = data
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    vec![
+        (
+            "object_store_url",
+            format!("s3://{}", var("BUCKET").expect("DARKROOM_TEST_S3_BUCKET")),
+        ),
+        ("s3_endpoint", endpoint),
+        ("s3_region", var("REGION").unwrap_or_default()),
+        (
+            "s3_access_key_id",
+            var("ACCESS_KEY_ID").expect("DARKROOM_TEST_S3_ACCESS_KEY_ID"),
+        ),
+        (
+            "s3_secret_access_key",
+            var("SECRET_ACCESS_KEY").expect("DARKROOM_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        ("s3_prefix", format!("api/{}/{folder}", std::process::id())),
+    ]
+}
+
+fn use_test_storage(config: &mut Config, data: &Path) {
+    let s = &mut config.storage;
+    for (key, value) in test_storage(data) {
+        let field = match key {
+            "object_store_url" => &mut s.object_store_url,
+            "s3_endpoint" => &mut s.s3_endpoint,
+            "s3_region" => &mut s.s3_region,
+            "s3_access_key_id" => &mut s.s3_access_key_id,
+            "s3_secret_access_key" => &mut s.s3_secret_access_key,
+            "database_url" => &mut s.database_url,
+            _ => &mut s.s3_prefix,
+        };
+        *field = value;
+    }
+}
+
+/// The environment that gives a child `darkroom` the storage of the test appliance over
+/// `data`: the data folder, and the database and the bucket when the tests run on them.
+pub fn storage_env(data: impl AsRef<Path>) -> Vec<(String, std::ffi::OsString)> {
+    let data = data.as_ref();
+    let mut env = vec![(
+        "DARKROOM__STORAGE__PATH".to_string(),
+        data.as_os_str().to_owned(),
+    )];
+    for (key, value) in test_storage(data) {
+        env.push((
+            format!("DARKROOM__STORAGE__{}", key.to_uppercase()),
+            value.into(),
+        ));
+    }
+    env
+}
+
+/// The same as `[storage]` lines of an `appliance.toml` (after `path`).
+pub fn storage_toml(data: &Path) -> String {
+    test_storage(data)
+        .into_iter()
+        .map(|(key, value)| format!("{key} = \"{value}\"\n"))
+        .collect()
+}
+
+/// Opens the storage of the test appliance over `data` in this process, as `darkroom admin`
+/// does (the appliance must be stopped): sled lets go of a folder's lock shortly after.
+pub async fn open_test_storage(data: &Path) -> darkroom::storage::Storage {
+    let config = test_config(data);
+    let mut attempt = 0;
+    loop {
+        match config.open_storage(0) {
+            Ok(storage) => return storage,
+            Err(e) if e.to_string().contains("could not acquire lock") && attempt < 100 => {
+                attempt += 1;
+                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Keeps the bytes in the data folder's files whatever the environment says (a test over a
+/// data folder written by an earlier version, with its blob files).
+pub fn with_embedded_bytes(config: &mut Config) {
+    let path = config.storage.path.clone();
+    let min_free_mb = config.storage.min_free_mb;
+    config.storage = darkroom::config::StorageConfig {
+        path,
+        min_free_mb,
+        ..Default::default()
+    };
 }
 
 /// Starts an appliance over a new temporary data folder.
@@ -112,6 +266,7 @@ pub async fn start(config: Config) -> TestApp {
         handle,
         data,
         control: Some(control),
+        orphan_grace: std::time::Duration::ZERO,
         _dir: None,
     }
 }
@@ -125,13 +280,42 @@ impl Drop for TestApp {
         }
         let problems = self
             .services
-            .verify(std::time::Duration::ZERO)
+            .verify(self.orphan_grace)
             .expect("the store can be verified");
         assert!(problems.is_empty(), "verify found problems: {problems:#?}");
     }
 }
 
 impl TestApp {
+    /// The closing check tolerates unreferenced bytes younger than `grace`.
+    pub fn tolerate_orphans(&mut self, grace: std::time::Duration) {
+        self.orphan_grace = grace;
+    }
+
+    /// How many source blobs the appliance holds, through its bytes interface: the data
+    /// folder's files or the bucket, whichever the appliance runs on. Counted off the test's
+    /// thread, which keeps driving the client's connections meanwhile.
+    pub async fn stored_blobs(&self) -> usize {
+        let blobs = self.services.blobs.clone();
+        actix_rt::task::spawn_blocking(move || {
+            (0..=255u8)
+                .map(|shard| blobs.list_shard(shard).unwrap().len())
+                .sum()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Whether the bytes are in object storage (`DARKROOM_TEST_S3_*` set): tests that damage
+    /// the data folder's blob files behind the appliance's back have nothing to damage then.
+    pub fn bytes_in_object_storage(&self) -> bool {
+        self.services
+            .config
+            .storage
+            .object_store_url
+            .starts_with("s3://")
+    }
+
     /// Stops the appliance and returns its temporary folder so another can start on it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(control) = self.control.take() {
@@ -387,7 +571,7 @@ pub fn start_binary(
 ) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"));
     command
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
         .env("DARKROOM__SERVER__WORKERS", "1")
@@ -429,4 +613,99 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The appliance as a child process on port 0 (`darkroom serve` of the built binary) over
+/// `data` and its records, with `env` on top of the test defaults.
+pub struct Node {
+    pub child: std::process::Child,
+    /// `127.0.0.1:port` of the API listener.
+    pub api: String,
+    /// `127.0.0.1:port` of the render listener.
+    pub render: String,
+}
+
+impl Node {
+    pub fn start<K, V>(data: &Path, env: impl IntoIterator<Item = (K, V)>) -> Node
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .envs(storage_env(data))
+            .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
+            .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
+            .env("DARKROOM__SERVER__WORKERS", "1")
+            .env("DARKROOM__AUTH__ROOT_KEY", ROOT_KEY)
+            .env("RUST_LOG", "info")
+            .envs(env)
+            .current_dir(data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("darkroom starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let (api, render) = loop {
+            let line = lines
+                .next()
+                .expect("the appliance logs its ports before anything else")
+                .expect("stderr is readable");
+            if let Some(rest) = line.split(" serving the API on ").nth(1) {
+                let api = rest.split(' ').next().expect("an address").to_string();
+                let render = rest
+                    .split(" and renders on ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .expect("a render address")
+                    .to_string();
+                break (api, render);
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Node { child, api, render }
+    }
+
+    /// `kill -9`: no flush, no shutdown.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        self.child.wait().expect("the child is reaped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One blocking HTTP/1.1 exchange with the root key; `None` when nothing answers.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nApi-Key: {ROOT_KEY}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = String::from_utf8_lossy(&raw[..end])
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, raw[end + 4..].to_vec()))
 }

@@ -50,7 +50,7 @@ async fn uploading_the_same_bytes_twice_gives_the_same_image_once() {
         app.get("/sourceimages/acme", ROOT_KEY).await.json()["total"],
         1
     );
-    let blobs = walk_files(&app.data.join("blobs"));
+    let blobs = app.stored_blobs().await;
     assert_eq!(blobs, 1, "the bytes are stored once");
 }
 
@@ -114,7 +114,7 @@ async fn dynamic_metadata_at_upload_changes_the_hash_and_shares_the_bytes() {
         .json();
     assert_ne!(plain["hash"], with_area["items"][0]["hash"]);
     assert_eq!(plain["binary_hash"], with_area["items"][0]["binary_hash"]);
-    assert_eq!(walk_files(&app.data.join("blobs")), 1);
+    assert_eq!(app.stored_blobs().await, 1);
     let by_binary = app
         .get(
             &format!("/sourceimages/acme?binaryHash={}", sha1_hex(&bytes)),
@@ -649,7 +649,7 @@ async fn copying_to_another_organization_keeps_the_hash_and_shares_the_bytes() {
         )
         .await;
     assert_eq!(missing.status, 400);
-    assert_eq!(walk_files(&app.data.join("blobs")), 1);
+    assert_eq!(app.stored_blobs().await, 1);
 }
 
 #[actix_rt::test]
@@ -822,7 +822,7 @@ async fn broken_and_unsupported_files_are_refused_and_nothing_is_stored() {
         app.get("/sourceimages/acme", ROOT_KEY).await.json()["total"],
         0
     );
-    assert_eq!(walk_files(&app.data.join("blobs")), 0);
+    assert_eq!(app.stored_blobs().await, 0);
     assert_eq!(walk_files(&app.data.join("tmp")), 0);
 }
 

@@ -32,7 +32,7 @@ async fn import_into(data: &Path, api_bind: &str, api_host: &str, extra: &[&str]
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_darkroom"))
             .args(&args)
-            .env("DARKROOM__STORAGE__PATH", &data)
+            .envs(storage_env(&data))
             .env("DARKROOM__SERVER__API_BIND", &api_bind)
             .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
             .env("DARKROOM__STORAGE__MIN_FREE_MB", "8")
@@ -310,7 +310,7 @@ async fn a_resumed_import_brings_changed_metadata_in_line_and_names_what_failed(
             Command::new(env!("CARGO_BIN_EXE_darkroom"))
                 .args(["admin", "import-rokka", "--api-host", &api])
                 .args(["--api-key", "wrong", "--organization", "acme"])
-                .env("DARKROOM__STORAGE__PATH", &data)
+                .envs(storage_env(&data))
                 .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
                 .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
                 .env("DARKROOM__STORAGE__MIN_FREE_MB", "8")

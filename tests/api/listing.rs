@@ -37,7 +37,10 @@ async fn a_store_of_the_previous_layout_is_migrated_on_open() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1"),
         dir.path(),
     );
-    let app = start(test_config(dir.path())).await;
+    // The fixture's blob files are part of the folder it was written as.
+    let mut config = test_config(dir.path());
+    with_embedded_bytes(&mut config);
+    let app = start(config).await;
     assert_eq!(
         app.services.store.schema_version().unwrap(),
         Some(darkroom::storage::SCHEMA_VERSION)

@@ -28,6 +28,7 @@ mod output_options;
 mod quirks;
 mod render_cache;
 mod renders;
+mod scale_out;
 mod shutdown;
 mod sources;
 mod stacks;

@@ -584,6 +584,10 @@ async fn broken_expressions_are_refused_when_saved_and_failing_ones_when_rendere
 #[actix_rt::test]
 async fn a_broken_source_is_answered_422_without_rendering_again() {
     let (app, hash, _) = setup().await;
+    if app.bytes_in_object_storage() {
+        eprintln!("skipped: it damages a blob file of the data folder, and the bytes are in object storage");
+        return;
+    }
     let rec = app
         .get(&format!("/sourceimages/acme/{hash}"), ROOT_KEY)
         .await

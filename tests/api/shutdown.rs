@@ -18,7 +18,7 @@ struct Process {
 impl Process {
     fn start(data: &Path, shutdown_timeout_secs: u64) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_darkroom"))
-            .env("DARKROOM__STORAGE__PATH", data)
+            .envs(storage_env(data))
             .env("DARKROOM__SERVER__API_BIND", "127.0.0.1:0")
             .env("DARKROOM__SERVER__RENDER_BIND", "127.0.0.1:0")
             .env("DARKROOM__SERVER__WORKERS", "1")
@@ -146,7 +146,7 @@ fn live_images(addr: &str) -> serde_json::Value {
 fn verify(data: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(["admin", "verify"])
-        .env("DARKROOM__STORAGE__PATH", data)
+        .envs(storage_env(data))
         .env("DARKROOM__LOG__LEVEL", "warn")
         .current_dir(data)
         .output()

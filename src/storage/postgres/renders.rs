@@ -1,0 +1,572 @@
+//! Stored renders: one row per render key with its header (`meta`), its body (`NULL` when the
+//! body is larger than [`INLINE_MAX`] and lives in the [`crate::storage::Bytes`], as the embedded
+//! store keeps it in a file), its size, its last access and the URL paths it was served under
+//! (a bounded JSON array). Indexes on the table find renders by image and by recency;
+//! `render_stacks` finds them by every stack of their chain and that stack's revision.
+//!
+//! Counters move in the transaction of the change: the organization's `renders` and
+//! `render_bytes` in `org_usage`, and the totals of every organization in `render_totals`.
+//! A removal moves the change generation and queues the render's served paths for the edge in
+//! the same transaction.
+
+use super::{bump_generation, edge, from_row, to_i64, to_json, to_u64, PgStore};
+use crate::storage::check::RenderStatus;
+use crate::storage::renders::{Purged, RenderMeta, StoredRender, INLINE_MAX, MAX_PATHS_PER_RENDER};
+use crate::storage::{EdgeQueue, RenderRecords, Result, ServedPath};
+use tokio_postgres::GenericClient;
+
+/// Renders removed per transaction by a purge or an eviction.
+const BATCH: i64 = 64;
+
+/// Whether a render's organization, image (not deleted) and stack revisions still exist: the
+/// rule of the embedded store. With `lock`, the rows read stay locked (`FOR SHARE`) until the
+/// transaction ends, so a change to one of them either is seen here or waits for the render's
+/// commit (and then finds the render to purge).
+async fn live<C: GenericClient>(client: &C, meta: &RenderMeta, lock: bool) -> Result<bool> {
+    let (org_sql, image_sql, stacks_sql) = if lock {
+        (
+            "SELECT 1 FROM orgs WHERE name = $1 FOR SHARE",
+            "SELECT deleted FROM images WHERE org = $1 AND hash = $2 FOR SHARE",
+            "SELECT name, (record->>'revision')::bigint FROM stacks \
+             WHERE org = $1 AND name = ANY($2) FOR SHARE",
+        )
+    } else {
+        (
+            "SELECT 1 FROM orgs WHERE name = $1",
+            "SELECT deleted FROM images WHERE org = $1 AND hash = $2",
+            "SELECT name, (record->>'revision')::bigint FROM stacks \
+             WHERE org = $1 AND name = ANY($2)",
+        )
+    };
+    let org = &meta.organization;
+    if client.query_opt(org_sql, &[org]).await?.is_none() {
+        return Ok(false);
+    }
+    match client.query_opt(image_sql, &[org, &meta.image]).await? {
+        Some(row) if !row.try_get::<_, bool>(0)? => {}
+        _ => return Ok(false),
+    }
+    if meta.stacks.is_empty() {
+        return Ok(true);
+    }
+    let names: Vec<&str> = meta.stacks.iter().map(|s| s.name.as_str()).collect();
+    let found = client.query(stacks_sql, &[org, &names]).await?;
+    for s in &meta.stacks {
+        let current = found.iter().find_map(|row| {
+            let name: &str = row.try_get(0).ok()?;
+            (name == s.name).then(|| row.try_get::<_, i64>(1).ok())?
+        });
+        if current != Some(to_i64(s.revision)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Moves an organization's render counters (and today's figures) and the totals, inside the
+/// change's transaction.
+async fn count(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: &str,
+    renders: i64,
+    bytes: i64,
+) -> Result<()> {
+    super::images::adjust_usage(tx, org, 0, 0, renders, bytes).await?;
+    tx.execute(
+        "UPDATE render_totals SET renders = GREATEST(renders + $1, 0), \
+         bytes = GREATEST(bytes + $2, 0)",
+        &[&renders, &bytes],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds one purge's figures to another's.
+fn merge(total: &mut Purged, more: Purged) {
+    total.renders += more.renders;
+    total.bytes += more.bytes;
+    total.paths.extend(more.paths);
+}
+
+/// Which renders a purge walks.
+enum Scope {
+    Image {
+        org: String,
+        image: String,
+    },
+    Stack {
+        org: String,
+        stack: String,
+        below: i64,
+    },
+    Org {
+        org: String,
+    },
+}
+
+/// Where a purge's walk stands: (image, revision, key) of the last render seen, as far as the
+/// walk orders by them.
+type Cursor = (String, i64, Vec<u8>);
+
+/// A render as it is written: the row and its stack entries.
+struct Row {
+    key: Vec<u8>,
+    org: String,
+    image: String,
+    meta: serde_json::Value,
+    body: Option<Vec<u8>>,
+    size: i64,
+    paths: serde_json::Value,
+    stacks: Vec<String>,
+    revisions: Vec<i64>,
+}
+
+impl Row {
+    fn new(key: &[u8], meta: &RenderMeta, bytes: &[u8], paths: &[ServedPath]) -> Result<Row> {
+        Ok(Row {
+            key: key.to_vec(),
+            org: meta.organization.clone(),
+            image: meta.image.clone(),
+            meta: to_json(meta)?,
+            body: (bytes.len() <= INLINE_MAX).then(|| bytes.to_vec()),
+            size: to_i64(bytes.len() as u64),
+            paths: to_json(&paths)?,
+            stacks: meta.stacks.iter().map(|s| s.name.clone()).collect(),
+            revisions: meta.stacks.iter().map(|s| to_i64(s.revision)).collect(),
+        })
+    }
+
+    /// Writes the row (`replace`: over an existing one, as a restore does; otherwise an
+    /// existing row, written by another node at the same time, is kept) with its stack entries
+    /// and counters; returns whether the row is new.
+    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, replace: bool) -> Result<bool> {
+        let sql = if replace {
+            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET \
+             meta = EXCLUDED.meta, body = EXCLUDED.body, size = EXCLUDED.size, \
+             paths = EXCLUDED.paths RETURNING (xmax = 0)"
+        } else {
+            // The row another node stored meanwhile is kept, but the URL this one served it
+            // under is remembered too (bounded): invalidations must reach every cached copy.
+            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET \
+             paths = CASE WHEN jsonb_array_length(renders.paths) < $9 \
+                 AND NOT renders.paths @> EXCLUDED.paths \
+                 THEN renders.paths || EXCLUDED.paths ELSE renders.paths END \
+             RETURNING (xmax = 0)"
+        };
+        let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
+        let now = to_i64(crate::storage::edge::now_ms());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &self.key,
+            &self.org,
+            &self.image,
+            &self.meta,
+            &self.body,
+            &self.size,
+            &now,
+            &self.paths,
+            &max,
+        ];
+        let used = if replace { 8 } else { 9 };
+        let row = tx.query_opt(sql, &params[..used]).await?;
+        let inserted = match row {
+            Some(r) => r.try_get::<_, bool>(0)?,
+            None => false,
+        };
+        if inserted {
+            tx.execute(
+                "INSERT INTO render_stacks (org, stack, revision, key) \
+                 SELECT $1, s, r, $4 FROM unnest($2::text[], $3::bigint[]) AS t(s, r) \
+                 ON CONFLICT DO NOTHING",
+                &[&self.org, &self.stacks, &self.revisions, &self.key],
+            )
+            .await?;
+            count(tx, &self.org, 1, self.size).await?;
+        }
+        Ok(inserted)
+    }
+}
+
+impl PgStore {
+    /// Stores a render (checked: only while it is still reachable, in the same transaction).
+    /// A large body is written to the bytes first and removed again when the row is not kept.
+    fn store_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        paths: &[ServedPath],
+        restore: bool,
+    ) -> Result<StoredRender> {
+        let answer = StoredRender::with_body(meta.clone(), bytes::Bytes::copy_from_slice(bytes));
+        let row = Row::new(key, meta, bytes, paths)?;
+        let external = row.body.is_none();
+        if external {
+            let Some(bodies) = self.bodies.get() else {
+                return Ok(answer);
+            };
+            bodies.put_render_body(key, bytes)?;
+        }
+        let check = meta.clone();
+        let stored = self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            if !restore && !live(&*tx, &check, true).await? {
+                return Ok(false);
+            }
+            row.write(&tx, restore).await?;
+            tx.commit().await?;
+            Ok(true)
+        });
+        if external && !matches!(stored, Ok(true)) {
+            if let Some(bodies) = self.bodies.get() {
+                let _ = bodies.remove_render_body(key);
+            }
+        }
+        stored?;
+        Ok(answer)
+    }
+
+    /// Removes (or, in a dry run, reports) the renders of `keys` in one transaction, with their
+    /// counters, the change generation and (with `edge`, when the edge is on) their served
+    /// paths queued for the edge; large bodies go after the commit.
+    fn purge_keys(&self, keys: Vec<Vec<u8>>, dry_run: bool, edge: bool) -> Result<Purged> {
+        if keys.is_empty() {
+            return Ok(Purged::default());
+        }
+        let queue = edge && self.edge_enabled();
+        let (purged, external) = self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            let sql = if dry_run {
+                "SELECT key, org, size, body IS NULL, paths FROM renders WHERE key = ANY($1)"
+            } else {
+                // Rows are locked in key order: two purges over the same renders wait for
+                // each other instead of deadlocking.
+                "DELETE FROM renders WHERE key IN (SELECT key FROM renders \
+                 WHERE key = ANY($1) ORDER BY key FOR UPDATE) \
+                 RETURNING key, org, size, body IS NULL, paths"
+            };
+            let rows = tx.query(sql, &[&keys]).await?;
+            let mut purged = Purged::default();
+            let mut external = Vec::new();
+            let mut by_org: Vec<(String, i64, i64)> = Vec::new();
+            for row in &rows {
+                let org: String = row.try_get(1)?;
+                let size: i64 = row.try_get(2)?;
+                let paths: Vec<ServedPath> = from_row("renders", row, 4)?;
+                if row.try_get::<_, bool>(3)? {
+                    external.push(row.try_get::<_, Vec<u8>>(0)?);
+                }
+                match by_org.iter_mut().find(|(o, _, _)| *o == org) {
+                    Some(entry) => {
+                        entry.1 += 1;
+                        entry.2 += size;
+                    }
+                    None => by_org.push((org, 1, size)),
+                }
+                purged.renders += 1;
+                purged.bytes += to_u64(size);
+                purged.paths.extend(paths);
+            }
+            if !dry_run && !rows.is_empty() {
+                for (org, renders, bytes) in &by_org {
+                    count(&tx, org, -renders, -bytes).await?;
+                }
+                if queue {
+                    edge::enqueue(&tx, &purged.paths).await?;
+                }
+                bump_generation(&tx).await?;
+                tx.commit().await?;
+            }
+            Ok((purged, external))
+        })?;
+        if !dry_run {
+            if let Some(bodies) = self.bodies.get() {
+                for key in &external {
+                    // After the row: a body without one is never read, a row without its body
+                    // is a miss.
+                    let _ = bodies.remove_render_body(key);
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    /// The next page of a purge's walk after `cursor`.
+    fn purge_page(&self, scope: &Scope, cursor: &Cursor) -> Result<Vec<Cursor>> {
+        let (image, revision, key) = cursor.clone();
+        let rows = match scope {
+            Scope::Image { org, image } => self.query(
+                "SELECT ''::text, 0::bigint, key FROM renders \
+                 WHERE org = $1 AND image = $2 AND key > $3 ORDER BY key LIMIT $4",
+                vec![
+                    Box::new(org.clone()),
+                    Box::new(image.clone()),
+                    Box::new(key),
+                    Box::new(BATCH),
+                ],
+            )?,
+            Scope::Stack { org, stack, below } => self.query(
+                "SELECT ''::text, revision, key FROM render_stacks \
+                 WHERE org = $1 AND stack = $2 AND revision < $3 AND (revision, key) > ($4, $5) \
+                 ORDER BY revision, key LIMIT $6",
+                vec![
+                    Box::new(org.clone()),
+                    Box::new(stack.clone()),
+                    Box::new(*below),
+                    Box::new(revision),
+                    Box::new(key),
+                    Box::new(BATCH),
+                ],
+            )?,
+            Scope::Org { org } => self.query(
+                "SELECT image, 0::bigint, key FROM renders \
+                 WHERE org = $1 AND (image, key) > ($2, $3) ORDER BY image, key LIMIT $4",
+                vec![
+                    Box::new(org.clone()),
+                    Box::new(image),
+                    Box::new(key),
+                    Box::new(BATCH),
+                ],
+            )?,
+        };
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Purges every render of `scope`, a page (one transaction) at a time.
+    fn purge_scope(&self, scope: Scope, dry_run: bool) -> Result<Purged> {
+        let mut total = Purged::default();
+        let mut cursor: Cursor = (String::new(), i64::MIN, Vec::new());
+        loop {
+            let page = self.purge_page(&scope, &cursor)?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(total);
+            };
+            let keys = page.into_iter().map(|(_, _, key)| key).collect();
+            merge(&mut total, self.purge_keys(keys, dry_run, true)?);
+            cursor = last;
+        }
+    }
+}
+
+impl RenderRecords for PgStore {
+    fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
+        let rows = self.query(
+            "SELECT meta, body FROM renders WHERE key = $1",
+            vec![Box::new(key.to_vec())],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let meta: RenderMeta = from_row("renders", row, 0)?;
+        let body = match row.try_get::<_, Option<Vec<u8>>>(1)? {
+            Some(body) => body,
+            None => match self.bodies.get() {
+                Some(bodies) => match bodies.render_body(key)? {
+                    Some(body) => body,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(StoredRender::with_body(meta, body.into())))
+    }
+
+    fn put_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        served: &ServedPath,
+    ) -> Result<StoredRender> {
+        let paths = if served.path.is_empty() {
+            Vec::new()
+        } else {
+            vec![served.clone()]
+        };
+        self.store_render(key, meta, bytes, &paths, false)
+    }
+
+    fn note_served_path(&self, key: &[u8], served: &ServedPath) -> Result<()> {
+        if served.path.is_empty() {
+            return Ok(());
+        }
+        let one = to_json(&[served])?;
+        let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
+        self.execute(
+            "UPDATE renders SET paths = paths || $2 WHERE key = $1 \
+             AND jsonb_array_length(paths) < $3 AND NOT paths @> $2",
+            vec![Box::new(key.to_vec()), Box::new(one), Box::new(max)],
+        )?;
+        Ok(())
+    }
+
+    fn served_paths(&self, key: &[u8]) -> Result<Vec<ServedPath>> {
+        let rows = self.query(
+            "SELECT paths FROM renders WHERE key = $1",
+            vec![Box::new(key.to_vec())],
+        )?;
+        match rows.first() {
+            Some(row) => from_row("renders", row, 0),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn restore_render(
+        &self,
+        key: &[u8],
+        meta: &RenderMeta,
+        bytes: &[u8],
+        paths: &[ServedPath],
+    ) -> Result<()> {
+        self.store_render(key, meta, bytes, paths, true).map(|_| ())
+    }
+
+    fn purge_image_renders(&self, org: &str, image: &str, dry_run: bool) -> Result<Purged> {
+        let scope = Scope::Image {
+            org: org.to_string(),
+            image: image.to_string(),
+        };
+        self.purge_scope(scope, dry_run)
+    }
+
+    fn purge_stack_renders(
+        &self,
+        org: &str,
+        stack: &str,
+        below_revision: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Purged> {
+        let scope = Scope::Stack {
+            org: org.to_string(),
+            stack: stack.to_string(),
+            below: below_revision.map_or(i64::MAX, to_i64),
+        };
+        self.purge_scope(scope, dry_run)
+    }
+
+    fn purge_org_renders(&self, org: &str, dry_run: bool) -> Result<Purged> {
+        self.purge_scope(
+            Scope::Org {
+                org: org.to_string(),
+            },
+            dry_run,
+        )
+    }
+
+    /// One statement for the whole batch; renders gone meanwhile are skipped, and an access
+    /// time never moves back. Rows another transaction holds (a purge removing them) are
+    /// skipped rather than waited for.
+    fn touch_renders(&self, accessed: &[([u8; 32], u64)]) -> Result<()> {
+        if accessed.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = accessed.iter().map(|(k, _)| k.to_vec()).collect();
+        let times: Vec<i64> = accessed.iter().map(|(_, ms)| to_i64(*ms)).collect();
+        self.execute(
+            "UPDATE renders SET accessed_ms = t.ms \
+             FROM unnest($1::bytea[], $2::bigint[]) AS t(key, ms) \
+             WHERE renders.key = t.key AND renders.accessed_ms < t.ms AND renders.key IN \
+             (SELECT key FROM renders WHERE key = ANY($1) FOR UPDATE SKIP LOCKED)",
+            vec![Box::new(keys), Box::new(times)],
+        )?;
+        Ok(())
+    }
+
+    fn render_bytes(&self) -> Result<u64> {
+        let rows = self.query("SELECT bytes FROM render_totals", Vec::new())?;
+        let bytes: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+        Ok(to_u64(bytes))
+    }
+
+    /// From the counters row; 0 when the database cannot be read (the figure is for gauges).
+    fn render_count(&self) -> usize {
+        self.query("SELECT renders FROM render_totals", Vec::new())
+            .ok()
+            .and_then(|rows| rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()))
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Least recently used first, a batch (one transaction) at a time. Evicted renders are not
+    /// sent to the edge: they come back byte-identical when next requested.
+    fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged> {
+        let mut total = self.render_bytes()?;
+        let mut evicted = Purged::default();
+        while total > max_bytes && (evicted.renders as usize) < limit {
+            let room = (limit - evicted.renders as usize).min(BATCH as usize);
+            let rows = self.query(
+                "SELECT key, size FROM renders ORDER BY accessed_ms, key LIMIT $1",
+                vec![Box::new(to_i64(room as u64))],
+            )?;
+            let mut keys = Vec::new();
+            let mut left = total;
+            for row in &rows {
+                if left <= max_bytes {
+                    break;
+                }
+                keys.push(row.try_get::<_, Vec<u8>>(0)?);
+                left = left.saturating_sub(to_u64(row.try_get(1)?));
+            }
+            let batch = self.purge_keys(keys, false, false)?;
+            if batch.renders == 0 {
+                break;
+            }
+            total = total.saturating_sub(batch.bytes);
+            merge(&mut evicted, batch);
+        }
+        Ok(evicted)
+    }
+
+    fn render_headers(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, RenderMeta)>> {
+        let rows = self.query(
+            "SELECT key, meta FROM renders WHERE key > $1 ORDER BY key LIMIT $2",
+            vec![
+                Box::new(after.unwrap_or_default().to_vec()),
+                Box::new(to_i64(limit as u64)),
+            ],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, from_row("renders", r, 1)?)))
+            .collect()
+    }
+
+    fn render_status(&self, meta: &RenderMeta) -> Result<RenderStatus> {
+        let meta = meta.clone();
+        let live = self.run(move |pool| async move {
+            let client = pool.get().await?;
+            live(&**client, &meta, false).await
+        })?;
+        Ok(if live {
+            RenderStatus::Live
+        } else {
+            RenderStatus::Orphan
+        })
+    }
+
+    fn remove_render(&self, key: &[u8]) -> Result<u64> {
+        Ok(self.purge_keys(vec![key.to_vec()], false, true)?.bytes)
+    }
+
+    fn external_render(&self, key: &[u8]) -> Result<bool> {
+        let rows = self.query(
+            "SELECT body IS NULL FROM renders WHERE key = $1",
+            vec![Box::new(key.to_vec())],
+        )?;
+        Ok(match rows.first() {
+            Some(row) => row.try_get(0)?,
+            None => false,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;
