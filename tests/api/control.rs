@@ -101,11 +101,13 @@ async fn every_admin_command_works_through_the_socket_of_a_running_service() {
 
     let compact = admin(&data, &["compact"], None).await;
     assert!(!compact.status.success());
-    assert!(
-        stderr(&compact).contains("stop the service first"),
-        "{}",
-        stderr(&compact)
-    );
+    // The embedded database is compacted offline; PostgreSQL has nothing to compact here.
+    let why = if test_database_url(&data).is_some() {
+        "the records are in PostgreSQL"
+    } else {
+        "stop the service first"
+    };
+    assert!(stderr(&compact).contains(why), "{}", stderr(&compact));
     let into_full = admin(&data, &["import", "--from", file.to_str().unwrap()], None).await;
     assert!(!into_full.status.success());
     assert!(
