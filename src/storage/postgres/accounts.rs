@@ -23,6 +23,8 @@ fn usage_of(row: &Row, first: usize) -> Result<OrgUsage> {
         number_of_files: col(1)?,
         renders: col(2)?,
         render_bytes: col(3)?,
+        mezzanines: col(4)?,
+        mezzanine_bytes: col(5)?,
     })
 }
 
@@ -115,8 +117,8 @@ impl Accounts for PgStore {
 
     fn usage_by_org(&self) -> Result<Vec<(String, OrgUsage)>> {
         self.query(
-            "SELECT org, space_in_bytes, number_of_files, renders, render_bytes \
-             FROM org_usage ORDER BY org",
+            "SELECT org, space_in_bytes, number_of_files, renders, render_bytes, mezzanines, \
+                 mezzanine_bytes FROM org_usage ORDER BY org",
             Vec::new(),
         )?
         .iter()
@@ -126,8 +128,8 @@ impl Accounts for PgStore {
 
     fn org_usage(&self, org: &str) -> Result<OrgUsage> {
         let rows = self.query(
-            "SELECT space_in_bytes, number_of_files, renders, render_bytes \
-             FROM org_usage WHERE org = $1",
+            "SELECT space_in_bytes, number_of_files, renders, render_bytes, mezzanines, \
+                 mezzanine_bytes FROM org_usage WHERE org = $1",
             vec![Box::new(org.to_string())],
         )?;
         Ok(rows

@@ -136,31 +136,47 @@ async fn reindex(tx: &Transaction<'_>, old: &ImageRecord, new: &ImageRecord) -> 
     .await
 }
 
-/// Adds `files` and `space` (and `renders` and `render_bytes`) to an organization's usage and
-/// writes today's figures from it, as the embedded store's `store_usage` does.
+/// Adds `files` and `space`, and the render store's entries (`stored`: renders, their bytes,
+/// mezzanines, their bytes) to an organization's usage and writes today's figures from it, as
+/// the embedded store's `store_usage` does.
 pub(super) async fn adjust_usage(
     tx: &Transaction<'_>,
     org: &str,
     files: i64,
     space: i64,
-    renders: i64,
-    render_bytes: i64,
+    stored: [i64; 4],
 ) -> Result<()> {
+    let [renders, render_bytes, mezzanines, mezzanine_bytes] = stored;
     let st = tx
         .prepare_cached(
-            "INSERT INTO org_usage (org, space_in_bytes, number_of_files, renders, render_bytes) \
+            "INSERT INTO org_usage (org, space_in_bytes, number_of_files, renders, render_bytes, \
+                 mezzanines, mezzanine_bytes) \
              VALUES ($1, greatest($2::bigint, 0), greatest($3::bigint, 0), \
-                 greatest($4::bigint, 0), greatest($5::bigint, 0)) \
+                 greatest($4::bigint, 0), greatest($5::bigint, 0), greatest($6::bigint, 0), \
+                 greatest($7::bigint, 0)) \
              ON CONFLICT (org) DO UPDATE SET \
                  space_in_bytes = greatest(org_usage.space_in_bytes + $2, 0), \
                  number_of_files = greatest(org_usage.number_of_files + $3, 0), \
                  renders = greatest(org_usage.renders + $4, 0), \
-                 render_bytes = greatest(org_usage.render_bytes + $5, 0) \
+                 render_bytes = greatest(org_usage.render_bytes + $5, 0), \
+                 mezzanines = greatest(org_usage.mezzanines + $6, 0), \
+                 mezzanine_bytes = greatest(org_usage.mezzanine_bytes + $7, 0) \
              RETURNING space_in_bytes, number_of_files, renders, render_bytes",
         )
         .await?;
     let usage = tx
-        .query_one(&st, &[&org, &space, &files, &renders, &render_bytes])
+        .query_one(
+            &st,
+            &[
+                &org,
+                &space,
+                &files,
+                &renders,
+                &render_bytes,
+                &mezzanines,
+                &mezzanine_bytes,
+            ],
+        )
         .await?;
     let day = crate::model::time::day_of(crate::model::time::now_unix());
     let st = tx
@@ -193,7 +209,7 @@ async fn adjust_org_blob(tx: &Transaction<'_>, rec: &ImageRecord, delta: i64) ->
         .await?
         .try_get(0)?;
     let space = if shared { 0 } else { delta * to_i64(rec.size) };
-    adjust_usage(tx, &rec.organization, delta, space, 0, 0).await
+    adjust_usage(tx, &rec.organization, delta, space, [0; 4]).await
 }
 
 /// The row columns of a record.

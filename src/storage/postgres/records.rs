@@ -261,13 +261,18 @@ impl PgStore {
                FROM images WHERE NOT deleted GROUP BY org, blob), \
              files AS (SELECT org, sum(n)::bigint AS files, sum(size)::bigint AS space \
                FROM blobs GROUP BY org), \
-             made AS (SELECT org, count(*) AS renders, sum(size)::bigint AS bytes \
+             made AS (SELECT org, count(*) FILTER (WHERE NOT mezzanine) AS renders, \
+               COALESCE(sum(size) FILTER (WHERE NOT mezzanine), 0)::bigint AS bytes, \
+               count(*) FILTER (WHERE mezzanine) AS mezzanines, \
+               COALESCE(sum(size) FILTER (WHERE mezzanine), 0)::bigint AS mezzanine_bytes \
                FROM renders GROUP BY org) \
              SELECT o.org, \
                COALESCE(u.number_of_files, 0), COALESCE(f.files, 0), \
                COALESCE(u.space_in_bytes, 0), COALESCE(f.space, 0), \
                COALESCE(u.renders, 0), COALESCE(m.renders, 0), \
-               COALESCE(u.render_bytes, 0), COALESCE(m.bytes, 0) \
+               COALESCE(u.render_bytes, 0), COALESCE(m.bytes, 0), \
+               COALESCE(u.mezzanines, 0), COALESCE(m.mezzanines, 0), \
+               COALESCE(u.mezzanine_bytes, 0), COALESCE(m.mezzanine_bytes, 0) \
              FROM (SELECT org FROM org_usage UNION SELECT org FROM files \
                    UNION SELECT org FROM made) o \
              LEFT JOIN org_usage u ON u.org = o.org \
@@ -277,9 +282,16 @@ impl PgStore {
         )?;
         for row in &rows {
             let org: String = row.try_get(0)?;
-            for (i, what) in ["files", "bytes", "renders", "render bytes"]
-                .iter()
-                .enumerate()
+            for (i, what) in [
+                "files",
+                "bytes",
+                "renders",
+                "render bytes",
+                "mezzanines",
+                "mezzanine bytes",
+            ]
+            .iter()
+            .enumerate()
             {
                 let stored: i64 = row.try_get(1 + 2 * i)?;
                 let counted: i64 = row.try_get(2 + 2 * i)?;

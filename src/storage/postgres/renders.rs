@@ -63,15 +63,13 @@ async fn live<C: GenericClient>(client: &C, meta: &RenderMeta, lock: bool) -> Re
     Ok(true)
 }
 
-/// Moves an organization's render counters (and today's figures) and the totals, inside the
-/// change's transaction.
-async fn count(
-    tx: &deadpool_postgres::Transaction<'_>,
-    org: &str,
-    renders: i64,
-    bytes: i64,
-) -> Result<()> {
-    super::images::adjust_usage(tx, org, 0, 0, renders, bytes).await?;
+/// Moves an organization's render store counters (`stored`: renders, their bytes, mezzanines,
+/// their bytes; today's figures too) and the totals of every entry, inside the change's
+/// transaction.
+async fn count(tx: &deadpool_postgres::Transaction<'_>, org: &str, stored: [i64; 4]) -> Result<()> {
+    super::images::adjust_usage(tx, org, 0, 0, stored).await?;
+    let renders = stored[0] + stored[2];
+    let bytes = stored[1] + stored[3];
     tx.execute(
         "UPDATE render_totals SET renders = GREATEST(renders + $1, 0), \
          bytes = GREATEST(bytes + $2, 0)",
@@ -86,6 +84,8 @@ fn merge(total: &mut Purged, more: Purged) {
     total.renders += more.renders;
     total.bytes += more.bytes;
     total.paths.extend(more.paths);
+    total.mezzanines += more.mezzanines;
+    total.mezzanine_bytes += more.mezzanine_bytes;
 }
 
 /// Which renders a purge walks.
@@ -119,6 +119,8 @@ struct Row {
     paths: serde_json::Value,
     stacks: Vec<String>,
     revisions: Vec<i64>,
+    /// A mezzanine rather than a render (counted apart).
+    mezzanine: bool,
 }
 
 impl Row {
@@ -133,6 +135,7 @@ impl Row {
             paths: to_json(&paths)?,
             stacks: meta.stacks.iter().map(|s| s.name.clone()).collect(),
             revisions: meta.stacks.iter().map(|s| to_i64(s.revision)).collect(),
+            mezzanine: meta.is_mezzanine(),
         })
     }
 
@@ -141,23 +144,25 @@ impl Row {
     /// and counters; returns whether the row is new.
     async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, replace: bool) -> Result<bool> {
         let sql = if replace {
-            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET \
+            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths, \
+                 mezzanine) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO UPDATE SET \
              meta = EXCLUDED.meta, body = EXCLUDED.body, size = EXCLUDED.size, \
              paths = EXCLUDED.paths RETURNING (xmax = 0)"
         } else {
             // The row another node stored meanwhile is kept, but the URL this one served it
             // under is remembered too (bounded): invalidations must reach every cached copy.
-            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET \
-             paths = CASE WHEN jsonb_array_length(renders.paths) < $9 \
+            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths, \
+                 mezzanine) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO UPDATE SET \
+             paths = CASE WHEN jsonb_array_length(renders.paths) < $10 \
                  AND NOT renders.paths @> EXCLUDED.paths \
                  THEN renders.paths || EXCLUDED.paths ELSE renders.paths END \
              RETURNING (xmax = 0)"
         };
         let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
         let now = to_i64(crate::storage::edge::now_ms());
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
             &self.key,
             &self.org,
             &self.image,
@@ -166,9 +171,10 @@ impl Row {
             &self.size,
             &now,
             &self.paths,
+            &self.mezzanine,
             &max,
         ];
-        let used = if replace { 8 } else { 9 };
+        let used = if replace { 9 } else { 10 };
         let row = tx.query_opt(sql, &params[..used]).await?;
         let inserted = match row {
             Some(r) => r.try_get::<_, bool>(0)?,
@@ -182,7 +188,12 @@ impl Row {
                 &[&self.org, &self.stacks, &self.revisions, &self.key],
             )
             .await?;
-            count(tx, &self.org, 1, self.size).await?;
+            let stored = if self.mezzanine {
+                [0, 0, 1, self.size]
+            } else {
+                [1, self.size, 0, 0]
+            };
+            count(tx, &self.org, stored).await?;
         }
         Ok(inserted)
     }
@@ -240,18 +251,19 @@ impl PgStore {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             let sql = if dry_run {
-                "SELECT key, org, size, body IS NULL, paths FROM renders WHERE key = ANY($1)"
+                "SELECT key, org, size, body IS NULL, paths, mezzanine FROM renders \
+                 WHERE key = ANY($1)"
             } else {
                 // Rows are locked in key order: two purges over the same renders wait for
                 // each other instead of deadlocking.
                 "DELETE FROM renders WHERE key IN (SELECT key FROM renders \
                  WHERE key = ANY($1) ORDER BY key FOR UPDATE) \
-                 RETURNING key, org, size, body IS NULL, paths"
+                 RETURNING key, org, size, body IS NULL, paths, mezzanine"
             };
             let rows = tx.query(sql, &[&keys]).await?;
             let mut purged = Purged::default();
             let mut external = Vec::new();
-            let mut by_org: Vec<(String, i64, i64)> = Vec::new();
+            let mut by_org: Vec<(String, [i64; 4])> = Vec::new();
             for row in &rows {
                 let org: String = row.try_get(1)?;
                 let size: i64 = row.try_get(2)?;
@@ -259,20 +271,29 @@ impl PgStore {
                 if row.try_get::<_, bool>(3)? {
                     external.push(row.try_get::<_, Vec<u8>>(0)?);
                 }
-                match by_org.iter_mut().find(|(o, _, _)| *o == org) {
-                    Some(entry) => {
-                        entry.1 += 1;
-                        entry.2 += size;
+                let mezzanine: bool = row.try_get(5)?;
+                let at = if mezzanine { 2 } else { 0 };
+                let index = match by_org.iter().position(|(o, _)| *o == org) {
+                    Some(i) => i,
+                    None => {
+                        by_org.push((org, [0; 4]));
+                        by_org.len() - 1
                     }
-                    None => by_org.push((org, 1, size)),
+                };
+                by_org[index].1[at] -= 1;
+                by_org[index].1[at + 1] -= size;
+                if mezzanine {
+                    purged.mezzanines += 1;
+                    purged.mezzanine_bytes += to_u64(size);
+                } else {
+                    purged.renders += 1;
+                    purged.bytes += to_u64(size);
                 }
-                purged.renders += 1;
-                purged.bytes += to_u64(size);
                 purged.paths.extend(paths);
             }
             if !dry_run && !rows.is_empty() {
-                for (org, renders, bytes) in &by_org {
-                    count(&tx, org, -renders, -bytes).await?;
+                for (org, stored) in &by_org {
+                    count(&tx, org, *stored).await?;
                 }
                 if queue {
                     edge::enqueue(&tx, &purged.paths).await?;
@@ -496,8 +517,8 @@ impl RenderRecords for PgStore {
     fn evict_renders(&self, max_bytes: u64, limit: usize) -> Result<Purged> {
         let mut total = self.render_bytes()?;
         let mut evicted = Purged::default();
-        while total > max_bytes && (evicted.renders as usize) < limit {
-            let room = (limit - evicted.renders as usize).min(BATCH as usize);
+        while total > max_bytes && (evicted.entries() as usize) < limit {
+            let room = (limit - evicted.entries() as usize).min(BATCH as usize);
             let rows = self.query(
                 "SELECT key, size FROM renders ORDER BY accessed_ms, key LIMIT $1",
                 vec![Box::new(to_i64(room as u64))],
@@ -512,10 +533,10 @@ impl RenderRecords for PgStore {
                 left = left.saturating_sub(to_u64(row.try_get(1)?));
             }
             let batch = self.purge_keys(keys, false, false)?;
-            if batch.renders == 0 {
+            if batch.entries() == 0 {
                 break;
             }
-            total = total.saturating_sub(batch.bytes);
+            total = total.saturating_sub(batch.store_bytes());
             merge(&mut evicted, batch);
         }
         Ok(evicted)
@@ -552,7 +573,9 @@ impl RenderRecords for PgStore {
     }
 
     fn remove_render(&self, key: &[u8]) -> Result<u64> {
-        Ok(self.purge_keys(vec![key.to_vec()], false, true)?.bytes)
+        Ok(self
+            .purge_keys(vec![key.to_vec()], false, true)?
+            .store_bytes())
     }
 
     fn external_render(&self, key: &[u8]) -> Result<bool> {

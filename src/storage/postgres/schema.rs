@@ -21,7 +21,9 @@ const MIGRATIONS: &[&str] = &[
         space_in_bytes bigint NOT NULL DEFAULT 0,
         number_of_files bigint NOT NULL DEFAULT 0,
         renders bigint NOT NULL DEFAULT 0,
-        render_bytes bigint NOT NULL DEFAULT 0
+        render_bytes bigint NOT NULL DEFAULT 0,
+        mezzanines bigint NOT NULL DEFAULT 0,
+        mezzanine_bytes bigint NOT NULL DEFAULT 0
     );
     CREATE TABLE day_stats (
         org text NOT NULL,
@@ -118,7 +120,8 @@ const MIGRATIONS: &[&str] = &[
         body bytea,
         size bigint NOT NULL,
         accessed_ms bigint NOT NULL,
-        paths jsonb NOT NULL
+        paths jsonb NOT NULL,
+        mezzanine boolean NOT NULL DEFAULT false
     );
     CREATE INDEX renders_by_image ON renders (org, image, key);
     CREATE INDEX renders_by_recency ON renders (accessed_ms, key);
