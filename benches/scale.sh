@@ -13,6 +13,10 @@
 #      verify` and `darkroom admin compact`, each timed, with the sled part's size after each.
 # The server is started here on loopback and stopped by its PID on exit.
 #
+# With DARKROOM__STORAGE__DATABASE_URL in the environment the appliance keeps its records in
+# that PostgreSQL (give it a fresh schema: ...?options=-csearch_path%3Dname); compaction is
+# then skipped.
+#
 # Usage: bash benches/scale.sh   (env: N=100000, REPEAT=50, SKIP_BUILD=1, DARKROOM_BIN,
 #        SCALE_API_PORT=18491, SCALE_RENDER_PORT=18492, KEEP_DATA=1)
 set -euo pipefail
@@ -66,7 +70,9 @@ start() {
     curl -sf -o /dev/null "$api/readyz" || { echo "the appliance did not start:" >&2; cat "$WORK/darkroom.log" >&2; exit 2; }
     STARTUP=$(echo "$(date +%s.%N) - $t0" | bc)
 }
-sled_bytes() { du -sb "$WORK/data/sled" | cut -f1; }
+# The records' part of the data folder: sled's, or nothing with the records in PostgreSQL
+# (DARKROOM__STORAGE__DATABASE_URL set; measure the database with psql there).
+sled_bytes() { if [[ -d $WORK/data/sled ]]; then du -sb "$WORK/data/sled" | cut -f1; else echo 0; fi; }
 rss() { grep -E '^VmRSS' "/proc/$DPID/status" | awk '{print int($2/1024) " MB"}'; }
 
 mkdir -p "$WORK/data"
@@ -85,4 +91,6 @@ sleep 1.1  # deletes of this second are not yet past a retention of 0 days
 timed() { local t0; t0=$(date +%s.%N); "$@"; echo "  ($(echo "$(date +%s.%N) - $t0" | bc) s; sled part $(sled_bytes) bytes)"; }
 timed "$DARKROOM_BIN" admin gc
 timed "$DARKROOM_BIN" admin verify
-timed "$DARKROOM_BIN" admin compact
+if [[ -z ${DARKROOM__STORAGE__DATABASE_URL:-} ]]; then
+    timed "$DARKROOM_BIN" admin compact
+fi
