@@ -255,6 +255,7 @@ impl AliasRecords for SledStore {
 mod tests {
     use super::*;
     use crate::model::image::ImageRecord;
+    use crate::storage::fixtures::path;
 
     fn image(hash: char) -> ImageRecord {
         serde_json::from_value(serde_json::json!({
@@ -273,13 +274,6 @@ mod tests {
             alias: name.into(),
             hash: hash.to_string().repeat(40),
             created: "2024-01-01T00:00:00+00:00".into(),
-        }
-    }
-
-    fn path(p: &str) -> ServedPath {
-        ServedPath {
-            host: "img.example.com".into(),
-            path: p.into(),
         }
     }
 

@@ -222,13 +222,7 @@ impl EdgeQueue for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn path(p: &str) -> ServedPath {
-        ServedPath {
-            host: "img.example.com".into(),
-            path: p.into(),
-        }
-    }
+    use crate::storage::fixtures::path;
 
     #[test]
     fn jobs_come_out_when_due_and_retries_move_them_later() {

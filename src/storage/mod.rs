@@ -18,6 +18,8 @@ pub mod check;
 pub mod compact;
 mod driver;
 pub mod edge;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod index;
 pub mod objects;
 pub mod postgres;

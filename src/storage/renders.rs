@@ -801,29 +801,7 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(image: &str, stacks: &[(&str, u64)]) -> RenderMeta {
-        RenderMeta {
-            content_type: "image/jpeg".into(),
-            etag: "\"x\"".into(),
-            organization: "acme".into(),
-            image: image.into(),
-            stacks: stacks
-                .iter()
-                .map(|(n, r)| StackRevision {
-                    name: n.to_string(),
-                    revision: *r,
-                })
-                .collect(),
-        }
-    }
-
-    fn path(p: &str) -> ServedPath {
-        ServedPath {
-            host: String::new(),
-            path: p.into(),
-        }
-    }
+    use crate::storage::fixtures::{meta, path};
 
     #[test]
     fn the_sweep_removes_render_files_nothing_refers_to_and_keeps_the_rest() {

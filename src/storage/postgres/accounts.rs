@@ -332,21 +332,9 @@ impl Accounts for PgStore {
 #[cfg(test)]
 mod tests {
     use super::super::testing;
-    use crate::model::account::{ApiKey, Membership, Organization, Role, User};
+    use crate::model::account::{ApiKey, Membership, Role, User};
+    use crate::storage::fixtures::org;
     use crate::storage::{Accounts, DayStats};
-
-    fn org(name: &str) -> Organization {
-        Organization {
-            id: format!("id-{name}"),
-            name: name.to_string(),
-            display_name: name.to_uppercase(),
-            billing_email: format!("{name}@example.com"),
-            created: "2026-12-06T10:00:00+00:00".into(),
-            master_organization: name.to_string(),
-            options: Default::default(),
-            signing_keys: vec!["k1".into()],
-        }
-    }
 
     #[test]
     #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]

@@ -249,14 +249,8 @@ impl EdgeQueue for PgStore {
 mod tests {
     use super::super::testing;
     use super::*;
+    use crate::storage::fixtures::path;
     use std::time::Duration;
-
-    fn path(p: &str) -> ServedPath {
-        ServedPath {
-            host: "img.example.com".into(),
-            path: p.into(),
-        }
-    }
 
     #[test]
     #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]

@@ -235,6 +235,20 @@ impl Columns {
             record: to_json(rec)?,
         })
     }
+
+    /// `$1`…`$7` of the statements that write an image row: org, hash, binary hash, blob,
+    /// deleted, deleted at, record.
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.org,
+            &self.hash,
+            &self.binary_hash,
+            &self.blob,
+            &self.deleted,
+            &self.deleted_at,
+            &self.record,
+        ]
+    }
 }
 
 /// The shortest prefix of `hash`, at least 6 characters, that neither neighbour in hash order
@@ -356,20 +370,7 @@ impl ImageRecords for PgStore {
                      ON CONFLICT (org, hash) DO NOTHING",
                 )
                 .await?;
-            let inserted = tx
-                .execute(
-                    &st,
-                    &[
-                        &c.org,
-                        &c.hash,
-                        &c.binary_hash,
-                        &c.blob,
-                        &c.deleted,
-                        &c.deleted_at,
-                        &c.record,
-                    ],
-                )
-                .await?;
+            let inserted = tx.execute(&st, &c.params()).await?;
             if inserted == 0 {
                 let row = tx
                     .query_one(
@@ -413,15 +414,7 @@ impl ImageRecords for PgStore {
             tx.execute(
                 "UPDATE images SET binary_hash = $3, blob = $4, deleted = $5, deleted_at = $6, \
                  record = $7 WHERE org = $1 AND hash = $2",
-                &[
-                    &c.org,
-                    &c.hash,
-                    &c.binary_hash,
-                    &c.blob,
-                    &c.deleted,
-                    &c.deleted_at,
-                    &c.record,
-                ],
+                &c.params(),
             )
             .await?;
             bump_generation(&tx).await?;

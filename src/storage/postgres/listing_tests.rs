@@ -4,8 +4,8 @@
 //! bounded counts, counters, facets, short hashes, usage and expiry).
 
 use super::testing;
-use crate::model::account::Organization;
 use crate::model::image::ImageRecord;
+use crate::storage::fixtures::org;
 use crate::storage::index::{encode_created, encode_value, string_prefix, IndexField, IndexValue};
 use crate::storage::query::Span;
 use crate::storage::{Accounts, ImageIndex, ImageRecords, SledStore};
@@ -33,19 +33,6 @@ impl Rng {
 }
 
 const TAGS: &[&str] = &["red", "green", "blue", "", "Red", "red\u{0}x", "grün"];
-
-fn org(name: &str) -> Organization {
-    Organization {
-        id: format!("id-{name}"),
-        name: name.to_string(),
-        display_name: name.to_uppercase(),
-        billing_email: format!("{name}@example.com"),
-        created: "2026-12-06T10:00:00+00:00".into(),
-        master_organization: name.to_string(),
-        options: Default::default(),
-        signing_keys: vec!["k1".into()],
-    }
-}
 
 /// `n` records of two organizations: mixed formats, sizes, names (with NUL and non-ASCII),
 /// creation-time ties, shared blobs, hashes with long shared prefixes, user metadata of every

@@ -18,40 +18,41 @@ const TABLES: &str = "orgs, org_usage, day_stats, users, api_keys, memberships, 
     image_index, image_counts, aliases, alias_paths, edge_jobs, renders, render_stacks, \
     edge_restore";
 
-impl PgStore {
+/// What spans every record: the inherent methods of `mod.rs` (shared with its tests), and the
+/// rest here.
+impl Records for PgStore {
+    fn generation(&self) -> Result<u64> {
+        PgStore::generation(self)
+    }
+    fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
+        PgStore::blob_removal_lock(self)
+    }
+    fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>> {
+        PgStore::exclusive(self, name)
+    }
+    fn schema_version(&self) -> Result<Option<u32>> {
+        PgStore::schema_version(self)
+    }
+
     /// Every transaction is durable once committed (PostgreSQL's write-ahead log, with
     /// `synchronous_commit` on as by default): there is nothing left to flush.
-    pub fn flush(&self) -> BoxFuture<'_, Result<()>> {
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
 
-    /// As [`PgStore::flush`]: committed is durable.
-    pub fn flush_blocking(&self) -> Result<()> {
+    /// As [`Records::flush`]: committed is durable.
+    fn flush_blocking(&self) -> Result<()> {
         Ok(())
     }
 
     /// The database answers (one `SELECT 1`); the free space of the bytes is theirs to probe.
-    pub fn probe_ready(&self) -> Result<()> {
+    fn probe_ready(&self) -> Result<()> {
         self.query("SELECT 1", Vec::new())?;
         Ok(())
     }
 
-    fn meta_get(&self, key: &'static str) -> Result<Option<Vec<u8>>> {
-        let rows = self.query("SELECT value FROM meta WHERE key = $1", vec![Box::new(key)])?;
-        rows.first().map(|r| Ok(r.try_get(0)?)).transpose()
-    }
-
-    fn meta_put(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
-        self.execute(
-            "INSERT INTO meta (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            vec![Box::new(key), Box::new(value)],
-        )?;
-        Ok(())
-    }
-
     /// Where the collector's rolling sweeps stand (renders after this key; the next shard).
-    pub fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
+    fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
         let renders = self.meta_get("gc_render_sweep")?;
         let shard = self
             .meta_get("gc_blob_sweep")?
@@ -60,7 +61,7 @@ impl PgStore {
         Ok((renders, shard))
     }
 
-    pub fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
+    fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
         match renders {
             Some(k) => self.meta_put("gc_render_sweep", k.to_vec())?,
             None => {
@@ -71,19 +72,19 @@ impl PgStore {
     }
 
     /// The renderer generation the stored renders were made by (0 when never set).
-    pub fn render_epoch(&self) -> Result<u32> {
+    fn render_epoch(&self) -> Result<u32> {
         Ok(self
             .meta_get("render_epoch")?
             .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
             .map_or(0, u32::from_be_bytes))
     }
 
-    pub fn set_render_epoch(&self, epoch: u32) -> Result<()> {
+    fn set_render_epoch(&self, epoch: u32) -> Result<()> {
         self.meta_put("render_epoch", epoch.to_be_bytes().to_vec())
     }
 
     /// What the records hold, as counted phrases; renders from their counters row.
-    pub fn contents(&self) -> Result<Vec<String>> {
+    fn contents(&self) -> Result<Vec<String>> {
         let rows = self.query(
             "SELECT (SELECT count(*) FROM orgs), (SELECT count(*) FROM users), \
              (SELECT count(*) FROM api_keys), (SELECT count(*) FROM images), \
@@ -115,7 +116,7 @@ impl PgStore {
     /// Removes every record in one transaction (the layout version and `meta` stay, as in
     /// the embedded store) and moves the change generation on: it never goes back, so nothing
     /// remembered before the clear is taken for true after it.
-    pub fn clear(&self) -> Result<()> {
+    fn clear(&self) -> Result<()> {
         self.run(|pool| async move {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
@@ -133,7 +134,7 @@ impl PgStore {
     /// counters from the records, and lists what disagrees. Images are read in pages of
     /// [`VERIFY_PAGE`] by primary key; each image's entries ([`record_keys`], stored without
     /// their organization and deleted-flag prefix) are looked up by primary key.
-    pub fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>> {
+    fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut counts: HashMap<(String, bool, Vec<u8>), u64> = HashMap::new();
         let mut expected_entries = 0u64;
@@ -207,7 +208,22 @@ impl PgStore {
         self.verify_usage(&mut problems)?;
         Ok(problems)
     }
+}
 
+impl PgStore {
+    fn meta_get(&self, key: &'static str) -> Result<Option<Vec<u8>>> {
+        let rows = self.query("SELECT value FROM meta WHERE key = $1", vec![Box::new(key)])?;
+        rows.first().map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    fn meta_put(&self, key: &'static str, value: Vec<u8>) -> Result<()> {
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            vec![Box::new(key), Box::new(value)],
+        )?;
+        Ok(())
+    }
     /// Compares the stored listing counters with those counted, a page at a time.
     fn verify_counts(
         &self,
@@ -325,58 +341,11 @@ impl PgStore {
     }
 }
 
-/// The records-wide methods; each is the inherent method of the same name (those of `mod.rs`
-/// and of this file).
-impl Records for PgStore {
-    fn generation(&self) -> Result<u64> {
-        PgStore::generation(self)
-    }
-    fn blob_removal_lock(&self) -> Result<RecordsLock<'_>> {
-        PgStore::blob_removal_lock(self)
-    }
-    fn exclusive(&self, name: &str) -> Result<Option<RecordsLock<'_>>> {
-        PgStore::exclusive(self, name)
-    }
-    fn flush(&self) -> BoxFuture<'_, Result<()>> {
-        PgStore::flush(self)
-    }
-    fn flush_blocking(&self) -> Result<()> {
-        PgStore::flush_blocking(self)
-    }
-    fn probe_ready(&self) -> Result<()> {
-        PgStore::probe_ready(self)
-    }
-    fn schema_version(&self) -> Result<Option<u32>> {
-        PgStore::schema_version(self)
-    }
-    fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)> {
-        PgStore::sweep_position(self)
-    }
-    fn set_sweep_position(&self, renders: Option<&[u8]>, shard: u8) -> Result<()> {
-        PgStore::set_sweep_position(self, renders, shard)
-    }
-    fn render_epoch(&self) -> Result<u32> {
-        PgStore::render_epoch(self)
-    }
-    fn set_render_epoch(&self, epoch: u32) -> Result<()> {
-        PgStore::set_render_epoch(self, epoch)
-    }
-    fn contents(&self) -> Result<Vec<String>> {
-        PgStore::contents(self)
-    }
-    fn clear(&self) -> Result<()> {
-        PgStore::clear(self)
-    }
-    fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>> {
-        PgStore::verify_records(self, each_image)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing;
     use crate::storage::renders::RenderMeta;
-    use crate::storage::{Accounts, RenderRecords, ServedPath};
+    use crate::storage::{Accounts, Records, RenderRecords, ServedPath};
 
     #[test]
     #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]

@@ -3,8 +3,9 @@
 
 use super::{testing, to_u64, PgStore};
 use crate::model::image::ImageRecord;
+use crate::storage::fixtures::path;
 use crate::storage::{
-    Accounts, AliasPut, AliasRecords, ImageIndex, ImageRecords, Inserted, ServedPath, StoredAlias,
+    Accounts, AliasPut, AliasRecords, ImageIndex, ImageRecords, Inserted, StoredAlias,
 };
 use std::sync::atomic::Ordering;
 
@@ -25,13 +26,6 @@ fn alias(name: &str, hash: char) -> StoredAlias {
         alias: name.into(),
         hash: hash.to_string().repeat(40),
         created: "2024-01-01T00:00:00+00:00".into(),
-    }
-}
-
-fn path(p: &str) -> ServedPath {
-    ServedPath {
-        host: "img.example.com".into(),
-        path: p.into(),
     }
 }
 

@@ -2,32 +2,9 @@
 
 use super::super::testing;
 use super::*;
-use crate::storage::renders::StackRevision;
+use crate::storage::fixtures::{meta, path};
 use crate::storage::{Accounts, Bytes, FileBytes, StackRecords, StoredStack};
 use std::sync::Arc;
-
-fn meta(image: &str, stacks: &[(&str, u64)]) -> RenderMeta {
-    RenderMeta {
-        content_type: "image/jpeg".into(),
-        etag: "\"x\"".into(),
-        organization: "acme".into(),
-        image: image.into(),
-        stacks: stacks
-            .iter()
-            .map(|(n, r)| StackRevision {
-                name: n.to_string(),
-                revision: *r,
-            })
-            .collect(),
-    }
-}
-
-fn path(p: &str) -> ServedPath {
-    ServedPath {
-        host: String::new(),
-        path: p.into(),
-    }
-}
 
 fn stack(name: &str, revision: u64) -> StoredStack {
     StoredStack {
