@@ -113,8 +113,12 @@ impl SledStore {
         let mut refs: HashMap<String, (u64, u64)> = HashMap::new();
         let mut live_blobs: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
         let mut files: BTreeMap<String, u64> = BTreeMap::new();
-        let mut index_entries = 0usize;
         let mut index_counts: HashMap<Vec<u8>, u64> = HashMap::new();
+        // What the records call for, as multiset digests: comparing them with digests of
+        // sequential scans costs no lookup per entry; only a mismatch pays for the lookups
+        // that say which entries are wrong.
+        let mut expected_index = Digest::default();
+        let mut expected_binary = Digest::default();
         let orgs: BTreeSet<String> = self.list_orgs()?.into_iter().map(|o| o.name).collect();
         for v in self.images.iter().values() {
             let rec: ImageRecord = decode("images", &v?)?;
@@ -127,29 +131,10 @@ impl SledStore {
                     rec.organization, rec.hash
                 ));
             }
-            let idx = super::key3(&rec.organization, &rec.binary_hash, &rec.hash);
-            if self.img_binary.get(idx)?.is_none() {
-                problems.push(format!(
-                    "image {}/{} is missing from the binary-hash index",
-                    rec.organization, rec.hash
-                ));
-            }
+            expected_binary.add(&super::key3(&rec.organization, &rec.binary_hash, &rec.hash));
             let (entries, counters) = super::index::record_keys(&rec);
-            index_entries += entries.len();
-            if let Some(missing) = entries
-                .iter()
-                .map(|k| self.img_index.contains_key(k))
-                .collect::<std::result::Result<Vec<bool>, _>>()?
-                .iter()
-                .position(|found| !found)
-            {
-                problems.push(format!(
-                    "image {}/{} is missing from the listing index ({} of {} entries)",
-                    rec.organization,
-                    rec.hash,
-                    missing + 1,
-                    entries.len()
-                ));
+            for k in &entries {
+                expected_index.add(k);
             }
             for k in counters {
                 *index_counts.entry(k).or_insert(0u64) += 1;
@@ -160,23 +145,19 @@ impl SledStore {
                 per_org.entry(rec.blob.clone()).or_insert((rec.size, 0)).1 += 1;
             }
         }
+        let mut stored_binary = Digest::default();
         for item in self.img_binary.iter().keys() {
-            let k = item?;
-            let parts: Vec<&[u8]> = k.split(|b| *b == 0).collect();
-            if let [org, _, hash] = parts.as_slice() {
-                let (org, hash) = (String::from_utf8_lossy(org), String::from_utf8_lossy(hash));
-                if self.get_image(&org, &hash)?.is_none() {
-                    problems.push(format!(
-                        "binary-hash index entry for {org}/{hash} has no image"
-                    ));
-                }
-            }
+            stored_binary.add(&item?);
         }
-        let stored_entries = self.img_index.iter().keys().count();
-        if stored_entries != index_entries {
-            problems.push(format!(
-                "the listing index has {stored_entries} entries for {index_entries} expected"
-            ));
+        let mut stored_index = Digest::default();
+        for item in self.img_index.iter().keys() {
+            stored_index.add(&item?);
+        }
+        if stored_binary != expected_binary {
+            self.explain_binary_index(&mut problems)?;
+        }
+        if stored_index != expected_index {
+            self.explain_listing_index(&mut problems, stored_index.count, expected_index.count)?;
         }
         for item in self.img_counts.iter() {
             let (k, v) = item?;
@@ -341,17 +322,235 @@ impl SledStore {
                     "usage of {org}: stored {stored:?}, recomputed {expected:?}"
                 ));
             }
-            for (blob, (_, n)) in blobs.into_iter().flatten() {
-                let stored_n = self
-                    .org_blobs
-                    .get(key2(&org, blob))?
-                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0);
-                if stored_n != *n {
-                    problems.push(format!("organization {org}, blob {blob}: {stored_n} live references stored, {n} counted"));
-                }
+        }
+        // Live references per organization and blob, in one scan.
+        for item in self.org_blobs.iter() {
+            let (k, v) = item?;
+            let stored = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+            let (org, blob) = split2(&k);
+            let counted = live_blobs
+                .get_mut(&org)
+                .and_then(|blobs| blobs.remove(&blob))
+                .map_or(0, |(_, n)| n);
+            if stored != counted {
+                problems.push(format!("organization {org}, blob {blob}: {stored} live references stored, {counted} counted"));
+            }
+        }
+        for (org, blobs) in live_blobs {
+            for (blob, (_, n)) in blobs {
+                problems.push(format!(
+                    "organization {org}, blob {blob}: 0 live references stored, {n} counted"
+                ));
             }
         }
         Ok(problems)
+    }
+
+    /// Names the images missing from the binary-hash index and the entries of it that have no
+    /// image (called when the digests disagree).
+    fn explain_binary_index(&self, problems: &mut Vec<String>) -> Result<()> {
+        for v in self.images.iter().values() {
+            let rec: ImageRecord = decode("images", &v?)?;
+            let idx = super::key3(&rec.organization, &rec.binary_hash, &rec.hash);
+            if self.img_binary.get(idx)?.is_none() {
+                problems.push(format!(
+                    "image {}/{} is missing from the binary-hash index",
+                    rec.organization, rec.hash
+                ));
+            }
+        }
+        for item in self.img_binary.iter().keys() {
+            let k = item?;
+            let parts: Vec<&[u8]> = k.split(|b| *b == 0).collect();
+            let entry_of_image = match parts.as_slice() {
+                [org, binary_hash, hash] => {
+                    let (org, hash) = (String::from_utf8_lossy(org), String::from_utf8_lossy(hash));
+                    self.get_image(&org, &hash)?
+                        .is_some_and(|rec| rec.binary_hash.as_bytes() == *binary_hash)
+                }
+                _ => false,
+            };
+            if !entry_of_image {
+                problems.push(format!(
+                    "binary-hash index entry {} has no image",
+                    String::from_utf8_lossy(&k).replace('\0', "/")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the images whose listing-index entries are missing, and says how many entries
+    /// the index holds against how many the records call for (called when the digests
+    /// disagree).
+    fn explain_listing_index(
+        &self,
+        problems: &mut Vec<String>,
+        stored: u64,
+        expected: u64,
+    ) -> Result<()> {
+        for v in self.images.iter().values() {
+            let rec: ImageRecord = decode("images", &v?)?;
+            let (entries, _) = super::index::record_keys(&rec);
+            let mut missing = 0;
+            for k in &entries {
+                if !self.img_index.contains_key(k)? {
+                    missing += 1;
+                }
+            }
+            if missing > 0 {
+                problems.push(format!(
+                    "image {}/{} is missing from the listing index ({missing} of {} entries)",
+                    rec.organization,
+                    rec.hash,
+                    entries.len()
+                ));
+            }
+        }
+        problems.push(if stored == expected {
+            format!("the listing index has {stored} entries as expected, but not the expected ones")
+        } else {
+            format!("the listing index has {stored} entries for {expected} expected")
+        });
+        Ok(())
+    }
+}
+
+/// An order-independent digest of a multiset of keys: equal digests mean equal multisets
+/// (up to a 2^-128 chance), so a stored index can be checked against the records with one
+/// sequential scan of each.
+#[derive(Default, PartialEq, Eq)]
+struct Digest {
+    sum: u128,
+    count: u64,
+}
+
+impl Digest {
+    fn add(&mut self, key: &[u8]) {
+        let hash = blake3::hash(key);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hash.as_bytes()[..16]);
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
+        self.count += 1;
+    }
+}
+
+/// The two parts of a `key2` key.
+fn split2(key: &[u8]) -> (String, String) {
+    let at = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    let (a, b) = key.split_at(at);
+    (
+        String::from_utf8_lossy(a).into_owned(),
+        String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fixtures;
+
+    fn image(i: usize) -> ImageRecord {
+        serde_json::from_value(serde_json::json!({
+            "organization": "acme", "hash": format!("{i:040x}"), "binary_hash": format!("{i:040}"),
+            "blob": format!("{i:064x}"), "name": format!("photo-{i}.jpg"), "format": "jpg",
+            "mimetype": "image/jpeg", "size": 1000 + i, "width": 640, "height": 480,
+            "created": "2024-01-01T00:00:00+00:00", "created_ns": 1_700_000_000_000_000_000_i128 + i as i128,
+            "user_metadata": {"tag": format!("t{}", i % 3), "array:labels": ["a", "b"]},
+            "opaque": true, "animated": false
+        }))
+        .unwrap()
+    }
+
+    /// A store of three images with nothing wrong in its records.
+    fn store() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
+        store.create_org(&fixtures::org("acme")).unwrap();
+        for i in 1..=3 {
+            store.insert_image(&image(i)).unwrap();
+        }
+        assert!(store.check_records(&mut |_| {}).unwrap().is_empty());
+        (dir, store)
+    }
+
+    fn problems(store: &SledStore) -> String {
+        store.check_records(&mut |_| {}).unwrap().join("\n")
+    }
+
+    #[test]
+    fn a_missing_or_stray_listing_entry_is_named() {
+        let (_dir, store) = store();
+        let (entries, _) = crate::storage::index::record_keys(&image(2));
+        store.img_index.remove(&entries[0]).unwrap();
+        let found = problems(&store);
+        assert!(
+            found.contains(&format!(
+                "image acme/{} is missing from the listing index (1 of",
+                image(2).hash
+            )),
+            "{found}"
+        );
+
+        // Same count, wrong entry: the digest still tells.
+        let mut stray = entries[0].clone();
+        stray.push(b'x');
+        store.img_index.insert(stray, &[]).unwrap();
+        let found = problems(&store);
+        assert!(found.contains("not the expected ones"), "{found}");
+    }
+
+    #[test]
+    fn binary_hash_entries_are_checked_both_ways() {
+        let (_dir, store) = store();
+        let rec = image(1);
+        store
+            .img_binary
+            .remove(crate::storage::key3("acme", &rec.binary_hash, &rec.hash))
+            .unwrap();
+        store
+            .img_binary
+            .insert(crate::storage::key3("acme", "feed", &image(3).hash), &[])
+            .unwrap();
+        let found = problems(&store);
+        assert!(
+            found.contains(&format!(
+                "image acme/{} is missing from the binary-hash index",
+                rec.hash
+            )),
+            "{found}"
+        );
+        assert!(
+            found.contains(&format!(
+                "binary-hash index entry acme/feed/{} has no image",
+                image(3).hash
+            )),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn live_references_per_organization_are_checked_both_ways() {
+        let (_dir, store) = store();
+        store
+            .org_blobs
+            .remove(key2("acme", &image(1).blob))
+            .unwrap();
+        store
+            .org_blobs
+            .insert(key2("acme", "beef"), &1u64.to_be_bytes())
+            .unwrap();
+        let found = problems(&store);
+        assert!(
+            found.contains(&format!(
+                "blob {}: 0 live references stored, 1 counted",
+                image(1).blob
+            )),
+            "{found}"
+        );
+        assert!(
+            found.contains("blob beef: 1 live references stored, 0 counted"),
+            "{found}"
+        );
     }
 }
