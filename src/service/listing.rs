@@ -700,7 +700,7 @@ impl ListQuery {
                 }
             }
             if let Some((i, _)) = best {
-                return self.by_creation(store, org, &sources[i], !*asc);
+                return self.by_creation(store, org, &sources[i], i, !*asc);
             }
         }
         // 4. A candidate set that still fits in memory.
@@ -792,6 +792,63 @@ impl ListQuery {
         Ok(Some((n, false)))
     }
 
+    /// The filters other than `skip`, when each can be checked on an index position without
+    /// reading the record: exact values of indexed fields, whose entries hold only matches.
+    /// For each, the field and the encoded values any of which an image must have.
+    fn probes(&self, skip: Option<usize>) -> Option<Vec<(IndexField, Vec<Vec<u8>>)>> {
+        if self.any || self.deleted {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, (f, m)) in self.filters.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
+            let (Field::Indexed(field), Matcher::Exact(_)) = (f, m) else {
+                return None;
+            };
+            let (spans, exact) = m.spans(field);
+            if !exact || spans.is_empty() || *field == IndexField::Created {
+                return None;
+            }
+            out.push((field.clone(), spans.into_iter().map(|s| s.from).collect()));
+        }
+        Some(out)
+    }
+
+    /// Whether the image at `at` passes every probe: one point lookup per probed value, no
+    /// record read.
+    fn passes(
+        &self,
+        store: &dyn Records,
+        org: &str,
+        probes: &[(IndexField, Vec<Vec<u8>>)],
+        at: &Position,
+    ) -> Result<bool> {
+        for (field, values) in probes {
+            let mut found = false;
+            for value in values {
+                let from = Position {
+                    value: value.clone(),
+                    created: at.created,
+                    hash: at.hash.clone(),
+                }
+                .suffix();
+                let mut to = from.clone();
+                to.push(0);
+                let span = Span { from, to: Some(to) };
+                if store.index_count(org, self.deleted, field, &span, 1)? > 0 {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Orders one filter's index positions by creation time, then reads records in that order
     /// for the page, checking the other filters.
     fn by_creation(
@@ -799,6 +856,7 @@ impl ListQuery {
         store: &dyn Records,
         org: &str,
         source: &Source,
+        source_filter: usize,
         reverse: bool,
     ) -> Result<Answer> {
         let Source::Index {
@@ -809,6 +867,12 @@ impl ListQuery {
         } = source
         else {
             return Err(Error::internal("creation order needs an index"));
+        };
+        // The other filters, checked on index positions when they can be.
+        let probes = if *exact {
+            self.probes(Some(source_filter))
+        } else {
+            None
         };
         let mut seen = std::collections::HashSet::new();
         let mut positions: Vec<([u8; index::CREATED_LEN], String)> = Vec::new();
@@ -853,7 +917,7 @@ impl ListQuery {
         };
         let (mut page, mut skipped, mut counted, mut examined) = (Vec::new(), 0, 0, 0);
         let mut cut = false;
-        for (_, hash) in positions.iter().skip(start) {
+        for (created, hash) in positions.iter().skip(start) {
             if only && skipped < offset {
                 skipped += 1;
                 continue;
@@ -865,6 +929,32 @@ impl ListQuery {
             if examined > self.bounds.examine {
                 cut = true;
                 break;
+            }
+            if let (false, Some(probes)) = (only, &probes) {
+                let at = Position {
+                    value: Vec::new(),
+                    created: *created,
+                    hash: hash.clone(),
+                };
+                if !self.passes(store, org, probes, &at)? {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                if page.len() < self.limit {
+                    if let Some(rec) = store.get_image(org, hash)? {
+                        page.push(rec);
+                    }
+                    continue;
+                }
+                counted += 1;
+                if counted >= self.bounds.count {
+                    cut = true;
+                    break;
+                }
+                continue;
             }
             let Some(rec) = store.get_image(org, hash)? else {
                 continue;
@@ -986,6 +1076,8 @@ impl ListQuery {
         total: Option<usize>,
     ) -> Result<Answer> {
         let check = self.filters.len() > usize::from(skip.is_some()) || self.deleted;
+        // The filters to check, on index positions when they can be.
+        let probes = if check { self.probes(skip) } else { None };
         let mut span = span.clone();
         let mut in_tail = false;
         let mut tail_from: Option<Position> = None;
@@ -1083,6 +1175,18 @@ impl ListQuery {
                         done = true;
                         break;
                     }
+                    if let Some(probes) = &probes {
+                        if !self.passes(store, org, probes, &p)? {
+                            continue;
+                        }
+                        // The record is read only if it goes on the page.
+                        if !visit(None, &p.hash)? {
+                            done = true;
+                            cut = total.is_none();
+                            break;
+                        }
+                        continue;
+                    }
                     match store.get_image(org, &p.hash)? {
                         Some(r) => Some(r),
                         None => continue,
@@ -1121,7 +1225,9 @@ impl ListQuery {
                 }
             }
         }
-        if cut && page.len() < self.limit && total.is_none() {
+        // Stopped by the bound before the page filled: the page would be wrong, whatever the
+        // total.
+        if cut && page.len() < self.limit && examined > self.bounds.examine {
             return Err(Error::Invalid(format!(
                 "this listing would examine more than {} images for one page; add a filter that matches fewer images, or sort by the filtered field", self.bounds.examine
             )));
