@@ -11,7 +11,7 @@ use super::records::*;
 use super::Progress;
 use super::{decode, key2, BlobRef, Bytes, OrgUsage, Records, Result, SledStore};
 use crate::model::image::ImageRecord;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 /// Whether a render's image, organization and stack revisions still exist.
@@ -60,20 +60,29 @@ pub fn sweep_render_bodies(
 
 /// Checks every invariant (design §7) and lists what breaks: the backend's own indexes and
 /// counters, every image's bytes present, and no blob older than `grace` left unreferenced.
+///
+/// The bytes are checked against one listing per shard, not one lookup per image: the
+/// records' blob ids are kept as 32-byte digests while the records are read (about 50 MB for
+/// a million images); only when some are missing are the records read again to name their
+/// images.
 pub fn verify(
     records: &dyn Records,
     bytes: &dyn Bytes,
     grace: Duration,
     progress: Progress<'_>,
 ) -> Result<Vec<String>> {
-    let mut missing = Vec::new();
+    let mut referenced: Vec<HashSet<[u8; 32]>> = (0..256).map(|_| HashSet::new()).collect();
+    let mut unreadable = Vec::new();
     let mut seen = 0u64;
     let mut problems = records.verify_records(&mut |rec| {
-        if !bytes.exists(&rec.blob) {
-            missing.push(format!(
-                "image {}/{} refers to a missing blob file {}",
+        match blob_digest(&rec.blob) {
+            Some(id) => {
+                referenced[usize::from(id[0])].insert(id);
+            }
+            None => unreadable.push(format!(
+                "image {}/{} refers to a blob with an unreadable id {}",
                 rec.organization, rec.hash, rec.blob
-            ));
+            )),
         }
         seen += 1;
         if seen % 1024 == 0 {
@@ -81,7 +90,7 @@ pub fn verify(
         }
     })?;
     progress("images checked", seen, Some(seen));
-    problems.append(&mut missing);
+    problems.append(&mut unreadable);
     // Removing an image for good removes its aliases; a soft-deleted image keeps them.
     for org in records.list_orgs()? {
         for alias in records.list_aliases(&org.name)? {
@@ -93,13 +102,38 @@ pub fn verify(
             }
         }
     }
-    for shard in 0..=255u8 {
-        for id in orphan_blobs(records, bytes, shard, grace)? {
-            problems.push(format!("blob file {id} is not referenced by any image"));
+    let mut missing = HashSet::new();
+    for (shard, wanted) in referenced.iter_mut().enumerate() {
+        let shard = u8::try_from(shard).unwrap_or(u8::MAX);
+        for id in bytes.list_shard(shard)? {
+            let known = blob_digest(&id).is_some_and(|d| wanted.remove(&d));
+            if !known && bytes.older_than(&id, grace) {
+                problems.push(format!("blob file {id} is not referenced by any image"));
+            }
         }
+        missing.extend(wanted.drain());
         progress("blob shards checked", u64::from(shard) + 1, Some(256));
     }
+    if !missing.is_empty() {
+        let mut named = Vec::new();
+        records.verify_records(&mut |rec| {
+            if blob_digest(&rec.blob).is_some_and(|d| missing.contains(&d)) {
+                named.push(format!(
+                    "image {}/{} refers to a missing blob file {}",
+                    rec.organization, rec.hash, rec.blob
+                ));
+            }
+        })?;
+        problems.append(&mut named);
+    }
     Ok(problems)
+}
+
+/// A blob id (64 hex digits, the BLAKE3 of the bytes) as its 32 bytes.
+fn blob_digest(id: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(id, &mut out).ok()?;
+    Some(out)
 }
 
 impl SledStore {
@@ -552,5 +586,52 @@ mod tests {
             found.contains("blob beef: 1 live references stored, 0 counted"),
             "{found}"
         );
+    }
+}
+
+#[cfg(test)]
+mod byte_tests {
+    use super::*;
+    use crate::storage::{blobs::put_test_blob, fixtures, FileBytes};
+
+    #[test]
+    fn missing_and_unreferenced_blob_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
+        let bytes = FileBytes::open_with_headroom(dir.path(), 0).unwrap();
+        store.create_org(&fixtures::org("acme")).unwrap();
+        let kept = put_test_blob(&bytes, b"kept");
+        let stray = put_test_blob(&bytes, b"stray");
+        let gone = blake3::hash(b"gone").to_hex().to_string();
+        for (hash, blob) in [("a".repeat(40), &kept), ("b".repeat(40), &gone)] {
+            let rec: ImageRecord = serde_json::from_value(serde_json::json!({
+                "organization": "acme", "hash": hash, "binary_hash": hash, "blob": blob,
+                "name": "x.png", "format": "png", "mimetype": "image/png", "size": 4,
+                "width": 1, "height": 1, "created": "2024-01-01T00:00:00+00:00",
+                "created_ns": 1_700_000_000_000_000_000_i128, "opaque": true, "animated": false
+            }))
+            .unwrap();
+            store.insert_image(&rec).unwrap();
+        }
+        let found = verify(&store, &bytes, Duration::ZERO, &mut |_, _, _| {})
+            .unwrap()
+            .join("\n");
+        assert!(
+            found.contains(&format!(
+                "image acme/{} refers to a missing blob file {gone}",
+                "b".repeat(40)
+            )),
+            "{found}"
+        );
+        assert!(
+            found.contains(&format!("blob file {stray} is not referenced by any image")),
+            "{found}"
+        );
+        assert!(!found.contains(&kept), "{found}");
+        // Within the grace period an unreferenced file may belong to an upload being committed.
+        let found = verify(&store, &bytes, Duration::from_secs(3600), &mut |_, _, _| {})
+            .unwrap()
+            .join("\n");
+        assert!(!found.contains(&stray), "{found}");
     }
 }
