@@ -164,7 +164,7 @@ pub(crate) async fn watch(
     edge: Arc<Notify>,
 ) {
     let mut config = config;
-    config.application_name(&format!("darkroom watch {}", watch.id));
+    config.application_name(format!("darkroom watch {}", watch.id));
     while !watch.closed.load(Ordering::SeqCst) {
         if let Err(e) = watch_once(&config, &watch, &edge).await {
             log::warn!("database watch connection lost ({e}); generation read per request");
