@@ -62,6 +62,9 @@ pub struct StorageConfig {
     pub database_url: String,
     /// Most connections this node keeps open to PostgreSQL.
     pub database_connections: usize,
+    /// Stored renders this node keeps in memory when its records are in PostgreSQL, in MiB,
+    /// so that a warm hit reads no row. 0 = none (every hit reads its row).
+    pub render_cache_mb: u64,
     /// Source bytes and large renders in S3-compatible object storage: `s3://BUCKET`. Empty
     /// (the default) keeps them in the data folder.
     pub object_store_url: String,
@@ -273,6 +276,7 @@ impl Default for StorageConfig {
             min_free_mb: 256,
             database_url: String::new(),
             database_connections: 16,
+            render_cache_mb: 64,
             object_store_url: String::new(),
             s3_endpoint: String::new(),
             s3_region: String::new(),
@@ -575,6 +579,7 @@ impl Config {
         (!self.storage.database_url.is_empty()).then(|| DatabaseSettings {
             url: self.storage.database_url.clone(),
             connections: self.storage.database_connections,
+            render_cache_bytes: self.storage.render_cache_mb.saturating_mul(1024 * 1024),
         })
     }
 

@@ -231,7 +231,8 @@ impl Storage {
             Some(settings) => std::sync::Arc::new(ObjectBytes::open(files, settings)?),
             None => std::sync::Arc::new(files),
         };
-        let records = postgres::PgStore::open(&database.url, database.connections)?;
+        let records = postgres::PgStore::open(&database.url, database.connections)?
+            .with_render_cache(database.render_cache_bytes);
         // Large render bodies beside the source bytes, where GC sweeps them.
         records.keep_render_bodies_in(bytes.clone());
         Ok(Storage {
@@ -269,6 +270,8 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Most connections this process opens.
     pub connections: usize,
+    /// Stored renders kept in this process's memory, in bytes (0: none).
+    pub render_cache_bytes: u64,
 }
 
 /// The embedded records: one sled database in the data folder. It keeps a handle on the blob

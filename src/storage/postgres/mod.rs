@@ -11,12 +11,21 @@
 //!
 //! Records are rows keyed by their identity, with the model's JSON form in a `jsonb` column;
 //! counters are columns, changed in the statement or transaction that changes what they count.
+//!
+//! A warm render hit asks the database nothing: the change generation is pushed to every node
+//! and held in memory under a lease ([`lease`]), and stored renders are kept in a node-local
+//! cache ([`cache`]) whose entries hold while the generation they were read at holds. Every
+//! write that moves the generation returns only once every live node has applied it.
 
 mod accounts;
 mod aliases;
+mod cache;
 mod edge;
 mod images;
 mod index;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod listing_tests;
 mod records;
@@ -31,11 +40,12 @@ use super::{Bytes, RecordsLock, Result, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{NoTls, Row};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -51,6 +61,10 @@ pub struct PgStore {
     edge_notify: Arc<Notify>,
     /// Where the bodies of large renders live ([`PgStore::keep_render_bodies_in`]).
     bodies: OnceLock<Arc<dyn Bytes>>,
+    /// The generation this node holds, and its lease ([`lease`]).
+    watch: Arc<lease::Watch>,
+    /// Stored renders read lately ([`PgStore::with_render_cache`]); `None` when disabled.
+    cache: Option<cache::RenderCache>,
     driver: Driver,
     /// The schema the records are in: advisory locks are named after it, since they are
     /// shared by every schema of the database.
@@ -82,6 +96,8 @@ impl PgStore {
             edge_on: Default::default(),
             edge_notify: Arc::new(Notify::new()),
             bodies: OnceLock::new(),
+            watch: Arc::new(lease::Watch::new()?),
+            cache: cache::RenderCache::new(cache::DEFAULT_BYTES),
             driver: Driver::start("postgres")?,
             schema: String::new(),
         };
@@ -94,11 +110,20 @@ impl PgStore {
                 .await?
                 .try_get::<_, String>(0)?)
         })?;
-        store
-            .driver
-            .handle
-            .spawn(listen_for_edge_jobs(listen, store.edge_notify.clone()));
+        store.driver.handle.spawn(lease::watch(
+            listen,
+            store.pool.clone(),
+            store.watch.clone(),
+            store.edge_notify.clone(),
+        ));
         Ok(store)
+    }
+
+    /// Keeps at most `bytes` of stored renders in this node's memory (0: none), in place of
+    /// the default of [`cache::DEFAULT_BYTES`].
+    pub fn with_render_cache(mut self, bytes: u64) -> PgStore {
+        self.cache = cache::RenderCache::new(bytes);
+        self
     }
 
     /// Keeps the bodies of renders larger than [`super::renders::INLINE_MAX`] in `bytes`, as
@@ -131,7 +156,10 @@ impl PgStore {
         }))
     }
 
-    /// Runs `work` with the pool on the driver thread and waits for its answer.
+    /// Runs `work` with the pool on the driver thread and waits for its answer. When `work`
+    /// moved the change generation ([`bump_generation`]), the answer waits until every live
+    /// node has applied the new one ([`lease::settle`]): a change returns only once no node
+    /// can answer from what it replaced.
     pub(crate) fn run<T, F, Fut>(&self, work: F) -> Result<T>
     where
         F: FnOnce(Pool) -> Fut + Send + 'static,
@@ -139,9 +167,19 @@ impl PgStore {
         T: Send + 'static,
     {
         let pool = self.pool.clone();
+        let watch = self.watch.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.driver.handle.spawn(async move {
-            let _ = tx.send(work(pool).await);
+            let (answer, bumped) = BUMPED
+                .scope(Cell::new(0), async {
+                    let answer = work(pool.clone()).await;
+                    (answer, BUMPED.with(Cell::get))
+                })
+                .await;
+            if bumped > 0 {
+                lease::settle(&pool, &watch, bumped).await;
+            }
+            let _ = tx.send(answer);
         });
         rx.recv()
             .map_err(|_| StorageError::Sql("the database driver stopped".into()))?
@@ -166,8 +204,13 @@ impl PgStore {
     }
 
     /// The change generation ([`super::Records::generation`]): a counter row moved in the
-    /// transaction of every change that render URLs resolve against.
+    /// transaction of every change that render URLs resolve against, held in memory while
+    /// this node's lease says it may be trusted ([`lease`]), else read.
     pub fn generation(&self) -> Result<u64> {
+        if let Some(g) = self.watch.trusted() {
+            return Ok(g);
+        }
+        self.watch.fell_back();
         let rows = self.query("SELECT value FROM generation", Vec::new())?;
         let value: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
         Ok(to_u64(value))
@@ -213,38 +256,9 @@ impl PgStore {
 /// other schemas of the database do not wake this one): an SQL expression.
 pub(crate) const EDGE_CHANNEL: &str = "'darkroom_edge_' || md5(current_schema())";
 
-/// Keeps a connection of its own LISTENing on [`EDGE_CHANNEL`] and wakes `notify` for every
-/// notification, reconnecting after a failure (and waking once then: jobs may have been queued
-/// meanwhile). Runs on the driver thread until the store is dropped.
-async fn listen_for_edge_jobs(config: tokio_postgres::Config, notify: Arc<Notify>) {
-    loop {
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
-            let woken = notify.clone();
-            let driven = tokio::spawn(async move {
-                while let Some(Ok(message)) =
-                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                {
-                    if let AsyncMessage::Notification(_) = message {
-                        woken.notify_one();
-                    }
-                }
-            });
-            let listening = async {
-                let channel: String = client
-                    .query_one(&format!("SELECT {EDGE_CHANNEL}"), &[])
-                    .await?
-                    .try_get(0)?;
-                client.batch_execute(&format!("LISTEN \"{channel}\"")).await
-            };
-            if listening.await.is_ok() {
-                notify.notify_one();
-                let _ = driven.await;
-            } else {
-                driven.abort();
-            }
-            drop(client);
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -285,11 +299,22 @@ pub(crate) fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
 }
 
-/// Moves the change generation, inside the transaction of the change.
+tokio::task_local! {
+    /// The highest generation the work of one [`PgStore::run`] moved the records to.
+    static BUMPED: Cell<u64>;
+}
+
+/// Moves the change generation, inside the transaction of the change; the change's
+/// [`PgStore::run`] settles the new value once the work is done.
 pub(crate) async fn bump_generation(client: &tokio_postgres::Transaction<'_>) -> Result<()> {
-    client
-        .execute("UPDATE generation SET value = value + 1", &[])
-        .await?;
+    let value: i64 = client
+        .query_one(
+            "UPDATE generation SET value = value + 1 RETURNING value",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let _ = BUMPED.try_with(|bumped| bumped.set(bumped.get().max(to_u64(value))));
     Ok(())
 }
 

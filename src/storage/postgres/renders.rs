@@ -374,8 +374,9 @@ impl PgStore {
     }
 }
 
-impl RenderRecords for PgStore {
-    fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
+impl PgStore {
+    /// A stored render as the records hold it.
+    fn read_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
         let rows = self.query(
             "SELECT meta, body FROM renders WHERE key = $1",
             vec![Box::new(key.to_vec())],
@@ -395,6 +396,25 @@ impl RenderRecords for PgStore {
             },
         };
         Ok(Some(StoredRender::with_body(meta, body.into())))
+    }
+}
+
+impl RenderRecords for PgStore {
+    /// From this node's cache while the generation it holds is trusted and the entry was read
+    /// at it ([`super::cache`]); else from the records (kept in the cache when trusted).
+    fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>> {
+        // Taken before the read: an entry is tagged with a generation it was true at.
+        let trusted = self.cache.as_ref().zip(self.watch.trusted());
+        if let Some((cache, generation)) = trusted {
+            if let Some(hit) = cache.get(key, generation) {
+                return Ok(Some(hit));
+            }
+        }
+        let found = self.read_render(key)?;
+        if let (Some((cache, generation)), Some(render)) = (trusted, &found) {
+            cache.put(key, generation, render);
+        }
+        Ok(found)
     }
 
     fn put_render(

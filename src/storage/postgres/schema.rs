@@ -146,6 +146,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org, hash)
     );
     "#,
+    // 4: the generation pushed to every node, and the nodes' leases (`super::lease`).
+    //
+    // Every change of the generation row announces the new value on a channel of this schema
+    // when its transaction commits, whichever statement made it. A node's row says until when
+    // (database clock) it may trust the generation it holds in memory, and the highest one it
+    // has applied: a writer waits for every unexpired lease to reach its change.
+    r#"
+    CREATE FUNCTION generation_announce() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('darkroom_generation_' || md5(current_schema()), NEW.value::text);
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER generation_announce AFTER UPDATE ON generation
+        FOR EACH ROW EXECUTE FUNCTION generation_announce();
+    CREATE TABLE nodes (
+        id text PRIMARY KEY,
+        seen bigint NOT NULL,
+        lease_until timestamptz NOT NULL
+    );
+    "#,
 ];
 
 /// The layout version this binary writes.

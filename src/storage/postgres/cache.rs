@@ -1,0 +1,72 @@
+//! Stored renders kept in this node's memory, so that a warm hit reads no row.
+//!
+//! A render is immutable under its key (rendering is deterministic), and every removal of a
+//! render moves the change generation. So an entry read while the node trusted generation `g`
+//! ([`super::lease`]) is still the stored render while the trusted generation is `g`: each
+//! entry carries the generation it was read at, and one of another generation is read again.
+//! Nothing is cached or answered from here while the generation is not trusted.
+//!
+//! Bounded by bytes (`storage.render_cache_mb`); the eviction is `quick_cache`'s (a
+//! scan-resistant clock), so a burst of one-off renders does not flush the popular ones. The
+//! embedded store needs none of this: sled's page cache serves its hits from memory.
+
+use crate::storage::renders::StoredRender;
+
+/// The default bound, 64 MiB (the setting's default).
+pub(crate) const DEFAULT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What an entry costs beyond its body: its key, header and the cache's own bookkeeping.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// The weight of an entry, in bytes.
+#[derive(Clone)]
+struct Size;
+
+impl quick_cache::Weighter<Vec<u8>, (u64, StoredRender)> for Size {
+    fn weight(&self, _key: &Vec<u8>, value: &(u64, StoredRender)) -> u64 {
+        value.1.size() + ENTRY_OVERHEAD
+    }
+}
+
+/// Stored renders by key, each with the generation it was read at.
+pub(crate) struct RenderCache {
+    entries: quick_cache::sync::Cache<Vec<u8>, (u64, StoredRender), Size>,
+    /// Larger renders are not kept: one would push out many small ones.
+    largest: u64,
+}
+
+impl RenderCache {
+    /// A cache of at most `bytes`; `None` for 0.
+    pub(crate) fn new(bytes: u64) -> Option<RenderCache> {
+        if bytes == 0 {
+            return None;
+        }
+        // The estimate sizes the table only; renders are typically some tens of KB.
+        let items = usize::try_from(bytes / 16384).unwrap_or(usize::MAX).max(16);
+        Some(RenderCache {
+            entries: quick_cache::sync::Cache::with_weighter(items, bytes, Size),
+            largest: bytes / 8,
+        })
+    }
+
+    /// The render stored under `key`, if it was read at `generation`.
+    pub(crate) fn get(&self, key: &[u8], generation: u64) -> Option<StoredRender> {
+        match self.entries.get(key) {
+            Some((at, render)) if at == generation => Some(render),
+            _ => None,
+        }
+    }
+
+    /// Keeps `render`, read from the records at `generation` (trusted before the read).
+    pub(crate) fn put(&self, key: &[u8], generation: u64, render: &StoredRender) {
+        if render.size() + ENTRY_OVERHEAD <= self.largest {
+            self.entries
+                .insert(key.to_vec(), (generation, render.clone()));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
