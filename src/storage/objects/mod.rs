@@ -46,6 +46,9 @@ pub struct ObjectSettings {
     pub secret_access_key: String,
     /// Keys below this folder of the bucket (no leading or trailing `/`); empty for the root.
     pub prefix: String,
+    /// Bytes of node-local copies of source blobs and mezzanines kept under the data folder
+    /// (`cache/objects`); 0 = none.
+    pub cache_bytes: u64,
 }
 
 /// Source blobs and render bodies in one bucket; uploads received in the local data folder.
