@@ -733,9 +733,25 @@ impl ListQuery {
             all.dedup();
             return self.in_memory(store, org, all);
         }
-        // 1. A small candidate set.
+        // 1. A small candidate set, unless the page is one walk of an index that needs no
+        //    record but the page's: the only filter is one counted value (its total is a
+        //    counter) and the order is the creation order its positions carry (step 2).
+        let direct = self.facets.is_empty()
+            && matches!(
+                self.sort.as_slice(),
+                [(Field::Indexed(IndexField::Created), _)]
+            )
+            && matches!(
+                sources.as_slice(),
+                [Source::Index {
+                    field,
+                    exact: true,
+                    single: true,
+                    ..
+                }] if field.counted()
+            );
         let mut best: Option<(usize, usize)> = None;
-        for (i, s) in sources.iter().enumerate() {
+        for (i, s) in sources.iter().enumerate().filter(|_| !direct) {
             let n = self.estimate(store, org, s, self.bounds.small)?;
             if n <= self.bounds.small && best.is_none_or(|(_, b)| n < b) {
                 best = Some((i, n));
