@@ -458,7 +458,7 @@ impl<I: Iterator<Item = Result<String>>> Iterator for Batched<'_, I> {
 
 /// A place of a page: its record, or its hash when the record is read with the page's others.
 enum Slot {
-    Read(ImageRecord),
+    Read(Box<ImageRecord>),
     Unread(String),
 }
 
@@ -477,7 +477,7 @@ impl Slot {
         Ok(page
             .into_iter()
             .filter_map(|s| match s {
-                Slot::Read(r) => Some(r),
+                Slot::Read(r) => Some(*r),
                 Slot::Unread(_) => found.next().flatten(),
             })
             .collect())
@@ -1203,7 +1203,7 @@ impl ListQuery {
             }
             if page.len() < self.limit {
                 page.push(match rec {
-                    Some(r) => Slot::Read(r),
+                    Some(r) => Slot::Read(Box::new(r)),
                     None => Slot::Unread(hash.to_string()),
                 });
                 return Ok(true);
