@@ -80,6 +80,9 @@ pub struct StorageConfig {
     /// A folder of the bucket the objects are kept below (`darkroom/prod`); empty for the
     /// bucket's root. Lets several installs share one bucket.
     pub s3_prefix: String,
+    /// Bytes (MiB) of node-local copies of what cold renders read from the bucket (source
+    /// files and mezzanines), kept under the data folder; 0 = none.
+    pub object_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -283,6 +286,7 @@ impl Default for StorageConfig {
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
             s3_prefix: String::new(),
+            object_cache_mb: 1024,
         }
     }
 }
@@ -571,6 +575,7 @@ impl Config {
             access_key_id,
             secret_access_key,
             prefix: s.s3_prefix.clone(),
+            cache_bytes: s.object_cache_mb.saturating_mul(1024 * 1024),
         })
     }
 

@@ -371,6 +371,119 @@ struct Answer {
     facets: Option<serde_json::Map<String, Value>>,
 }
 
+/// Records read per round trip at first by [`Batched`], and at most.
+const FIRST_BATCH: usize = 32;
+const MAX_BATCH: usize = 256;
+
+/// The records of a sequence of hashes (an index walk, positions in memory), read in batches
+/// with [`Records::get_images`]: one round trip per batch on a database server instead of one
+/// per record. A batch grows from [`FIRST_BATCH`] to [`MAX_BATCH`] as the reading goes on,
+/// so a page that needs few records reads few more than it uses.
+struct Batched<'a, I> {
+    store: &'a dyn Records,
+    org: &'a str,
+    hashes: I,
+    ready: std::collections::VecDeque<(String, Option<ImageRecord>)>,
+    size: usize,
+    /// Hashes passed over by [`Batched::pass`].
+    skipped: usize,
+    failed: Option<Error>,
+    done: bool,
+}
+
+impl<'a, I: Iterator<Item = Result<String>>> Batched<'a, I> {
+    fn new(store: &'a dyn Records, org: &'a str, hashes: I) -> Self {
+        Batched {
+            store,
+            org,
+            hashes,
+            ready: Default::default(),
+            size: FIRST_BATCH,
+            skipped: 0,
+            failed: None,
+            done: false,
+        }
+    }
+
+    /// Passes over `n` hashes without reading their records; the next batch reads `then`.
+    fn pass(&mut self, n: usize, then: usize) {
+        for _ in 0..n {
+            match self.hashes.next() {
+                Some(Ok(_)) => self.skipped += 1,
+                Some(Err(e)) => {
+                    self.failed = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.size = then.clamp(1, MAX_BATCH);
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let mut batch = Vec::with_capacity(self.size);
+        while batch.len() < self.size {
+            match self.hashes.next() {
+                Some(hash) => batch.push(hash?),
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        self.size = (self.size * 2).min(MAX_BATCH);
+        let records = self.store.get_images(self.org, &batch)?;
+        self.ready.extend(batch.into_iter().zip(records));
+        Ok(())
+    }
+}
+
+impl<I: Iterator<Item = Result<String>>> Iterator for Batched<'_, I> {
+    type Item = Result<(String, Option<ImageRecord>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        if self.ready.is_empty() && !self.done {
+            if let Err(e) = self.fill() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+        self.ready.pop_front().map(Ok)
+    }
+}
+
+/// A place of a page: its record, or its hash when the record is read with the page's others.
+enum Slot {
+    Read(Box<ImageRecord>),
+    Unread(String),
+}
+
+impl Slot {
+    /// The page's records in order, the unread ones read in one batch; records gone meanwhile
+    /// are left out.
+    fn resolve(store: &dyn Records, org: &str, page: Vec<Slot>) -> Result<Vec<ImageRecord>> {
+        let unread: Vec<String> = page
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Unread(h) => Some(h.clone()),
+                Slot::Read(_) => None,
+            })
+            .collect();
+        let mut found = store.get_images(org, &unread)?.into_iter();
+        Ok(page
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Read(r) => Some(*r),
+                Slot::Unread(_) => found.next().flatten(),
+            })
+            .collect())
+    }
+}
+
 impl ListQuery {
     /// Parses query pairs; empty values count as absent (spec §11.9).
     pub fn parse(pairs: &[(String, String)]) -> Result<ListQuery> {
@@ -620,9 +733,25 @@ impl ListQuery {
             all.dedup();
             return self.in_memory(store, org, all);
         }
-        // 1. A small candidate set.
+        // 1. A small candidate set, unless the page is one walk of an index that needs no
+        //    record but the page's: the only filter is one counted value (its total is a
+        //    counter) and the order is the creation order its positions carry (step 2).
+        let direct = self.facets.is_empty()
+            && matches!(
+                self.sort.as_slice(),
+                [(Field::Indexed(IndexField::Created), _)]
+            )
+            && matches!(
+                sources.as_slice(),
+                [Source::Index {
+                    field,
+                    exact: true,
+                    single: true,
+                    ..
+                }] if field.counted()
+            );
         let mut best: Option<(usize, usize)> = None;
-        for (i, s) in sources.iter().enumerate() {
+        for (i, s) in sources.iter().enumerate().filter(|_| !direct) {
             let n = self.estimate(store, org, s, self.bounds.small)?;
             if n <= self.bounds.small && best.is_none_or(|(_, b)| n < b) {
                 best = Some((i, n));
@@ -917,20 +1046,15 @@ impl ListQuery {
         };
         let (mut page, mut skipped, mut counted, mut examined) = (Vec::new(), 0, 0, 0);
         let mut cut = false;
-        for (created, hash) in positions.iter().skip(start) {
-            if only && skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            if only && page.len() >= self.limit {
-                break;
-            }
-            examined += 1;
-            if examined > self.bounds.examine {
-                cut = true;
-                break;
-            }
-            if let (false, Some(probes)) = (only, &probes) {
+        if let (false, Some(probes)) = (only, &probes) {
+            // The other filters are checked on index positions; only the page is read.
+            let mut unread = Vec::new();
+            for (created, hash) in positions.iter().skip(start) {
+                examined += 1;
+                if examined > self.bounds.examine {
+                    cut = true;
+                    break;
+                }
                 let at = Position {
                     value: Vec::new(),
                     created: *created,
@@ -941,36 +1065,64 @@ impl ListQuery {
                 }
                 if skipped < offset {
                     skipped += 1;
-                    continue;
-                }
-                if page.len() < self.limit {
-                    if let Some(rec) = store.get_image(org, hash)? {
-                        page.push(rec);
+                } else if unread.len() < self.limit {
+                    unread.push(hash.clone());
+                } else {
+                    counted += 1;
+                    if counted >= self.bounds.count {
+                        cut = true;
+                        break;
                     }
+                }
+            }
+            page = store
+                .get_images(org, &unread)?
+                .into_iter()
+                .flatten()
+                .collect();
+        } else {
+            let mut read = Batched::new(
+                store,
+                org,
+                positions
+                    .iter()
+                    .skip(start)
+                    .map(|(_, hash)| Ok(hash.clone())),
+            );
+            if only {
+                // The page is exactly the positions after the offset: one read.
+                read.pass(
+                    offset.min(positions.len().saturating_sub(start)),
+                    self.limit,
+                );
+                skipped = read.skipped;
+            }
+            for next in read {
+                let (_, rec) = next?;
+                if only && page.len() >= self.limit {
+                    break;
+                }
+                examined += 1;
+                if examined > self.bounds.examine {
+                    cut = true;
+                    break;
+                }
+                let Some(rec) = rec else {
+                    continue;
+                };
+                if !(only || self.accepts(&rec)) {
                     continue;
                 }
-                counted += 1;
-                if counted >= self.bounds.count {
-                    cut = true;
-                    break;
-                }
-                continue;
-            }
-            let Some(rec) = store.get_image(org, hash)? else {
-                continue;
-            };
-            if !(only || self.accepts(&rec)) {
-                continue;
-            }
-            if skipped < offset {
-                skipped += 1;
-            } else if page.len() < self.limit {
-                page.push(rec);
-            } else {
-                counted += 1;
-                if counted >= self.bounds.count {
-                    cut = true;
-                    break;
+                if skipped < offset {
+                    skipped += 1;
+                } else if page.len() < self.limit {
+                    page.push(rec);
+                } else {
+                    counted += 1;
+                    if counted >= self.bounds.count {
+                        cut = true;
+                        break;
+                    }
                 }
             }
         }
@@ -1010,8 +1162,8 @@ impl ListQuery {
     /// Reads the candidates, keeps the matches and sorts and pages them in memory.
     fn in_memory(&self, store: &dyn Records, org: &str, hashes: Vec<String>) -> Result<Answer> {
         let mut keyed = Vec::with_capacity(hashes.len());
-        for h in hashes {
-            if let Some(rec) = store.get_image(org, &h)? {
+        for chunk in hashes.chunks(MAX_BATCH) {
+            for rec in store.get_images(org, chunk)?.into_iter().flatten() {
                 if self.accepts(&rec) {
                     keyed.push((self.key(&rec), rec));
                 }
@@ -1121,7 +1273,8 @@ impl ListQuery {
                 }
             }
         }
-        let mut page = Vec::new();
+        // The page's records that the walk did not need are read after it, together.
+        let mut page: Vec<Slot> = Vec::new();
         let mut skipped = 0;
         let mut counted = 0;
         let mut examined = 0;
@@ -1151,14 +1304,10 @@ impl ListQuery {
                 return Ok(true);
             }
             if page.len() < self.limit {
-                let rec = match rec {
-                    Some(r) => r,
-                    None => match store.get_image(org, hash)? {
-                        Some(r) => r,
-                        None => return Ok(true),
-                    },
-                };
-                page.push(rec);
+                page.push(match rec {
+                    Some(r) => Slot::Read(Box::new(r)),
+                    None => Slot::Unread(hash.to_string()),
+                });
                 return Ok(true);
             }
             counted += 1;
@@ -1166,38 +1315,53 @@ impl ListQuery {
         };
         let mut done = false;
         if !in_tail {
-            for p in store.index_walk(org, self.deleted, field, &span, reverse) {
-                let p = p?;
-                let rec = if check {
+            let hashes = store
+                .index_walk(org, self.deleted, field, &span, reverse)
+                .map(|p| Ok(p?.hash));
+            if let (true, Some(probes)) = (check, &probes) {
+                // The filters are checked on index positions; the page is read after the walk.
+                for p in store.index_walk(org, self.deleted, field, &span, reverse) {
+                    let p = p?;
                     examined += 1;
                     if examined > self.bounds.examine {
                         cut = true;
                         done = true;
                         break;
                     }
-                    if let Some(probes) = &probes {
-                        if !self.passes(store, org, probes, &p)? {
-                            continue;
-                        }
-                        // The record is read only if it goes on the page.
-                        if !visit(None, &p.hash)? {
-                            done = true;
-                            cut = total.is_none();
-                            break;
-                        }
+                    if !self.passes(store, org, probes, &p)? {
                         continue;
                     }
-                    match store.get_image(org, &p.hash)? {
-                        Some(r) => Some(r),
-                        None => continue,
+                    if !visit(None, &p.hash)? {
+                        done = true;
+                        cut = total.is_none();
+                        break;
                     }
-                } else {
-                    None
-                };
-                if !visit(rec, &p.hash)? {
-                    done = true;
-                    cut = total.is_none();
-                    break;
+                }
+            } else if check {
+                for next in Batched::new(store, org, hashes) {
+                    let (hash, rec) = next?;
+                    examined += 1;
+                    if examined > self.bounds.examine {
+                        cut = true;
+                        done = true;
+                        break;
+                    }
+                    let Some(rec) = rec else {
+                        continue;
+                    };
+                    if !visit(Some(rec), &hash)? {
+                        done = true;
+                        cut = total.is_none();
+                        break;
+                    }
+                }
+            } else {
+                for hash in hashes {
+                    if !visit(None, &hash?)? {
+                        done = true;
+                        cut = total.is_none();
+                        break;
+                    }
                 }
             }
         }
@@ -1206,25 +1370,29 @@ impl ListQuery {
             if let Some(p) = &tail_from {
                 all = all.past(p, reverse);
             }
-            for p in store.index_walk(org, self.deleted, &IndexField::Created, &all, reverse) {
-                let p = p?;
+            let hashes = store
+                .index_walk(org, self.deleted, &IndexField::Created, &all, reverse)
+                .map(|p| Ok(p?.hash));
+            for next in Batched::new(store, org, hashes) {
+                let (hash, rec) = next?;
                 examined += 1;
                 if examined > self.bounds.examine {
                     cut = true;
                     break;
                 }
-                let Some(rec) = store.get_image(org, &p.hash)? else {
+                let Some(rec) = rec else {
                     continue;
                 };
                 if !field.values(&rec).is_empty() {
                     continue;
                 }
-                if !visit(Some(rec), &p.hash)? {
+                if !visit(Some(rec), &hash)? {
                     cut = total.is_none();
                     break;
                 }
             }
         }
+        let page = Slot::resolve(store, org, page)?;
         // Stopped by the bound before the page filled: the page would be wrong, whatever the
         // total.
         if cut && page.len() < self.limit && examined > self.bounds.examine {
@@ -1260,13 +1428,14 @@ impl ListQuery {
     }
 
     fn answer(&self, store: &dyn Records, org: &str, a: Answer) -> Result<Value> {
-        let short =
-            |r: &ImageRecord| -> Result<String> { Ok(store.short_hash(&r.organization, &r.hash)?) };
+        let hashes: Vec<String> = a.page.iter().map(|r| r.hash.clone()).collect();
+        let shorts = store.short_hashes(org, &hashes)?;
         let items: Vec<Value> = a
             .page
             .iter()
-            .map(|r| Ok(r.to_json(&short(r)?)))
-            .collect::<Result<_>>()?;
+            .zip(&shorts)
+            .map(|(r, short)| r.to_json(short))
+            .collect();
         let mut links = serde_json::Map::new();
         let base: Vec<(String, String)> = self
             .raw

@@ -10,6 +10,12 @@
 //! like any render, and rebuilt identically when it is gone. Its bytes are exactly what the
 //! decoder returned ([`crate::render::mezzanine`]), so a URL's bytes never depend on whether
 //! a mezzanine existed: a render at that scale starts from the same pixels either way.
+//!
+//! Where the render store's bodies are shared by several nodes (object storage), each node
+//! also keeps local copies of the mezzanines it built or read ([`crate::storage::Bytes::
+//! mezzanine_copy`]), so a render does not fetch megabytes of samples from the bucket each
+//! time. A copy holds the same bytes as the stored mezzanine, and goes through the same
+//! parsing, so it changes nothing but where the bytes come from.
 
 use super::renders::{RenderKey, RenderState, RENDER_EPOCH};
 use crate::model::image::ImageRecord;
@@ -58,6 +64,7 @@ pub fn key(image: &ImageRecord, denominator: u32) -> RenderKey {
 /// never fail the render: without a stored mezzanine it decodes, as it would anyway.
 pub(super) fn decoded(
     store: &dyn crate::storage::Records,
+    blobs: &dyn crate::storage::Bytes,
     state: &RenderState,
     image: &ImageRecord,
     denominator: u32,
@@ -70,7 +77,7 @@ pub(super) fn decoded(
         Err(_) => Arc::default(),
     };
     let mut failure = None;
-    let shared = cell.get_or_init(|| match stored(store, &key) {
+    let shared = cell.get_or_init(|| match stored(store, blobs, &key) {
         Some(decoded) => {
             state.mezzanine_reads.fetch_add(1, Ordering::Relaxed);
             Some(Arc::new(decoded))
@@ -78,7 +85,7 @@ pub(super) fn decoded(
         None => match decode() {
             Ok(decoded) => {
                 state.mezzanine_decodes.fetch_add(1, Ordering::Relaxed);
-                keep(store, image, &key, denominator, &decoded);
+                keep(store, blobs, image, &key, denominator, &decoded);
                 Some(Arc::new(decoded))
             }
             Err(e) => {
@@ -101,10 +108,21 @@ pub(super) fn decoded(
     }
 }
 
-fn stored(store: &dyn crate::storage::Records, key: &RenderKey) -> Option<Decoded> {
+/// The stored mezzanine under `key`: the node-local copy when there is one, else the render
+/// store's (copied locally for the next time).
+fn stored(
+    store: &dyn crate::storage::Records,
+    blobs: &dyn crate::storage::Bytes,
+    key: &RenderKey,
+) -> Option<Decoded> {
+    if let Some(decoded) = blobs.mezzanine_copy(key).and_then(|c| mezzanine::parse(&c)) {
+        return Some(decoded);
+    }
     match store.get_render(key) {
         Ok(Some(found)) if found.meta.content_type == CONTENT_TYPE => {
-            mezzanine::parse(found.bytes())
+            let decoded = mezzanine::parse(found.bytes())?;
+            blobs.keep_mezzanine_copy(key, found.bytes());
+            Some(decoded)
         }
         Ok(_) => None,
         Err(e) => {
@@ -116,6 +134,7 @@ fn stored(store: &dyn crate::storage::Records, key: &RenderKey) -> Option<Decode
 
 fn keep(
     store: &dyn crate::storage::Records,
+    blobs: &dyn crate::storage::Bytes,
     image: &ImageRecord,
     key: &RenderKey,
     denominator: u32,
@@ -132,11 +151,12 @@ fn keep(
         image: image.hash.clone(),
         stacks: Vec::new(),
     };
-    if let Err(e) = store.put_render(key, &meta, &bytes, &ServedPath::default()) {
-        log::warn!(
+    match store.put_render(key, &meta, &bytes, &ServedPath::default()) {
+        Ok(_) => blobs.keep_mezzanine_copy(key, &bytes),
+        Err(e) => log::warn!(
             "keeping the mezzanine of {}/{} failed: {e}",
             image.organization,
             image.hash
-        );
+        ),
     }
 }

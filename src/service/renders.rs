@@ -984,7 +984,9 @@ fn render_job(
     let shared = |denominator: u32, hint| {
         let decode = || crate::render::codecs::decode(&source, &limits, hint);
         match mezzanines {
-            Some(state) => super::mezzanine::decoded(store, state, image, denominator, &decode),
+            Some(state) => {
+                super::mezzanine::decoded(store, blobs, state, image, denominator, &decode)
+            }
             None => decode(),
         }
     };

@@ -73,6 +73,17 @@ pub trait Bytes: Send + Sync {
         grace: std::time::Duration,
         referenced: &dyn Fn(&[u8]) -> io::Result<bool>,
     ) -> io::Result<(u64, u64)>;
+
+    /// A node-local copy of the mezzanine body under `key`, when this backend keeps copies of
+    /// a shared store (the bucket) and has one; `None` otherwise. A mezzanine is built
+    /// deterministically from its source, so a copy is exactly what the shared store holds
+    /// or would hold. The embedded files are local already and keep no copies.
+    fn mezzanine_copy(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    /// Keeps a node-local copy of the mezzanine body under `key` (just stored, or just read
+    /// from the shared store), when this backend keeps copies; never fails.
+    fn keep_mezzanine_copy(&self, _key: &[u8], _body: &[u8]) {}
 }
 
 /// The blob files of one data folder (`blobs/ab/cd/<blake3>`), and the bodies of large renders
@@ -173,6 +184,11 @@ impl FileBytes {
         super::space::release_reserve_if_full(data)?;
         blobs.watch(Arc::new(Space::new(data, min_free)));
         Ok(blobs)
+    }
+
+    /// The data folder these blob files are in.
+    pub(crate) fn data_folder(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
     }
 
     /// The free-space watch uploads are checked against.

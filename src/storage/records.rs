@@ -79,11 +79,21 @@ pub trait Accounts {
 /// kept in the same transaction as the record.
 pub trait ImageRecords {
     fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>>;
+    /// The records of `hashes`, in their order (`None` where there is none): what a listing
+    /// page reads, in one round trip on a database server.
+    fn get_images(&self, org: &str, hashes: &[String]) -> Result<Vec<Option<ImageRecord>>> {
+        hashes.iter().map(|h| self.get_image(org, h)).collect()
+    }
     /// Full hashes of the organization's images that start with `prefix` (at most `max`).
     fn hashes_with_prefix(&self, org: &str, prefix: &str, max: usize) -> Result<Vec<String>>;
     /// The shortest prefix of `hash`, at least 6 characters, that no other image of the
     /// organization shares.
     fn short_hash(&self, org: &str, hash: &str) -> Result<String>;
+    /// [`ImageRecords::short_hash`] of each of `hashes`, in their order: the short hashes of
+    /// a listing page, in one round trip on a database server.
+    fn short_hashes(&self, org: &str, hashes: &[String]) -> Result<Vec<String>> {
+        hashes.iter().map(|h| self.short_hash(org, h)).collect()
+    }
     /// Image records of an organization with this SHA-1.
     fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>>;
     /// Inserts a new image record with its indexes, blob reference and usage counters, in one

@@ -257,3 +257,99 @@ async fn purges_stats_and_metrics_count_mezzanines_apart_from_renders() {
         "the mezzanine went too"
     );
 }
+
+/// The names of the node-local copies an appliance keeps of bucket objects.
+fn local_copies(app: &TestApp) -> Vec<String> {
+    match std::fs::read_dir(app.data.join("cache").join("objects")) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn mezzanine_reads(app: &TestApp) -> u64 {
+    app.services.renders.mezzanine_reads.load(Ordering::Relaxed)
+}
+
+/// Two nodes over one database and one bucket: each keeps local copies of the source and of
+/// the large mezzanines it reads, renders from them after the shared mezzanine is gone, and
+/// gives the same bytes as a node that keeps no copies and an appliance without mezzanines.
+#[actix_rt::test]
+async fn a_node_renders_from_its_local_copies_with_the_same_bytes() {
+    let a = spawn_app().await;
+    let shared = a.services.config.storage.clone();
+    if shared.database_url.is_empty() || !a.bytes_in_object_storage() {
+        eprintln!("skipped: needs DARKROOM_TEST_DATABASE_URL and DARKROOM_TEST_S3_*");
+        return;
+    }
+    let b = spawn_app_with(|c| {
+        c.storage.database_url = shared.database_url.clone();
+        c.storage.s3_prefix = shared.s3_prefix.clone();
+    })
+    .await;
+    let hash = setup(&a).await;
+    // 1600×1200 to these widths decodes at 1/2: an 800×600 mezzanine, stored in the bucket.
+    let urls: Vec<String> = [700, 650, 600, 500]
+        .iter()
+        .map(|w| url(&hash, *w, "jpg"))
+        .collect();
+    let key = hex::encode(mezzanine::key(
+        &a.services.store.get_image("acme", &hash).unwrap().unwrap(),
+        2,
+    ));
+    let blob = a
+        .services
+        .store
+        .get_image("acme", &hash)
+        .unwrap()
+        .unwrap()
+        .blob;
+
+    let first = render_all(&a, &urls[..1]).await;
+    assert_eq!(decodes(&a), 1);
+    let on_a = local_copies(&a);
+    assert!(on_a.contains(&format!("m-{key}")), "{on_a:?}");
+    assert!(on_a.contains(&format!("b-{blob}")), "{on_a:?}");
+
+    // B reads the mezzanine A stored, from the bucket, and keeps a copy of it.
+    let second = render_all(&b, &urls[1..2]).await;
+    assert_eq!((decodes(&b), mezzanine_reads(&b)), (0, 1));
+    assert!(local_copies(&b).contains(&format!("m-{key}")));
+
+    // Purged through A: the shared mezzanine and A's copy are gone, B still has its own.
+    let purged = a
+        .delete(&format!("/sourceimages/acme/{hash}/cache"), ROOT_KEY)
+        .await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert!(!local_copies(&a).contains(&format!("m-{key}")));
+    let third = render_all(&b, &urls[2..]).await;
+    assert_eq!(
+        (decodes(&b), mezzanine_reads(&b)),
+        (0, 3),
+        "B rendered both from its copy"
+    );
+    // A, without a copy, decodes again (B's renders of those URLs are shared hits).
+    let fresh = render_all(&a, &[url(&hash, 550, "jpg")]).await;
+    assert_eq!(decodes(&a), 2, "A decoded again");
+
+    let plain = spawn_app_with(|c| {
+        c.render.mezzanine = false;
+        c.storage.object_cache_mb = 0;
+    })
+    .await;
+    assert_eq!(setup(&plain).await, hash);
+    let all: Vec<_> = first
+        .into_iter()
+        .chain(second)
+        .chain(third)
+        .chain(fresh)
+        .collect();
+    let mut urls = urls;
+    urls.push(url(&hash, 550, "jpg"));
+    assert!(
+        all == render_all(&plain, &urls).await,
+        "the same bytes without mezzanines and copies"
+    );
+    assert!(local_copies(&plain).is_empty());
+}

@@ -12,10 +12,18 @@
 //! every request runs on a [`Driver`] of its own (as the PostgreSQL records do). Downloads are
 //! pumped from the response body through a small bounded channel: the whole object is never
 //! held in memory, and a slow client slows the download instead of filling memory.
+//!
+//! What a cold render reads from the bucket every time, its source blob and its mezzanine,
+//! is also kept as node-local copies within a byte budget ([`cache::LocalCopies`]): both are
+//! immutable under their names, so a copy is always what the bucket would answer.
+
+pub mod cache;
 
 use super::blobs::{BlobUpload, BlobWriter, ByteStream, Bytes, FileBytes, ReceivedBlob};
 use super::driver::Driver;
+use super::renders::INLINE_MAX;
 use super::space::Space;
+use cache::Kind;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -46,6 +54,9 @@ pub struct ObjectSettings {
     pub secret_access_key: String,
     /// Keys below this folder of the bucket (no leading or trailing `/`); empty for the root.
     pub prefix: String,
+    /// Bytes of node-local copies of source blobs and mezzanines kept under the data folder
+    /// (`cache/objects`); 0 = none.
+    pub cache_bytes: u64,
 }
 
 /// Source blobs and render bodies in one bucket; uploads received in the local data folder.
@@ -55,6 +66,8 @@ pub struct ObjectBytes {
     /// The upload half (temporary files, the free-space watch of the data folder).
     local: FileBytes,
     driver: Driver,
+    /// Node-local copies of source blobs and mezzanines; `None` with a zero budget.
+    copies: Option<cache::LocalCopies>,
 }
 
 /// A failure of the object store as an I/O error; a missing object is `NotFound`.
@@ -112,12 +125,26 @@ impl ObjectBytes {
             "" => String::new(),
             p => format!("{p}/"),
         };
+        let copies = cache::LocalCopies::open(
+            &local.data_folder().join("cache").join("objects"),
+            settings.cache_bytes,
+            local.space_watch(),
+        )?;
         Ok(ObjectBytes {
             store: Arc::new(store),
             prefix,
             local,
             driver: Driver::start("object-store")?,
+            copies,
         })
+    }
+
+    /// What the node-local copies hold and how often they answered (zero without copies).
+    pub fn cache_figures(&self) -> cache::CacheFigures {
+        self.copies
+            .as_ref()
+            .map(cache::LocalCopies::figures)
+            .unwrap_or_default()
     }
 
     /// Where the blob with this id lives.
@@ -296,9 +323,17 @@ impl Bytes for ObjectBytes {
         result
     }
 
+    /// From the node-local copy when there is one; else from the bucket, keeping a copy.
     fn read(&self, id: &str) -> io::Result<Vec<u8>> {
+        if let Some(copy) = self.copies.as_ref().and_then(|c| c.get(Kind::Blob, id)) {
+            return Ok(copy);
+        }
         let path = self.blob_path(id);
-        self.run(|s| async move { Ok(s.get(&path).await?.bytes().await?.to_vec()) })
+        let body = self.run(|s| async move { Ok(s.get(&path).await?.bytes().await?.to_vec()) })?;
+        if let Some(copies) = &self.copies {
+            copies.put(Kind::Blob, id, &body);
+        }
+        Ok(body)
     }
 
     fn stream(&self, id: &str) -> BoxFuture<'_, io::Result<ByteStream>> {
@@ -347,6 +382,9 @@ impl Bytes for ObjectBytes {
     }
 
     fn remove(&self, id: &str) -> io::Result<()> {
+        if let Some(copies) = &self.copies {
+            copies.remove(Kind::Blob, id);
+        }
         let path = self.blob_path(id);
         match self.run(|s| async move { s.delete(&path).await }) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -393,6 +431,9 @@ impl Bytes for ObjectBytes {
     }
 
     fn remove_render_body(&self, key: &[u8]) -> io::Result<()> {
+        if let Some(copies) = &self.copies {
+            copies.remove(Kind::Mezzanine, &hex::encode(key));
+        }
         let path = self.render_path(key);
         match self.run(|s| async move { s.delete(&path).await }) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -432,6 +473,23 @@ impl Bytes for ObjectBytes {
             }
         }
         Ok((removed, bytes))
+    }
+
+    fn mezzanine_copy(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.copies
+            .as_ref()?
+            .get(Kind::Mezzanine, &hex::encode(key))
+    }
+
+    /// Only of a body that lives in the bucket: a smaller one is read with its record, and
+    /// a copy of it would outlive its removal.
+    fn keep_mezzanine_copy(&self, key: &[u8], body: &[u8]) {
+        if body.len() <= INLINE_MAX {
+            return;
+        }
+        if let Some(copies) = &self.copies {
+            copies.put(Kind::Mezzanine, &hex::encode(key), body);
+        }
     }
 }
 

@@ -33,6 +33,7 @@ fn settings(test: &str) -> Option<ObjectSettings> {
             std::process::id(),
             fastrand::u32(..)
         ),
+        cache_bytes: 0,
     })
 }
 

@@ -295,6 +295,28 @@ impl ImageRecords for PgStore {
         rows.first().map(|r| from_row("images", r, 0)).transpose()
     }
 
+    /// One query: the hashes as an array joined to the table, each answer placed back at its
+    /// hash's position.
+    fn get_images(&self, org: &str, hashes: &[String]) -> Result<Vec<Option<ImageRecord>>> {
+        let mut out: Vec<Option<ImageRecord>> = hashes.iter().map(|_| None).collect();
+        if hashes.is_empty() {
+            return Ok(out);
+        }
+        let rows = self.query(
+            "SELECT h.n, i.record FROM unnest($2::text[]) WITH ORDINALITY AS h(hash, n) \
+             JOIN images i ON i.org = $1 AND i.hash = h.hash",
+            vec![Box::new(org.to_string()), Box::new(hashes.to_vec())],
+        )?;
+        for row in &rows {
+            let n: i64 = row.try_get(0)?;
+            let at = usize::try_from(n - 1).ok().and_then(|at| out.get_mut(at));
+            if let Some(slot) = at {
+                *slot = Some(from_row("images", row, 1)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn hashes_with_prefix(&self, org: &str, prefix: &str, max: usize) -> Result<Vec<String>> {
         let max = to_i64(max as u64);
         let rows = match after_prefix(prefix) {
@@ -344,6 +366,46 @@ impl ImageRecords for PgStore {
             }
         }
         Ok(hash.to_string())
+    }
+
+    /// One query for the stored ones (each with its neighbours in hash order, as
+    /// [`ImageRecords::short_hash`] reads them); the others, rare, one by one.
+    fn short_hashes(&self, org: &str, hashes: &[String]) -> Result<Vec<String>> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.query(
+            "SELECT h.n, \
+                 EXISTS (SELECT 1 FROM images WHERE org = $1 AND hash = h.hash), \
+                 (SELECT hash FROM images WHERE org = $1 AND hash < h.hash \
+                  ORDER BY hash DESC LIMIT 1), \
+                 (SELECT hash FROM images WHERE org = $1 AND hash > h.hash \
+                  ORDER BY hash LIMIT 1) \
+             FROM unnest($2::text[]) WITH ORDINALITY AS h(hash, n)",
+            vec![Box::new(org.to_string()), Box::new(hashes.to_vec())],
+        )?;
+        let mut out: Vec<Option<String>> = hashes.iter().map(|_| None).collect();
+        for row in &rows {
+            let n: i64 = row.try_get(0)?;
+            let at = usize::try_from(n - 1).ok();
+            let (Some(slot), Some(hash)) = (
+                at.and_then(|at| out.get_mut(at)),
+                at.and_then(|at| hashes.get(at)),
+            ) else {
+                continue;
+            };
+            if row.try_get::<_, bool>(1)? {
+                let neighbours = [row.try_get(2)?, row.try_get(3)?];
+                *slot = Some(unique_prefix(hash, &neighbours));
+            }
+        }
+        out.into_iter()
+            .zip(hashes)
+            .map(|(found, hash)| match found {
+                Some(short) => Ok(short),
+                None => self.short_hash(org, hash),
+            })
+            .collect()
     }
 
     fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {

@@ -4,8 +4,10 @@
 //! entries sort exactly as the embedded store's keys do and a position (a cursor) means the
 //! same thing on both backends.
 //!
-//! Walks read keyset pages of [`WALK_PAGE`] entries from the primary key, lazily: a listing
-//! that needs one page of answers reads about one page of entries, however large the field.
+//! Walks read keyset pages from the primary key, lazily: the first of [`WALK_PAGE`] entries,
+//! each next one [`WALK_GROWTH`] times larger up to [`WALK_PAGE_MAX`]. A listing that needs
+//! one page of answers reads about one page of entries, however large the field, and one that
+//! passes over many (an offset, a count) takes a few round trips rather than one per page.
 
 use super::{to_i64, to_u64, PgStore};
 use crate::storage::index::{self, IndexField, Position};
@@ -13,8 +15,12 @@ use crate::storage::query::{next_prefix, Span};
 use crate::storage::{ImageIndex, Result, StorageError};
 use std::collections::VecDeque;
 
-/// Entries read per query of a walk.
-pub(super) const WALK_PAGE: i64 = 256;
+/// Entries read by the first query of a walk.
+pub(super) const WALK_PAGE: i64 = 64;
+/// How much larger each next query of a walk is, up to [`WALK_PAGE_MAX`].
+const WALK_GROWTH: i64 = 4;
+/// Entries read per query of a walk at most.
+const WALK_PAGE_MAX: i64 = 4096;
 
 /// The bounds of one field's entries within a span: `from` inclusive, `to` exclusive.
 fn bounds(field: &IndexField, span: &Span) -> (Vec<u8>, Vec<u8>) {
@@ -44,6 +50,8 @@ struct Walk<'a> {
     to: Vec<u8>,
     reverse: bool,
     page: VecDeque<Vec<u8>>,
+    /// Entries the next query reads.
+    size: i64,
     done: bool,
 }
 
@@ -54,7 +62,7 @@ impl Walk<'_> {
             Box::new(self.deleted),
             Box::new(self.from.clone()),
             Box::new(self.to.clone()),
-            Box::new(WALK_PAGE),
+            Box::new(self.size),
         ];
         let rows = if self.reverse {
             self.store.query(
@@ -69,7 +77,8 @@ impl Walk<'_> {
                 params,
             )?
         };
-        self.done = (rows.len() as i64) < WALK_PAGE;
+        self.done = (rows.len() as i64) < self.size;
+        self.size = (self.size * WALK_GROWTH).min(WALK_PAGE_MAX);
         for row in &rows {
             self.page.push_back(row.try_get(0)?);
         }
@@ -157,6 +166,7 @@ impl ImageIndex for PgStore {
             to,
             reverse,
             page: VecDeque::new(),
+            size: WALK_PAGE,
         })
     }
 

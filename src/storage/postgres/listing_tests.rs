@@ -318,6 +318,31 @@ fn image_records_read_back_as_the_embedded_store_has_them() {
             sled.blob_refs(&rec.blob).unwrap()
         );
     }
+    // A page read at once: in the order asked, with hashes that are not stored (in the
+    // middle, twice, of another organization) answered as one by one.
+    let mut asked: Vec<String> = recs
+        .iter()
+        .filter(|r| r.organization == "acme")
+        .rev()
+        .take(40)
+        .map(|r| r.hash.clone())
+        .collect();
+    asked.insert(3, "abcdef0123".to_string());
+    asked.insert(7, asked[0].clone());
+    asked.push("0".repeat(40));
+    let one_by_one: Vec<Option<ImageRecord>> = asked
+        .iter()
+        .map(|h| sled.get_image("acme", h).unwrap())
+        .collect();
+    assert_eq!(pg.get_images("acme", &asked).unwrap(), one_by_one);
+    assert_eq!(sled.get_images("acme", &asked).unwrap(), one_by_one);
+    assert!(one_by_one[0].is_some() && one_by_one[3].is_none());
+    assert_eq!(
+        pg.short_hashes("acme", &asked).unwrap(),
+        sled.short_hashes("acme", &asked).unwrap()
+    );
+    assert!(pg.get_images("acme", &[]).unwrap().is_empty());
+    assert!(pg.short_hashes("acme", &[]).unwrap().is_empty());
     for (prefix, max) in [
         ("abcdef01", 1000),
         ("abcdef01", 3),
