@@ -52,7 +52,7 @@ perf_start() {  # $1 output file
 }
 perf_stop() {  # $1 data file, $2 report prefix
   kill -INT "$PPID_PERF"; wait "$PPID_PERF" 2> /dev/null || true; PPID_PERF=""
-  perf report -i "$1" --no-children --percent-limit 2 --stdio -g none 2> /dev/null \
+  perf report -i "$1" --no-children --sort dso,sym --percent-limit 2 --stdio -g none 2> /dev/null \
     | grep -v '^#' | grep -v '^$' > "$2_symbols.txt"
   perf report -i "$1" --no-children --sort dso --stdio -g none 2> /dev/null \
     | grep -v '^#' | grep -v '^$' | head -12 > "$2_dso.txt"
