@@ -12,6 +12,10 @@
 #   bytes      output size at the same nominal quality, JPEG q80 and WebP q80: Darkroom vs
 #              libvips (`vipsthumbnail`) for the same 20 renders
 #   memory     Darkroom's peak RSS (VmHWM) during the cold-throughput runs
+#   formats    per format, one render at a time, Darkroom through HTTP against pyvips in-process
+#              (one thread, the same sizes and quality 80): 12 MP JPEG -> 1200 px WebP, -> 300 px
+#              AVIF, -> 1920 px JPEG; 2000x1500 RGBA PNG -> 300 px PNG, -> 300 px WebP (the
+#              -> 300 px JPEG row is the cold row above)
 #   responsive a responsive set: server CPU seconds from the upload of the 20 sources to every
 #              render of widths 320, 640, 960, 1280, 1600, 1920 x jpg, webp x dpr 1, 2 (480
 #              URLs, six at a time as a page with a srcset asks), on a fresh Darkroom with
@@ -34,7 +38,8 @@
 #               unless SKIP_BUILD=1]
 #   SKIP_APT=1  skip apt-get; SETUP_ONLY=1 stop after installing and building the data set
 #   RESP_ROUNDS [1] responsive-set rounds per side (each on fresh servers);
-#   ROUNDS [3] passes per cold measurement; RUNS [3] timed runs per image for pyvips and
+#   ROUNDS [3] passes per cold measurement; FMT_ROUNDS [2] passes per per-format row (Darkroom);
+#   FMT_RUNS [2] timed runs per image and per-format row for pyvips; RUNS [3] timed runs per image for pyvips and
 #   vipsthumbnail; REPS [3] unique URLs per image per throughput round; WRK_RUNS [3]; DUR [15s];
 #   WAIT_QUIET [0] seconds to wait for a 1-minute load average below 0.5 before starting
 set -euo pipefail
@@ -46,7 +51,7 @@ WORK=$(cd "$WORK" && pwd)
 # shellcheck source=/dev/null
 . "$PEERS/lib.sh"   # HOST, die, port_free, wait_http, children, cpu_ticks, stop_tree, run_wrk, cpu_snap, cpu_report, wait_quiet
 
-ROUNDS=${ROUNDS:-3}; RUNS=${RUNS:-3}; REPS=${REPS:-3}; WRK_RUNS=${WRK_RUNS:-3}; DUR=${DUR:-15s}
+ROUNDS=${ROUNDS:-3}; RUNS=${RUNS:-3}; FMT_ROUNDS=${FMT_ROUNDS:-2}; FMT_RUNS=${FMT_RUNS:-2}; REPS=${REPS:-3}; WRK_RUNS=${WRK_RUNS:-3}; DUR=${DUR:-15s}
 DR_API=${DR_API:-18281}; DR_RENDER=${DR_RENDER:-18282}; DR2_API=${DR2_API:-18283}; DR2_RENDER=${DR2_RENDER:-18284};
 RESP_ROUNDS=${RESP_ROUNDS:-1}; TH_PORT=${TH_PORT:-18888}; NG_PORT=${NG_PORT:-18080}
 KEY=bench-root-key
@@ -64,7 +69,7 @@ fi
 timeout 900 "$PY" -m pip install -q \
   'thumbor==7.8.0' 'pillow==12.3.0' 'tornado==6.6.1' 'scikit-image==0.26.0' \
   'pyvips==3.2.0' 'pyvips-binary==8.18.7'
-if [[ ! -f $DATA/jpeg/img20.jpg ]]; then
+if [[ ! -f $DATA/jpeg/img20.jpg || ! -f $DATA/png/img20.png ]]; then
   timeout 900 "$PY" "$PEERS/make_dataset.py" "$DATA"
 fi
 [[ "${SETUP_ONLY:-0}" == 1 ]] && { echo "setup done: $WORK"; exit 0; }
@@ -125,7 +130,12 @@ for i in $(ids); do
   H[$i]=$(timeout 60 curl -sf -H "Api-Key: $KEY" -F "filedata=@$DATA/jpeg/img$i.jpg" "$API/sourceimages/bench" \
     | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["hash"])') || die "upload of img$i failed"
 done
-echo "darkroom pid $DPID: 20 sources uploaded"
+declare -A HP
+for i in $(ids); do
+  HP[$i]=$(timeout 60 curl -sf -H "Api-Key: $KEY" -F "filedata=@$DATA/png/img$i.png" "$API/sourceimages/bench" \
+    | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["hash"])') || die "upload of img$i.png failed"
+done
+echo "darkroom pid $DPID: 20 JPEG and 20 PNG sources uploaded"
 dr_url() {  # $1 image id, $2 operations and options, $3 version, $4 extension
   echo "$RENDER/bench/dynamic/$2/${H[$1]}/img$1-v$3.$4"
 }
@@ -206,6 +216,55 @@ timeout 900 hyperfine -N --style none --warmup 1 --runs "$RUNS" -L i "$(ids | pa
 echo "   vipsthumbnail: $(cpu_report "$c")"
 phase_end
 
+# ---------------------------------------------------------------- 1b. per format, one at a time
+# Darkroom through HTTP (render store purged before each pass, so every render decodes) against
+# pyvips in-process on one thread: thumbnail (shrink-on-load) to the same width, then the
+# format's save at quality 80 (libvips' default effort for WebP and AVIF; PNG at zlib level 7,
+# Darkroom's default). Each row: the median over the 20 images of each image's median.
+FMT_ROWS=(  # name  source-dir  width  extension
+  "jpeg_webp1200 jpeg 1200 webp" "jpeg_avif300 jpeg 300 avif" "jpeg_jpeg1920 jpeg 1920 jpg"
+  "png_png300 png 300 png" "png_webp300 png 300 webp")
+phase_start formats
+for spec in "${FMT_ROWS[@]}"; do
+  read -r name dir w ext <<< "$spec"
+  : > "$RES/fmt_dr_$name.txt"
+  for r in $(seq "$FMT_ROUNDS"); do
+    dr_purge
+    for i in $(ids); do
+      if [[ $dir == png ]]; then h=${HP[$i]}; else h=${H[$i]}; fi
+      timeout 120 curl -s -o /dev/null -w "img$i %{time_total} %{http_code} %header{x-darkroom-render}\n" \
+        "$RENDER/bench/dynamic/resize-width-$w/$h/img$i-f$r.$ext" >> "$RES/fmt_dr_$name.txt"
+    done
+  done
+  ext_in=jpg; [[ $dir == png ]] && ext_in=png
+  timeout 1200 "$PY" - "$name" "$w" "$ext" "$FMT_RUNS" "$TMP/pv" "$DATA/$dir"/img*."$ext_in" \
+    > "$RES/fmt_pv_$name.jsonl" <<'EOF'
+import json, os, sys, time
+import pyvips
+pyvips.cache_set_max(0)  # every run decodes again
+name, width, ext, runs, out_dir, files = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6:]
+def one(path):
+    im = pyvips.Image.thumbnail(path, width)
+    out = os.path.join(out_dir, f"{name}-{os.path.basename(path)}.{ext}")
+    if ext == "webp":
+        im.webpsave(out, Q=80)
+    elif ext == "avif":
+        im.heifsave(out, Q=80, compression="av1")
+    elif ext == "png":
+        im.pngsave(out, compression=7)
+    else:
+        im.jpegsave(out, Q=80)
+for f in files:
+    one(f)  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter(); one(f); times.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps({"file": os.path.basename(f), "times_ms": times}), flush=True)
+EOF
+  echo "   $name done"
+done
+phase_end
+
 # ---------------------------------------------------------------- 2. cold throughput, both cores
 # Darkroom's peak RSS is reset (clear_refs 5) so VmHWM covers these runs only.
 echo "$(rss_kb VmRSS "$DPID")" > "$RES/dr_rss_idle.txt"
@@ -271,6 +330,7 @@ responsive_dr() {  # $1 mezzanine true/false -> CPU seconds of one round
   timeout 1200 curl -s --no-progress-meter -Z --parallel-max 6 --max-time 300 -K "$TMP/dr2-urls.cfg" \
     -w "%{http_code} %header{x-darkroom-render}\n" >> "$RES/srcset_dr_$1_codes.txt"
   k1=$(cpu_ticks "$D2PID")
+  rss_kb VmHWM "$D2PID" >> "$RES/srcset_dr_$1_rss.txt"
   stop_tree "$D2PID"; D2PID=""
   awk -v t=$((k1 - k0)) -v hz="$HZ" 'BEGIN{printf "%.2f\n", t/hz}'
 }
@@ -288,7 +348,7 @@ responsive_th() {
   awk -v t=$((k1 - k0)) -v hz="$HZ" 'BEGIN{printf "%.2f\n", t/hz}'
 }
 phase_start responsive
-: > "$RES/srcset_dr_true.txt"; : > "$RES/srcset_dr_false.txt"; : > "$RES/srcset_th.txt"
+: > "$RES/srcset_dr_true.txt"; : > "$RES/srcset_dr_false.txt"; : > "$RES/srcset_dr_true_rss.txt"; : > "$RES/srcset_dr_false_rss.txt"; : > "$RES/srcset_th.txt"
 for _ in $(seq "$RESP_ROUNDS"); do   # interleaved, so drift in the machine's load hits all alike
   responsive_dr true >> "$RES/srcset_dr_true.txt"
   responsive_dr false >> "$RES/srcset_dr_false.txt"
@@ -416,6 +476,16 @@ L = "cold 12MP->300 JPEG q80, 1 at a time"
 row(L, "ms/img", dr_seq, "thumbor p2 (HTTP)", th_seq, "cold_seq", "lower")
 row(L, "ms/img", dr_seq, "pyvips in-process 1T", pv, "cold_seq", "lower")
 row(L, "ms/img", dr_seq, "vipsthumbnail CLI 1T", vt, "cold_seq", "lower")
+FMT = [("jpeg_webp1200", "12MP JPEG->1200 WebP q80, 1 at a time"),
+       ("jpeg_avif300", "12MP JPEG->300 AVIF q80, 1 at a time"),
+       ("jpeg_jpeg1920", "12MP JPEG->1920 JPEG q80, 1 at a time"),
+       ("png_png300", "2000x1500 RGBA PNG->300 PNG, 1 at a time"),
+       ("png_webp300", "2000x1500 RGBA PNG->300 WebP q80, 1 at a time")]
+for name, label in FMT:
+    dr, bad = per_image_ms(f"fmt_dr_{name}.txt")
+    b1 += bad
+    pvx = [st.median(json.loads(l)["times_ms"]) for l in open(os.path.join(res, f"fmt_pv_{name}.jsonl")) if l.strip()]
+    row(label, "ms/img", dr, "pyvips in-process 1T", pvx, "formats", "lower")
 for c in (2, 4):
     row(f"cold throughput, concurrency {c}", "img/s", floats(f"dr_c{c}.txt"), "thumbor p2",
         floats(f"th_c{c}.txt"), f"throughput_c{c}", "higher")
@@ -441,6 +511,11 @@ idle = int(open(os.path.join(res, "dr_rss_idle.txt")).read()) / 1024
 thr = int(open(os.path.join(res, "th_rss_peak.txt")).read()) / 1024
 rows.append(("peak RSS during cold throughput", "MB", f"{peak:>9.1f}", "thumbor p2 (3 procs)",
              f"{thr:>9.1f}", f"{peak / thr:.2f}", "lower", f"idle {idle:.0f} MB"))
+srcset_rss = [int(l[0]) / 1024 for l in lines("srcset_dr_true_rss.txt")]
+srcset_rss_off = [int(l[0]) / 1024 for l in lines("srcset_dr_false_rss.txt")]
+rows.append(("peak RSS, responsive set (6 at a time)", "MB", f"{max(srcset_rss):>9.1f}",
+             "Darkroom, mezzanine off", f"{max(srcset_rss_off):>9.1f}",
+             f"{max(srcset_rss) / max(srcset_rss_off):.2f}", "lower", ""))
 
 hdr = ("measurement", "unit", "Darkroom median (min..max)", "peer", "peer median (min..max)",
        "DR/peer", "better", "load1 before->after")

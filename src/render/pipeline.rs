@@ -34,11 +34,11 @@ pub struct RenderInput<'a> {
     pub font: &'a dyn Fn(&str) -> Result<Vec<u8>>,
     /// Set when nobody waits for the render any more; checked between steps.
     pub cancel: &'a Cancel,
-    /// The decode shared by the renders of one image (its mezzanine), for a JPEG decoded at
-    /// reduced size: called with the DCT scale denominator [`codecs::dct_denominator`] gives
-    /// and the hint, it must return exactly what `codecs::decode` returns for them. Every
-    /// render at that scale then starts from the same pixels, whether they were decoded just
-    /// now or stored before. `None` decodes the source directly.
+    /// The decode shared by the renders of one image (its mezzanine), for a JPEG: called with
+    /// the scale denominator [`codecs::shared_denominator`] gives (1 for full size) and the
+    /// hint, it must return exactly what `codecs::decode` returns for them. Every render at
+    /// that scale then starts from the same pixels, whether they were decoded just now or
+    /// kept before. `None` decodes the source directly.
     pub shared_decode: Option<&'a SharedDecode<'a>>,
 }
 
@@ -127,7 +127,7 @@ fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage,
     input.cancel.check()?;
     let shared = input
         .shared_decode
-        .and_then(|shared| Some((shared, codecs::dct_denominator(source, hint)?)));
+        .and_then(|shared| Some((shared, codecs::shared_denominator(source, hint)?)));
     let decoded = match shared {
         Some((shared, denominator)) => shared(denominator, hint)?,
         None => codecs::decode(source, &input.limits, hint)?,

@@ -16,6 +16,11 @@
 //! mezzanine_copy`]), so a render does not fetch megabytes of samples from the bucket each
 //! time. A copy holds the same bytes as the stored mezzanine, and goes through the same
 //! parsing, so it changes nothing but where the bytes come from.
+//!
+//! Renders that need the full size of a JPEG share its decode too, but in memory only: the
+//! samples of a 12 MP photo are 36 MB, too many to store for every image. The latest few stay
+//! in memory ([`FULL_SIZE_KEPT_BYTES`]), so the large renders of a responsive set, which
+//! follow one another, decode the source once.
 
 use super::renders::{RenderKey, RenderState, RENDER_EPOCH};
 use crate::model::image::ImageRecord;
@@ -43,6 +48,13 @@ pub fn applies(image: &ImageRecord) -> bool {
 /// (the others then decode for themselves, and meet the same error).
 pub(super) type Building = Arc<OnceLock<Option<Arc<Decoded>>>>;
 
+/// Full-size decodes kept in memory, in all: two 12 MP photos. A decode larger than this is
+/// shared only by the renders that wait for it.
+pub const FULL_SIZE_KEPT_BYTES: usize = 80 << 20;
+
+/// A full-size decode kept in memory, under its key.
+pub(super) type Kept = (RenderKey, Arc<Decoded>);
+
 /// The storage key of `image`'s mezzanine at 1/`denominator` scale. It covers the renderer
 /// generation and the stored layout, so a mezzanine of an earlier decoder is never used.
 pub fn key(image: &ImageRecord, denominator: u32) -> RenderKey {
@@ -58,10 +70,11 @@ pub fn key(image: &ImageRecord, denominator: u32) -> RenderKey {
     *h.finalize().as_bytes()
 }
 
-/// The source of `image` decoded at 1/`denominator` scale: from its stored mezzanine, from
-/// the decode another render is making right now, or from `decode` (which must be the
-/// decoder's answer for that scale), stored then for the renders to come. Storage failures
-/// never fail the render: without a stored mezzanine it decodes, as it would anyway.
+/// The source of `image` decoded at 1/`denominator` scale: from its stored mezzanine (at
+/// full size, denominator 1: from memory), from the decode another render is making right
+/// now, or from `decode` (which must be the decoder's answer for that scale), kept then for
+/// the renders to come. Storage failures never fail the render: without a stored mezzanine it
+/// decodes, as it would anyway.
 pub(super) fn decoded(
     store: &dyn crate::storage::Records,
     blobs: &dyn crate::storage::Bytes,
@@ -76,23 +89,37 @@ pub(super) fn decoded(
         // Without the table, no sharing: still the same pixels.
         Err(_) => Arc::default(),
     };
+    let full_size = denominator == 1;
     let mut failure = None;
-    let shared = cell.get_or_init(|| match stored(store, blobs, &key) {
-        Some(decoded) => {
-            state.mezzanine_reads.fetch_add(1, Ordering::Relaxed);
-            Some(Arc::new(decoded))
+    let shared = cell.get_or_init(|| {
+        let found = if full_size {
+            kept_in_memory(state, &key)
+        } else {
+            stored(store, blobs, &key).map(|decoded| {
+                state.mezzanine_reads.fetch_add(1, Ordering::Relaxed);
+                Arc::new(decoded)
+            })
+        };
+        if found.is_some() {
+            return found;
         }
-        None => match decode() {
+        match decode() {
             Ok(decoded) => {
-                state.mezzanine_decodes.fetch_add(1, Ordering::Relaxed);
-                keep(store, blobs, image, &key, denominator, &decoded);
-                Some(Arc::new(decoded))
+                let decoded = Arc::new(decoded);
+                if full_size {
+                    state.full_size_decodes.fetch_add(1, Ordering::Relaxed);
+                    keep_in_memory(state, key, &decoded);
+                } else {
+                    state.mezzanine_decodes.fetch_add(1, Ordering::Relaxed);
+                    keep(store, blobs, image, &key, denominator, &decoded);
+                }
+                Some(decoded)
             }
             Err(e) => {
                 failure = Some(e);
                 None
             }
-        },
+        }
     });
     // Renders that come later find it in the store.
     if let Ok(mut building) = state.mezzanines.lock() {
@@ -100,12 +127,38 @@ pub(super) fn decoded(
             building.remove(&key);
         }
     }
-    super::renders::note_access(state, key);
+    if !full_size {
+        super::renders::note_access(state, key);
+    }
     match (shared, failure) {
         (Some(decoded), _) => Ok(Decoded::clone(decoded)),
         (None, Some(e)) => Err(e),
         (None, None) => decode(),
     }
+}
+
+fn kept_in_memory(state: &RenderState, key: &RenderKey) -> Option<Arc<Decoded>> {
+    let kept = state.full_size.lock().ok()?;
+    kept.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone())
+}
+
+/// Keeps `decoded` as the most recent full-size decode, forgetting the oldest ones beyond
+/// [`FULL_SIZE_KEPT_BYTES`].
+fn keep_in_memory(state: &RenderState, key: RenderKey, decoded: &Arc<Decoded>) {
+    let size = |d: &Decoded| d.image.as_bytes().len();
+    if size(decoded) > FULL_SIZE_KEPT_BYTES {
+        return;
+    }
+    let Ok(mut kept) = state.full_size.lock() else {
+        return;
+    };
+    kept.retain(|(k, _)| *k != key);
+    kept.push_front((key, decoded.clone()));
+    let mut total = 0;
+    kept.retain(|(_, d)| {
+        total += size(d);
+        total <= FULL_SIZE_KEPT_BYTES
+    });
 }
 
 /// The stored mezzanine under `key`: the node-local copy when there is one, else the render

@@ -63,6 +63,11 @@ pub struct RenderState {
     pub mezzanine_decodes: AtomicU64,
     /// Mezzanines read back from the render store.
     pub mezzanine_reads: AtomicU64,
+    /// The latest full-size decodes, most recent first, kept in memory only (see
+    /// [`super::mezzanine::FULL_SIZE_KEPT_BYTES`]).
+    pub(super) full_size: Mutex<std::collections::VecDeque<super::mezzanine::Kept>>,
+    /// Sources decoded at full size for renders that share the decode.
+    pub full_size_decodes: AtomicU64,
 }
 
 /// Where a request came from: the organization and the path after it.

@@ -353,3 +353,61 @@ async fn a_node_renders_from_its_local_copies_with_the_same_bytes() {
     );
     assert!(local_copies(&plain).is_empty());
 }
+
+fn full_size_decodes(app: &TestApp) -> u64 {
+    app.services
+        .renders
+        .full_size_decodes
+        .load(Ordering::Relaxed)
+}
+
+#[actix_rt::test]
+async fn renders_at_full_size_share_one_decode_with_the_same_bytes() {
+    // More than half of 1600×1200: each of these decodes the source at full size.
+    let paths = [
+        "resize-width-900",
+        "resize-width-1000--options-dpr-1.5",
+        "resize-width-500--options-dpr-2",
+        "crop-width-700-height-500",
+    ];
+    let with = spawn_app().await;
+    let hash = setup(&with).await;
+    let urls: Vec<String> = paths
+        .iter()
+        .flat_map(|p| ["jpg", "webp"].map(|f| format!("/dynamic/{p}/{hash}.{f}")))
+        .collect();
+
+    let first = render_all(&with, &urls).await;
+    assert_eq!(
+        full_size_decodes(&with),
+        1,
+        "one decode for {} renders",
+        urls.len()
+    );
+    assert_eq!(decodes(&with), 0, "nothing stored at full size");
+
+    // A burst of new URLs of the same image finds the decode still in memory.
+    let more: Vec<String> = [1100, 1300, 1500]
+        .iter()
+        .map(|w| format!("/dynamic/resize-width-{w}/{hash}.jpg"))
+        .collect();
+    let answers = futures_util::future::join_all(more.iter().map(|u| with.render(u))).await;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert_eq!(full_size_decodes(&with), 1);
+
+    let without = spawn_app_with(|c| c.render.mezzanine = false).await;
+    assert_eq!(setup(&without).await, hash);
+    assert!(
+        first == render_all(&without, &urls).await,
+        "the same bytes without shared decodes"
+    );
+    let alone = render_all(&without, &more).await;
+    let shared: Vec<(Vec<u8>, Option<String>)> = answers
+        .iter()
+        .map(|a| (a.body.to_vec(), a.header("etag")))
+        .collect();
+    assert!(shared == alone, "the same bytes from the shared decode");
+    assert_eq!(full_size_decodes(&without), 0);
+}

@@ -89,6 +89,17 @@ pub fn dct_denominator(bytes: &[u8], hint: Option<DecodeHint>) -> Option<u32> {
     .filter(|&d| d > 1)
 }
 
+/// The scale denominator at which the renders of `bytes` share one decode: the DCT scale
+/// [`dct_denominator`] gives, or 1 for a JPEG decoded at full size. For a JPEG the hint
+/// matters to [`decode`] only through the DCT scale, so every full-size decode of it gives the
+/// same pixels too. `None` for other formats.
+pub fn shared_denominator(bytes: &[u8], hint: Option<DecodeHint>) -> Option<u32> {
+    if sniff(bytes)? != SourceFormat::Jpeg {
+        return None;
+    }
+    Some(dct_denominator(bytes, hint).unwrap_or(1))
+}
+
 fn need_of(hint: Option<DecodeHint>) -> Option<(u32, u32)> {
     hint.filter(|h| h.min_width > 0 && h.min_height > 0)
         .map(|h| (h.min_width, h.min_height))
@@ -751,5 +762,35 @@ mod tests {
             None,
             "only JPEGs decode at reduced scale"
         );
+    }
+
+    #[test]
+    fn every_full_size_decode_of_a_jpeg_gives_the_same_pixels() {
+        let exif = testdata::exif_block(6, "Test");
+        for bytes in [
+            testdata::jpeg(400, 240, false, None),
+            testdata::jpeg(400, 240, true, Some(&exif)),
+        ] {
+            let hint = |w, h| {
+                Some(DecodeHint {
+                    min_width: w,
+                    min_height: h,
+                })
+            };
+            assert_eq!(shared_denominator(&bytes, hint(20, 20)), Some(8));
+            let full = [None, hint(390, 10), hint(240, 400), hint(1000, 1000)];
+            let first = decode_ok(&bytes, None);
+            for h in full {
+                assert_eq!(shared_denominator(&bytes, h), Some(1), "{h:?}");
+                let d = decode_ok(&bytes, h);
+                assert_eq!((&d.image, &d.icc), (&first.image, &first.icc), "{h:?}");
+                assert_eq!(d.scale.to_bits(), 1.0f64.to_bits());
+            }
+        }
+        let png = testdata::with_image(
+            &DynamicImage::ImageRgb8(testdata::gradient(40, 24)),
+            ImageFormat::Png,
+        );
+        assert_eq!(shared_denominator(&png, None), None);
     }
 }

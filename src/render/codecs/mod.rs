@@ -21,7 +21,7 @@ pub(crate) mod testdata;
 mod webp;
 
 pub use avif::{child_main as avif_child_main, use_helper as use_avif_helper};
-pub use decode::{dct_denominator, decode, DecodeHint, Decoded};
+pub use decode::{dct_denominator, decode, shared_denominator, DecodeHint, Decoded};
 
 /// Whether this build can decode `format` (fonts count: they are parsed for `text`).
 pub fn decodes(format: SourceFormat) -> bool {
