@@ -154,39 +154,52 @@ impl SledStore {
         let mut expected_index = Digest::default();
         let mut expected_binary = Digest::default();
         let orgs: BTreeSet<String> = self.list_orgs()?.into_iter().map(|o| o.name).collect();
-        for v in self.images.iter().values() {
-            let rec: ImageRecord = decode("images", &v?)?;
-            each_image(&rec);
-            let entry = refs.entry(rec.blob.clone()).or_insert((rec.size, 0));
-            entry.1 += 1;
-            if !orgs.contains(&rec.organization) {
-                problems.push(format!(
-                    "image {}/{} belongs to no organization",
-                    rec.organization, rec.hash
-                ));
+        // The two indexes are digested on threads of their own while the records are read.
+        let digest = |tree: &sled::Tree| -> Result<Digest> {
+            let mut d = Digest::default();
+            for k in tree.iter().keys() {
+                d.add(&k?);
             }
-            expected_binary.add(&super::key3(&rec.organization, &rec.binary_hash, &rec.hash));
-            let (entries, counters) = super::index::record_keys(&rec);
-            for k in &entries {
-                expected_index.add(k);
+            Ok(d)
+        };
+        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Digest>>| {
+            h.join().unwrap_or_else(|_| {
+                Err(super::StorageError::Corrupt {
+                    tree: "img_index",
+                    message: "the index scan stopped".into(),
+                })
+            })
+        };
+        let (stored_index, stored_binary) = std::thread::scope(|scope| -> Result<_> {
+            let index_scan = scope.spawn(|| digest(&self.img_index));
+            let binary_scan = scope.spawn(|| digest(&self.img_binary));
+            for v in self.images.iter().values() {
+                let rec: ImageRecord = decode("images", &v?)?;
+                each_image(&rec);
+                let entry = refs.entry(rec.blob.clone()).or_insert((rec.size, 0));
+                entry.1 += 1;
+                if !orgs.contains(&rec.organization) {
+                    problems.push(format!(
+                        "image {}/{} belongs to no organization",
+                        rec.organization, rec.hash
+                    ));
+                }
+                expected_binary.add(&super::key3(&rec.organization, &rec.binary_hash, &rec.hash));
+                let (entries, counters) = super::index::record_keys(&rec);
+                for k in &entries {
+                    expected_index.add(k);
+                }
+                for k in counters {
+                    *index_counts.entry(k).or_insert(0u64) += 1;
+                }
+                if !rec.deleted {
+                    *files.entry(rec.organization.clone()).or_default() += 1;
+                    let per_org = live_blobs.entry(rec.organization.clone()).or_default();
+                    per_org.entry(rec.blob.clone()).or_insert((rec.size, 0)).1 += 1;
+                }
             }
-            for k in counters {
-                *index_counts.entry(k).or_insert(0u64) += 1;
-            }
-            if !rec.deleted {
-                *files.entry(rec.organization.clone()).or_default() += 1;
-                let per_org = live_blobs.entry(rec.organization.clone()).or_default();
-                per_org.entry(rec.blob.clone()).or_insert((rec.size, 0)).1 += 1;
-            }
-        }
-        let mut stored_binary = Digest::default();
-        for item in self.img_binary.iter().keys() {
-            stored_binary.add(&item?);
-        }
-        let mut stored_index = Digest::default();
-        for item in self.img_index.iter().keys() {
-            stored_index.add(&item?);
-        }
+            Ok((joined(index_scan)?, joined(binary_scan)?))
+        })?;
         if stored_binary != expected_binary {
             self.explain_binary_index(&mut problems)?;
         }
