@@ -945,37 +945,45 @@ impl ListQuery {
         Some(out)
     }
 
-    /// Whether the image at `at` passes every probe: one point lookup per probed value, no
-    /// record read.
-    fn passes(
+    /// Which of the images at `at` pass every probe: one batch of point lookups per probed
+    /// value (one query on a shared backend), no record read.
+    fn passing(
         &self,
         store: &dyn Records,
         org: &str,
         probes: &[(IndexField, Vec<Vec<u8>>)],
-        at: &Position,
-    ) -> Result<bool> {
+        at: &[Position],
+    ) -> Result<Vec<bool>> {
+        let mut pass = vec![true; at.len()];
         for (field, values) in probes {
-            let mut found = false;
+            let mut found = vec![false; at.len()];
             for value in values {
-                let from = Position {
-                    value: value.clone(),
-                    created: at.created,
-                    hash: at.hash.clone(),
-                }
-                .suffix();
-                let mut to = from.clone();
-                to.push(0);
-                let span = Span { from, to: Some(to) };
-                if store.index_count(org, self.deleted, field, &span, 1)? > 0 {
-                    found = true;
+                // Only the positions still in question are looked up.
+                let open: Vec<usize> = (0..at.len()).filter(|&i| pass[i] && !found[i]).collect();
+                if open.is_empty() {
                     break;
                 }
+                let suffixes: Vec<Vec<u8>> = open
+                    .iter()
+                    .map(|&i| {
+                        Position {
+                            value: value.clone(),
+                            created: at[i].created,
+                            hash: at[i].hash.clone(),
+                        }
+                        .suffix()
+                    })
+                    .collect();
+                let has = store.index_has(org, self.deleted, field, &suffixes)?;
+                for (&i, yes) in open.iter().zip(has) {
+                    found[i] |= yes;
+                }
             }
-            if !found {
-                return Ok(false);
+            for (p, f) in pass.iter_mut().zip(found) {
+                *p &= f;
             }
         }
-        Ok(true)
+        Ok(pass)
     }
 
     /// Orders one filter's index positions by creation time, then reads records in that order
@@ -1047,31 +1055,44 @@ impl ListQuery {
         let (mut page, mut skipped, mut counted, mut examined) = (Vec::new(), 0, 0, 0);
         let mut cut = false;
         if let (false, Some(probes)) = (only, &probes) {
-            // The other filters are checked on index positions; only the page is read.
+            // The other filters are checked on index positions, a batch at a time; only the
+            // page is read.
             let mut unread = Vec::new();
-            for (created, hash) in positions.iter().skip(start) {
-                examined += 1;
-                if examined > self.bounds.examine {
-                    cut = true;
-                    break;
-                }
-                let at = Position {
+            let rest: Vec<Position> = positions
+                .iter()
+                .skip(start)
+                .map(|(created, hash)| Position {
                     value: Vec::new(),
                     created: *created,
                     hash: hash.clone(),
-                };
-                if !self.passes(store, org, probes, &at)? {
-                    continue;
-                }
-                if skipped < offset {
-                    skipped += 1;
-                } else if unread.len() < self.limit {
-                    unread.push(hash.clone());
-                } else {
-                    counted += 1;
-                    if counted >= self.bounds.count {
+                })
+                .collect();
+            let mut size = FIRST_BATCH;
+            let mut at = 0;
+            'walk: while at < rest.len() {
+                let chunk = &rest[at..(at + size).min(rest.len())];
+                at += chunk.len();
+                size = (size * 2).min(MAX_BATCH);
+                let pass = self.passing(store, org, probes, chunk)?;
+                for (p, ok) in chunk.iter().zip(pass) {
+                    examined += 1;
+                    if examined > self.bounds.examine {
                         cut = true;
-                        break;
+                        break 'walk;
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    if skipped < offset {
+                        skipped += 1;
+                    } else if unread.len() < self.limit {
+                        unread.push(p.hash.clone());
+                    } else {
+                        counted += 1;
+                        if counted >= self.bounds.count {
+                            cut = true;
+                            break 'walk;
+                        }
                     }
                 }
             }
@@ -1319,22 +1340,32 @@ impl ListQuery {
                 .index_walk(org, self.deleted, field, &span, reverse)
                 .map(|p| Ok(p?.hash));
             if let (true, Some(probes)) = (check, &probes) {
-                // The filters are checked on index positions; the page is read after the walk.
-                for p in store.index_walk(org, self.deleted, field, &span, reverse) {
-                    let p = p?;
-                    examined += 1;
-                    if examined > self.bounds.examine {
-                        cut = true;
-                        done = true;
+                // The filters are checked on index positions, a batch at a time; the page is
+                // read after the walk.
+                let mut walk = store.index_walk(org, self.deleted, field, &span, reverse);
+                let mut size = FIRST_BATCH;
+                'walk: loop {
+                    let chunk = walk
+                        .by_ref()
+                        .take(size)
+                        .collect::<crate::storage::Result<Vec<Position>>>()?;
+                    if chunk.is_empty() {
                         break;
                     }
-                    if !self.passes(store, org, probes, &p)? {
-                        continue;
-                    }
-                    if !visit(None, &p.hash)? {
-                        done = true;
-                        cut = total.is_none();
-                        break;
+                    size = (size * 2).min(MAX_BATCH);
+                    let pass = self.passing(store, org, probes, &chunk)?;
+                    for (p, ok) in chunk.iter().zip(pass) {
+                        examined += 1;
+                        if examined > self.bounds.examine {
+                            cut = true;
+                            done = true;
+                            break 'walk;
+                        }
+                        if ok && !visit(None, &p.hash)? {
+                            done = true;
+                            cut = total.is_none();
+                            break 'walk;
+                        }
                     }
                 }
             } else if check {

@@ -147,6 +147,28 @@ pub trait ImageIndex {
         span: &Span,
         cap: usize,
     ) -> Result<usize>;
+    /// Which of these entries of one field exist (`suffixes` are positions'
+    /// [`super::index::Position::suffix`]), one answer per suffix, in order.
+    fn index_has(
+        &self,
+        org: &str,
+        deleted: bool,
+        field: &IndexField,
+        suffixes: &[Vec<u8>],
+    ) -> Result<Vec<bool>> {
+        suffixes
+            .iter()
+            .map(|from| {
+                let mut to = from.clone();
+                to.push(0);
+                let span = Span {
+                    from: from.clone(),
+                    to: Some(to),
+                };
+                Ok(self.index_count(org, deleted, field, &span, 1)? > 0)
+            })
+            .collect()
+    }
     /// The string values of a counted field with their image counts, most frequent first, at
     /// most `max` (reading at most `scan` distinct values).
     fn facet_values(

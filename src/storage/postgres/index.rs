@@ -197,6 +197,38 @@ impl ImageIndex for PgStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    /// One query for the whole batch.
+    fn index_has(
+        &self,
+        org: &str,
+        deleted: bool,
+        field: &IndexField,
+        suffixes: &[Vec<u8>],
+    ) -> Result<Vec<bool>> {
+        let tag = field.tag();
+        let entries: Vec<Vec<u8>> = suffixes
+            .iter()
+            .map(|s| {
+                let mut k = tag.clone();
+                k.extend_from_slice(s);
+                k
+            })
+            .collect();
+        let rows = self.query(
+            "SELECT entry FROM image_index WHERE org = $1 AND deleted = $2 AND entry = ANY($3)",
+            vec![
+                Box::new(org.to_string()),
+                Box::new(deleted),
+                Box::new(entries.clone()),
+            ],
+        )?;
+        let found: std::collections::HashSet<Vec<u8>> = rows
+            .iter()
+            .map(|r| r.try_get::<_, Vec<u8>>(0))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(entries.iter().map(|e| found.contains(e)).collect())
+    }
+
     fn facet_values(
         &self,
         org: &str,

@@ -6,7 +6,9 @@
 use super::testing;
 use crate::model::image::ImageRecord;
 use crate::storage::fixtures::org;
-use crate::storage::index::{encode_created, encode_value, string_prefix, IndexField, IndexValue};
+use crate::storage::index::{
+    encode_created, encode_value, string_prefix, IndexField, IndexValue, Position,
+};
 use crate::storage::query::Span;
 use crate::storage::{Accounts, ImageIndex, ImageRecords, SledStore};
 use serde_json::json;
@@ -343,6 +345,40 @@ fn image_records_read_back_as_the_embedded_store_has_them() {
     );
     assert!(pg.get_images("acme", &[]).unwrap().is_empty());
     assert!(pg.short_hashes("acme", &[]).unwrap().is_empty());
+    // Point lookups of index positions, a batch at once: the stored entries of some images
+    // (each also under another value and another image's time, which are not stored).
+    for field in [
+        IndexField::User("tag".into()),
+        IndexField::Size,
+        IndexField::Name,
+    ] {
+        let mut suffixes = Vec::new();
+        for rec in recs.iter().filter(|r| r.organization == "acme").take(30) {
+            for value in field.values(rec) {
+                let at = Position::of(&field, Some(&value), rec);
+                let mut elsewhere = at.clone();
+                elsewhere.created = encode_created(rec.created_ns + 1);
+                let mut other = at.clone();
+                other.value = encode_value(&IndexValue::Str("no such value".into()));
+                suffixes.extend([at.suffix(), elsewhere.suffix(), other.suffix()]);
+            }
+        }
+        let deleted = false;
+        let want = sled.index_has("acme", deleted, &field, &suffixes).unwrap();
+        assert!(
+            want.iter().any(|x| *x) && want.iter().any(|x| !*x),
+            "{field:?}"
+        );
+        assert_eq!(
+            pg.index_has("acme", deleted, &field, &suffixes).unwrap(),
+            want,
+            "{field:?}"
+        );
+        assert!(pg
+            .index_has("acme", deleted, &field, &[])
+            .unwrap()
+            .is_empty());
+    }
     for (prefix, max) in [
         ("abcdef01", 1000),
         ("abcdef01", 3),
