@@ -162,11 +162,11 @@ impl SledStore {
             }
             Ok(d)
         };
-        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Digest>>| {
+        let joined = |tree: &'static str, h: std::thread::ScopedJoinHandle<'_, Result<Digest>>| {
             h.join().unwrap_or_else(|_| {
                 Err(super::StorageError::Corrupt {
-                    tree: "img_index",
-                    message: "the index scan stopped".into(),
+                    tree,
+                    message: "the scan of the index stopped".into(),
                 })
             })
         };
@@ -198,7 +198,10 @@ impl SledStore {
                     per_org.entry(rec.blob.clone()).or_insert((rec.size, 0)).1 += 1;
                 }
             }
-            Ok((joined(index_scan)?, joined(binary_scan)?))
+            Ok((
+                joined("img_index", index_scan)?,
+                joined("img_binary", binary_scan)?,
+            ))
         })?;
         if stored_binary != expected_binary {
             self.explain_binary_index(&mut problems)?;

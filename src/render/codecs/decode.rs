@@ -720,20 +720,27 @@ mod tests {
         );
     }
 
+    /// A 400×240 JPEG, plain and rotated a quarter turn by its EXIF orientation.
+    fn upright_and_rotated_jpegs() -> [Vec<u8>; 2] {
+        let exif = testdata::exif_block(6, "Test");
+        [
+            testdata::jpeg(400, 240, false, None),
+            testdata::jpeg(400, 240, true, Some(&exif)),
+        ]
+    }
+
+    /// A decode hint of at least `w`×`h` oriented pixels.
+    fn hint(w: u32, h: u32) -> Option<DecodeHint> {
+        Some(DecodeHint {
+            min_width: w,
+            min_height: h,
+        })
+    }
+
     #[test]
     fn renders_that_share_a_dct_scale_share_the_decoded_pixels() {
         // Rotated a quarter turn: the hint is in oriented pixels, the scale in stored ones.
-        let exif = testdata::exif_block(6, "Test");
-        for bytes in [
-            testdata::jpeg(400, 240, false, None),
-            testdata::jpeg(400, 240, true, Some(&exif)),
-        ] {
-            let hint = |w, h| {
-                Some(DecodeHint {
-                    min_width: w,
-                    min_height: h,
-                })
-            };
+        for bytes in upright_and_rotated_jpegs() {
             let (wide, narrow) = (hint(50, 50), hint(20, 20));
             let denominator = dct_denominator(&bytes, wide);
 
@@ -766,17 +773,7 @@ mod tests {
 
     #[test]
     fn every_full_size_decode_of_a_jpeg_gives_the_same_pixels() {
-        let exif = testdata::exif_block(6, "Test");
-        for bytes in [
-            testdata::jpeg(400, 240, false, None),
-            testdata::jpeg(400, 240, true, Some(&exif)),
-        ] {
-            let hint = |w, h| {
-                Some(DecodeHint {
-                    min_width: w,
-                    min_height: h,
-                })
-            };
+        for bytes in upright_and_rotated_jpegs() {
             assert_eq!(shared_denominator(&bytes, hint(20, 20)), Some(8));
             let full = [None, hint(390, 10), hint(240, 400), hint(1000, 1000)];
             let first = decode_ok(&bytes, None);
