@@ -1057,17 +1057,19 @@ impl ListQuery {
         } else {
             None
         };
-        let mut seen = std::collections::HashSet::new();
         let mut positions: Vec<([u8; index::CREATED_LEN], String)> = Vec::new();
         for span in spans {
             for p in store.index_walk(org, self.deleted, field, span, false) {
                 let p = p?;
-                if seen.insert(p.hash.clone()) {
-                    positions.push((p.created, p.hash));
-                }
+                positions.push((p.created, p.hash));
             }
         }
-        positions.sort();
+        positions.sort_unstable();
+        // An image met in several values of one array field (a range, a prefix): its
+        // positions carry the same creation time and hash, so they are neighbours now.
+        if !*exact {
+            positions.dedup();
+        }
         if reverse {
             positions.reverse();
         }
@@ -1787,6 +1789,37 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("offset=2"));
+    }
+
+    #[test]
+    fn a_range_over_an_array_in_creation_order_lists_each_image_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
+        for i in 0..5u8 {
+            let hash = format!("{i:040x}");
+            let meta = json!({"array:labels": ["l0", "l1", "l2"]});
+            store
+                .insert_image(&rec(&hash, "a.jpg", 1, i128::from(i), meta))
+                .unwrap();
+        }
+        // Every step before the creation-order one is ruled out by its bound.
+        let bounds = Bounds {
+            small: 0,
+            collect: 0,
+            examine: 10_000,
+            count: 10_000,
+            positions: 100,
+        };
+        for q in [
+            ("user:array:labels", "[l0,l2]"),
+            ("user:array:labels", "l*"),
+        ] {
+            let mut parsed = ListQuery::parse(&pairs(&[q])).unwrap();
+            parsed.bounds = bounds;
+            let v = parsed.run(&store, "o").unwrap();
+            let want: Vec<String> = (0..5u8).rev().map(|i| format!("{i:040x}")).collect();
+            assert_eq!(hashes(&v), want, "{q:?}");
+        }
     }
 
     #[test]
