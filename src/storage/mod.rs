@@ -1073,7 +1073,8 @@ impl ImageRecords for SledStore {
                     },
                 ),
         );
-        self.changed();
+        // No resolution depends on an image being absent, but a hash prefix's: those are
+        // looked up again on every hit (see [`Records::generation`]).
         result
     }
 
@@ -1275,8 +1276,10 @@ mod tests {
             "user_metadata": {}, "opaque": true, "animated": false
         }))
         .unwrap();
+        let before = store.generation().unwrap();
         store.insert_image(&rec).unwrap();
-        moved("insert_image");
+        // A new image changes no resolution but a hash prefix's, which is checked on each hit.
+        assert_eq!(store.generation().unwrap(), before, "insert_image moved it");
         rec.deleted = true;
         store.update_image(&rec).unwrap();
         moved("update_image");

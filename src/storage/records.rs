@@ -323,6 +323,13 @@ pub trait Records:
     /// records. Anything derived from them while it read `g` (taken *before* the reads) is
     /// still true while it reads `g`: the remembered-URL shortcut rests on this. A shared
     /// backend reads it from the records (or from what they notify), so it can fail.
+    ///
+    /// Inserting a new image does not move it: what a resolution derived from the records
+    /// stays true when an image is added, except that a hash prefix may then name two
+    /// images. Whoever remembers a resolution made through a prefix looks the prefix up
+    /// again ([`ImageRecords::hashes_with_prefix`]) before trusting it. So uploads, the most
+    /// frequent change, leave every node's remembered URLs and cached renders in place (and
+    /// on a shared backend do not wait for the other nodes to acknowledge).
     fn generation(&self) -> Result<u64>;
     /// Serialises "is this blob still unreferenced? then remove its bytes" (GC) with "these
     /// bytes are stored, so refer to them" (an upload of bytes already stored): without it, GC

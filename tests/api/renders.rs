@@ -900,3 +900,57 @@ async fn sign_url_signs_render_urls_with_the_organizations_key() {
         .await;
     assert_eq!(a.status, 400, "{}", a.text());
 }
+
+/// A URL that names its image by a hash prefix is remembered after its first answer; an
+/// upload that makes the prefix name two images must end that answer at once (uploads leave
+/// the store generation alone), while a whole-hash URL of the same image keeps answering.
+#[actix_rt::test]
+async fn a_prefix_url_stops_answering_once_an_upload_makes_it_ambiguous() {
+    let app = spawn_app().await;
+    app.create_org("acme").await;
+    let bytes = png(6, 4);
+    let blob = blake3::hash(&bytes).to_hex().to_string();
+    // Two versions of the same bytes (dynamic metadata) whose hashes share six characters.
+    let hash_of = |i: u32| {
+        let dynamic = json!({"version": {"text": format!("v{i}")}});
+        darkroom::model::image::image_hash(&blob, dynamic.as_object().unwrap(), false)
+    };
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0u32..)
+        .find_map(|i| {
+            let h = hash_of(i);
+            seen.insert(h[..6].to_string(), i)
+                .map(|earlier| (earlier, i))
+        })
+        .unwrap();
+    let upload = |i: u32| {
+        let app = &app;
+        let bytes = &bytes;
+        async move {
+            let text = format!(r#"{{"text":"v{i}"}}"#);
+            let a = app
+                .upload(
+                    "acme",
+                    ROOT_KEY,
+                    &[("filedata", "a.png", bytes)],
+                    &[("meta_dynamic[0][version]", &text)],
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text());
+            a.json()["items"][0]["hash"].as_str().unwrap().to_string()
+        }
+    };
+    let a = upload(first).await;
+    assert_eq!(a, hash_of(first), "the test's hash is the appliance's");
+    let prefix_url = format!("/dynamic/resize-width-3/{}.png", &a[..6]);
+    let whole_url = format!("/dynamic/resize-width-3/{a}.png");
+    for url in [&prefix_url, &prefix_url, &whole_url, &whole_url] {
+        let r = app.render(url).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+    }
+    let b = upload(second).await;
+    assert_eq!(&b[..6], &a[..6]);
+    let ambiguous = app.render(&prefix_url).await;
+    assert_eq!(ambiguous.status, 404, "the prefix names two images now");
+    assert_eq!(app.render(&whole_url).await.status, 200);
+}

@@ -446,7 +446,7 @@ impl ImageRecords for PgStore {
             if !rec.deleted {
                 adjust_org_blob(&tx, &rec, 1).await?;
             }
-            bump_generation(&tx).await?;
+            // A new image moves no generation (see `Records::generation`).
             tx.commit().await?;
             Ok(Inserted::Created)
         })
