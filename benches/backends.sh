@@ -7,7 +7,8 @@
 #   - warm hits: one render URL asked again, `wrk -t2 -c32 -d10s --latency`, req/s and p99,
 #     directly on a node and through nginx;
 #   - bytes stored per source byte: the data folders, plus the database schema and the objects
-#     under the bucket prefix for the shared backend.
+#     under the bucket prefix for the shared backend (also without each node's 16 MiB reserve
+#     file, a fixed cost).
 # In the one-node phases uploads and cold renders go to the node; nginx (an `upstream` holding
 # that one node) is only used for the second warm-hit figure. In the two-node phase two
 # `darkroom serve` (own ports and data folders, same schema, same bucket prefix) sit behind one
@@ -267,9 +268,12 @@ EOF
 
 # stored NAME "FOLDER..." [SCHEMA PREFIX]: bytes stored per source byte.
 stored() {
-    local name=$1 folders=0 f db=0 bucket=0 parts
-    for f in $2; do folders=$((folders + $(du -sb "$WORK/$f" | cut -f1))); done
-    parts="data folders ($2) $folders"
+    local name=$1 folders=0 reserve=0 f db=0 bucket=0 parts
+    for f in $2; do
+        folders=$((folders + $(du -sb "$WORK/$f" | cut -f1)))
+        [[ -f $WORK/$f/reserve ]] && reserve=$((reserve + $(stat -c %s "$WORK/$f/reserve")))
+    done
+    parts="data folders ($2) $folders (of which reserve files $reserve)"
     if [[ -n ${3:-} ]]; then
         db=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(sum(pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename))), 0) FROM pg_tables WHERE schemaname = '$3'")
         parts+=" + database schema $db"
@@ -281,10 +285,12 @@ stored() {
     local source total
     source=$(cat "$WORK/$name.bytes")
     total=$((folders + db + bucket))
-    local ratio
-    ratio=$(awk -v t="$total" -v s="$source" 'BEGIN {printf "%.2f", t / s}')
-    echo "$name: stored $parts = $total bytes for $source source bytes: $ratio per source byte"
+    local ratio bare
+    ratio=$(awk -v t="$total" -v s="$source" 'BEGIN {printf "%.3f", t / s}')
+    bare=$(awk -v t="$((total - reserve))" -v s="$source" 'BEGIN {printf "%.3f", t / s}')
+    echo "$name: stored $parts = $total bytes for $source source bytes: $ratio per source byte ($bare without the reserve files, a fixed 16 MiB per node)"
     result "$name" stored "$ratio"
+    result "$name" stored_bare "$bare"
 }
 
 # logs NAME FILE...: the warnings and errors the nodes and nginx logged in this phase.
@@ -322,7 +328,7 @@ new_schema() {
 }
 
 # ---- embedded, one node
-echo "== embedded, one node (nginx in front only for the second warm-hit figure)"
+echo "== embedded, one node (nginx in front only for the second warm-hit figure); load $(cut -d" " -f1-3 /proc/loadavg)"
 node embedded $A_API $A_RENDER
 load embedded $A_API $A_RENDER
 proxy embedded "$A_API" "$A_RENDER"
@@ -333,7 +339,7 @@ stored embedded embedded
 logs embedded "$WORK/embedded.log" "$WORK/nginx-embedded/error.log"
 
 # ---- shared backend, one node
-echo "== PostgreSQL + object storage, one node (nginx in front only for the second warm-hit figure)"
+echo "== PostgreSQL + object storage, one node (nginx in front only for the second warm-hit figure); load $(cut -d" " -f1-3 /proc/loadavg)"
 new_schema one
 shared_env "$schema"
 node shared "$A_API" "$A_RENDER" "${SHARED[@]}"
@@ -351,7 +357,7 @@ logs shared "$WORK/shared.log" "$WORK/nginx-shared/error.log"
 # ---- shared backend, two nodes behind nginx
 phases="embedded shared"
 if [[ -n ${DARKROOM_TEST_S3_ENDPOINT:-} ]]; then
-    echo "== PostgreSQL + object storage, two nodes behind nginx (uploads, cold renders and warm hits through nginx)"
+    echo "== PostgreSQL + object storage, two nodes behind nginx (uploads, cold renders and warm hits through nginx); load $(cut -d" " -f1-3 /proc/loadavg)"
     new_schema two
     shared_env "$schema"
     node two-a $A_API $A_RENDER "${SHARED[@]}"
@@ -386,7 +392,7 @@ rows = [("uploads, 4 at a time (MB/s)", "upload", None, "{:.1f}"),
         ("cold renders, unique URLs, concurrency 4 (/s)", "cold", None, "{:.1f}"),
         ("warm hits direct on a node (req/s, p99)", "warm_direct", "p99_direct", "{:,.0f}"),
         ("warm hits through nginx (req/s, p99)", "warm_nginx", "p99_nginx", "{:,.0f}"),
-        ("bytes stored per source byte", "stored", None, "{:.2f}")]
+        ("bytes stored per source byte (without the reserve files)", "stored", "stored_bare", "{:.3f}")]
 others = [p for p in phases if p != "embedded"]
 ratio = {"shared": "ratio, one node shared / embedded", "two": "ratio, two nodes / embedded"}
 head = [""] + [title[p] for p in phases] + [ratio[p] for p in others]
@@ -397,7 +403,9 @@ for label, key, p99, fmt in rows:
     for p in phases:
         v = r.get((p, key))
         c = fmt.format(v) if v is not None else "-"
-        if p99 and (p, p99) in r:
+        if p99 == "stored_bare" and (p, p99) in r:
+            c += f" ({r[(p, p99)]:.3f})"
+        elif p99 and (p, p99) in r:
             c += f", p99 {r[(p, p99)]:.2f} ms"
         cells.append(c)
     for p in others:
