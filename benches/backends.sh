@@ -5,7 +5,8 @@
 #   - uploads: COUNT distinct 12 MP JPEGs (about 4.6 MB each), 4 at a time, MB/s;
 #   - cold renders: unique URLs (one image, RENDERS widths), 4 at a time, renders/s;
 #   - warm hits: one render URL asked again, `wrk -t2 -c32 -d10s --latency`, req/s and p99,
-#     directly on a node and through nginx;
+#     directly on a node and through nginx, and directly by a 6-character hash prefix (a hit
+#     on such a URL looks the prefix up again);
 #   - bytes stored per source byte: the data folders, plus the database schema and the objects
 #     under the bucket prefix for the shared backend (also without each node's 16 MiB reserve
 #     file, a fixed cost).
@@ -210,14 +211,19 @@ print(f"{name}: uploads {mbs:.1f} MB/s ({len(done)} x {total // len(done)} B, 4 
 with open(os.path.join(work, "results"), "a") as f:
     f.write(f"{name} upload {mbs:.1f}\n{name} cold {rps:.1f}\n")
 open(os.path.join(work, name + ".url"), "w").write(f"/acme/thumb/{first}.jpg")
+# The same render by a six-character prefix of the hash: a hit looks the prefix up again.
+call(render, "GET", f"/acme/thumb/{first[:6]}.jpg")
+open(os.path.join(work, name + ".short"), "w").write(f"/acme/thumb/{first[:6]}.jpg")
 open(os.path.join(work, name + ".bytes"), "w").write(str(total))
 EOF
 }
 
-# warm NAME KIND PORT: wrk on the phase's warm URL at that port (KIND: direct or nginx).
+# warm NAME KIND PORT: wrk on the phase's warm URL at that port (KIND: direct or nginx; short:
+# direct, the URL naming its image by a six-character hash prefix).
 warm() {
-    local name=$1 kind=$2 port=$3 out
-    out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$port$(cat "$WORK/$name.url")")
+    local name=$1 kind=$2 port=$3 out url=$WORK/$1.url
+    [[ $kind == short ]] && url=$WORK/$name.short
+    out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$port$(cat "$url")")
     local rps p99 errors
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     # wrk prints 99% as 812.00us, 1.23ms or 1.05s: in ms.
@@ -333,6 +339,7 @@ node embedded $A_API $A_RENDER
 load embedded $A_API $A_RENDER
 proxy embedded "$A_API" "$A_RENDER"
 warm embedded direct $A_RENDER
+warm embedded short $A_RENDER
 warm embedded nginx $NG_RENDER
 stop
 stored embedded embedded
@@ -346,6 +353,7 @@ node shared "$A_API" "$A_RENDER" "${SHARED[@]}"
 load shared $A_API $A_RENDER
 proxy shared "$A_API" "$A_RENDER"
 warm shared direct $A_RENDER
+warm shared short $A_RENDER
 warm shared nginx $NG_RENDER
 stop
 prefix=""
@@ -367,6 +375,7 @@ if [[ -n ${DARKROOM_TEST_S3_ENDPOINT:-} ]]; then
     # The warm URL once on each node, so that wrk starts on warm nodes.
     for p in $A_RENDER $B_RENDER; do curl -sf -o /dev/null "http://127.0.0.1:$p$(cat "$WORK/two.url")"; done
     warm two direct $A_RENDER
+    warm two short $A_RENDER
     warm two nginx $NG_RENDER
     stop
     stored two "two-a two-b" "$schema" "bench/$schema"
@@ -391,6 +400,7 @@ title = {"embedded": "embedded, one node", "shared": "PostgreSQL + Garage, one n
 rows = [("uploads, 4 at a time (MB/s)", "upload", None, "{:.1f}"),
         ("cold renders, unique URLs, concurrency 4 (/s)", "cold", None, "{:.1f}"),
         ("warm hits direct on a node (req/s, p99)", "warm_direct", "p99_direct", "{:,.0f}"),
+        ("warm hits direct, URL by a 6-character hash prefix (req/s, p99)", "warm_short", "p99_short", "{:,.0f}"),
         ("warm hits through nginx (req/s, p99)", "warm_nginx", "p99_nginx", "{:,.0f}"),
         ("bytes stored per source byte (without the reserve files)", "stored", "stored_bare", "{:.3f}")]
 others = [p for p in phases if p != "embedded"]
