@@ -5,8 +5,8 @@
 #   - uploads: COUNT distinct 12 MP JPEGs (about 4.6 MB each), 4 at a time, MB/s;
 #   - cold renders: unique URLs (one image, RENDERS widths), 4 at a time, renders/s;
 #   - warm hits: one render URL asked again, `wrk -t2 -c32 -d10s --latency`, req/s and p99,
-#     directly on a node and through nginx, and directly by a 6-character hash prefix (a hit
-#     on such a URL looks the prefix up again);
+#     directly on a node and through nginx, and directly on the URL naming the image by a
+#     6-character hash prefix;
 #   - bytes stored per source byte: the data folders, plus the database schema and the objects
 #     under the bucket prefix for the shared backend (also without each node's 16 MiB reserve
 #     file, a fixed cost).
@@ -211,7 +211,7 @@ print(f"{name}: uploads {mbs:.1f} MB/s ({len(done)} x {total // len(done)} B, 4 
 with open(os.path.join(work, "results"), "a") as f:
     f.write(f"{name} upload {mbs:.1f}\n{name} cold {rps:.1f}\n")
 open(os.path.join(work, name + ".url"), "w").write(f"/acme/thumb/{first}.jpg")
-# The same render by a six-character prefix of the hash: a hit looks the prefix up again.
+# The same render by a six-character prefix of the hash.
 call(render, "GET", f"/acme/thumb/{first[:6]}.jpg")
 open(os.path.join(work, name + ".short"), "w").write(f"/acme/thumb/{first[:6]}.jpg")
 open(os.path.join(work, name + ".bytes"), "w").write(str(total))
@@ -219,7 +219,7 @@ EOF
 }
 
 # warm NAME KIND PORT: wrk on the phase's warm URL at that port (KIND: direct or nginx; short:
-# direct, the URL naming its image by a six-character hash prefix).
+# direct, on the URL naming its image by a six-character hash prefix).
 warm() {
     local name=$1 kind=$2 port=$3 out url=$WORK/$1.url
     [[ $kind == short ]] && url=$WORK/$name.short

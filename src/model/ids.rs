@@ -39,6 +39,9 @@ impl fmt::Display for OrgName {
     }
 }
 
+/// The fewest characters of an image hash that name the image (URLs, `short_hash`).
+pub const SHORTEST_PREFIX: usize = 6;
+
 /// A full or short image hash as given by a client: 6 to 40 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashPrefix(String);
@@ -47,7 +50,8 @@ impl HashPrefix {
     /// Parses a client-supplied hash. Uppercase hex is folded to lowercase, since hashes are
     /// case-insensitive in practice and clients sometimes upper-case them.
     pub fn parse(raw: &str) -> Option<HashPrefix> {
-        let ok = (6..=40).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok = (SHORTEST_PREFIX..=40).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_hexdigit());
         ok.then(|| HashPrefix(raw.to_ascii_lowercase()))
     }
 

@@ -101,30 +101,6 @@ struct Resolved {
     generation: u64,
     key: RenderKey,
     headers: Arc<AnswerHeaders>,
-    /// Each hash prefix the resolution found an image by (the URL's image, a composition's
-    /// secondary image), with that image: a new image sharing the prefix makes it ambiguous
-    /// without moving the generation, so these are looked up again on every hit.
-    prefixes: Vec<(String, String)>,
-}
-
-impl Resolved {
-    /// Whether every hash prefix of the resolution still names only its image.
-    fn prefixes_hold(&self, svc: &Services, org: &str) -> Result<bool> {
-        for (prefix, hash) in &self.prefixes {
-            match svc.store.hashes_with_prefix(org, prefix, 2)?.as_slice() {
-                [one] if one == hash => {}
-                _ => return Ok(false),
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// `(prefix, hash)` when an image named by `given` was found by a prefix of its hash.
-fn by_prefix(given: &str, rec: &ImageRecord) -> Option<(String, String)> {
-    HashPrefix::parse(given)
-        .filter(|p| !p.is_full())
-        .map(|p| (p.as_str().to_string(), rec.hash.clone()))
 }
 
 /// What a render URL adds to the response besides the render itself; made once per
@@ -344,9 +320,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let generation = svc.store.generation()?;
     let url_id = resolved_id(&target);
     if let Some(known) = known_url(state, &url_id, generation) {
-        if !known.prefixes_hold(svc, target.org)? {
-            // Resolved afresh below (and remembered again).
-        } else if let Some(hit) = svc.store.get_render(&known.key)? {
+        if let Some(hit) = svc.store.get_render(&known.key)? {
             note_hit(svc, known.key);
             return Ok(RenderAnswer::Render {
                 render: hit,
@@ -475,19 +449,6 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             }
         }
     }
-    // What a new image could make ambiguous ([`Resolved::prefixes`]).
-    let prefixes: Vec<(String, String)> = match &req.image {
-        ImageRef::Hash(raw) => by_prefix(raw, &image),
-        _ => None,
-    }
-    .into_iter()
-    .chain(
-        secondaries
-            .iter()
-            .filter_map(|(given, rec)| by_prefix(given, rec)),
-    )
-    .chain(layers.iter().filter_map(|l| l.prefix.clone()))
-    .collect();
     let layer_protected = layers.iter().any(|l| l.protected || l.image.protected);
     if !signed && (layer_protected || secondaries.iter().any(|(_, rec)| rec.protected)) {
         if !target.via_api {
@@ -660,7 +621,6 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
                 generation,
                 key,
                 headers: headers.clone(),
-                prefixes,
             },
         );
     }
@@ -1116,8 +1076,6 @@ struct StackLayer {
     stacks: Vec<StackRevision>,
     /// The stack asks for signed URLs.
     protected: bool,
-    /// The hash prefix its image was named by, with the image's hash ([`by_prefix`]).
-    prefix: Option<(String, String)>,
 }
 
 /// Most `secondary_stack` layers one render may build, nested ones included.
@@ -1171,21 +1129,19 @@ fn stack_layers(
             stored.revision,
             &stored.definition,
         )?;
-        let (prefix, image) = match op
+        let image = match op
             .options
             .get("secondary_image")
             .and_then(serde_json::Value::as_str)
         {
             Some(hash) => {
-                let rec =
-                    find_image(svc, org, &ImageRef::Hash(hash.to_string())).map_err(|_| {
-                        Error::Invalid(format!(
-                            "composition.secondary_image: image '{hash}' not found"
-                        ))
-                    })?;
-                (by_prefix(hash, &rec), rec)
+                find_image(svc, org, &ImageRef::Hash(hash.to_string())).map_err(|_| {
+                    Error::Invalid(format!(
+                        "composition.secondary_image: image '{hash}' not found"
+                    ))
+                })?
             }
-            None => (None, primary.clone()),
+            None => primary.clone(),
         };
         let variables = layer_variables(op.options.get("secondary_stack_variables"));
         let chain: Vec<&StackDefinition> = links.iter().map(|l| &l.definition).collect();
@@ -1226,7 +1182,6 @@ fn stack_layers(
                     })
                     .collect(),
                 protected,
-                prefix,
             });
         }
     }

@@ -1073,8 +1073,13 @@ impl ImageRecords for SledStore {
                     },
                 ),
         );
-        // No resolution depends on an image being absent, but a hash prefix's: those are
-        // looked up again on every hit (see [`Records::generation`]).
+        // Checked after the commit: of two such images inserted at once, the later one to
+        // look sees the earlier ([`Records::generation`]).
+        if matches!(result, Ok(Inserted::Created))
+            && self.prefix_shared(&rec.organization, &rec.hash)?
+        {
+            self.changed();
+        }
         result
     }
 
@@ -1276,10 +1281,22 @@ mod tests {
             "user_metadata": {}, "opaque": true, "animated": false
         }))
         .unwrap();
+        // A new image moves it only when another one shares its first six characters, the
+        // shortest prefix a URL may name an image by.
+        let with_hash = |hash: String| ImageRecord {
+            hash,
+            ..rec.clone()
+        };
         let before = store.generation().unwrap();
         store.insert_image(&rec).unwrap();
-        // A new image changes no resolution but a hash prefix's, which is checked on each hit.
+        store
+            .insert_image(&with_hash(format!("aaaaab{}", "c".repeat(34))))
+            .unwrap();
         assert_eq!(store.generation().unwrap(), before, "insert_image moved it");
+        store
+            .insert_image(&with_hash(format!("aaaaaa{}", "c".repeat(34))))
+            .unwrap();
+        moved("insert_image of an image sharing six characters");
         rec.deleted = true;
         store.update_image(&rec).unwrap();
         moved("update_image");

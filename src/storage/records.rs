@@ -21,6 +21,7 @@ use super::renders::{Purged, RenderMeta, StoredRender};
 use super::stacks::StoredStack;
 use super::{DayStats, Inserted, OrgUsage, Result, ServedPath};
 use crate::model::account::{ApiKey, Membership, Organization, User};
+use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use futures_util::future::BoxFuture;
 
@@ -78,6 +79,12 @@ pub trait Accounts {
 /// Source-image records, with their binary-hash index, blob references and usage counters
 /// kept in the same transaction as the record.
 pub trait ImageRecords {
+    /// Whether another image of the organization shares the first [`SHORTEST_PREFIX`]
+    /// characters of `hash` (see [`Records::generation`]).
+    fn prefix_shared(&self, org: &str, hash: &str) -> Result<bool> {
+        let prefix = hash.get(..SHORTEST_PREFIX).unwrap_or(hash);
+        Ok(self.hashes_with_prefix(org, prefix, 2)?.len() > 1)
+    }
     fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>>;
     /// The records of `hashes`, in their order (`None` where there is none): what a listing
     /// page reads, in one round trip on a database server.
@@ -324,12 +331,13 @@ pub trait Records:
     /// still true while it reads `g`: the remembered-URL shortcut rests on this. A shared
     /// backend reads it from the records (or from what they notify), so it can fail.
     ///
-    /// Inserting a new image does not move it: what a resolution derived from the records
-    /// stays true when an image is added, except that a hash prefix may then name two
-    /// images. Whoever remembers a resolution made through a prefix looks the prefix up
-    /// again ([`ImageRecords::hashes_with_prefix`]) before trusting it. So uploads, the most
-    /// frequent change, leave every node's remembered URLs and cached renders in place (and
-    /// on a shared backend do not wait for the other nodes to acknowledge).
+    /// Inserting a new image moves it only when another image of the organization shares
+    /// the first [`SHORTEST_PREFIX`] characters of its hash: nothing resolved before a new
+    /// image stops being true except what a hash prefix names, and a prefix a URL may use
+    /// can only come to name two images if they share that much. Uploads, the most frequent
+    /// change, so leave every node's remembered URLs and cached renders in place (and on a
+    /// shared backend do not wait for the other nodes). The check runs after the insert
+    /// commits, so of two such images inserted at once the later one to look sees the other.
     fn generation(&self) -> Result<u64>;
     /// Serialises "is this blob still unreferenced? then remove its bytes" (GC) with "these
     /// bytes are stored, so refer to them" (an upload of bytes already stored): without it, GC

@@ -902,8 +902,9 @@ async fn sign_url_signs_render_urls_with_the_organizations_key() {
 }
 
 /// A URL that names its image by a hash prefix is remembered after its first answer; an
-/// upload that makes the prefix name two images must end that answer at once (uploads leave
-/// the store generation alone), while a whole-hash URL of the same image keeps answering.
+/// upload that makes the prefix name two images must end that answer at once (most uploads
+/// leave the remembered URLs alone: only one sharing six characters moves the generation),
+/// while a whole-hash URL of the same image keeps answering.
 #[actix_rt::test]
 async fn a_prefix_url_stops_answering_once_an_upload_makes_it_ambiguous() {
     let app = spawn_app().await;

@@ -14,6 +14,7 @@
 
 use super::aliases::delete_aliases_of_tx;
 use super::{bump_generation, from_row, to_i64, to_json, to_u64, PgStore};
+use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use crate::storage::index;
 use crate::storage::{ImageRecords, Inserted, Result};
@@ -446,8 +447,29 @@ impl ImageRecords for PgStore {
             if !rec.deleted {
                 adjust_org_blob(&tx, &rec, 1).await?;
             }
-            // A new image moves no generation (see `Records::generation`).
             tx.commit().await?;
+            // Only when another image shares its shortest prefix (`Records::generation`);
+            // looked at after the commit, so of two such images inserted at once, the later
+            // one to look sees the other.
+            let prefix = rec
+                .hash
+                .get(..SHORTEST_PREFIX)
+                .unwrap_or(&rec.hash)
+                .to_string();
+            let end = after_prefix(&prefix).unwrap_or_else(|| "g".into());
+            let shared: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM (SELECT 1 FROM images WHERE org = $1 \
+                     AND hash >= $2 AND hash < $3 LIMIT 2) AS s",
+                    &[&c.org, &prefix, &end],
+                )
+                .await?
+                .try_get(0)?;
+            if shared > 1 {
+                let tx = client.transaction().await?;
+                bump_generation(&tx).await?;
+                tx.commit().await?;
+            }
             Ok(Inserted::Created)
         })
     }

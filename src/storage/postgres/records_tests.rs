@@ -262,7 +262,11 @@ fn every_image_and_alias_change_but_a_new_image_moves_the_generation() {
     let before = store.generation().unwrap();
     store.insert_image(&rec).unwrap();
     store.insert_image(&image("acme", 'd', 'b', 1)).unwrap();
-    // No resolution depends on an image's absence but a hash prefix's, checked on each hit.
+    // A new image moves it only when another one shares its first six characters, the
+    // shortest prefix a URL may name an image by.
+    let mut near = image("acme", 'a', 'b', 1);
+    near.hash = format!("aaaaab{}", "c".repeat(34));
+    store.insert_image(&near).unwrap();
     assert_eq!(store.generation().unwrap(), before, "insert_image moved it");
     let mut last = before;
     let mut moved = |what: &str| {
@@ -270,6 +274,10 @@ fn every_image_and_alias_change_but_a_new_image_moves_the_generation() {
         assert!(now > last, "{what} left the generation at {now}");
         last = now;
     };
+    let mut shared = image("acme", 'a', 'b', 1);
+    shared.hash = format!("aaaaaa{}", "c".repeat(34));
+    store.insert_image(&shared).unwrap();
+    moved("insert_image of an image sharing six characters");
     store.update_image(&rec).unwrap();
     moved("update_image");
     store.put_alias(&alias("hero", 'a'), false).unwrap();
