@@ -792,7 +792,26 @@ impl ListQuery {
                 best = Some((i, n));
             }
         }
-        if let Some((i, _)) = best {
+        // In creation order, one value's entries are already in order and the other filters
+        // may be checked on index positions: step 2 walks them and reads only the page.
+        let created_order = matches!(
+            self.sort.as_slice(),
+            [(Field::Indexed(IndexField::Created), _)]
+        );
+        let walked_in_order = |i: usize| {
+            created_order
+                && self.facets.is_empty()
+                && matches!(
+                    sources[i],
+                    Source::Index {
+                        exact: true,
+                        single: true,
+                        ..
+                    }
+                )
+                && self.probes(Some(i)).is_some()
+        };
+        if let Some((i, _)) = best.filter(|(i, _)| !walked_in_order(*i)) {
             if let Some(h) = self.collect(store, org, &sources[i], self.bounds.small * 4)? {
                 return self.in_memory(store, org, h);
             }
@@ -810,16 +829,25 @@ impl ListQuery {
                 );
             }
             if *sort_field == IndexField::Created {
-                let one_value = sources.iter().enumerate().find(|(_, s)| {
-                    matches!(
-                        s,
-                        Source::Index {
-                            exact: true,
-                            single: true,
-                            ..
-                        }
-                    )
-                });
+                // The value with the fewest entries, as far as step 1 counted them.
+                let one_value = sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| {
+                        matches!(
+                            s,
+                            Source::Index {
+                                exact: true,
+                                single: true,
+                                ..
+                            }
+                        )
+                    })
+                    .min_by_key(|(i, _)| match known[*i] {
+                        Counted::Exactly(n) => n,
+                        Counted::Over(c) => c.saturating_add(1),
+                        Counted::Unknown => usize::MAX,
+                    });
                 if let Some((i, Source::Index { field, spans, .. })) = one_value {
                     let total = (self.filters.len() == 1 && field.counted())
                         .then(|| store.value_count(org, self.deleted, field, &spans[0].from))
@@ -854,17 +882,35 @@ impl ListQuery {
         // 3. In creation order: one filter's index positions carry the creation time, so its
         //    candidates are ordered without reading them.
         if let [(Field::Indexed(IndexField::Created), asc)] = self.sort.as_slice() {
-            let mut best: Option<(usize, usize)> = None;
-            for (i, s) in sources.iter().enumerate() {
-                if matches!(s, Source::Index { .. }) {
-                    let n = self.estimate(store, org, s, self.bounds.positions, &mut known[i])?;
+            let indexed: Vec<usize> = (0..sources.len())
+                .filter(|i| matches!(sources[*i], Source::Index { .. }))
+                .collect();
+            // One candidate is walked at once (the walk stops past the bound); of several,
+            // the one with the fewest entries.
+            let mut best: Option<(usize, usize)> = match indexed.as_slice() {
+                [i] if !known[*i].over(self.bounds.positions) => Some((*i, 0)),
+                _ => None,
+            };
+            if indexed.len() > 1 {
+                for &i in &indexed {
+                    let n = self.estimate(
+                        store,
+                        org,
+                        &sources[i],
+                        self.bounds.positions,
+                        &mut known[i],
+                    )?;
                     if n <= self.bounds.positions && best.is_none_or(|(_, b)| n < b) {
                         best = Some((i, n));
                     }
                 }
             }
             if let Some((i, _)) = best {
-                return self.by_creation(store, org, &sources[i], i, !*asc);
+                let cap = self.bounds.positions;
+                match self.by_creation(store, org, &sources[i], i, !*asc, cap)? {
+                    Some(answer) => return Ok(answer),
+                    None => known[i] = Counted::Over(cap),
+                }
             }
         }
         // 4. A candidate set that still fits in memory.
@@ -1041,7 +1087,8 @@ impl ListQuery {
         source: &Source,
         source_filter: usize,
         reverse: bool,
-    ) -> Result<Answer> {
+        cap: usize,
+    ) -> Result<Option<Answer>> {
         let Source::Index {
             field,
             spans,
@@ -1057,10 +1104,14 @@ impl ListQuery {
         } else {
             None
         };
+        // At most `cap` entries, or `None`.
         let mut positions: Vec<([u8; index::CREATED_LEN], String)> = Vec::new();
         for span in spans {
             for p in store.index_walk(org, self.deleted, field, span, false) {
                 let p = p?;
+                if positions.len() == cap {
+                    return Ok(None);
+                }
                 positions.push((p.created, p.hash));
             }
         }
@@ -1214,7 +1265,7 @@ impl ListQuery {
                 self.bounds.collect
             )));
         };
-        Ok(Answer {
+        Ok(Some(Answer {
             more: if only {
                 start + skipped + page.len() < total
             } else {
@@ -1225,7 +1276,7 @@ impl ListQuery {
             total,
             total_cut: !only && cut,
             facets,
-        })
+        }))
     }
 
     /// Reads the candidates, keeps the matches and sorts and pages them in memory.
