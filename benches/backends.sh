@@ -23,7 +23,7 @@
 # Without DARKROOM_TEST_S3_* the shared one-node phase keeps its bytes in its data folder and
 # the two-node phase is skipped. The listing forms at scale are benches/scale.sh.
 #
-# The photo: PHOTO, else target/bench-peers/data/jpeg/img01.jpg; when that is missing it is made
+# The photo: PHOTO, else target/bench-backends/photo.jpg; when that is missing it is made
 # here with ImageMagick (4000x3000, seeded plasma and noise, q94: about 4.6 MB).
 #
 # Usage: DATABASE_URL=... bash benches/backends.sh   (env: DARKROOM_BIN, SKIP_BUILD=1, COUNT=100,
@@ -50,7 +50,7 @@ if [[ -z "${DARKROOM_BIN:-}" ]]; then
     DARKROOM_BIN=$REPO/target/release/darkroom
 fi
 if [[ -z ${PHOTO:-} ]]; then
-    PHOTO=$REPO/target/bench-peers/data/jpeg/img01.jpg
+    PHOTO=$REPO/target/bench-backends/photo.jpg
     if [[ ! -f $PHOTO ]]; then
         mkdir -p "$(dirname "$PHOTO")"
         convert -seed 7 -size 4000x3000 plasma:fractal -blur 0x2 -attenuate 0.4 +noise Gaussian \
