@@ -54,7 +54,7 @@ if [[ -z ${PHOTO:-} ]]; then
     if [[ ! -f $PHOTO ]]; then
         mkdir -p "$(dirname "$PHOTO")"
         convert -seed 7 -size 4000x3000 plasma:fractal -blur 0x2 -attenuate 0.4 +noise Gaussian \
-            -quality 94 -sampling-factor 4:2:0 "$PHOTO.part" && mv "$PHOTO.part" "$PHOTO"
+            -quality 94 -sampling-factor 4:2:0 "jpg:$PHOTO.part" && mv "$PHOTO.part" "$PHOTO"
     fi
 fi
 [[ -f $PHOTO ]] || { echo "no photo at $PHOTO" >&2; exit 2; }
