@@ -885,24 +885,20 @@ impl ListQuery {
             let indexed: Vec<usize> = (0..sources.len())
                 .filter(|i| matches!(sources[*i], Source::Index { .. }))
                 .collect();
-            // One candidate is walked at once (the walk stops past the bound); of several,
-            // the one with the fewest entries.
-            let mut best: Option<(usize, usize)> = match indexed.as_slice() {
-                [i] if !known[*i].over(self.bounds.positions) => Some((*i, 0)),
-                _ => None,
-            };
-            if indexed.len() > 1 {
-                for &i in &indexed {
-                    let n = self.estimate(
-                        store,
-                        org,
-                        &sources[i],
-                        self.bounds.positions,
-                        &mut known[i],
-                    )?;
-                    if n <= self.bounds.positions && best.is_none_or(|(_, b)| n < b) {
-                        best = Some((i, n));
-                    }
+            // Counted first, even when there is one: counting entries costs less than reading
+            // them (on a database server, much less), and a candidate past the bound is
+            // common (a range matching most images).
+            let mut best: Option<(usize, usize)> = None;
+            for &i in &indexed {
+                let n = self.estimate(
+                    store,
+                    org,
+                    &sources[i],
+                    self.bounds.positions,
+                    &mut known[i],
+                )?;
+                if n <= self.bounds.positions && best.is_none_or(|(_, b)| n < b) {
+                    best = Some((i, n));
                 }
             }
             if let Some((i, _)) = best {
