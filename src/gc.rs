@@ -92,7 +92,8 @@ pub fn run_once_reporting(
     for (org, hash) in store.expired_images(cutoff, budget)? {
         report.bytes_freed += store.purge_image_renders(&org, &hash, false)?.store_bytes();
         store.drop_restore_paths(&org, &hash)?;
-        if let Some(blob) = store.remove_image(&org, &hash)? {
+        // Only if still expired: an upload of the same bytes may have brought it back.
+        if let Some(blob) = store.remove_expired_image(&org, &hash, cutoff)? {
             unreferenced.push(blob);
         }
         report.expired_images += 1;

@@ -433,34 +433,50 @@ async fn store_uploads(
             animated: info.animated,
             frames: u32::try_from(info.frames).unwrap_or(u32::MAX),
         };
-        let stored = match svc.store.insert_image(&rec)? {
-            Inserted::Created => rec,
-            Inserted::Exists(existing) if existing.blob != rec.blob => {
-                // Only a kept hash can name other bytes.
-                return Err(Error::Conflict(format!(
-                    "source image '{}' already exists with other bytes",
-                    existing.hash
-                )));
-            }
-            Inserted::Exists(mut existing) => {
-                // Re-uploading: provided user fields are set, others kept; a deleted image
-                // comes back.
-                let mut changed = false;
-                if let Some(user) = m.user {
-                    for (k, v) in user {
-                        existing.user_metadata.insert(k, v);
+        // A soft-deleted record found by the insert may be collected before the update that
+        // brings it back: the insert is then made again, still under the removal lock when
+        // the bytes were already stored, so they stay.
+        let mut attempts = 0;
+        let stored = loop {
+            attempts += 1;
+            match svc.store.insert_image(&rec)? {
+                Inserted::Created => break rec,
+                Inserted::Exists(existing) if existing.blob != rec.blob => {
+                    // Only a kept hash can name other bytes.
+                    return Err(Error::Conflict(format!(
+                        "source image '{}' already exists with other bytes",
+                        existing.hash
+                    )));
+                }
+                Inserted::Exists(mut existing) => {
+                    // Re-uploading: provided user fields are set, others kept; a deleted
+                    // image comes back.
+                    let mut changed = false;
+                    if let Some(user) = &m.user {
+                        for (k, v) in user {
+                            existing.user_metadata.insert(k.clone(), v.clone());
+                        }
+                        changed = true;
                     }
-                    changed = true;
+                    if existing.deleted {
+                        existing.deleted = false;
+                        existing.deleted_at = None;
+                        changed = true;
+                    }
+                    if changed && !svc.store.update_image(&existing)? {
+                        if attempts < 3 {
+                            continue;
+                        }
+                        return Err(Error::Busy {
+                            message: format!(
+                                "source image '{}' was being collected; upload it again",
+                                existing.hash
+                            ),
+                            retry_after_secs: 1,
+                        });
+                    }
+                    break *existing;
                 }
-                if existing.deleted {
-                    existing.deleted = false;
-                    existing.deleted_at = None;
-                    changed = true;
-                }
-                if changed {
-                    svc.store.update_image(&existing)?;
-                }
-                *existing
             }
         };
         items.push(stored);
@@ -816,8 +832,15 @@ async fn derive_variant(
             let mut revived = existing;
             revived.deleted = false;
             revived.deleted_at = None;
-            svc.store.update_image(&revived)?;
-            *revived
+            if svc.store.update_image(&revived)? {
+                *revived
+            } else {
+                // Collected in between (the source's record still holds the bytes): anew.
+                match svc.store.insert_image(&rec)? {
+                    Inserted::Created => rec,
+                    Inserted::Exists(existing) => *existing,
+                }
+            }
         }
         Inserted::Exists(existing) => *existing,
     };

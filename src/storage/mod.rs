@@ -1128,60 +1128,13 @@ impl ImageRecords for SledStore {
     /// when no record of any organization refers to it any more, so the caller can remove the
     /// file.
     fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
-        let k = key2(org, hash);
-        let result = tx_result(
-            (
-                &self.images,
-                &self.img_binary,
-                &self.img_index,
-                &self.img_counts,
-                &self.blob_refs,
-                &self.org_blobs,
-                &self.org_usage,
-            )
-                .transaction(
-                    |(
-                        images,
-                        img_binary,
-                        img_index,
-                        img_counts,
-                        blob_refs,
-                        org_blobs,
-                        org_usage,
-                    )| {
-                        let Some(old) = images.remove(k.as_slice())? else {
-                            return Ok(None);
-                        };
-                        let rec: ImageRecord = tx_decode("images", &old)?;
-                        img_binary.remove(key3(org, &rec.binary_hash, hash))?;
-                        index_record(img_index, img_counts, &rec, -1)?;
-                        if !rec.deleted {
-                            adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
-                        }
-                        let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
-                            Some(v) => tx_decode("blob_refs", &v)?,
-                            None => BlobRef {
-                                size: rec.size,
-                                refs: 1,
-                            },
-                        };
-                        r.refs = r.refs.saturating_sub(1);
-                        if r.refs == 0 {
-                            blob_refs.remove(rec.blob.as_bytes())?;
-                            Ok(Some(rec.blob))
-                        } else {
-                            blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
-                            Ok(None)
-                        }
-                    },
-                ),
-        );
-        self.changed();
-        // After the record: an alias made meanwhile found no image, so none is left behind.
-        if result.is_ok() {
-            self.delete_aliases_of(org, hash)?;
-        }
-        result
+        self.remove_image_where(org, hash, |_| true)
+    }
+
+    fn remove_expired_image(&self, org: &str, hash: &str, cutoff: i64) -> Result<Option<String>> {
+        self.remove_image_where(org, hash, |rec| {
+            rec.deleted && rec.deleted_at.is_some_and(|at| at < cutoff)
+        })
     }
 
     /// Number of image records referring to a blob.
@@ -1223,6 +1176,76 @@ impl ImageRecords for SledStore {
     }
 }
 
+impl SledStore {
+    /// Removes an image record for good when `remove` says so of it, in one transaction
+    /// ([`ImageRecords::remove_image`]).
+    fn remove_image_where(
+        &self,
+        org: &str,
+        hash: &str,
+        remove: impl Fn(&ImageRecord) -> bool,
+    ) -> Result<Option<String>> {
+        let k = key2(org, hash);
+        let result = tx_result(
+            (
+                &self.images,
+                &self.img_binary,
+                &self.img_index,
+                &self.img_counts,
+                &self.blob_refs,
+                &self.org_blobs,
+                &self.org_usage,
+            )
+                .transaction(
+                    |(
+                        images,
+                        img_binary,
+                        img_index,
+                        img_counts,
+                        blob_refs,
+                        org_blobs,
+                        org_usage,
+                    )| {
+                        let Some(old) = images.get(k.as_slice())? else {
+                            return Ok(None);
+                        };
+                        let rec: ImageRecord = tx_decode("images", &old)?;
+                        if !remove(&rec) {
+                            return Ok(None);
+                        }
+                        images.remove(k.as_slice())?;
+                        img_binary.remove(key3(org, &rec.binary_hash, hash))?;
+                        index_record(img_index, img_counts, &rec, -1)?;
+                        if !rec.deleted {
+                            adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
+                        }
+                        let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
+                            Some(v) => tx_decode("blob_refs", &v)?,
+                            None => BlobRef {
+                                size: rec.size,
+                                refs: 1,
+                            },
+                        };
+                        r.refs = r.refs.saturating_sub(1);
+                        if r.refs == 0 {
+                            blob_refs.remove(rec.blob.as_bytes())?;
+                            Ok(Some(rec.blob))
+                        } else {
+                            blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
+                            Ok(None)
+                        }
+                    },
+                ),
+        );
+        self.changed();
+        // After the record: an alias made meanwhile found no image, so none is left behind.
+        if result.is_ok() {
+            self.delete_aliases_of(org, hash)?;
+        }
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1252,6 +1275,43 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
         assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn gc_removes_an_image_only_while_it_is_still_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
+        store.create_org(&fixtures::org("acme")).unwrap();
+        let mut rec: ImageRecord = serde_json::from_value(serde_json::json!({
+            "organization": "acme", "hash": "a".repeat(40), "binary_hash": "b".repeat(40),
+            "blob": "c".repeat(64), "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
+            "size": 1, "width": 1, "height": 1, "created": "2024-01-01T00:00:00+00:00",
+            "created_ns": 1_700_000_000_000_000_000_i128, "deleted": false,
+            "user_metadata": {}, "opaque": true, "animated": false
+        }))
+        .unwrap();
+        store.insert_image(&rec).unwrap();
+        // Live (brought back by an upload after GC picked it): kept.
+        assert_eq!(
+            store.remove_expired_image("acme", &rec.hash, 100).unwrap(),
+            None
+        );
+        assert!(store.get_image("acme", &rec.hash).unwrap().is_some());
+        rec.deleted = true;
+        rec.deleted_at = Some(100);
+        store.update_image(&rec).unwrap();
+        // Deleted again, after the cutoff: kept.
+        assert_eq!(
+            store.remove_expired_image("acme", &rec.hash, 100).unwrap(),
+            None
+        );
+        assert!(store.get_image("acme", &rec.hash).unwrap().is_some());
+        // Deleted before the cutoff: removed, with its blob.
+        assert_eq!(
+            store.remove_expired_image("acme", &rec.hash, 101).unwrap(),
+            Some("c".repeat(64))
+        );
+        assert!(store.get_image("acme", &rec.hash).unwrap().is_none());
     }
 
     #[test]

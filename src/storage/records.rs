@@ -113,6 +113,11 @@ pub trait ImageRecords {
     /// names an image that is gone for good). Returns the blob id when no record of any
     /// organization refers to it any more, so the caller can remove the bytes.
     fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>>;
+    /// [`ImageRecords::remove_image`], only if the record is still soft-deleted and was
+    /// deleted before `cutoff` (unix seconds), checked in the removal's own transaction: GC
+    /// picks expired images first and removes them after, and an upload of the same bytes
+    /// may bring one back in between.
+    fn remove_expired_image(&self, org: &str, hash: &str, cutoff: i64) -> Result<Option<String>>;
     /// Number of image records (of every organization, deleted or not) referring to a blob.
     fn blob_refs(&self, blob: &str) -> Result<u64>;
     /// Every image record, for offline passes (verify, export).

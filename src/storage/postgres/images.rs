@@ -508,51 +508,11 @@ impl ImageRecords for PgStore {
     }
 
     fn remove_image(&self, org: &str, hash: &str) -> Result<Option<String>> {
-        let org = org.to_string();
-        let hash = hash.to_string();
-        let edge = self.edge_on.load(std::sync::atomic::Ordering::SeqCst);
-        self.run(move |pool| async move {
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            // The blob is known only from the row; its lock comes before the row's removal.
-            let Some(row) = tx
-                .query_opt(
-                    "SELECT blob FROM images WHERE org = $1 AND hash = $2",
-                    &[&org, &hash],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            let blob: String = row.try_get(0)?;
-            lock_blob(&tx, &blob).await?;
-            let Some(row) = tx
-                .query_opt(
-                    "DELETE FROM images WHERE org = $1 AND hash = $2 RETURNING record",
-                    &[&org, &hash],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            let rec: ImageRecord = from_row("images", &row, 0)?;
-            index_record(&tx, &rec, false).await?;
-            if !rec.deleted {
-                adjust_org_blob(&tx, &rec, -1).await?;
-            }
-            let referred: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM images WHERE blob = $1)",
-                    &[&rec.blob],
-                )
-                .await?
-                .try_get(0)?;
-            // An alias never names an image that is gone for good.
-            delete_aliases_of_tx(&tx, &org, &hash, edge).await?;
-            bump_generation(&tx).await?;
-            tx.commit().await?;
-            Ok((!referred).then_some(rec.blob))
-        })
+        self.remove_image_where(org, hash, None)
+    }
+
+    fn remove_expired_image(&self, org: &str, hash: &str, cutoff: i64) -> Result<Option<String>> {
+        self.remove_image_where(org, hash, Some(cutoff))
     }
 
     fn blob_refs(&self, blob: &str) -> Result<u64> {
@@ -633,5 +593,63 @@ impl Iterator for AllImages<'_> {
             }
         }
         self.batch.pop_front().map(Ok)
+    }
+}
+
+impl PgStore {
+    /// Removes an image record for good, with `expired_before`: only if it is still
+    /// soft-deleted and was deleted before that time ([`ImageRecords::remove_expired_image`]).
+    fn remove_image_where(
+        &self,
+        org: &str,
+        hash: &str,
+        expired_before: Option<i64>,
+    ) -> Result<Option<String>> {
+        let org = org.to_string();
+        let hash = hash.to_string();
+        let edge = self.edge_on.load(std::sync::atomic::Ordering::SeqCst);
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            // The blob is known only from the row; its lock comes before the row's removal.
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT blob FROM images WHERE org = $1 AND hash = $2",
+                    &[&org, &hash],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let blob: String = row.try_get(0)?;
+            lock_blob(&tx, &blob).await?;
+            let Some(row) = tx
+                .query_opt(
+                    "DELETE FROM images WHERE org = $1 AND hash = $2 \
+                     AND ($3::bigint IS NULL OR (deleted AND deleted_at < $3)) RETURNING record",
+                    &[&org, &hash, &expired_before],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let rec: ImageRecord = from_row("images", &row, 0)?;
+            index_record(&tx, &rec, false).await?;
+            if !rec.deleted {
+                adjust_org_blob(&tx, &rec, -1).await?;
+            }
+            let referred: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM images WHERE blob = $1)",
+                    &[&rec.blob],
+                )
+                .await?
+                .try_get(0)?;
+            // An alias never names an image that is gone for good.
+            delete_aliases_of_tx(&tx, &org, &hash, edge).await?;
+            bump_generation(&tx).await?;
+            tx.commit().await?;
+            Ok((!referred).then_some(rec.blob))
+        })
     }
 }

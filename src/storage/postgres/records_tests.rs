@@ -254,6 +254,37 @@ fn a_short_hash_is_the_shortest_unique_prefix_of_at_least_six() {
 
 #[test]
 #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
+fn gc_removes_an_image_only_while_it_is_still_expired() {
+    let Some(store) = testing::store("img_expired") else {
+        return;
+    };
+    let mut rec = image("acme", 'a', 'b', 1);
+    store.insert_image(&rec).unwrap();
+    // Live (brought back by an upload after GC picked it): kept.
+    assert_eq!(
+        store.remove_expired_image("acme", &rec.hash, 100).unwrap(),
+        None
+    );
+    assert!(store.get_image("acme", &rec.hash).unwrap().is_some());
+    rec.deleted = true;
+    rec.deleted_at = Some(100);
+    store.update_image(&rec).unwrap();
+    // Deleted again, after the cutoff: kept.
+    assert_eq!(
+        store.remove_expired_image("acme", &rec.hash, 100).unwrap(),
+        None
+    );
+    assert!(store.get_image("acme", &rec.hash).unwrap().is_some());
+    // Deleted before the cutoff: removed, with its blob.
+    assert_eq!(
+        store.remove_expired_image("acme", &rec.hash, 101).unwrap(),
+        Some("b".repeat(64))
+    );
+    assert!(store.get_image("acme", &rec.hash).unwrap().is_none());
+}
+
+#[test]
+#[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
 fn every_image_and_alias_change_but_a_new_image_moves_the_generation() {
     let Some(store) = testing::store("img_generation") else {
         return;
