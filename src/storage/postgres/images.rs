@@ -14,7 +14,6 @@
 
 use super::aliases::delete_aliases_of_tx;
 use super::{bump_generation, from_row, to_i64, to_json, to_u64, PgStore};
-use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use crate::storage::index;
 use crate::storage::{ImageRecords, Inserted, Result};
@@ -421,8 +420,9 @@ impl ImageRecords for PgStore {
 
     fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
         let c = Columns::of(rec)?;
+        let (org, hash) = (rec.organization.clone(), rec.hash.clone());
         let rec = rec.clone();
-        self.run(move |pool| async move {
+        let inserted = self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             lock_blob(&tx, &c.blob).await?;
@@ -448,30 +448,14 @@ impl ImageRecords for PgStore {
                 adjust_org_blob(&tx, &rec, 1).await?;
             }
             tx.commit().await?;
-            // Only when another image shares its shortest prefix (`Records::generation`);
-            // looked at after the commit, so of two such images inserted at once, the later
-            // one to look sees the other.
-            let prefix = rec
-                .hash
-                .get(..SHORTEST_PREFIX)
-                .unwrap_or(&rec.hash)
-                .to_string();
-            let end = after_prefix(&prefix).unwrap_or_else(|| "g".into());
-            let shared: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM (SELECT 1 FROM images WHERE org = $1 \
-                     AND hash >= $2 AND hash < $3 LIMIT 2) AS s",
-                    &[&c.org, &prefix, &end],
-                )
-                .await?
-                .try_get(0)?;
-            if shared > 1 {
-                let tx = client.transaction().await?;
-                bump_generation(&tx).await?;
-                tx.commit().await?;
-            }
             Ok(Inserted::Created)
-        })
+        })?;
+        // Checked after the commit, so that of two such images inserted at once, the later
+        // one to look sees the other (`Records::generation`).
+        if matches!(inserted, Inserted::Created) && self.prefix_shared(&org, &hash)? {
+            self.changed()?;
+        }
+        Ok(inserted)
     }
 
     fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
