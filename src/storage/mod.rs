@@ -1277,19 +1277,24 @@ mod tests {
         assert!(err.contains("newer"), "{err}");
     }
 
-    #[test]
-    fn gc_removes_an_image_only_while_it_is_still_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 8).unwrap();
-        store.create_org(&fixtures::org("acme")).unwrap();
-        let mut rec: ImageRecord = serde_json::from_value(serde_json::json!({
+    /// Image `aaaa…` of organization `acme`, blob `cccc…`.
+    fn acme_image() -> ImageRecord {
+        serde_json::from_value(serde_json::json!({
             "organization": "acme", "hash": "a".repeat(40), "binary_hash": "b".repeat(40),
             "blob": "c".repeat(64), "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
             "size": 1, "width": 1, "height": 1, "created": "2024-01-01T00:00:00+00:00",
             "created_ns": 1_700_000_000_000_000_000_i128, "deleted": false,
             "user_metadata": {}, "opaque": true, "animated": false
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn gc_removes_an_image_only_while_it_is_still_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
+        store.create_org(&fixtures::org("acme")).unwrap();
+        let mut rec = acme_image();
         store.insert_image(&rec).unwrap();
         // Live (brought back by an upload after GC picked it): kept.
         assert_eq!(
@@ -1333,14 +1338,7 @@ mod tests {
         moved("create_org");
         store.put_org(&org).unwrap();
         moved("put_org");
-        let mut rec: ImageRecord = serde_json::from_value(serde_json::json!({
-            "organization": "acme", "hash": "a".repeat(40), "binary_hash": "b".repeat(40),
-            "blob": "c".repeat(64), "name": "a.jpg", "format": "jpg", "mimetype": "image/jpeg",
-            "size": 1, "width": 1, "height": 1, "created": "2024-01-01T00:00:00+00:00",
-            "created_ns": 1_700_000_000_000_000_000_i128, "deleted": false,
-            "user_metadata": {}, "opaque": true, "animated": false
-        }))
-        .unwrap();
+        let mut rec = acme_image();
         // A new image moves it only when another one shares its first six characters, the
         // shortest prefix a URL may name an image by.
         let with_hash = |hash: String| ImageRecord {

@@ -255,7 +255,7 @@ fn a_short_hash_is_the_shortest_unique_prefix_of_at_least_six() {
 #[test]
 #[ignore = "needs a PostgreSQL in DATABASE_URL (.ci/postgres)"]
 fn gc_removes_an_image_only_while_it_is_still_expired() {
-    let Some(store) = testing::store("img_expired") else {
+    let Some(store) = testing::store("img_gc_expired") else {
         return;
     };
     let mut rec = image("acme", 'a', 'b', 1);
