@@ -770,11 +770,12 @@ impl ListQuery {
         // 1. A small candidate set, unless the page is one walk of an index that needs no
         //    record but the page's: the only filter is one counted value (its total is a
         //    counter) and the order is the creation order its positions carry (step 2).
+        let created_order = matches!(
+            self.sort.as_slice(),
+            [(Field::Indexed(IndexField::Created), _)]
+        );
         let direct = self.facets.is_empty()
-            && matches!(
-                self.sort.as_slice(),
-                [(Field::Indexed(IndexField::Created), _)]
-            )
+            && created_order
             && matches!(
                 sources.as_slice(),
                 [Source::Index {
@@ -794,10 +795,6 @@ impl ListQuery {
         }
         // In creation order, one value's entries are already in order and the other filters
         // may be checked on index positions: step 2 walks them and reads only the page.
-        let created_order = matches!(
-            self.sort.as_slice(),
-            [(Field::Indexed(IndexField::Created), _)]
-        );
         let walked_in_order = |i: usize| {
             created_order
                 && self.facets.is_empty()
@@ -882,26 +879,20 @@ impl ListQuery {
         // 3. In creation order: one filter's index positions carry the creation time, so its
         //    candidates are ordered without reading them.
         if let [(Field::Indexed(IndexField::Created), asc)] = self.sort.as_slice() {
-            let indexed: Vec<usize> = (0..sources.len())
-                .filter(|i| matches!(sources[*i], Source::Index { .. }))
-                .collect();
             // Counted first, even when there is one: counting entries costs less than reading
             // them (on a database server, much less), and a candidate past the bound is
             // common (a range matching most images).
             let mut best: Option<(usize, usize)> = None;
-            for &i in &indexed {
-                let n = self.estimate(
-                    store,
-                    org,
-                    &sources[i],
-                    self.bounds.positions,
-                    &mut known[i],
-                )?;
-                if n <= self.bounds.positions && best.is_none_or(|(_, b)| n < b) {
-                    best = Some((i, n));
+            for (i, s) in sources.iter().enumerate() {
+                if matches!(s, Source::Index { .. }) {
+                    let n = self.estimate(store, org, s, self.bounds.positions, &mut known[i])?;
+                    if n <= self.bounds.positions && best.is_none_or(|(_, b)| n < b) {
+                        best = Some((i, n));
+                    }
                 }
             }
             if let Some((i, _)) = best {
+                // The walk keeps the bound even if images were added since the count.
                 let cap = self.bounds.positions;
                 match self.by_creation(store, org, &sources[i], i, !*asc, cap)? {
                     Some(answer) => return Ok(answer),
