@@ -14,6 +14,7 @@
 
 use super::aliases::delete_aliases_of_tx;
 use super::{bump_generation, from_row, to_i64, to_json, to_u64, PgStore};
+use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use crate::storage::index;
 use crate::storage::{ImageRecords, Inserted, Result};
@@ -441,21 +442,41 @@ impl ImageRecords for PgStore {
                         &[&c.org, &c.hash],
                     )
                     .await?;
-                return Ok(Inserted::Exists(Box::new(from_row("images", &row, 0)?)));
+                return Ok((
+                    Inserted::Exists(Box::new(from_row("images", &row, 0)?)),
+                    true,
+                ));
             }
             index_record(&tx, &rec, true).await?;
             if !rec.deleted {
                 adjust_org_blob(&tx, &rec, 1).await?;
             }
+            // An image already there that shares the shortest prefix moves the generation
+            // with the insert (`Records::generation`), so no crash can come in between.
+            let prefix = rec.hash.get(..SHORTEST_PREFIX).unwrap_or(&rec.hash);
+            let end = after_prefix(prefix).unwrap_or_else(|| "g".into());
+            let shared: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM (SELECT 1 FROM images WHERE org = $1 \
+                     AND hash >= $2 AND hash < $3 LIMIT 2) AS s",
+                    &[&c.org, &prefix, &end],
+                )
+                .await?
+                .try_get(0)?;
+            if shared > 1 {
+                bump_generation(&tx).await?;
+            }
             tx.commit().await?;
-            Ok(Inserted::Created)
+            Ok((Inserted::Created, shared > 1))
         })?;
-        // Checked after the commit, so that of two such images inserted at once, the later
-        // one to look sees the other (`Records::generation`).
-        if matches!(inserted, Inserted::Created) && self.prefix_shared(&org, &hash)? {
-            self.changed()?;
+        // One inserted at the same time is seen only after the commit: of two such images
+        // the later one to look sees the other.
+        if let (Inserted::Created, false) = &inserted {
+            if self.prefix_shared(&org, &hash)? {
+                self.changed()?;
+            }
         }
-        Ok(inserted)
+        Ok(inserted.0)
     }
 
     fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
