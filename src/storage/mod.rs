@@ -30,6 +30,7 @@ pub mod space;
 pub mod stacks;
 
 use crate::model::account::{ApiKey, Membership, Organization, User};
+use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -1075,8 +1076,9 @@ impl ImageRecords for SledStore {
         );
         // Checked after the commit: of two such images inserted at once, the later one to
         // look sees the earlier ([`Records::generation`]).
+        let prefix = rec.hash.get(..SHORTEST_PREFIX).unwrap_or(&rec.hash);
         if matches!(result, Ok(Inserted::Created))
-            && self.prefix_shared(&rec.organization, &rec.hash)?
+            && self.hashes_with_prefix(&rec.organization, prefix, 2)?.len() > 1
         {
             self.changed();
         }

@@ -21,7 +21,6 @@ use super::renders::{Purged, RenderMeta, StoredRender};
 use super::stacks::StoredStack;
 use super::{DayStats, Inserted, OrgUsage, Result, ServedPath};
 use crate::model::account::{ApiKey, Membership, Organization, User};
-use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use futures_util::future::BoxFuture;
 
@@ -79,12 +78,6 @@ pub trait Accounts {
 /// Source-image records, with their binary-hash index, blob references and usage counters
 /// kept in the same transaction as the record.
 pub trait ImageRecords {
-    /// Whether another image of the organization shares the first [`SHORTEST_PREFIX`]
-    /// characters of `hash` (see [`Records::generation`]).
-    fn prefix_shared(&self, org: &str, hash: &str) -> Result<bool> {
-        let prefix = hash.get(..SHORTEST_PREFIX).unwrap_or(hash);
-        Ok(self.hashes_with_prefix(org, prefix, 2)?.len() > 1)
-    }
     fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>>;
     /// The records of `hashes`, in their order (`None` where there is none): what a listing
     /// page reads, in one round trip on a database server.
@@ -337,12 +330,13 @@ pub trait Records:
     /// backend reads it from the records (or from what they notify), so it can fail.
     ///
     /// Inserting a new image moves it only when another image of the organization shares
-    /// the first [`SHORTEST_PREFIX`] characters of its hash: nothing resolved before a new
+    /// the first [`SHORTEST_PREFIX`](crate::model::ids::SHORTEST_PREFIX) characters of its hash: nothing resolved before a new
     /// image stops being true except what a hash prefix names, and a prefix a URL may use
     /// can only come to name two images if they share that much. Uploads, the most frequent
     /// change, so leave every node's remembered URLs and cached renders in place (and on a
-    /// shared backend do not wait for the other nodes). The check runs after the insert
-    /// commits, so of two such images inserted at once the later one to look sees the other.
+    /// shared backend do not wait for the other nodes). Of two such images inserted at once,
+    /// the later one to look must see the other: the embedded store looks after the commit,
+    /// a shared backend in the transaction under a lock per prefix.
     fn generation(&self) -> Result<u64>;
     /// Serialises "is this blob still unreferenced? then remove its bytes" (GC) with "these
     /// bytes are stored, so refer to them" (an upload of bytes already stored): without it, GC

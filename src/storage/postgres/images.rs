@@ -25,6 +25,10 @@ use std::collections::VecDeque;
 /// a hash of the blob id (two-key advisory locks never meet the one-key locks of the store).
 const BLOB_LOCK_CLASS: i32 = 0x626c_6f62;
 
+/// Advisory lock class of the inserts whose hashes share their shortest prefix ("pfix"), so
+/// that of two such inserts the later one sees the other ([`ImageRecords::insert_image`]).
+const PREFIX_LOCK_CLASS: i32 = 0x7066_6978;
+
 /// Records read per query by [`ImageRecords::all_images`].
 const ALL_IMAGES_BATCH: i64 = 500;
 
@@ -421,9 +425,8 @@ impl ImageRecords for PgStore {
 
     fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
         let c = Columns::of(rec)?;
-        let (org, hash) = (rec.organization.clone(), rec.hash.clone());
         let rec = rec.clone();
-        let inserted = self.run(move |pool| async move {
+        self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             lock_blob(&tx, &c.blob).await?;
@@ -442,19 +445,23 @@ impl ImageRecords for PgStore {
                         &[&c.org, &c.hash],
                     )
                     .await?;
-                return Ok((
-                    Inserted::Exists(Box::new(from_row("images", &row, 0)?)),
-                    true,
-                ));
+                return Ok(Inserted::Exists(Box::new(from_row("images", &row, 0)?)));
             }
             index_record(&tx, &rec, true).await?;
             if !rec.deleted {
                 adjust_org_blob(&tx, &rec, 1).await?;
             }
-            // An image already there that shares the shortest prefix moves the generation
-            // with the insert (`Records::generation`), so no crash can come in between.
+            // An image that shares the shortest prefix moves the generation with the insert
+            // (`Records::generation`), so no crash can come in between. Inserts of one prefix
+            // take turns here, so of two at once the later one sees the other committed.
             let prefix = rec.hash.get(..SHORTEST_PREFIX).unwrap_or(&rec.hash);
-            let end = after_prefix(prefix).unwrap_or_else(|| "g".into());
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2 || '/' || $3))",
+                &[&PREFIX_LOCK_CLASS, &c.org, &prefix],
+            )
+            .await?;
+            // Hashes are hex, so every one that starts with `prefix` sorts below `prefix` + "g".
+            let end = format!("{prefix}g");
             let shared: i64 = tx
                 .query_one(
                     "SELECT count(*) FROM (SELECT 1 FROM images WHERE org = $1 \
@@ -467,16 +474,8 @@ impl ImageRecords for PgStore {
                 bump_generation(&tx).await?;
             }
             tx.commit().await?;
-            Ok((Inserted::Created, shared > 1))
-        })?;
-        // One inserted at the same time is seen only after the commit: of two such images
-        // the later one to look sees the other.
-        if let (Inserted::Created, false) = &inserted {
-            if self.prefix_shared(&org, &hash)? {
-                self.changed()?;
-            }
-        }
-        Ok(inserted.0)
+            Ok(Inserted::Created)
+        })
     }
 
     fn update_image(&self, rec: &ImageRecord) -> Result<bool> {

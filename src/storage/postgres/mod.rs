@@ -304,20 +304,6 @@ tokio::task_local! {
     static BUMPED: Cell<u64>;
 }
 
-impl PgStore {
-    /// Moves the change generation on its own, after a change that was committed without
-    /// it (and settles it like any change).
-    pub(crate) fn changed(&self) -> Result<()> {
-        self.run(|pool| async move {
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            bump_generation(&tx).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-}
-
 /// Moves the change generation, inside the transaction of the change; the change's
 /// [`PgStore::run`] settles the new value once the work is done.
 pub(crate) async fn bump_generation(client: &tokio_postgres::Transaction<'_>) -> Result<()> {
