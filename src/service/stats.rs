@@ -25,7 +25,13 @@ impl Traffic {
     /// Counts bytes served for an organization (renders and original downloads).
     pub fn add(&self, org: &str, bytes: u64) {
         if let Ok(mut p) = self.pending.lock() {
-            *p.entry(org.to_string()).or_default() += bytes;
+            // A hit's organization is almost always counted already: no key to allocate.
+            match p.get_mut(org) {
+                Some(sum) => *sum += bytes,
+                None => {
+                    p.insert(org.to_string(), bytes);
+                }
+            }
         }
     }
 
