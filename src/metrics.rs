@@ -342,7 +342,7 @@ pub fn render(svc: &Services) -> crate::error::Result<String> {
     register(
         &mut r,
         "darkroom_mezzanine_reads",
-        "Mezzanines read back from the render store instead of decoding the source again.",
+        "Renders that started from a mezzanine (stored, or kept in memory) instead of decoding the source again.",
         counter(&state.mezzanine_reads),
     );
     register(

@@ -21,6 +21,12 @@
 //! samples of a 12 MP photo are 36 MB, too many to store for every image. The latest few stay
 //! in memory ([`FULL_SIZE_KEPT_BYTES`]), so the large renders of a responsive set, which
 //! follow one another, decode the source once.
+//!
+//! The latest mezzanines read or built stay in memory as well ([`REDUCED_KEPT_BYTES`]): a
+//! stored 1/8 mezzanine is QOI, and decoding it again was about a quarter of the CPU of each
+//! later 300 px render. They are the same pixels as the stored ones, so they change nothing
+//! but the work; a purge of the image (or of its organization) through this node forgets
+//! them, so that its next render builds the mezzanine again as the purge promises.
 
 use super::renders::{RenderKey, RenderState, RENDER_EPOCH};
 use crate::model::image::ImageRecord;
@@ -52,7 +58,14 @@ pub(super) type Building = Arc<OnceLock<Option<Arc<Decoded>>>>;
 /// shared only by the renders that wait for it.
 pub const FULL_SIZE_KEPT_BYTES: usize = 80 << 20;
 
-/// A full-size decode kept in memory, under its key.
+/// Reduced-scale decodes (mezzanines) kept in memory, in all: about 57 mezzanines at 1/8 of
+/// a 12 MP photo, or three at 1/2.
+pub const REDUCED_KEPT_BYTES: usize = 32 << 20;
+
+/// The DCT scales a mezzanine can have (1 is the full size, kept in memory only).
+const DENOMINATORS: [u32; 4] = [1, 2, 4, 8];
+
+/// A decode kept in memory, under its key.
 pub(super) type Kept = (RenderKey, Arc<Decoded>);
 
 /// The storage key of `image`'s mezzanine at 1/`denominator` scale. It covers the renderer
@@ -92,15 +105,18 @@ pub(super) fn decoded(
     let full_size = denominator == 1;
     let mut failure = None;
     let shared = cell.get_or_init(|| {
-        let found = if full_size {
-            kept_in_memory(state, &key)
-        } else {
-            stored(store, blobs, &key).map(|decoded| {
-                state.mezzanine_reads.fetch_add(1, Ordering::Relaxed);
-                Arc::new(decoded)
-            })
-        };
+        let found = kept_in_memory(state, &key, full_size).or_else(|| {
+            if full_size {
+                return None;
+            }
+            let decoded = Arc::new(stored(store, blobs, &key)?);
+            keep_in_memory(state, key, &decoded, false);
+            Some(decoded)
+        });
         if found.is_some() {
+            if !full_size {
+                state.mezzanine_reads.fetch_add(1, Ordering::Relaxed);
+            }
             return found;
         }
         match decode() {
@@ -108,11 +124,11 @@ pub(super) fn decoded(
                 let decoded = Arc::new(decoded);
                 if full_size {
                     state.full_size_decodes.fetch_add(1, Ordering::Relaxed);
-                    keep_in_memory(state, key, &decoded);
                 } else {
                     state.mezzanine_decodes.fetch_add(1, Ordering::Relaxed);
                     keep(store, blobs, image, &key, denominator, &decoded);
                 }
+                keep_in_memory(state, key, &decoded, full_size);
                 Some(decoded)
             }
             Err(e) => {
@@ -137,19 +153,32 @@ pub(super) fn decoded(
     }
 }
 
-fn kept_in_memory(state: &RenderState, key: &RenderKey) -> Option<Arc<Decoded>> {
-    let kept = state.full_size.lock().ok()?;
+/// The decodes kept in memory at full size or at reduced scales, and their budget.
+fn kept(
+    state: &RenderState,
+    full_size: bool,
+) -> (&std::sync::Mutex<std::collections::VecDeque<Kept>>, usize) {
+    if full_size {
+        (&state.full_size, FULL_SIZE_KEPT_BYTES)
+    } else {
+        (&state.reduced, REDUCED_KEPT_BYTES)
+    }
+}
+
+fn kept_in_memory(state: &RenderState, key: &RenderKey, full_size: bool) -> Option<Arc<Decoded>> {
+    let kept = kept(state, full_size).0.lock().ok()?;
     kept.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone())
 }
 
-/// Keeps `decoded` as the most recent full-size decode, forgetting the oldest ones beyond
-/// [`FULL_SIZE_KEPT_BYTES`].
-fn keep_in_memory(state: &RenderState, key: RenderKey, decoded: &Arc<Decoded>) {
+/// Keeps `decoded` as the most recent decode of its kind, forgetting the oldest ones beyond
+/// the kind's budget ([`FULL_SIZE_KEPT_BYTES`], [`REDUCED_KEPT_BYTES`]).
+fn keep_in_memory(state: &RenderState, key: RenderKey, decoded: &Arc<Decoded>, full_size: bool) {
     let size = |d: &Decoded| d.image.as_bytes().len();
-    if size(decoded) > FULL_SIZE_KEPT_BYTES {
+    let (kept, budget) = kept(state, full_size);
+    if size(decoded) > budget {
         return;
     }
-    let Ok(mut kept) = state.full_size.lock() else {
+    let Ok(mut kept) = kept.lock() else {
         return;
     };
     kept.retain(|(k, _)| *k != key);
@@ -157,8 +186,27 @@ fn keep_in_memory(state: &RenderState, key: RenderKey, decoded: &Arc<Decoded>) {
     let mut total = 0;
     kept.retain(|(_, d)| {
         total += size(d);
-        total <= FULL_SIZE_KEPT_BYTES
+        total <= budget
     });
+}
+
+/// Forgets the decodes of `image` kept in memory (a purge of its renders).
+pub(super) fn forget_image(state: &RenderState, image: &ImageRecord) {
+    let keys: Vec<RenderKey> = DENOMINATORS.iter().map(|d| key(image, *d)).collect();
+    for full_size in [true, false] {
+        if let Ok(mut kept) = kept(state, full_size).0.lock() {
+            kept.retain(|(k, _)| !keys.contains(k));
+        }
+    }
+}
+
+/// Forgets every decode kept in memory (a purge of an organization's renders).
+pub fn forget_all(state: &RenderState) {
+    for full_size in [true, false] {
+        if let Ok(mut kept) = kept(state, full_size).0.lock() {
+            kept.clear();
+        }
+    }
 }
 
 /// The stored mezzanine under `key`: the node-local copy when there is one, else the render

@@ -23,6 +23,9 @@ pub async fn image_cache(
     let purged = svc
         .store
         .purge_image_renders(org.as_str(), &rec.hash, dry_run)?;
+    if !dry_run {
+        super::mezzanine::forget_image(&svc.renders, &rec);
+    }
     svc.store.flush().await?;
     Ok(purged_json(&purged, dry_run))
 }
@@ -54,6 +57,9 @@ pub async fn org_cache(
     authorize(&*svc.store, who, org, Right::Admin)?;
     require_org(&*svc.store, org)?;
     let purged = svc.store.purge_org_renders(org.as_str(), dry_run)?;
+    if !dry_run {
+        super::mezzanine::forget_all(&svc.renders);
+    }
     svc.store.flush().await?;
     Ok(purged_json(&purged, dry_run))
 }

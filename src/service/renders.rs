@@ -61,11 +61,14 @@ pub struct RenderState {
     pub(super) mezzanines: Mutex<HashMap<RenderKey, super::mezzanine::Building>>,
     /// Sources decoded to build a mezzanine.
     pub mezzanine_decodes: AtomicU64,
-    /// Mezzanines read back from the render store.
+    /// Renders that started from a mezzanine (stored, or kept in memory) instead of decoding.
     pub mezzanine_reads: AtomicU64,
     /// The latest full-size decodes, most recent first, kept in memory only (see
     /// [`super::mezzanine::FULL_SIZE_KEPT_BYTES`]).
     pub(super) full_size: Mutex<std::collections::VecDeque<super::mezzanine::Kept>>,
+    /// The latest mezzanines read or built, most recent first, also kept in memory (see
+    /// [`super::mezzanine::REDUCED_KEPT_BYTES`]).
+    pub(super) reduced: Mutex<std::collections::VecDeque<super::mezzanine::Kept>>,
     /// Sources decoded at full size for renders that share the decode.
     pub full_size_decodes: AtomicU64,
 }
