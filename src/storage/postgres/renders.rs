@@ -19,25 +19,14 @@ use tokio_postgres::GenericClient;
 const BATCH: i64 = 64;
 
 /// Whether a render's organization, image (not deleted) and stack revisions still exist: the
-/// rule of the embedded store. With `lock`, the rows read stay locked (`FOR SHARE`) until the
-/// transaction ends, so a change to one of them either is seen here or waits for the render's
-/// commit (and then finds the render to purge).
-async fn live<C: GenericClient>(client: &C, meta: &RenderMeta, lock: bool) -> Result<bool> {
-    let (org_sql, image_sql, stacks_sql) = if lock {
-        (
-            "SELECT 1 FROM orgs WHERE name = $1 FOR SHARE",
-            "SELECT deleted FROM images WHERE org = $1 AND hash = $2 FOR SHARE",
-            "SELECT name, (record->>'revision')::bigint FROM stacks \
-             WHERE org = $1 AND name = ANY($2) FOR SHARE",
-        )
-    } else {
-        (
-            "SELECT 1 FROM orgs WHERE name = $1",
-            "SELECT deleted FROM images WHERE org = $1 AND hash = $2",
-            "SELECT name, (record->>'revision')::bigint FROM stacks \
-             WHERE org = $1 AND name = ANY($2)",
-        )
-    };
+/// rule of the embedded store (and of [`STORE_NEW`], which checks it while storing).
+async fn live<C: GenericClient>(client: &C, meta: &RenderMeta) -> Result<bool> {
+    let (org_sql, image_sql, stacks_sql) = (
+        "SELECT 1 FROM orgs WHERE name = $1",
+        "SELECT deleted FROM images WHERE org = $1 AND hash = $2",
+        "SELECT name, (record->>'revision')::bigint FROM stacks \
+         WHERE org = $1 AND name = ANY($2)",
+    );
     let org = &meta.organization;
     if client.query_opt(org_sql, &[org]).await?.is_none() {
         return Ok(false);
@@ -78,6 +67,52 @@ async fn count(tx: &deadpool_postgres::Transaction<'_>, org: &str, stored: [i64;
     .await?;
     Ok(())
 }
+
+/// A new render in one statement, so one round trip and no transaction to hold open: the
+/// rows `live` reads (organization, image not deleted, stack revisions) are locked `FOR
+/// SHARE` first, the render is stored only when they hold, and when its row is new, its stack
+/// entries and the counters of `count` move with it (organization usage, today's figures, the
+/// totals, in that order, as every other change takes them). A row another node stored
+/// meanwhile is kept, with this URL added to its served paths (bounded).
+const STORE_NEW: &str = "\
+WITH o AS (SELECT 1 FROM orgs WHERE name = $2 FOR SHARE), \
+i AS (SELECT 1 FROM images WHERE org = $2 AND hash = $3 AND NOT deleted FOR SHARE), \
+st AS (SELECT 1 FROM stacks s \
+    JOIN unnest($10::text[], $11::bigint[]) AS t(n, r) \
+        ON s.name = t.n AND (s.record->>'revision')::bigint = t.r \
+    WHERE s.org = $2 FOR SHARE OF s), \
+live AS (SELECT EXISTS (SELECT 1 FROM o) AND EXISTS (SELECT 1 FROM i) \
+    AND (SELECT count(*) FROM st) = cardinality($10::text[]) AS ok), \
+ins AS (INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths, mezzanine) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM live WHERE ok \
+    ON CONFLICT (key) DO UPDATE SET \
+    paths = CASE WHEN jsonb_array_length(renders.paths) < $12 \
+        AND NOT renders.paths @> EXCLUDED.paths \
+        THEN renders.paths || EXCLUDED.paths ELSE renders.paths END \
+    RETURNING (xmax = 0) AS new), \
+rs AS (INSERT INTO render_stacks (org, stack, revision, key) \
+    SELECT $2, n, r, $1 FROM unnest($10::text[], $11::bigint[]) AS t(n, r) \
+    WHERE EXISTS (SELECT 1 FROM ins WHERE new) ON CONFLICT DO NOTHING), \
+u AS (INSERT INTO org_usage (org, space_in_bytes, number_of_files, renders, render_bytes, \
+        mezzanines, mezzanine_bytes) \
+    SELECT $2, 0, 0, greatest($13::bigint, 0), greatest($14::bigint, 0), \
+        greatest($15::bigint, 0), greatest($16::bigint, 0) FROM ins WHERE new \
+    ON CONFLICT (org) DO UPDATE SET \
+        renders = greatest(org_usage.renders + $13, 0), \
+        render_bytes = greatest(org_usage.render_bytes + $14, 0), \
+        mezzanines = greatest(org_usage.mezzanines + $15, 0), \
+        mezzanine_bytes = greatest(org_usage.mezzanine_bytes + $16, 0) \
+    RETURNING space_in_bytes, number_of_files, renders, render_bytes), \
+d AS (INSERT INTO day_stats (org, day, space_in_bytes, number_of_files, renders, render_bytes) \
+    SELECT $2, $17, space_in_bytes, number_of_files, renders, render_bytes FROM u \
+    ON CONFLICT (org, day) DO UPDATE SET space_in_bytes = EXCLUDED.space_in_bytes, \
+        number_of_files = EXCLUDED.number_of_files, renders = EXCLUDED.renders, \
+        render_bytes = EXCLUDED.render_bytes \
+    RETURNING 1), \
+t AS (UPDATE render_totals SET renders = GREATEST(renders + $13 + $15, 0), \
+        bytes = GREATEST(bytes + $14 + $16, 0) \
+    WHERE EXISTS (SELECT 1 FROM d) RETURNING 1) \
+SELECT (SELECT ok FROM live), EXISTS (SELECT 1 FROM t)";
 
 /// Adds one purge's figures to another's.
 fn merge(total: &mut Purged, more: Purged) {
@@ -124,6 +159,45 @@ struct Row {
 }
 
 impl Row {
+    /// Stores a new render with [`STORE_NEW`]; returns whether its organization, image and
+    /// stack revisions still held (otherwise nothing was written).
+    async fn store_new(&self, client: &deadpool_postgres::Object) -> Result<bool> {
+        let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
+        let now = to_i64(crate::storage::edge::now_ms());
+        let stored: [i64; 4] = if self.mezzanine {
+            [0, 0, 1, self.size]
+        } else {
+            [1, self.size, 0, 0]
+        };
+        let day = crate::model::time::day_of(crate::model::time::now_unix());
+        let statement = client.prepare_cached(STORE_NEW).await?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &self.key,
+                    &self.org,
+                    &self.image,
+                    &self.meta,
+                    &self.body,
+                    &self.size,
+                    &now,
+                    &self.paths,
+                    &self.mezzanine,
+                    &self.stacks,
+                    &self.revisions,
+                    &max,
+                    &stored[0],
+                    &stored[1],
+                    &stored[2],
+                    &stored[3],
+                    &day,
+                ],
+            )
+            .await?;
+        Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(false))
+    }
+
     fn new(key: &[u8], meta: &RenderMeta, bytes: &[u8], paths: &[ServedPath]) -> Result<Row> {
         Ok(Row {
             key: key.to_vec(),
@@ -139,43 +213,31 @@ impl Row {
         })
     }
 
-    /// Writes the row (`replace`: over an existing one, as a restore does; otherwise an
-    /// existing row, written by another node at the same time, is kept) with its stack entries
-    /// and counters; returns whether the row is new.
-    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, replace: bool) -> Result<bool> {
-        let sql = if replace {
-            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths, \
+    /// Writes the row over an existing one (a restore) with its stack entries and counters;
+    /// returns whether the row is new.
+    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<bool> {
+        let sql = "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths, \
                  mezzanine) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO UPDATE SET \
              meta = EXCLUDED.meta, body = EXCLUDED.body, size = EXCLUDED.size, \
-             paths = EXCLUDED.paths RETURNING (xmax = 0)"
-        } else {
-            // The row another node stored meanwhile is kept, but the URL this one served it
-            // under is remembered too (bounded): invalidations must reach every cached copy.
-            "INSERT INTO renders (key, org, image, meta, body, size, accessed_ms, paths, \
-                 mezzanine) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO UPDATE SET \
-             paths = CASE WHEN jsonb_array_length(renders.paths) < $10 \
-                 AND NOT renders.paths @> EXCLUDED.paths \
-                 THEN renders.paths || EXCLUDED.paths ELSE renders.paths END \
-             RETURNING (xmax = 0)"
-        };
-        let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
+             paths = EXCLUDED.paths RETURNING (xmax = 0)";
         let now = to_i64(crate::storage::edge::now_ms());
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
-            &self.key,
-            &self.org,
-            &self.image,
-            &self.meta,
-            &self.body,
-            &self.size,
-            &now,
-            &self.paths,
-            &self.mezzanine,
-            &max,
-        ];
-        let used = if replace { 9 } else { 10 };
-        let row = tx.query_opt(sql, &params[..used]).await?;
+        let row = tx
+            .query_opt(
+                sql,
+                &[
+                    &self.key,
+                    &self.org,
+                    &self.image,
+                    &self.meta,
+                    &self.body,
+                    &self.size,
+                    &now,
+                    &self.paths,
+                    &self.mezzanine,
+                ],
+            )
+            .await?;
         let inserted = match row {
             Some(r) => r.try_get::<_, bool>(0)?,
             None => false,
@@ -219,14 +281,13 @@ impl PgStore {
             };
             bodies.put_render_body(key, bytes)?;
         }
-        let check = meta.clone();
         let stored = self.run(move |pool| async move {
             let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            if !restore && !live(&*tx, &check, true).await? {
-                return Ok(false);
+            if !restore {
+                return row.store_new(&client).await;
             }
-            row.write(&tx, restore).await?;
+            let tx = client.transaction().await?;
+            row.write(&tx).await?;
             tx.commit().await?;
             Ok(true)
         });
@@ -583,7 +644,7 @@ impl RenderRecords for PgStore {
         let meta = meta.clone();
         let live = self.run(move |pool| async move {
             let client = pool.get().await?;
-            live(&**client, &meta, false).await
+            live(&**client, &meta).await
         })?;
         Ok(if live {
             RenderStatus::Live
