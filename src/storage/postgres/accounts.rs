@@ -66,11 +66,21 @@ impl Accounts for PgStore {
     }
 
     fn get_org(&self, name: &str) -> Result<Option<Organization>> {
+        // Taken before the read: an entry is tagged with a generation it was true at.
+        let trusted = self.watch.trusted();
+        if let Some(org) = trusted.and_then(|g| self.records.org(name, g)) {
+            return Ok(Some(org));
+        }
         let rows = self.query(
             "SELECT record FROM orgs WHERE name = $1",
             vec![Box::new(name.to_string())],
         )?;
-        rows.first().map(|r| from_row("orgs", r, 0)).transpose()
+        let found: Option<Organization> =
+            rows.first().map(|r| from_row("orgs", r, 0)).transpose()?;
+        if let (Some(g), Some(org)) = (trusted, &found) {
+            self.records.put_org(g, org);
+        }
+        Ok(found)
     }
 
     fn put_org(&self, org: &Organization) -> Result<()> {

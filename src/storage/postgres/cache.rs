@@ -1,4 +1,6 @@
-//! Stored renders kept in this node's memory, so that a warm hit reads no row.
+//! Stored renders kept in this node's memory, so that a warm hit reads no row; and the
+//! organization and image records read lately ([`RecordCache`]), so that a cold render reads
+//! only its render row before storing the render.
 //!
 //! A render is immutable under its key (rendering is deterministic), and every removal of a
 //! render moves the change generation. So an entry read while the node trusted generation `g`
@@ -10,6 +12,8 @@
 //! scan-resistant clock), so a burst of one-off renders does not flush the popular ones. The
 //! embedded store needs none of this: sled's page cache serves its hits from memory.
 
+use crate::model::account::Organization;
+use crate::model::image::ImageRecord;
 use crate::storage::renders::StoredRender;
 
 /// The default bound, 64 MiB (the setting's default).
@@ -68,5 +72,57 @@ impl RenderCache {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// Organization and image records (an image by its full hash) by name, each with the
+/// generation it was read at, under the rule of [`RenderCache`]: every write of an
+/// organization's or an image's record moves the change generation in its transaction (an
+/// insert of a new image need not: nothing absent is kept here), so an entry read while the
+/// node trusted generation `g` is the stored record while the trusted generation is `g`.
+pub(crate) struct RecordCache {
+    orgs: quick_cache::sync::Cache<String, (u64, Organization)>,
+    images: quick_cache::sync::Cache<String, (u64, ImageRecord)>,
+}
+
+/// Records kept of each kind: a record is some hundreds of bytes to a few KB.
+const RECORDS_KEPT: usize = 4096;
+
+impl RecordCache {
+    pub(crate) fn new() -> RecordCache {
+        RecordCache {
+            orgs: quick_cache::sync::Cache::new(RECORDS_KEPT),
+            images: quick_cache::sync::Cache::new(RECORDS_KEPT),
+        }
+    }
+
+    fn image_key(org: &str, hash: &str) -> String {
+        format!("{org}/{hash}")
+    }
+
+    /// The organization `name`, if it was read at `generation`.
+    pub(crate) fn org(&self, name: &str, generation: u64) -> Option<Organization> {
+        self.orgs
+            .get(name)
+            .and_then(|(at, org)| (at == generation).then_some(org))
+    }
+
+    /// Keeps `org`, read at `generation` (trusted before the read).
+    pub(crate) fn put_org(&self, generation: u64, org: &Organization) {
+        self.orgs
+            .insert(org.name.clone(), (generation, org.clone()));
+    }
+
+    /// The image `hash` of `org`, if it was read at `generation`.
+    pub(crate) fn image(&self, org: &str, hash: &str, generation: u64) -> Option<ImageRecord> {
+        self.images
+            .get(&Self::image_key(org, hash))
+            .and_then(|(at, rec)| (at == generation).then_some(rec))
+    }
+
+    /// Keeps `rec`, read at `generation` (trusted before the read).
+    pub(crate) fn put_image(&self, generation: u64, org: &str, hash: &str, rec: &ImageRecord) {
+        self.images
+            .insert(Self::image_key(org, hash), (generation, rec.clone()));
     }
 }

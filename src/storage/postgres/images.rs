@@ -293,11 +293,21 @@ fn after_prefix(p: &str) -> Option<String> {
 
 impl ImageRecords for PgStore {
     fn get_image(&self, org: &str, hash: &str) -> Result<Option<ImageRecord>> {
+        // Taken before the read: an entry is tagged with a generation it was true at.
+        let trusted = self.watch.trusted();
+        if let Some(rec) = trusted.and_then(|g| self.records.image(org, hash, g)) {
+            return Ok(Some(rec));
+        }
         let rows = self.query(
             "SELECT record FROM images WHERE org = $1 AND hash = $2",
             vec![Box::new(org.to_string()), Box::new(hash.to_string())],
         )?;
-        rows.first().map(|r| from_row("images", r, 0)).transpose()
+        let found: Option<ImageRecord> =
+            rows.first().map(|r| from_row("images", r, 0)).transpose()?;
+        if let (Some(g), Some(rec)) = (trusted, &found) {
+            self.records.put_image(g, org, hash, rec);
+        }
+        Ok(found)
     }
 
     /// One query: the hashes as an array joined to the table, each answer placed back at its

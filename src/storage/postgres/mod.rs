@@ -65,6 +65,8 @@ pub struct PgStore {
     watch: Arc<lease::Watch>,
     /// Stored renders read lately ([`PgStore::with_render_cache`]); `None` when disabled.
     cache: Option<cache::RenderCache>,
+    /// Organization and image records read lately ([`cache::RecordCache`]).
+    records: cache::RecordCache,
     driver: Driver,
     /// The schema the records are in: advisory locks are named after it, since they are
     /// shared by every schema of the database.
@@ -98,6 +100,7 @@ impl PgStore {
             bodies: OnceLock::new(),
             watch: Arc::new(lease::Watch::new()?),
             cache: cache::RenderCache::new(cache::DEFAULT_BYTES),
+            records: cache::RecordCache::new(),
             driver: Driver::start("postgres")?,
             schema: String::new(),
         };
