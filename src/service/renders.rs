@@ -933,54 +933,86 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
     let class = job.class;
     let (org, hash) = (job.image.organization.clone(), job.image.hash.clone());
     let cancel = flight.cancel.clone();
+    // The store step runs on the runtime's blocking threads, not on the CPU pool: on a shared
+    // backend it waits for a database round trip, and the pool's thread can meanwhile start
+    // the next render. Without a runtime (none here outside a server) it runs in place.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let records = store.clone();
     svc.pool
         .submit(
             class,
             cancel,
             move |cancel| {
                 let shared = shared.as_deref();
-                render_job(&*store, &*blobs, shared, limits, key, job, cancel)
+                render_job(&*store, &*blobs, shared, limits, job, cancel)
             },
             move |outcome| {
-                let result = match outcome {
+                let rendered = match outcome {
                     None => Err(RenderError::Cancelled.into()),
                     Some(Err(panic)) => {
                         Err(Error::Internal(format!("the render panicked: {panic}")))
                     }
                     Some(Ok(r)) => r,
                 };
-                match &result {
-                    Ok(stored) => log::info!(
-                        "rendered {org}/{hash} in {} ms ({} bytes)",
-                        started.elapsed().as_millis(),
-                        stored.bytes().len()
-                    ),
-                    Err(Error::Busy { .. }) => {
-                        state.cancelled.fetch_add(1, Ordering::Relaxed);
-                        log::info!(
-                            "render of {org}/{hash} stopped after {} ms: nobody waits for it",
-                            started.elapsed().as_millis()
-                        )
-                    }
-                    Err(_) => {}
+                let store_and_finish = move || {
+                    let result = rendered
+                        .and_then(|r| Ok(records.put_render(&key, &r.meta, &r.bytes, &r.served)?));
+                    finish_render(&state, key, &flight, result, &org, &hash, started);
+                };
+                match runtime {
+                    Some(runtime) => drop(runtime.spawn_blocking(store_and_finish)),
+                    None => store_and_finish(),
                 }
-                finish(&state, key, &flight, result);
             },
         )
         .map_err(Error::from)
 }
 
+/// Logs a render's outcome and hands it to its flight ([`finish`]).
+fn finish_render(
+    state: &RenderState,
+    key: RenderKey,
+    flight: &Arc<Flight>,
+    result: Result<StoredRender>,
+    org: &str,
+    hash: &str,
+    started: Instant,
+) {
+    match &result {
+        Ok(stored) => log::info!(
+            "rendered {org}/{hash} in {} ms ({} bytes)",
+            started.elapsed().as_millis(),
+            stored.bytes().len()
+        ),
+        Err(Error::Busy { .. }) => {
+            state.cancelled.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "render of {org}/{hash} stopped after {} ms: nobody waits for it",
+                started.elapsed().as_millis()
+            )
+        }
+        Err(_) => {}
+    }
+    finish(state, key, flight, result);
+}
+
+/// A render made, to be stored.
+struct Rendered {
+    meta: RenderMeta,
+    bytes: Vec<u8>,
+    served: ServedPath,
+}
+
 /// The CPU part of a miss: read, decode (through the image's mezzanine when `mezzanines` is
-/// given), operate, encode, store.
+/// given), operate, encode.
 fn render_job(
     store: &dyn crate::storage::Records,
     blobs: &dyn crate::storage::Bytes,
     mezzanines: Option<&RenderState>,
     limits: crate::render::limits::Limits,
-    key: RenderKey,
     job: RenderJob,
     cancel: &Cancel,
-) -> Result<StoredRender> {
+) -> Result<Rendered> {
     let source = blobs.read(&job.image.blob).map_err(Error::internal)?;
     let (secondaries, layers) = (&job.secondaries, &job.layers);
     let secondary = |id: &str| -> crate::render::error::Result<image::DynamicImage> {
@@ -1017,7 +1049,11 @@ fn render_job(
     let mut meta = job.meta;
     meta.content_type = written.mime().to_string();
     meta.etag = format!("\"{}\"", &blake3::hash(&out).to_hex()[..32]);
-    Ok(store.put_render(&key, &meta, &out, &job.served)?)
+    Ok(Rendered {
+        meta,
+        bytes: out,
+        served: job.served,
+    })
 }
 
 /// The images other than the primary one that `pipeline` reads, each as named in its
