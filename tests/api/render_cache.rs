@@ -148,3 +148,64 @@ async fn renders_of_an_earlier_renderer_are_retired_at_start() {
     drop(again.stop().await);
     drop(dir);
 }
+
+/// Two nodes over one PostgreSQL: what node B read of an image and of its organization (and
+/// keeps in memory) gives way at once to what node A changed.
+#[actix_rt::test]
+async fn a_node_sees_another_nodes_image_and_organization_changes_at_once() {
+    let a = spawn_app().await;
+    let database_url = a.services.config.storage.database_url.clone();
+    if database_url.is_empty() {
+        eprintln!("skipped: needs DARKROOM_TEST_DATABASE_URL");
+        return;
+    }
+    let prefix = a.services.config.storage.s3_prefix.clone();
+    let b = spawn_app_with(|c| {
+        c.storage.database_url = database_url;
+        c.storage.s3_prefix = prefix;
+    })
+    .await;
+    a.create_org("acme").await;
+    let hash = a
+        .upload_one("acme", ROOT_KEY, "p.jpg", &jpeg(64, 48, 5))
+        .await["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = format!("/sourceimages/acme/{hash}");
+    let render = |w: u32| format!("/dynamic/resize-width-{w}/{hash}.jpg");
+    // B reads both records, twice (the second time from memory).
+    for _ in 0..2 {
+        assert_eq!(b.get(&image, ROOT_KEY).await.status, 200);
+        assert_eq!(b.render(&render(10)).await.status, 200);
+    }
+
+    let set = a
+        .json(
+            "PATCH",
+            &format!("{image}/meta/user"),
+            ROOT_KEY,
+            &serde_json::json!({"caption": "new"}),
+        )
+        .await;
+    assert!(set.status < 300, "{}", set.text());
+    assert_eq!(
+        b.get(&image, ROOT_KEY).await.json()["user_metadata"]["caption"],
+        "new"
+    );
+
+    let protect = a
+        .json(
+            "PUT",
+            "/organizations/acme/options/protect_dynamic_stack",
+            ROOT_KEY,
+            &serde_json::json!(true),
+        )
+        .await;
+    assert_eq!(protect.status, 200, "{}", protect.text());
+    assert_eq!(
+        b.render(&render(11)).await.status,
+        403,
+        "B knows the organization protects its dynamic renders"
+    );
+}
