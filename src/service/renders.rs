@@ -955,8 +955,14 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
                     Some(Ok(r)) => r,
                 };
                 let store_and_finish = move || {
-                    let result = rendered
-                        .and_then(|r| Ok(records.put_render(&key, &r.meta, &r.bytes, &r.served)?));
+                    // Off the pool, a panic would leave the flight unanswered: it is an error.
+                    let result = rendered.and_then(|r| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            records.put_render(&key, &r.meta, &r.bytes, &r.served)
+                        }))
+                        .map_err(|_| Error::internal("storing the render panicked"))?
+                        .map_err(Error::from)
+                    });
                     finish_render(&state, key, &flight, result, &org, &hash, started);
                 };
                 match runtime {
