@@ -15,6 +15,9 @@ use crate::storage::renders::{Purged, RenderMeta, StoredRender, INLINE_MAX, MAX_
 use crate::storage::{EdgeQueue, RenderRecords, Result, ServedPath};
 use tokio_postgres::GenericClient;
 
+/// One statement parameter.
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
 /// Renders removed per transaction by a purge or an eviction.
 const BATCH: i64 = 64;
 
@@ -164,38 +167,46 @@ impl Row {
     async fn store_new(&self, client: &deadpool_postgres::Object) -> Result<bool> {
         let max = i32::try_from(MAX_PATHS_PER_RENDER).unwrap_or(i32::MAX);
         let now = to_i64(crate::storage::edge::now_ms());
-        let stored: [i64; 4] = if self.mezzanine {
+        let stored = self.stored();
+        let day = crate::model::time::day_of(crate::model::time::now_unix());
+        let mut params = self.columns(&now).to_vec();
+        params.extend_from_slice(&[
+            &self.stacks as Param,
+            &self.revisions,
+            &max,
+            &stored[0],
+            &stored[1],
+            &stored[2],
+            &stored[3],
+            &day,
+        ]);
+        let statement = client.prepare_cached(STORE_NEW).await?;
+        let row = client.query_one(&statement, &params).await?;
+        Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(false))
+    }
+
+    /// The row's columns in the order both statements name them, `now` as its access time.
+    fn columns<'a>(&'a self, now: &'a i64) -> [Param<'a>; 9] {
+        [
+            &self.key,
+            &self.org,
+            &self.image,
+            &self.meta,
+            &self.body,
+            &self.size,
+            now,
+            &self.paths,
+            &self.mezzanine,
+        ]
+    }
+
+    /// How the row moves the counters of `count`: renders, their bytes, mezzanines, theirs.
+    fn stored(&self) -> [i64; 4] {
+        if self.mezzanine {
             [0, 0, 1, self.size]
         } else {
             [1, self.size, 0, 0]
-        };
-        let day = crate::model::time::day_of(crate::model::time::now_unix());
-        let statement = client.prepare_cached(STORE_NEW).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &self.key,
-                    &self.org,
-                    &self.image,
-                    &self.meta,
-                    &self.body,
-                    &self.size,
-                    &now,
-                    &self.paths,
-                    &self.mezzanine,
-                    &self.stacks,
-                    &self.revisions,
-                    &max,
-                    &stored[0],
-                    &stored[1],
-                    &stored[2],
-                    &stored[3],
-                    &day,
-                ],
-            )
-            .await?;
-        Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(false))
+        }
     }
 
     fn new(key: &[u8], meta: &RenderMeta, bytes: &[u8], paths: &[ServedPath]) -> Result<Row> {
@@ -222,22 +233,7 @@ impl Row {
              meta = EXCLUDED.meta, body = EXCLUDED.body, size = EXCLUDED.size, \
              paths = EXCLUDED.paths RETURNING (xmax = 0)";
         let now = to_i64(crate::storage::edge::now_ms());
-        let row = tx
-            .query_opt(
-                sql,
-                &[
-                    &self.key,
-                    &self.org,
-                    &self.image,
-                    &self.meta,
-                    &self.body,
-                    &self.size,
-                    &now,
-                    &self.paths,
-                    &self.mezzanine,
-                ],
-            )
-            .await?;
+        let row = tx.query_opt(sql, &self.columns(&now)).await?;
         let inserted = match row {
             Some(r) => r.try_get::<_, bool>(0)?,
             None => false,
@@ -250,12 +246,7 @@ impl Row {
                 &[&self.org, &self.stacks, &self.revisions, &self.key],
             )
             .await?;
-            let stored = if self.mezzanine {
-                [0, 0, 1, self.size]
-            } else {
-                [1, self.size, 0, 0]
-            };
-            count(tx, &self.org, stored).await?;
+            count(tx, &self.org, self.stored()).await?;
         }
         Ok(inserted)
     }
