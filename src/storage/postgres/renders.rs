@@ -24,16 +24,15 @@ const BATCH: i64 = 64;
 /// Whether a render's organization, image (not deleted) and stack revisions still exist: the
 /// rule of the embedded store (and of [`STORE_NEW`], which checks it while storing).
 async fn live<C: GenericClient>(client: &C, meta: &RenderMeta) -> Result<bool> {
-    let (org_sql, image_sql, stacks_sql) = (
-        "SELECT 1 FROM orgs WHERE name = $1",
-        "SELECT deleted FROM images WHERE org = $1 AND hash = $2",
-        "SELECT name, (record->>'revision')::bigint FROM stacks \
-         WHERE org = $1 AND name = ANY($2)",
-    );
     let org = &meta.organization;
-    if client.query_opt(org_sql, &[org]).await?.is_none() {
+    if client
+        .query_opt("SELECT 1 FROM orgs WHERE name = $1", &[org])
+        .await?
+        .is_none()
+    {
         return Ok(false);
     }
+    let image_sql = "SELECT deleted FROM images WHERE org = $1 AND hash = $2";
     match client.query_opt(image_sql, &[org, &meta.image]).await? {
         Some(row) if !row.try_get::<_, bool>(0)? => {}
         _ => return Ok(false),
@@ -42,6 +41,8 @@ async fn live<C: GenericClient>(client: &C, meta: &RenderMeta) -> Result<bool> {
         return Ok(true);
     }
     let names: Vec<&str> = meta.stacks.iter().map(|s| s.name.as_str()).collect();
+    let stacks_sql = "SELECT name, (record->>'revision')::bigint FROM stacks \
+                      WHERE org = $1 AND name = ANY($2)";
     let found = client.query(stacks_sql, &[org, &names]).await?;
     for s in &meta.stacks {
         let current = found.iter().find_map(|row| {
