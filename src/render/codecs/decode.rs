@@ -78,10 +78,7 @@ pub fn dct_denominator(bytes: &[u8], hint: Option<DecodeHint>) -> Option<u32> {
         return None;
     }
     catch_unwind(AssertUnwindSafe(|| {
-        let reader = ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Jpeg);
-        let mut decoder = reader.into_decoder().ok()?;
-        let (width, height) = decoder.dimensions();
-        let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+        let (width, height, orientation) = jpeg::header(bytes)?;
         jpeg_denominator(width, height, orientation, need)
     }))
     .ok()

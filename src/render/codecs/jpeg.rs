@@ -3,6 +3,7 @@
 //! shrink-on-load, which decodes the DCT coefficients at 1/2, 1/4 or 1/8 size when the pipeline
 //! needs far fewer pixels than the source has.
 
+use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use std::io::Cursor;
 
@@ -92,6 +93,31 @@ fn skip_entropy_coded_data(bytes: &[u8], mut pos: usize) -> usize {
         }
     }
     bytes.len()
+}
+
+/// The stored width and height of a JPEG and its EXIF orientation, from its headers: the
+/// values `image`'s decoder gives (it reads them with the same decoder), without the copy of
+/// the whole file that decoder makes first. `None` when the headers cannot be read.
+pub(crate) fn header(bytes: &[u8]) -> Option<(u32, u32, Orientation)> {
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    decoder.decode_headers().ok()?;
+    let (width, height) = decoder.dimensions()?;
+    let orientation = decoder
+        .exif()
+        .and_then(|exif| Orientation::from_exif_chunk(exif))
+        .unwrap_or(Orientation::NoTransforms);
+    Some((
+        u32::try_from(width).ok()?,
+        u32::try_from(height).ok()?,
+        orientation,
+    ))
 }
 
 /// Whether the linked libjpeg has its SIMD kernels (IDCT, colour conversion, upsampling) and
@@ -273,6 +299,32 @@ mod tests {
         );
         let cmyk = crate::render::codecs::testdata::cmyk_jpeg(32, 32, [255, 0, 0, 0], false);
         assert!(decode_with_libjpeg(&cmyk, 32, 32, 1).is_none(), "CMYK");
+    }
+
+    #[test]
+    fn the_header_gives_what_the_image_decoder_gives() {
+        use crate::render::codecs::testdata;
+        use image::ImageDecoder;
+        for orientation in 1..=8 {
+            for progressive in [false, true] {
+                let exif = testdata::exif_block(orientation, "Cam");
+                let bytes = testdata::jpeg(203, 117, progressive, Some(&exif));
+                let reader =
+                    image::ImageReader::with_format(Cursor::new(&bytes), image::ImageFormat::Jpeg);
+                let mut decoder = reader.into_decoder().unwrap();
+                let (w, h) = decoder.dimensions();
+                let expected = (w, h, decoder.orientation().unwrap());
+                assert_eq!(header(&bytes), Some(expected), "orientation {orientation}");
+                assert_eq!(
+                    expected.2,
+                    Orientation::from_exif(orientation as u8).unwrap()
+                );
+            }
+        }
+        let plain = testdata::jpeg(64, 32, false, None);
+        assert_eq!(header(&plain), Some((64, 32, Orientation::NoTransforms)));
+        assert_eq!(header(&plain[..20]), None);
+        assert_eq!(header(b"not a jpeg"), None);
     }
 
     #[test]
