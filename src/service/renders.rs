@@ -71,6 +71,9 @@ pub struct RenderState {
     pub(super) reduced: Mutex<std::collections::VecDeque<super::mezzanine::Kept>>,
     /// Sources decoded at full size for renders that share the decode.
     pub full_size_decodes: AtomicU64,
+    /// The latest source files read for renders, most recent first, by blob (see
+    /// [`super::mezzanine::SOURCE_KEPT_BYTES`]).
+    pub(super) sources: Mutex<std::collections::VecDeque<(String, Arc<[u8]>)>>,
 }
 
 /// Where a request came from: the organization and the path after it.
@@ -927,7 +930,7 @@ fn finish(state: &RenderState, key: RenderKey, flight: &Arc<Flight>, result: Res
 fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: RenderJob) -> Result<()> {
     let (store, blobs) = (svc.store.clone(), svc.blobs.clone());
     let state = svc.renders.clone();
-    let shared = svc.config.render.mezzanine.then(|| state.clone());
+    let mezzanines = svc.config.render.mezzanine;
     let limits = svc.limits();
     let started = Instant::now();
     let class = job.class;
@@ -937,14 +940,15 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
     // backend it waits for a database round trip, and the pool's thread can meanwhile start
     // the next render. Without a runtime (none here outside a server) it runs in place.
     let runtime = tokio::runtime::Handle::try_current().ok();
-    let records = store.clone();
+    let (records, job_state) = (store.clone(), state.clone());
     svc.pool
         .submit(
             class,
             cancel,
             move |cancel| {
-                let shared = shared.as_deref();
-                render_job(&*store, &*blobs, shared, limits, job, cancel)
+                render_job(
+                    &*store, &*blobs, &job_state, mezzanines, limits, job, cancel,
+                )
             },
             move |outcome| {
                 let rendered = match outcome {
@@ -1009,24 +1013,26 @@ struct Rendered {
     served: ServedPath,
 }
 
-/// The CPU part of a miss: read, decode (through the image's mezzanine when `mezzanines` is
-/// given), operate, encode.
+/// The CPU part of a miss: read, decode (through the image's mezzanine when `mezzanines`),
+/// operate, encode.
 fn render_job(
     store: &dyn crate::storage::Records,
     blobs: &dyn crate::storage::Bytes,
-    mezzanines: Option<&RenderState>,
+    state: &RenderState,
+    mezzanines: bool,
     limits: crate::render::limits::Limits,
     job: RenderJob,
     cancel: &Cancel,
 ) -> Result<Rendered> {
-    let source = blobs.read(&job.image.blob).map_err(Error::internal)?;
+    let source =
+        super::mezzanine::source(state, blobs, &job.image.blob).map_err(Error::internal)?;
     let (secondaries, layers) = (&job.secondaries, &job.layers);
     let secondary = |id: &str| -> crate::render::error::Result<image::DynamicImage> {
         load_secondary(blobs, secondaries, layers, id, &limits, cancel)
     };
     let font = |hash: &str| load_font(blobs, secondaries, hash);
     let image = &job.image;
-    let mezzanines = mezzanines.filter(|_| super::mezzanine::applies(image));
+    let mezzanines = (mezzanines && super::mezzanine::applies(image)).then_some(state);
     let shared = |denominator: u32, hint| {
         let decode = || crate::render::codecs::decode(&source, &limits, hint);
         match mezzanines {
