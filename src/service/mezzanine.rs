@@ -306,3 +306,78 @@ fn keep(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Bytes, FileBytes};
+
+    fn image(blob: &str) -> ImageRecord {
+        ImageRecord {
+            organization: "acme".into(),
+            hash: "a".repeat(40),
+            binary_hash: "b".repeat(40),
+            blob: blob.into(),
+            name: "p.jpg".into(),
+            format: "jpg".into(),
+            mimetype: "image/jpeg".into(),
+            size: 3,
+            width: 1,
+            height: 1,
+            created: String::new(),
+            created_ns: 0,
+            user_metadata: Default::default(),
+            dynamic_metadata: Default::default(),
+            static_metadata: Default::default(),
+            deleted: false,
+            deleted_at: None,
+            protected: false,
+            locked: false,
+            opaque: true,
+            animated: false,
+            frames: 1,
+        }
+    }
+
+    #[test]
+    fn a_source_is_read_once_until_its_image_is_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileBytes::open(dir.path()).unwrap();
+        let blob = crate::storage::blobs::put_test_blob(&files, b"one");
+        let other = crate::storage::blobs::put_test_blob(&files, b"two");
+        let state = RenderState::default();
+        assert_eq!(&*source(&state, &files, &blob).unwrap(), b"one");
+        assert_eq!(&*source(&state, &files, &other).unwrap(), b"two");
+        // Kept: the file is not read again.
+        files.remove(&blob).unwrap();
+        files.remove(&other).unwrap();
+        assert_eq!(&*source(&state, &files, &blob).unwrap(), b"one");
+        // A purge of the image forgets it, and only it.
+        forget_image(&state, &image(&blob));
+        assert!(source(&state, &files, &blob).is_err());
+        assert_eq!(&*source(&state, &files, &other).unwrap(), b"two");
+        forget_all(&state);
+        assert!(source(&state, &files, &other).is_err());
+    }
+
+    #[test]
+    fn sources_beyond_the_budget_are_forgotten_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileBytes::open(dir.path()).unwrap();
+        let third = SOURCE_KEPT_BYTES / 3 + 1;
+        let blobs: Vec<String> = (0..3u8)
+            .map(|i| crate::storage::blobs::put_test_blob(&files, &vec![i; third]))
+            .collect();
+        let state = RenderState::default();
+        for blob in &blobs {
+            source(&state, &files, blob).unwrap();
+        }
+        for blob in &blobs {
+            files.remove(blob).unwrap();
+        }
+        // Three thirds and a bit do not fit: the first one read is gone.
+        assert!(source(&state, &files, &blobs[0]).is_err());
+        assert_eq!(source(&state, &files, &blobs[2]).unwrap().len(), third);
+        assert_eq!(source(&state, &files, &blobs[1]).unwrap().len(), third);
+    }
+}
