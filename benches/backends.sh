@@ -3,7 +3,9 @@
 # S3-compatible object storage), one node each, then two nodes of the shared backend behind
 # nginx, side by side in one run. Each phase starts on empty stores and measures:
 #   - uploads: COUNT distinct 12 MP JPEGs (about 4.6 MB each), 4 at a time, MB/s;
-#   - cold renders: unique URLs (one image, RENDERS widths), 4 at a time, renders/s;
+#   - cold renders: RENDERS unique URLs of one image, 4 at a time, renders/s: widths 100 to
+#     299 px, each at JPEG qualities 80, 81, ... as RENDERS asks (all start from the image's
+#     1/8 mezzanine, so the figure is the per-render cost of the store and the round trips);
 #   - warm hits: one render URL asked again, `wrk -t2 -c32 -d10s --latency`, req/s and p99,
 #     directly on a node and through nginx, and directly on the URL naming the image by a
 #     6-character hash prefix;
@@ -27,11 +29,11 @@
 # here with ImageMagick (4000x3000, seeded plasma and noise, q94: about 4.6 MB).
 #
 # Usage: DATABASE_URL=... bash benches/backends.sh   (env: DARKROOM_BIN, SKIP_BUILD=1, COUNT=100,
-#        RENDERS=200, PHOTO=path/to/a.jpg)
+#        RENDERS=1000, PHOTO=path/to/a.jpg)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${COUNT:-100}
-RENDERS=${RENDERS:-200}
+RENDERS=${RENDERS:-1000}
 KEY=backends-root-key-0123456789
 # Node A, node B, nginx: API and render ports.
 A_API=18591
@@ -197,9 +199,12 @@ upload_s = time.time() - t0
 total = sum(n for _, n in done)
 assert len({h for h, _ in done}) == len(done), "uploads were not distinct"
 first = done[0][0]
-widths = range(100, 100 + int(os.environ["RENDERS"]))
-def cold(w):
-    call(render, "GET", f"/acme/dynamic/resize-width-{w}/{first}.jpg")
+# 200 widths, then the same widths at the next JPEG quality: every URL is new, every render
+# starts from the 1/8 mezzanine, and the phase lasts about a second rather than a fifth.
+widths = [(100 + i % 200, 80 + i // 200) for i in range(int(os.environ["RENDERS"]))]
+def cold(wq):
+    w, q = wq
+    call(render, "GET", f"/acme/dynamic/resize-width-{w}--options-jpg.quality-{q}/{first}.jpg")
 t0 = time.time()
 with cf.ThreadPoolExecutor(4) as pool:
     list(pool.map(cold, widths))
