@@ -229,8 +229,8 @@ pub(super) fn source(
     state: &RenderState,
     blobs: &dyn crate::storage::Bytes,
     blob: &str,
-) -> std::io::Result<Arc<[u8]>> {
-    let kept = |sources: &std::collections::VecDeque<(String, Arc<[u8]>)>| {
+) -> std::io::Result<Arc<Vec<u8>>> {
+    let kept = |sources: &std::collections::VecDeque<(String, Arc<Vec<u8>>)>| {
         sources
             .iter()
             .find(|(b, _)| b == blob)
@@ -239,7 +239,7 @@ pub(super) fn source(
     if let Some(bytes) = state.sources.lock().ok().and_then(|s| kept(&s)) {
         return Ok(bytes);
     }
-    let bytes: Arc<[u8]> = blobs.read(blob)?.into();
+    let bytes = Arc::new(blobs.read(blob)?);
     if bytes.len() <= SOURCE_KEPT_BYTES {
         if let Ok(mut sources) = state.sources.lock() {
             sources.retain(|(b, _)| b != blob);

@@ -73,7 +73,7 @@ pub struct RenderState {
     pub full_size_decodes: AtomicU64,
     /// The latest source files read for renders, most recent first, by blob (see
     /// [`super::mezzanine::SOURCE_KEPT_BYTES`]).
-    pub(super) sources: Mutex<std::collections::VecDeque<(String, Arc<[u8]>)>>,
+    pub(super) sources: Mutex<std::collections::VecDeque<(String, Arc<Vec<u8>>)>>,
 }
 
 /// Where a request came from: the organization and the path after it.
