@@ -698,7 +698,7 @@ fn walk_frames(input: impl Read, visitor: &mut dyn Visitor) -> Result<BackupCoun
                     .ok_or_else(|| invalid("a render frame with short paths"))?;
                 let paths: Vec<ServedPath> = json("render paths", paths)?;
                 let stored = value.get(4 + paths_len..).unwrap_or_default();
-                let render = parse_stored(sled::IVec::from(stored))
+                let render = parse_stored(stored.to_vec())
                     .map_err(|e| invalid(format!("unreadable render: {e}")))?;
                 c.renders += 1;
                 c.render_bytes += render.bytes().len() as u64;

@@ -1,8 +1,7 @@
-//! Stack definitions, keyed `org \0 name`. Each overwrite bumps the stack's revision, which
-//! renders record so that renders of an old definition can be told apart.
+//! Stack definitions ([`StoredStack`]). Each overwrite bumps the stack's revision, which
+//! renders record so that renders of an old definition can be told apart. The embedded
+//! records keep them in `sled/stacks.rs`, PostgreSQL in `postgres/stacks.rs`.
 
-use super::StackRecords;
-use super::{decode, encode, key2, prefix, Result, SledStore};
 use crate::model::stack::StackDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -15,48 +14,4 @@ pub struct StoredStack {
     /// 1 for a new stack, incremented by every overwrite.
     pub revision: u64,
     pub definition: StackDefinition,
-}
-
-impl StackRecords for SledStore {
-    fn get_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
-        self.stacks
-            .get(key2(org, name))?
-            .map(|v| decode("stacks", &v))
-            .transpose()
-    }
-
-    /// Creates a stack; `false` when the name is taken.
-    fn create_stack(&self, stack: &StoredStack) -> Result<bool> {
-        self.space.check()?;
-        let k = key2(&stack.organization, &stack.name);
-        let swapped =
-            self.stacks
-                .compare_and_swap(k, None as Option<&[u8]>, Some(encode(stack)))?;
-        self.changed();
-        Ok(swapped.is_ok())
-    }
-
-    /// Replaces a stack.
-    fn put_stack(&self, stack: &StoredStack) -> Result<()> {
-        self.space.check()?;
-        self.stacks
-            .insert(key2(&stack.organization, &stack.name), encode(stack))?;
-        self.changed();
-        Ok(())
-    }
-
-    fn delete_stack(&self, org: &str, name: &str) -> Result<Option<StoredStack>> {
-        let removed = self.stacks.remove(key2(org, name))?;
-        self.changed();
-        removed.map(|v| decode("stacks", &v)).transpose()
-    }
-
-    /// Stacks of an organization, by name.
-    fn list_stacks(&self, org: &str) -> Result<Vec<StoredStack>> {
-        self.stacks
-            .scan_prefix(prefix(org))
-            .values()
-            .map(|v| decode("stacks", &v?))
-            .collect()
-    }
 }

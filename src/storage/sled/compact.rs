@@ -6,7 +6,7 @@
 //! after its flush) before the old one is renamed away, and [`recover`] finishes or undoes an
 //! interrupted swap at the next open.
 
-use super::{Result, StorageError};
+use crate::storage::{Result, StorageError};
 use std::path::Path;
 
 const FRESH: &str = "sled.compact";

@@ -1,0 +1,156 @@
+//! Reads of the listing indexes ([`crate::storage::index`]) in the embedded records
+//! ([`ImageIndex`] of [`SledStore`]): ordered walks over one field, bounded counts, counters
+//! and facets; and the migration that builds the indexes for old stores.
+
+use super::{decode, SledStore};
+use crate::model::image::ImageRecord;
+use crate::storage::index::{self, IndexField, Position};
+use crate::storage::query::{next_prefix, Span};
+use crate::storage::records::*;
+use crate::storage::{Result, SCHEMA_VERSION};
+
+fn counter(v: Option<sled::IVec>) -> u64 {
+    v.map_or(0, |v| {
+        u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
+    })
+}
+
+impl ImageIndex for SledStore {
+    /// Number of live (or soft-deleted) images of an organization.
+    fn image_count(&self, org: &str, deleted: bool) -> Result<u64> {
+        Ok(counter(
+            self.img_counts.get(index::total_key(org, deleted))?,
+        ))
+    }
+
+    /// Number of images with this value of a counted field ([`IndexField::counted`]).
+    fn value_count(
+        &self,
+        org: &str,
+        deleted: bool,
+        field: &IndexField,
+        value: &[u8],
+    ) -> Result<u64> {
+        let mut k = index::field_prefix(org, deleted, field);
+        k.extend_from_slice(value);
+        Ok(counter(self.img_counts.get(k)?))
+    }
+
+    /// The positions of one field's entries within `span`, in order or in reverse.
+    fn index_walk<'a>(
+        &'a self,
+        org: &str,
+        deleted: bool,
+        field: &'a IndexField,
+        span: &Span,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = Result<Position>> + 'a> {
+        let prefix = index::field_prefix(org, deleted, field);
+        let mut from = prefix.clone();
+        from.extend_from_slice(&span.from);
+        let to = match &span.to {
+            Some(t) => {
+                let mut k = prefix.clone();
+                k.extend_from_slice(t);
+                Some(k)
+            }
+            None => next_prefix(&prefix),
+        };
+        let iter = match to {
+            // sled refuses a range that ends before it starts.
+            Some(to) if to <= from => self.img_index.range(from.clone()..from),
+            Some(to) => self.img_index.range(from..to),
+            None => self.img_index.range(from..),
+        };
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse {
+            Box::new(iter.rev())
+        } else {
+            Box::new(iter)
+        };
+        let plen = prefix.len();
+        Box::new(iter.map(move |item| {
+            let (k, _) = item?;
+            Position::parse(field, k.get(plen..).unwrap_or_default()).ok_or_else(|| {
+                crate::storage::StorageError::Corrupt {
+                    tree: "img_index",
+                    message: format!("unreadable entry {}", hex::encode(&k)),
+                }
+            })
+        }))
+    }
+
+    /// Number of entries in `span`, counting at most `cap`.
+    fn index_count(
+        &self,
+        org: &str,
+        deleted: bool,
+        field: &IndexField,
+        span: &Span,
+        cap: usize,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for p in self.index_walk(org, deleted, field, span, false) {
+            p?;
+            n += 1;
+            if n >= cap {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The string values of a counted field with their image counts, most frequent first, at
+    /// most `max` (reading at most `scan` distinct values).
+    fn facet_values(
+        &self,
+        org: &str,
+        deleted: bool,
+        field: &IndexField,
+        max: usize,
+        scan: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        let prefix = index::field_prefix(org, deleted, field);
+        let mut out = Vec::new();
+        for item in self.img_counts.scan_prefix(&prefix).take(scan) {
+            let (k, v) = item?;
+            if let Some(s) = index::decode_str(k.get(prefix.len()..).unwrap_or_default()) {
+                out.push((s, counter(Some(v))));
+            }
+        }
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out.truncate(max);
+        Ok(out)
+    }
+}
+
+impl SledStore {
+    /// Brings a store written with an older layout up to [`SCHEMA_VERSION`], in place.
+    pub(crate) fn migrate(&self, found: u32) -> Result<()> {
+        if found < 2 {
+            // Schema 1 kept only a creation-time index; build the listing indexes.
+            log::info!(
+                "building the listing indexes of {} image records",
+                self.images.len()
+            );
+            self.img_index.clear()?;
+            self.img_counts.clear()?;
+            for v in self.images.iter().values() {
+                let rec: ImageRecord = decode("images", &v?)?;
+                let (entries, counters) = index::record_keys(&rec);
+                for k in entries {
+                    self.img_index.insert(k, &[])?;
+                }
+                for k in counters {
+                    let n = counter(self.img_counts.get(&k)?) + 1;
+                    self.img_counts.insert(k, &n.to_be_bytes())?;
+                }
+            }
+            self.db.drop_tree("img_created")?;
+        }
+        self.flush_blocking()?;
+        self.meta
+            .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+        self.flush_blocking()?;
+        Ok(())
+    }
+}
