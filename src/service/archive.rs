@@ -369,27 +369,8 @@ mod tests {
     fn rec(hash: &str, name: &str) -> ImageRecord {
         ImageRecord {
             organization: "o".into(),
-            hash: hash.into(),
-            binary_hash: "b".repeat(40),
-            blob: "x".into(),
             name: name.into(),
-            format: "jpg".into(),
-            mimetype: "image/jpeg".into(),
-            size: 1,
-            width: 1,
-            height: 1,
-            created: String::new(),
-            created_ns: 0,
-            user_metadata: Default::default(),
-            dynamic_metadata: Default::default(),
-            static_metadata: Default::default(),
-            deleted: false,
-            deleted_at: None,
-            protected: false,
-            locked: false,
-            opaque: true,
-            animated: false,
-            frames: 1,
+            ..crate::storage::fixtures::image(hash, "x")
         }
     }
 

@@ -310,34 +310,7 @@ fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Bytes, FileBytes};
-
-    fn image(blob: &str) -> ImageRecord {
-        ImageRecord {
-            organization: "acme".into(),
-            hash: "a".repeat(40),
-            binary_hash: "b".repeat(40),
-            blob: blob.into(),
-            name: "p.jpg".into(),
-            format: "jpg".into(),
-            mimetype: "image/jpeg".into(),
-            size: 3,
-            width: 1,
-            height: 1,
-            created: String::new(),
-            created_ns: 0,
-            user_metadata: Default::default(),
-            dynamic_metadata: Default::default(),
-            static_metadata: Default::default(),
-            deleted: false,
-            deleted_at: None,
-            protected: false,
-            locked: false,
-            opaque: true,
-            animated: false,
-            frames: 1,
-        }
-    }
+    use crate::storage::{fixtures, Bytes, FileBytes};
 
     #[test]
     fn a_source_is_read_once_until_its_image_is_purged() {
@@ -353,7 +326,7 @@ mod tests {
         files.remove(&other).unwrap();
         assert_eq!(&*source(&state, &files, &blob).unwrap(), b"one");
         // A purge of the image forgets it, and only it.
-        forget_image(&state, &image(&blob));
+        forget_image(&state, &fixtures::image(&"a".repeat(40), &blob));
         assert!(source(&state, &files, &blob).is_err());
         assert_eq!(&*source(&state, &files, &other).unwrap(), b"two");
         forget_all(&state);

@@ -3,6 +3,7 @@
 use super::renders::{RenderMeta, StackRevision};
 use super::ServedPath;
 use crate::model::account::Organization;
+use crate::model::image::ImageRecord;
 
 /// A JPEG render of `image` of organization `acme` through `stacks` (name, revision).
 pub fn meta(image: &str, stacks: &[(&str, u64)]) -> RenderMeta {
@@ -40,5 +41,33 @@ pub fn org(name: &str) -> Organization {
         master_organization: name.to_string(),
         options: Default::default(),
         signing_keys: vec!["k1".into()],
+    }
+}
+
+/// A live 1×1 JPEG of organization `acme` under `hash`, stored in the blob `blob`.
+pub fn image(hash: &str, blob: &str) -> ImageRecord {
+    ImageRecord {
+        organization: "acme".into(),
+        hash: hash.into(),
+        binary_hash: "b".repeat(40),
+        blob: blob.into(),
+        name: "a.jpg".into(),
+        format: "jpg".into(),
+        mimetype: "image/jpeg".into(),
+        size: 1,
+        width: 1,
+        height: 1,
+        created: String::new(),
+        created_ns: 0,
+        user_metadata: Default::default(),
+        dynamic_metadata: Default::default(),
+        static_metadata: Default::default(),
+        deleted: false,
+        deleted_at: None,
+        protected: false,
+        locked: false,
+        opaque: true,
+        animated: false,
+        frames: 1,
     }
 }
