@@ -996,7 +996,8 @@
         : 'No stacks yet. A key with the write role can create them.';
       const chosen = list.find((s) => s.name === name);
       if (chosen) openEditor(chosen);
-      else $('editor').hidden = true;
+      // A new stack opened while the list loaded stays open.
+      else if (!(state.edit && state.edit.isNew)) $('editor').hidden = true;
     });
   }
 
