@@ -1684,27 +1684,14 @@ mod tests {
     fn rec(hash: &str, name: &str, size: u64, ns: i128, meta: Value) -> ImageRecord {
         ImageRecord {
             organization: "o".into(),
-            hash: hash.into(),
-            binary_hash: "b".repeat(40),
-            blob: "x".into(),
             name: name.into(),
             format: name.rsplit('.').next().unwrap_or("").into(),
-            mimetype: "image/jpeg".into(),
             size,
             width: 10,
             height: 10,
-            created: String::new(),
             created_ns: ns,
             user_metadata: serde_json::from_value(meta).unwrap(),
-            dynamic_metadata: Default::default(),
-            static_metadata: Default::default(),
-            deleted: false,
-            deleted_at: None,
-            protected: false,
-            locked: false,
-            opaque: true,
-            animated: false,
-            frames: 1,
+            ..crate::storage::fixtures::image(hash, "x")
         }
     }
 

@@ -199,14 +199,12 @@ mod tests {
     use crate::storage::fixtures::path;
 
     fn image(hash: char) -> ImageRecord {
-        serde_json::from_value(serde_json::json!({
-            "organization": "acme", "hash": hash.to_string().repeat(40),
-            "binary_hash": "b".repeat(40), "blob": "c".repeat(64), "name": "a.jpg",
-            "format": "jpg", "mimetype": "image/jpeg", "size": 1, "width": 1, "height": 1,
-            "created": "2024-01-01T00:00:00+00:00", "created_ns": 1_i128, "deleted": false,
-            "user_metadata": {}, "opaque": true, "animated": false
-        }))
-        .unwrap()
+        ImageRecord {
+            blob: "c".repeat(64),
+            created: "2024-01-01T00:00:00+00:00".into(),
+            created_ns: 1,
+            ..crate::storage::fixtures::image(&hash.to_string().repeat(40), "")
+        }
     }
 
     fn alias(name: &str, hash: char) -> StoredAlias {
