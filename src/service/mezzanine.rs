@@ -174,26 +174,51 @@ fn kept(
 }
 
 fn kept_in_memory(state: &RenderState, key: &RenderKey, full_size: bool) -> Option<Arc<Decoded>> {
-    let kept = kept(state, full_size).0.lock().ok()?;
-    kept.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone())
+    recent(kept(state, full_size).0, |k| k == key)
 }
 
 /// Keeps `decoded` as the most recent decode of its kind, forgetting the oldest ones beyond
 /// the kind's budget ([`FULL_SIZE_KEPT_BYTES`], [`REDUCED_KEPT_BYTES`]).
 fn keep_in_memory(state: &RenderState, key: RenderKey, decoded: &Arc<Decoded>, full_size: bool) {
-    let size = |d: &Decoded| d.image.as_bytes().len();
     let (kept, budget) = kept(state, full_size);
-    if size(decoded) > budget {
+    keep_recent(
+        kept,
+        key,
+        decoded.clone(),
+        |d| d.image.as_bytes().len(),
+        budget,
+    );
+}
+
+/// Items kept in memory under their keys, most recent first.
+type Recent<K, V> = std::sync::Mutex<std::collections::VecDeque<(K, V)>>;
+
+/// The item of `kept` whose key `is` accepts.
+fn recent<K, V: Clone>(kept: &Recent<K, V>, is: impl Fn(&K) -> bool) -> Option<V> {
+    let kept = kept.lock().ok()?;
+    kept.iter().find(|(k, _)| is(k)).map(|(_, v)| v.clone())
+}
+
+/// Keeps `value` under `key` as the most recent item of `kept`, forgetting the oldest ones
+/// beyond `budget` bytes as `size` counts them; an item larger than the budget is not kept.
+fn keep_recent<K: PartialEq, V>(
+    kept: &Recent<K, V>,
+    key: K,
+    value: V,
+    size: impl Fn(&V) -> usize,
+    budget: usize,
+) {
+    if size(&value) > budget {
         return;
     }
     let Ok(mut kept) = kept.lock() else {
         return;
     };
     kept.retain(|(k, _)| *k != key);
-    kept.push_front((key, decoded.clone()));
+    kept.push_front((key, value));
     let mut total = 0;
-    kept.retain(|(_, d)| {
-        total += size(d);
+    kept.retain(|(_, v)| {
+        total += size(v);
         total <= budget
     });
 }
@@ -230,27 +255,17 @@ pub(super) fn source(
     blobs: &dyn crate::storage::Bytes,
     blob: &str,
 ) -> std::io::Result<Arc<Vec<u8>>> {
-    let kept = |sources: &std::collections::VecDeque<(String, Arc<Vec<u8>>)>| {
-        sources
-            .iter()
-            .find(|(b, _)| b == blob)
-            .map(|(_, bytes)| bytes.clone())
-    };
-    if let Some(bytes) = state.sources.lock().ok().and_then(|s| kept(&s)) {
+    if let Some(bytes) = recent(&state.sources, |b| b == blob) {
         return Ok(bytes);
     }
     let bytes = Arc::new(blobs.read(blob)?);
-    if bytes.len() <= SOURCE_KEPT_BYTES {
-        if let Ok(mut sources) = state.sources.lock() {
-            sources.retain(|(b, _)| b != blob);
-            sources.push_front((blob.to_string(), bytes.clone()));
-            let mut total = 0;
-            sources.retain(|(_, kept)| {
-                total += kept.len();
-                total <= SOURCE_KEPT_BYTES
-            });
-        }
-    }
+    keep_recent(
+        &state.sources,
+        blob.to_string(),
+        bytes.clone(),
+        |b| b.len(),
+        SOURCE_KEPT_BYTES,
+    );
     Ok(bytes)
 }
 
