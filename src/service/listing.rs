@@ -39,6 +39,9 @@ struct Bounds {
     count: usize,
     /// At most this many index positions of one filter are ordered by creation time.
     positions: usize,
+    /// At most this many entries of the sort field's index are walked in search of the
+    /// members of one filter's candidate set before the set is sorted in memory instead.
+    member_walk: usize,
 }
 
 /// The documented bounds (README, "Listing large libraries").
@@ -48,7 +51,13 @@ const BOUNDS: Bounds = Bounds {
     examine: 20_000,
     count: 10_000,
     positions: 20_000,
+    member_walk: 50_000,
 };
+
+/// About how many index entries can be walked for the cost of reading one record: a walk
+/// of the sort field's index is preferred to sorting a candidate set in memory only when
+/// it is expected to cost less.
+const ENTRIES_PER_RECORD: usize = 8;
 
 /// A field a list can be sorted or filtered by.
 #[derive(Debug, Clone, PartialEq)]
@@ -389,6 +398,28 @@ struct Answer {
     /// Matches follow the page.
     more: bool,
     facets: Option<serde_json::Map<String, Value>>,
+}
+
+/// The entries of `walk` whose image is one of `members` (every entry when there is no member
+/// set); `stepped` counts the entries walked, and the walk ends, with `stopped` set, after
+/// `bound` of them when there is a member set.
+fn members_only<'a>(
+    walk: Box<dyn Iterator<Item = crate::storage::Result<Position>> + 'a>,
+    members: Option<&'a std::collections::HashSet<&'a str>>,
+    bound: usize,
+    stepped: &'a std::cell::Cell<usize>,
+    stopped: &'a std::cell::Cell<bool>,
+) -> impl Iterator<Item = crate::storage::Result<Position>> + 'a {
+    walk.take_while(move |_| {
+        let over = members.is_some() && stepped.get() >= bound;
+        stepped.set(stepped.get() + 1);
+        stopped.set(stopped.get() || over);
+        !over
+    })
+    .filter(move |p| match (p, members) {
+        (Ok(p), Some(m)) => m.contains(p.hash.as_str()),
+        _ => true,
+    })
 }
 
 /// Records read per round trip at first by [`Batched`], and at most.
@@ -743,6 +774,62 @@ impl ListQuery {
         }
     }
 
+    /// The page of a listing with one filter, sorted by an indexed field, when the filter's
+    /// candidates `hashes` (all of its matches, each once) are many but the sort field's
+    /// index is expected to meet enough of them soon: that index is walked and only its
+    /// members' records are read, instead of every candidate's. `None` when the walk is not
+    /// expected to pay, or when it meets fewer members than expected within
+    /// [`Bounds::member_walk`] entries (then the set is sorted in memory, as before).
+    fn by_members(
+        &self,
+        store: &dyn Records,
+        org: &str,
+        source: &Source,
+        hashes: &[String],
+    ) -> Result<Option<Answer>> {
+        let ([(Field::Indexed(sort_field), asc)], [_], Source::Index { exact: true, .. }) =
+            (self.sort.as_slice(), self.filters.as_slice(), source)
+        else {
+            return Ok(None);
+        };
+        let n = hashes.len();
+        if n <= self.bounds.small || !self.facets.is_empty() || self.any {
+            return Ok(None);
+        }
+        let images = store.image_count(org, self.deleted)? as usize;
+        let skip = if self.cursor.is_some() {
+            0
+        } else {
+            self.offset
+        };
+        // The entries walked until the page and the one after it are met, were the members
+        // spread evenly over the sort order.
+        let expected = skip
+            .saturating_add(self.limit)
+            .saturating_add(1)
+            .saturating_mul(images)
+            / n
+            + 1;
+        if expected.saturating_mul(2) > self.bounds.member_walk
+            || expected > n.saturating_mul(ENTRIES_PER_RECORD)
+        {
+            return Ok(None);
+        }
+        let members: std::collections::HashSet<&str> = hashes.iter().map(String::as_str).collect();
+        let tail = matches!(sort_field, IndexField::User(_));
+        self.walk_within(
+            store,
+            org,
+            sort_field,
+            &Span::default(),
+            !*asc,
+            tail,
+            Some(0),
+            Some(n),
+            Some(&members),
+        )
+    }
+
     fn plan(&self, store: &dyn Records, org: &str) -> Result<Answer> {
         let mut sources = Vec::with_capacity(self.filters.len());
         for (f, m) in &self.filters {
@@ -906,6 +993,9 @@ impl ListQuery {
                 continue;
             }
             if let Some(h) = self.collect(store, org, s, self.bounds.collect)? {
+                if let Some(answer) = self.by_members(store, org, s, &h)? {
+                    return Ok(answer);
+                }
                 return self.in_memory(store, org, h);
             }
         }
@@ -1334,6 +1424,30 @@ impl ListQuery {
         skip: Option<usize>,
         total: Option<usize>,
     ) -> Result<Answer> {
+        self.walk_within(store, org, field, span, reverse, tail, skip, total, None)?
+            .ok_or_else(|| Error::internal("an index walk without a member set gave up"))
+    }
+
+    /// [`Self::walk`], keeping only the images of `members` (when given) of the entries
+    /// walked, at most [`Bounds::member_walk`] of them: `None` when that bound is reached.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_within(
+        &self,
+        store: &dyn Records,
+        org: &str,
+        field: &IndexField,
+        span: &Span,
+        reverse: bool,
+        tail: bool,
+        skip: Option<usize>,
+        total: Option<usize>,
+        members: Option<&std::collections::HashSet<&str>>,
+    ) -> Result<Option<Answer>> {
+        // Entries walked in search of members, and whether the bound stopped the walk.
+        let stepped = std::cell::Cell::new(0usize);
+        let stopped = std::cell::Cell::new(false);
+        let bound = self.bounds.member_walk;
+        let kept = |walk| members_only(walk, members, bound, &stepped, &stopped);
         let check = self.filters.len() > usize::from(skip.is_some()) || self.deleted;
         // The filters to check, on index positions when they can be.
         let probes = if check { self.probes(skip) } else { None };
@@ -1422,13 +1536,12 @@ impl ListQuery {
         };
         let mut done = false;
         if !in_tail {
-            let hashes = store
-                .index_walk(org, self.deleted, field, &span, reverse)
+            let hashes = kept(store.index_walk(org, self.deleted, field, &span, reverse))
                 .map(|p| Ok(p?.hash));
             if let (true, Some(probes)) = (check, &probes) {
                 // The filters are checked on index positions, a batch at a time; the page is
                 // read after the walk.
-                let mut walk = store.index_walk(org, self.deleted, field, &span, reverse);
+                let mut walk = kept(store.index_walk(org, self.deleted, field, &span, reverse));
                 let mut size = FIRST_BATCH;
                 'walk: loop {
                     let chunk = walk
@@ -1487,9 +1600,9 @@ impl ListQuery {
             if let Some(p) = &tail_from {
                 all = all.past(p, reverse);
             }
-            let hashes = store
-                .index_walk(org, self.deleted, &IndexField::Created, &all, reverse)
-                .map(|p| Ok(p?.hash));
+            let hashes =
+                kept(store.index_walk(org, self.deleted, &IndexField::Created, &all, reverse))
+                    .map(|p| Ok(p?.hash));
             for next in Batched::new(store, org, hashes) {
                 let (hash, rec) = next?;
                 examined += 1;
@@ -1508,6 +1621,9 @@ impl ListQuery {
                     break;
                 }
             }
+        }
+        if stopped.get() {
+            return Ok(None);
         }
         let page = Slot::resolve(store, org, page)?;
         // Stopped by the bound before the page filled: the page would be wrong, whatever the
@@ -1534,14 +1650,14 @@ impl ListQuery {
                 self.bounds.collect
             )));
         };
-        Ok(Answer {
+        Ok(Some(Answer {
             more: counted > 0 || cut,
             start: if self.cursor.is_some() { 0 } else { start },
             page,
             total: total.unwrap_or(known),
             total_cut: total.is_none() && cut,
             facets,
-        })
+        }))
     }
 
     fn answer(&self, store: &dyn Records, org: &str, a: Answer) -> Result<Value> {
@@ -1834,6 +1950,7 @@ mod tests {
             examine: 10_000,
             count: 10_000,
             positions: 100,
+            member_walk: 1_000,
         };
         for q in [
             ("user:array:labels", "[l0,l2]"),
@@ -2012,6 +2129,7 @@ mod tests {
                 examine: 10_000,
                 count: rng.usize(1..60),
                 positions: rng.usize(0..300),
+                member_walk: rng.usize(0..400),
             };
             let want: Vec<String> = {
                 let mut m: Vec<&ImageRecord> = model.iter().filter(|r| parsed.accepts(r)).collect();
