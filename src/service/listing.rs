@@ -750,6 +750,20 @@ impl ListQuery {
             (Source::Hashes(None) | Source::None, _) => Ok(usize::MAX),
             (Source::Index { .. }, Counted::Exactly(n)) if n <= cap => Ok(n),
             (Source::Index { .. }, k) if k.over(cap) => Ok(usize::MAX),
+            // One value of a counted field: its counter holds the number of its entries.
+            (
+                Source::Index {
+                    field,
+                    spans,
+                    single: true,
+                    ..
+                },
+                _,
+            ) if field.counted() && spans.len() == 1 => {
+                let n = store.value_count(org, self.deleted, field, &spans[0].from)? as usize;
+                *known = Counted::Exactly(n);
+                Ok(if n <= cap { n } else { usize::MAX })
+            }
             (Source::Index { field, spans, .. }, _) => {
                 let mut n = 0;
                 for span in spans {
