@@ -39,8 +39,8 @@ struct Bounds {
     count: usize,
     /// At most this many index positions of one filter are ordered by creation time.
     positions: usize,
-    /// At most this many entries of the sort field's index are walked in search of the
-    /// members of one filter's candidate set before the set is sorted in memory instead.
+    /// A walk of the sort field's index in search of the members of one filter's candidate
+    /// set is tried only when it is expected to take at most half this many entries.
     member_walk: usize,
 }
 
@@ -792,8 +792,8 @@ impl ListQuery {
     /// candidates `hashes` (all of its matches, each once) are many but the sort field's
     /// index is expected to meet enough of them soon: that index is walked and only its
     /// members' records are read, instead of every candidate's. `None` when the walk is not
-    /// expected to pay, or when it meets fewer members than expected within
-    /// [`Bounds::member_walk`] entries (then the set is sorted in memory, as before).
+    /// expected to pay, or when it has not met the page within twice the entries an even
+    /// spread of the members would need (then the set is sorted in memory, as before).
     fn by_members(
         &self,
         store: &dyn Records,
@@ -840,7 +840,9 @@ impl ListQuery {
             tail,
             Some(0),
             Some(n),
-            Some(&members),
+            // Twice what an even spread needs: members gathered elsewhere in the order give
+            // up early.
+            Some((&members, expected.saturating_mul(2))),
         )
     }
 
@@ -1442,8 +1444,8 @@ impl ListQuery {
             .ok_or_else(|| Error::internal("an index walk without a member set gave up"))
     }
 
-    /// [`Self::walk`], keeping only the images of `members` (when given) of the entries
-    /// walked, at most [`Bounds::member_walk`] of them: `None` when that bound is reached.
+    /// [`Self::walk`], keeping only the images of `members` (when given, with a bound) of the
+    /// entries walked, at most the bound of them: `None` when it is reached.
     #[allow(clippy::too_many_arguments)]
     fn walk_within(
         &self,
@@ -1455,12 +1457,15 @@ impl ListQuery {
         tail: bool,
         skip: Option<usize>,
         total: Option<usize>,
-        members: Option<&std::collections::HashSet<&str>>,
+        members: Option<(&std::collections::HashSet<&str>, usize)>,
     ) -> Result<Option<Answer>> {
         // Entries walked in search of members, and whether the bound stopped the walk.
         let stepped = std::cell::Cell::new(0usize);
         let stopped = std::cell::Cell::new(false);
-        let bound = self.bounds.member_walk;
+        let (members, bound) = match members {
+            Some((set, bound)) => (Some(set), bound),
+            None => (None, usize::MAX),
+        };
         let kept = |walk| members_only(walk, members, bound, &stepped, &stopped);
         let check = self.filters.len() > usize::from(skip.is_some()) || self.deleted;
         // The filters to check, on index positions when they can be.
