@@ -40,7 +40,7 @@ pub fn no_content() -> HttpResponse {
 }
 
 /// A header as a string, if present and valid.
-pub fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+pub fn header(req: &HttpRequest, name: impl actix_web::http::header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -11,13 +11,22 @@ use crate::metrics::Outcome;
 use crate::service::renders::{self, AnswerHeaders, RenderAnswer, RenderTarget, Served};
 use crate::service::Services;
 use crate::storage::ServedPath;
-use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, ETAG, VARY};
+use actix_web::http::header::{
+    HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, HOST,
+    IF_NONE_MATCH, VARY,
+};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 type Svc = web::Data<Services>;
 
 /// `Cache-Control` of every successful render.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// The names of the headers a render answer adds, made once rather than parsed per answer.
+const SAVE_DATA: HeaderName = HeaderName::from_static("save-data");
+const RENDERED: HeaderName = HeaderName::from_static("x-darkroom-render");
+const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 /// The socket of a render connection, noted when it is accepted so that a handler can tell
 /// whether its client is still there (actix does not drop a handler whose client left).
@@ -27,7 +36,7 @@ struct PeerSocket(std::os::fd::RawFd);
 /// The Host and the path with its query, as a render was asked for.
 fn served_path(req: &HttpRequest) -> ServedPath {
     ServedPath {
-        host: header(req, "host").unwrap_or_default().to_string(),
+        host: header(req, HOST).unwrap_or_default().to_string(),
         path: match req.query_string() {
             "" => req.path().to_string(),
             q => format!("{}?{q}", req.path()),
@@ -83,7 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn target<'a>(req: &'a HttpRequest, template: &str) -> Option<(String, &'a str, bool)> {
     let path = req.path();
     if !template.is_empty() {
-        if let Some(host) = header(req, "host") {
+        if let Some(host) = header(req, HOST) {
             let host = host.split(':').next().unwrap_or(host);
             let (pre, post) = template.split_once("{organization}")?;
             if let Some(org) = host.strip_prefix(pre).and_then(|h| h.strip_suffix(post)) {
@@ -113,13 +122,13 @@ async fn serve(req: HttpRequest, svc: Svc) -> HttpResponse {
     let gone = move || socket.is_some_and(peer_gone);
     let t = RenderTarget {
         client_gone: &gone,
-        save_data: header(&req, "save-data").is_some_and(|v| v.trim().eq_ignore_ascii_case("on")),
+        save_data: header(&req, SAVE_DATA).is_some_and(|v| v.trim().eq_ignore_ascii_case("on")),
         org: &org,
         path,
         query: req.query_string(),
         org_prefix: path_form.then_some(org.as_str()),
         via_api: false,
-        accept: header(&req, "accept"),
+        accept: header(&req, ACCEPT),
         // The Host is kept for both forms: the edge keys its cache by host and path, and a
         // refresh must reach the same entry.
         served: served_path(&req),
@@ -188,7 +197,7 @@ pub async fn preview(req: HttpRequest, svc: Svc) -> crate::error::Result<HttpRes
         query: req.query_string(),
         org_prefix: None,
         via_api: true,
-        accept: header(&req, "accept"),
+        accept: header(&req, ACCEPT),
         served: served_path(&req),
     };
     let started = std::time::Instant::now();
@@ -214,28 +223,34 @@ pub async fn preview(req: HttpRequest, svc: Svc) -> crate::error::Result<HttpRes
 }
 
 fn not_modified(req: &HttpRequest, etag: &str) -> bool {
-    header(req, "if-none-match")
+    header(req, IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
 async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> HttpResponse {
     match answer {
         RenderAnswer::Render {
-            render,
+            body,
             served,
             headers,
         } => {
-            let etag = render.meta.etag.clone();
-            let content_type = render.meta.content_type.clone();
-            let mut resp = if not_modified(req, &etag) {
+            // Shared, not copied: a hit only checks the bytes.
+            let (Ok(etag), Ok(content_type)) = (
+                HeaderValue::from_maybe_shared(headers.etag.clone()),
+                HeaderValue::from_maybe_shared(headers.content_type.clone()),
+            ) else {
+                return error_plain(&Error::internal("a stored render's header is unreadable"));
+            };
+            let unchanged = etag.to_str().is_ok_and(|e| not_modified(req, e));
+            let mut resp = if unchanged {
                 HttpResponse::NotModified()
             } else {
                 HttpResponse::Ok()
             };
             resp.insert_header((CACHE_CONTROL, cache_control(&headers)))
-                .insert_header((ETAG, etag.clone()));
+                .insert_header((ETAG, etag));
             resp.insert_header((
-                "X-Darkroom-Render",
+                RENDERED,
                 match served {
                     Served::Hit => "hit",
                     Served::Rendered => "miss",
@@ -243,10 +258,10 @@ async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> Htt
                 },
             ));
             add_common(&mut resp, &headers);
-            if not_modified(req, &etag) {
+            if unchanged {
                 return resp.finish();
             }
-            resp.content_type(content_type).body(render.into_body())
+            resp.insert_header((CONTENT_TYPE, content_type)).body(body)
         }
         RenderAnswer::Original {
             blob,
@@ -303,11 +318,12 @@ fn add_common(resp: &mut actix_web::HttpResponseBuilder, headers: &AnswerHeaders
             resp.insert_header((CONTENT_DISPOSITION, v));
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&headers.surrogate_key) {
-        resp.insert_header(("Surrogate-Key", v));
+    // Shared, not copied: a hit only checks the bytes.
+    if let Ok(v) = HeaderValue::from_maybe_shared(headers.surrogate_key.clone()) {
+        resp.insert_header((SURROGATE_KEY, v));
     }
-    if let Ok(v) = HeaderValue::from_str(&headers.cache_tag) {
-        resp.insert_header(("Cache-Tag", v));
+    if let Ok(v) = HeaderValue::from_maybe_shared(headers.cache_tag.clone()) {
+        resp.insert_header((CACHE_TAG, v));
     }
 }
 

@@ -120,12 +120,17 @@ pub struct AnswerHeaders {
     /// `Some(file name)` for `content_disposition: attachment`.
     pub attachment: Option<String>,
     /// Cache tags for purges by tag at a CDN (`org-…`, `image-…`, `stack-…`), joined as
-    /// `Surrogate-Key` (spaces) and `Cache-Tag` (commas) want them.
-    pub surrogate_key: String,
-    pub cache_tag: String,
+    /// `Surrogate-Key` (spaces) and `Cache-Tag` (commas) want them, in buffers every hit
+    /// shares.
+    pub surrogate_key: bytes::Bytes,
+    pub cache_tag: bytes::Bytes,
     /// `Some(seconds)` for a URL whose answer may change (an alias): a short max-age instead
     /// of a year and `immutable`.
     pub max_age: Option<u64>,
+    /// The render's `ETag` and content type, from its stored header: a hit of a remembered
+    /// URL reads only the bytes.
+    pub etag: bytes::Bytes,
+    pub content_type: bytes::Bytes,
 }
 
 impl AnswerHeaders {
@@ -134,9 +139,11 @@ impl AnswerHeaders {
             vary_accept,
             vary_save_data: false,
             attachment,
-            surrogate_key: tags.join(" "),
-            cache_tag: tags.join(","),
+            surrogate_key: tags.join(" ").into(),
+            cache_tag: tags.join(",").into(),
             max_age: None,
+            etag: bytes::Bytes::new(),
+            content_type: bytes::Bytes::new(),
         }
     }
 }
@@ -155,7 +162,8 @@ pub enum Served {
 /// The answer to a render URL.
 pub enum RenderAnswer {
     Render {
-        render: StoredRender,
+        /// The encoded image; its `ETag` and content type are in `headers`.
+        body: bytes::Bytes,
         served: Served,
         headers: Arc<AnswerHeaders>,
     },
@@ -165,7 +173,7 @@ pub enum RenderAnswer {
         mimetype: String,
         size: u64,
         etag: String,
-        headers: AnswerHeaders,
+        headers: Arc<AnswerHeaders>,
     },
 }
 
@@ -326,10 +334,10 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
     let generation = svc.store.generation()?;
     let url_id = resolved_id(&target);
     if let Some(known) = known_url(state, &url_id, generation) {
-        if let Some(hit) = svc.store.get_render(&known.key)? {
+        if let Some(body) = svc.store.get_render_body(&known.key)? {
             note_hit(svc, known.key);
             return Ok(RenderAnswer::Render {
-                render: hit,
+                body,
                 served: Served::Hit,
                 headers: known.headers.clone(),
             });
@@ -497,11 +505,11 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             mimetype: image.mimetype.clone(),
             size: image.size,
             etag: format!("\"{}\"", image.binary_hash),
-            headers: mutable(AnswerHeaders::new(
+            headers: Arc::new(mutable(AnswerHeaders::new(
                 false,
                 attachment.map(|_| image.name.clone()),
                 &tags,
-            ))?,
+            ))?),
         });
     }
 
@@ -616,6 +624,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             }
         }
     }
+    headers.etag = render.meta.etag.clone().into();
+    headers.content_type = render.meta.content_type.clone().into();
     let headers = Arc::new(mutable(headers)?);
     // A signed URL is checked on every request: its signature may expire. A preview is
     // remembered under an identity of its own, which only an authorized caller reaches.
@@ -631,7 +641,7 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
         );
     }
     Ok(RenderAnswer::Render {
-        render,
+        body: render.into_body(),
         served,
         headers,
     })

@@ -204,6 +204,11 @@ pub trait StackRecords {
 pub trait RenderRecords {
     /// Looks a render up by key; one whose bytes are gone is not found (it is made again).
     fn get_render(&self, key: &[u8]) -> Result<Option<StoredRender>>;
+    /// The bytes of a stored render, for a caller that knows its header already (a hit of a
+    /// remembered URL): a store may skip decoding the header.
+    fn get_render_body(&self, key: &[u8]) -> Result<Option<bytes::Bytes>> {
+        Ok(self.get_render(key)?.map(StoredRender::into_body))
+    }
     /// Stores a render with its indexes, unless its organization, image or one of its stacks
     /// changed since it was resolved (the render is then returned but not kept).
     fn put_render(

@@ -118,6 +118,33 @@ impl StoredRender {
         self.external.unwrap_or_else(|| self.bytes().len() as u64)
     }
 
+    /// The bytes of a stored value without decoding its header; `None` when they live in a
+    /// file.
+    pub(super) fn inline_body(
+        raw: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<Option<bytes::Bytes>> {
+        let raw = bytes::Bytes::from_owner(raw);
+        let word = raw
+            .get(0..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| StorageError::Corrupt {
+                tree: "renders",
+                message: "short value".into(),
+            })?;
+        if word & EXTERNAL != 0 {
+            return Ok(None);
+        }
+        let start = 4 + (word as usize);
+        if start > raw.len() {
+            return Err(StorageError::Corrupt {
+                tree: "renders",
+                message: "short header".into(),
+            });
+        }
+        Ok(Some(raw.slice(start..)))
+    }
+
     pub(super) fn parse(raw: impl AsRef<[u8]> + Send + 'static) -> Result<StoredRender> {
         let raw = bytes::Bytes::from_owner(raw);
         let corrupt = |m: &str| StorageError::Corrupt {

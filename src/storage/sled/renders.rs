@@ -150,6 +150,17 @@ impl RenderRecords for SledStore {
             }))
     }
 
+    /// The value's bytes without its JSON header; a body in a file is read from it.
+    fn get_render_body(&self, key: &[u8]) -> Result<Option<bytes::Bytes>> {
+        let Some(raw) = self.renders.get(key)? else {
+            return Ok(None);
+        };
+        if let Some(body) = StoredRender::inline_body(raw)? {
+            return Ok(Some(body));
+        }
+        Ok(self.render_bodies.render_body(key)?.map(bytes::Bytes::from))
+    }
+
     fn external_render(&self, key: &[u8]) -> Result<bool> {
         Ok(match self.renders.get(key)? {
             Some(v) => StoredRender::parse(v)?.external.is_some(),
