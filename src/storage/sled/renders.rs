@@ -786,6 +786,29 @@ mod tests {
     }
 
     #[test]
+    fn the_bytes_of_a_render_read_without_its_header_are_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 8).unwrap();
+        let small = b"a small render".to_vec();
+        let big: Vec<u8> = (0..INLINE_MAX + 10).map(|i| (i % 251) as u8).collect();
+        for (key, bytes) in [([1u8; 32], &small), ([2u8; 32], &big)] {
+            store
+                .put_render_unchecked(&key, &meta("img1", &[("thumb", 1)]), bytes, &path("/p"))
+                .unwrap();
+            let body = store.get_render_body(&key).unwrap().unwrap();
+            assert_eq!(body.as_ref(), bytes.as_slice());
+            assert_eq!(
+                body.as_ref(),
+                store.get_render(&key).unwrap().unwrap().bytes()
+            );
+        }
+        assert!(store.get_render_body(&[3u8; 32]).unwrap().is_none());
+        // A lost file is a miss here too.
+        std::fs::remove_file(store.blobs.render_path(&[2u8; 32])).unwrap();
+        assert!(store.get_render_body(&[2u8; 32]).unwrap().is_none());
+    }
+
+    #[test]
     fn a_render_that_raced_a_stack_change_or_an_image_delete_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 8).unwrap();
