@@ -70,6 +70,8 @@ fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
 pub struct Control {
     path: std::path::PathBuf,
     stopping: Arc<AtomicBool>,
+    /// The listening socket the thread accepts on (a second handle), shut down to wake it.
+    listener: UnixListener,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -83,8 +85,14 @@ impl Control {
             return;
         };
         self.stopping.store(true, Ordering::SeqCst);
-        // Wakes the accept; the listener sees the flag and ends.
-        let _ = UnixStream::connect(&self.path);
+        // Wakes the accept, which then fails, and the listener sees the flag and ends. A
+        // connection by the socket's path would wake it too, unless the file was removed
+        // (with the data folder, say): then the join below would wait forever and the service
+        // would never stop.
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown only changes the state of a socket this struct owns; the
+        // descriptor stays open until the struct is dropped.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         let _ = thread.join();
         let _ = std::fs::remove_file(&self.path);
     }
@@ -113,6 +121,7 @@ pub fn listen(services: Arc<Services>, api_port: u16) -> io::Result<Control> {
     unsafe { libc::umask(previous) };
     let listener = bound?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let waker = listener.try_clone()?;
     let clients = Arc::new(AtomicUsize::new(0));
     let stopping = Arc::new(AtomicBool::new(false));
     let stop = stopping.clone();
@@ -143,6 +152,7 @@ pub fn listen(services: Arc<Services>, api_port: u16) -> io::Result<Control> {
     Ok(Control {
         path,
         stopping,
+        listener: waker,
         thread: Some(thread),
     })
 }

@@ -237,3 +237,15 @@ fn an_upload_that_outlives_the_shutdown_timeout_is_refused_and_nothing_of_it_sta
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "no partial files: {leftovers:?}");
 }
+
+#[test]
+fn sigterm_stops_the_appliance_even_when_its_control_socket_file_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::start(dir.path(), 10);
+    p.create_acme();
+    // Removed behind the service's back (a data folder cleared while it stops, say): the
+    // listener is not reachable by its path any more.
+    std::fs::remove_file(dir.path().join(darkroom::cli::control::SOCKET)).unwrap();
+    p.sigterm();
+    assert!(p.wait_exit(Duration::from_secs(15)).success(), "exit 0");
+}
