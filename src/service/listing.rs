@@ -388,6 +388,19 @@ pub struct ListQuery {
     raw: Vec<(String, String)>,
 }
 
+/// One walk of a field's index in order ([`ListQuery::walk`]).
+struct Walk<'a> {
+    field: &'a IndexField,
+    span: &'a Span,
+    reverse: bool,
+    /// The images without the (user) field follow the entries.
+    tail: bool,
+    /// A filter known to hold for every entry of `span`.
+    skip: Option<usize>,
+    /// The number of matches, when it is known beforehand.
+    total: Option<usize>,
+}
+
 /// One page, in order, with the total it is part of.
 struct Answer {
     start: usize,
@@ -750,21 +763,11 @@ impl ListQuery {
             (Source::Hashes(None) | Source::None, _) => Ok(usize::MAX),
             (Source::Index { .. }, Counted::Exactly(n)) if n <= cap => Ok(n),
             (Source::Index { .. }, k) if k.over(cap) => Ok(usize::MAX),
-            // One value of a counted field: its counter holds the number of its entries.
-            (
-                Source::Index {
-                    field,
-                    spans,
-                    single: true,
-                    ..
-                },
-                _,
-            ) if field.counted() && spans.len() == 1 => {
-                let n = store.value_count(org, self.deleted, field, &spans[0].from)? as usize;
-                *known = Counted::Exactly(n);
-                Ok(if n <= cap { n } else { usize::MAX })
-            }
             (Source::Index { field, spans, .. }, _) => {
+                if let Some(n) = self.value_counter(store, org, source)? {
+                    *known = Counted::Exactly(n);
+                    return Ok(if n <= cap { n } else { usize::MAX });
+                }
                 let mut n = 0;
                 for span in spans {
                     n += store.index_count(org, self.deleted, field, span, cap + 1 - n.min(cap))?;
@@ -776,6 +779,28 @@ impl ListQuery {
                 *known = Counted::Exactly(n);
                 Ok(n)
             }
+        }
+    }
+
+    /// The number of images with the one value of a counted field that `source` matches,
+    /// read from the value's counter; `None` for any other source.
+    fn value_counter(
+        &self,
+        store: &dyn Records,
+        org: &str,
+        source: &Source,
+    ) -> Result<Option<usize>> {
+        match source {
+            Source::Index {
+                field,
+                spans,
+                single: true,
+                ..
+            } if field.counted() && spans.len() == 1 => {
+                let n = store.value_count(org, self.deleted, field, &spans[0].from)?;
+                Ok(Some(n as usize))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -834,12 +859,14 @@ impl ListQuery {
         self.walk_within(
             store,
             org,
-            sort_field,
-            &Span::default(),
-            !*asc,
-            tail,
-            Some(0),
-            Some(n),
+            Walk {
+                field: sort_field,
+                span: &Span::default(),
+                reverse: !*asc,
+                tail,
+                skip: Some(0),
+                total: Some(n),
+            },
             // Twice what an even spread needs: members gathered elsewhere in the order give
             // up early.
             Some((&members, expected.saturating_mul(2))),
@@ -925,7 +952,16 @@ impl ListQuery {
             if let Some((i, Source::Index { spans, exact, .. })) = on_sort {
                 let skip = if *exact { Some(i) } else { None };
                 return self.walk(
-                    store, org, sort_field, &spans[0], reverse, false, skip, None,
+                    store,
+                    org,
+                    Walk {
+                        field: sort_field,
+                        span: &spans[0],
+                        reverse,
+                        tail: false,
+                        skip,
+                        total: None,
+                    },
                 );
             }
             if *sort_field == IndexField::Created {
@@ -948,19 +984,22 @@ impl ListQuery {
                         Counted::Over(c) => c.saturating_add(1),
                         Counted::Unknown => usize::MAX,
                     });
-                if let Some((i, Source::Index { field, spans, .. })) = one_value {
-                    let total = (self.filters.len() == 1 && field.counted())
-                        .then(|| store.value_count(org, self.deleted, field, &spans[0].from))
-                        .transpose()?;
+                if let Some((i, source @ Source::Index { field, spans, .. })) = one_value {
+                    let total = match self.filters.len() {
+                        1 => self.value_counter(store, org, source)?,
+                        _ => None,
+                    };
                     return self.walk(
                         store,
                         org,
-                        field,
-                        &spans[0],
-                        reverse,
-                        false,
-                        Some(i),
-                        total.map(|t| t as usize),
+                        Walk {
+                            field,
+                            span: &spans[0],
+                            reverse,
+                            tail: false,
+                            skip: Some(i),
+                            total,
+                        },
                     );
                 }
             }
@@ -970,12 +1009,14 @@ impl ListQuery {
                 return self.walk(
                     store,
                     org,
-                    sort_field,
-                    &Span::default(),
-                    reverse,
-                    tail,
-                    None,
-                    Some(total),
+                    Walk {
+                        field: sort_field,
+                        span: &Span::default(),
+                        reverse,
+                        tail,
+                        skip: None,
+                        total: Some(total),
+                    },
                 );
             }
         }
@@ -1026,12 +1067,14 @@ impl ListQuery {
             let mut answer = self.walk(
                 store,
                 org,
-                sort_field,
-                &Span::default(),
-                !*asc,
-                tail,
-                None,
-                total,
+                Walk {
+                    field: sort_field,
+                    span: &Span::default(),
+                    reverse: !*asc,
+                    tail,
+                    skip: None,
+                    total,
+                },
             )?;
             answer.total_cut |= lower;
             answer.more |= lower && answer.page.len() == self.limit;
@@ -1074,20 +1117,17 @@ impl ListQuery {
         sources: &[Source],
         known: &[Counted],
     ) -> Result<Option<(usize, bool)>> {
-        let [Source::Index {
+        let [source @ Source::Index {
             field,
             spans,
             exact: true,
-            single,
+            ..
         }] = sources
         else {
             return Ok(None);
         };
-        if *single && field.counted() {
-            if let Some(span) = spans.first() {
-                let n = store.value_count(org, self.deleted, field, &span.from)?;
-                return Ok(Some((n as usize, false)));
-            }
+        if let Some(n) = self.value_counter(store, org, source)? {
+            return Ok(Some((n, false)));
         }
         match known.first() {
             Some(Counted::Exactly(n)) if *n < self.bounds.count => return Ok(Some((*n, false))),
@@ -1426,39 +1466,28 @@ impl ListQuery {
     }
 
     /// Walks one field's index in order: the page, then a count of the matches after it.
-    /// Filter `skip` is known to hold for every entry of `span`; `tail` adds the images without
-    /// the (user) field after the entries; `total` is known beforehand.
-    #[allow(clippy::too_many_arguments)]
-    fn walk(
-        &self,
-        store: &dyn Records,
-        org: &str,
-        field: &IndexField,
-        span: &Span,
-        reverse: bool,
-        tail: bool,
-        skip: Option<usize>,
-        total: Option<usize>,
-    ) -> Result<Answer> {
-        self.walk_within(store, org, field, span, reverse, tail, skip, total, None)?
+    fn walk(&self, store: &dyn Records, org: &str, walk: Walk) -> Result<Answer> {
+        self.walk_within(store, org, walk, None)?
             .ok_or_else(|| Error::internal("an index walk without a member set gave up"))
     }
 
     /// [`Self::walk`], keeping only the images of `members` (when given, with a bound) of the
     /// entries walked, at most the bound of them: `None` when it is reached.
-    #[allow(clippy::too_many_arguments)]
     fn walk_within(
         &self,
         store: &dyn Records,
         org: &str,
-        field: &IndexField,
-        span: &Span,
-        reverse: bool,
-        tail: bool,
-        skip: Option<usize>,
-        total: Option<usize>,
+        walk: Walk,
         members: Option<(&std::collections::HashSet<&str>, usize)>,
     ) -> Result<Option<Answer>> {
+        let Walk {
+            field,
+            span,
+            reverse,
+            tail,
+            skip,
+            total,
+        } = walk;
         // Entries walked in search of members, and whether the bound stopped the walk.
         let stepped = std::cell::Cell::new(0usize);
         let stopped = std::cell::Cell::new(false);
