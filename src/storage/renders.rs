@@ -124,45 +124,19 @@ impl StoredRender {
         raw: impl AsRef<[u8]> + Send + 'static,
     ) -> Result<Option<bytes::Bytes>> {
         let raw = bytes::Bytes::from_owner(raw);
-        let word = raw
-            .get(0..4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_be_bytes)
-            .ok_or_else(|| StorageError::Corrupt {
-                tree: "renders",
-                message: "short value".into(),
-            })?;
-        if word & EXTERNAL != 0 {
-            return Ok(None);
-        }
-        let start = 4 + (word as usize);
-        if start > raw.len() {
-            return Err(StorageError::Corrupt {
-                tree: "renders",
-                message: "short header".into(),
-            });
-        }
-        Ok(Some(raw.slice(start..)))
+        let (external, header_end) = split(&raw)?;
+        Ok((!external).then(|| raw.slice(header_end..)))
     }
 
     pub(super) fn parse(raw: impl AsRef<[u8]> + Send + 'static) -> Result<StoredRender> {
         let raw = bytes::Bytes::from_owner(raw);
-        let corrupt = |m: &str| StorageError::Corrupt {
-            tree: "renders",
-            message: m.to_string(),
-        };
-        let len_bytes: [u8; 4] = raw
-            .get(0..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| corrupt("short value"))?;
-        let word = u32::from_be_bytes(len_bytes);
-        let len = (word & !EXTERNAL) as usize;
-        let header = raw.get(4..4 + len).ok_or_else(|| corrupt("short header"))?;
+        let (external, header_end) = split(&raw)?;
+        let header = raw.get(4..header_end).unwrap_or_default();
         let meta: RenderMeta =
             serde_json::from_slice(header).map_err(|e| corrupt(&e.to_string()))?;
-        let external = if word & EXTERNAL != 0 {
+        let external = if external {
             let size: [u8; 8] = raw
-                .get(4 + len..4 + len + 8)
+                .get(header_end..header_end + 8)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt("short external length"))?;
             Some(u64::from_be_bytes(size))
@@ -172,7 +146,7 @@ impl StoredRender {
         let body_start = if external.is_some() {
             raw.len()
         } else {
-            4 + len
+            header_end
         };
         Ok(StoredRender {
             meta,
@@ -180,6 +154,27 @@ impl StoredRender {
             body_start,
             external,
         })
+    }
+}
+
+/// A stored value's length word: whether its bytes live in a file, and where its header ends.
+fn split(raw: &[u8]) -> Result<(bool, usize)> {
+    let word = raw
+        .get(0..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| corrupt("short value"))?;
+    let header_end = 4 + (word & !EXTERNAL) as usize;
+    if header_end > raw.len() {
+        return Err(corrupt("short header"));
+    }
+    Ok((word & EXTERNAL != 0, header_end))
+}
+
+fn corrupt(message: &str) -> StorageError {
+    StorageError::Corrupt {
+        tree: "renders",
+        message: message.to_string(),
     }
 }
 
