@@ -231,13 +231,15 @@ async fn respond(req: &HttpRequest, svc: &Services, answer: RenderAnswer) -> Htt
     match answer {
         RenderAnswer::Render {
             body,
+            etag,
+            content_type,
             served,
             headers,
         } => {
             // Shared, not copied: a hit only checks the bytes.
             let (Ok(etag), Ok(content_type)) = (
-                HeaderValue::from_maybe_shared(headers.etag.clone()),
-                HeaderValue::from_maybe_shared(headers.content_type.clone()),
+                HeaderValue::from_maybe_shared(etag),
+                HeaderValue::from_maybe_shared(content_type),
             ) else {
                 return error_plain(&Error::internal("a stored render's header is unreadable"));
             };

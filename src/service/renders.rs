@@ -106,6 +106,10 @@ const CLIENT_CHECK: Duration = Duration::from_millis(100);
 struct Resolved {
     generation: u64,
     key: RenderKey,
+    /// The render's `ETag` and content type, from its stored header: a hit of a remembered
+    /// URL reads only the bytes.
+    etag: bytes::Bytes,
+    content_type: bytes::Bytes,
     headers: Arc<AnswerHeaders>,
 }
 
@@ -127,10 +131,6 @@ pub struct AnswerHeaders {
     /// `Some(seconds)` for a URL whose answer may change (an alias): a short max-age instead
     /// of a year and `immutable`.
     pub max_age: Option<u64>,
-    /// The render's `ETag` and content type, from its stored header: a hit of a remembered
-    /// URL reads only the bytes.
-    pub etag: bytes::Bytes,
-    pub content_type: bytes::Bytes,
 }
 
 impl AnswerHeaders {
@@ -142,8 +142,6 @@ impl AnswerHeaders {
             surrogate_key: tags.join(" ").into(),
             cache_tag: tags.join(",").into(),
             max_age: None,
-            etag: bytes::Bytes::new(),
-            content_type: bytes::Bytes::new(),
         }
     }
 }
@@ -162,8 +160,10 @@ pub enum Served {
 /// The answer to a render URL.
 pub enum RenderAnswer {
     Render {
-        /// The encoded image; its `ETag` and content type are in `headers`.
+        /// The encoded image, with its `ETag` and content type.
         body: bytes::Bytes,
+        etag: bytes::Bytes,
+        content_type: bytes::Bytes,
         served: Served,
         headers: Arc<AnswerHeaders>,
     },
@@ -338,6 +338,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             note_hit(svc, known.key);
             return Ok(RenderAnswer::Render {
                 body,
+                etag: known.etag.clone(),
+                content_type: known.content_type.clone(),
                 served: Served::Hit,
                 headers: known.headers.clone(),
             });
@@ -624,8 +626,8 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             }
         }
     }
-    headers.etag = render.meta.etag.clone().into();
-    headers.content_type = render.meta.content_type.clone().into();
+    let etag = bytes::Bytes::from(render.meta.etag.clone());
+    let content_type = bytes::Bytes::from(render.meta.content_type.clone());
     let headers = Arc::new(mutable(headers)?);
     // A signed URL is checked on every request: its signature may expire. A preview is
     // remembered under an identity of its own, which only an authorized caller reaches.
@@ -636,12 +638,16 @@ pub async fn render(svc: &Services, target: RenderTarget<'_>) -> Result<RenderAn
             Resolved {
                 generation,
                 key,
+                etag: etag.clone(),
+                content_type: content_type.clone(),
                 headers: headers.clone(),
             },
         );
     }
     Ok(RenderAnswer::Render {
         body: render.into_body(),
+        etag,
+        content_type,
         served,
         headers,
     })
