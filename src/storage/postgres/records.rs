@@ -83,13 +83,13 @@ impl Records for PgStore {
         self.meta_put("render_epoch", epoch.to_be_bytes().to_vec())
     }
 
-    /// What the records hold, as counted phrases; renders from their counters row.
+    /// What the records hold, as counted phrases; renders from the organizations' counters.
     fn contents(&self) -> Result<Vec<String>> {
         let rows = self.query(
             "SELECT (SELECT count(*) FROM orgs), (SELECT count(*) FROM users), \
              (SELECT count(*) FROM api_keys), (SELECT count(*) FROM images), \
              (SELECT count(*) FROM stacks), (SELECT count(*) FROM aliases), \
-             (SELECT renders FROM render_totals)",
+             (SELECT COALESCE(sum(renders + mezzanines), 0)::bigint FROM org_usage)",
             Vec::new(),
         )?;
         let names = [
@@ -120,10 +120,7 @@ impl Records for PgStore {
         self.run(|pool| async move {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
-            tx.batch_execute(&format!(
-                "TRUNCATE {TABLES}; UPDATE render_totals SET renders = 0, bytes = 0"
-            ))
-            .await?;
+            tx.batch_execute(&format!("TRUNCATE {TABLES}")).await?;
             super::bump_generation(&tx).await?;
             tx.commit().await?;
             Ok(())
@@ -269,8 +266,9 @@ impl PgStore {
         Ok(())
     }
 
-    /// Recomputes every organization's files, space and renders, and the render totals, in
-    /// the database (grouped by its indexes), and compares them with the stored figures.
+    /// Recomputes every organization's files, space, renders and mezzanines in the database
+    /// (grouped by its indexes), and compares them with the stored figures. The render store's
+    /// totals are the sums of these.
     fn verify_usage(&self, problems: &mut Vec<String>) -> Result<()> {
         let rows = self.query(
             "WITH blobs AS (SELECT org, count(*) AS n, max((record->>'size')::bigint) AS size \
@@ -316,25 +314,6 @@ impl PgStore {
                         "usage of {org}: {stored} {what} stored, {counted} counted"
                     ));
                 }
-            }
-        }
-        let totals = self.query(
-            "SELECT t.renders, t.bytes, (SELECT count(*) FROM renders), \
-             (SELECT COALESCE(sum(size), 0)::bigint FROM renders) FROM render_totals t",
-            Vec::new(),
-        )?;
-        if let Some(row) = totals.first() {
-            let (renders, bytes, n, sum): (i64, i64, i64, i64) = (
-                row.try_get(0)?,
-                row.try_get(1)?,
-                row.try_get(2)?,
-                row.try_get(3)?,
-            );
-            if (renders, bytes) != (n, sum) {
-                problems.push(format!(
-                    "render totals: {renders} renders of {bytes} bytes stored, \
-                     {n} of {sum} counted"
-                ));
             }
         }
         Ok(())
@@ -418,7 +397,11 @@ mod tests {
             )
             .unwrap();
         store
-            .execute("UPDATE render_totals SET renders = 2", Vec::new())
+            .execute(
+                "INSERT INTO org_usage (org, space_in_bytes, number_of_files, renders, \
+                 render_bytes, mezzanines, mezzanine_bytes) VALUES ('acme', 0, 0, 2, 0, 0, 0)",
+                Vec::new(),
+            )
             .unwrap();
         let mut seen = Vec::new();
         let problems = store
@@ -436,6 +419,9 @@ mod tests {
             all.contains("usage of acme: 0 bytes stored, 10 counted"),
             "{all}"
         );
-        assert!(all.contains("render totals: 2 renders"), "{all}");
+        assert!(
+            all.contains("usage of acme: 2 renders stored, 0 counted"),
+            "{all}"
+        );
     }
 }

@@ -4,8 +4,10 @@
 //! (a bounded JSON array). Indexes on the table find renders by image and by recency;
 //! `render_stacks` finds them by every stack of their chain and that stack's revision.
 //!
-//! Counters move in the transaction of the change: the organization's `renders` and
-//! `render_bytes` in `org_usage`, and the totals of every organization in `render_totals`.
+//! Counters move in the transaction of the change: the organization's `renders`,
+//! `render_bytes`, `mezzanines` and `mezzanine_bytes` in `org_usage`. The totals of the render
+//! store are their sums over the organizations, read by an eviction pass or a gauge: a row
+//! of totals would be updated by every render of every node, one lock they all queue for.
 //! A removal moves the change generation and queues the render's served paths for the edge in
 //! the same transaction.
 
@@ -57,26 +59,16 @@ async fn live<C: GenericClient>(client: &C, meta: &RenderMeta) -> Result<bool> {
 }
 
 /// Moves an organization's render store counters (`stored`: renders, their bytes, mezzanines,
-/// their bytes; today's figures too) and the totals of every entry, inside the change's
-/// transaction.
+/// their bytes; today's figures too), inside the change's transaction.
 async fn count(tx: &deadpool_postgres::Transaction<'_>, org: &str, stored: [i64; 4]) -> Result<()> {
-    super::images::adjust_usage(tx, org, 0, 0, stored).await?;
-    let renders = stored[0] + stored[2];
-    let bytes = stored[1] + stored[3];
-    tx.execute(
-        "UPDATE render_totals SET renders = GREATEST(renders + $1, 0), \
-         bytes = GREATEST(bytes + $2, 0)",
-        &[&renders, &bytes],
-    )
-    .await?;
-    Ok(())
+    super::images::adjust_usage(tx, org, 0, 0, stored).await
 }
 
 /// A new render in one statement, so one round trip and no transaction to hold open: the
 /// rows `live` reads (organization, image not deleted, stack revisions) are locked `FOR
 /// SHARE` first, the render is stored only when they hold, and when its row is new, its stack
-/// entries and the counters of `count` move with it (organization usage, today's figures, the
-/// totals, in that order, as every other change takes them). A row another node stored
+/// entries and the counters of `count` move with it (organization usage, then today's figures,
+/// in the order every other change takes them). A row another node stored
 /// meanwhile is kept, with this URL added to its served paths (bounded).
 const STORE_NEW: &str = "\
 WITH o AS (SELECT 1 FROM orgs WHERE name = $2 FOR SHARE), \
@@ -112,11 +104,14 @@ d AS (INSERT INTO day_stats (org, day, space_in_bytes, number_of_files, renders,
     ON CONFLICT (org, day) DO UPDATE SET space_in_bytes = EXCLUDED.space_in_bytes, \
         number_of_files = EXCLUDED.number_of_files, renders = EXCLUDED.renders, \
         render_bytes = EXCLUDED.render_bytes \
-    RETURNING 1), \
-t AS (UPDATE render_totals SET renders = GREATEST(renders + $13 + $15, 0), \
-        bytes = GREATEST(bytes + $14 + $16, 0) \
-    WHERE EXISTS (SELECT 1 FROM d) RETURNING 1) \
-SELECT (SELECT ok FROM live), EXISTS (SELECT 1 FROM t)";
+    RETURNING 1) \
+SELECT (SELECT ok FROM live)";
+
+/// The renders and mezzanines of every organization, and their bytes: the render store's
+/// totals.
+const TOTAL_RENDERS: &str = "SELECT COALESCE(sum(renders + mezzanines), 0)::bigint FROM org_usage";
+const TOTAL_BYTES: &str =
+    "SELECT COALESCE(sum(render_bytes + mezzanine_bytes), 0)::bigint FROM org_usage";
 
 /// Adds one purge's figures to another's.
 fn merge(total: &mut Purged, more: Purged) {
@@ -572,14 +567,15 @@ impl RenderRecords for PgStore {
     }
 
     fn render_bytes(&self) -> Result<u64> {
-        let rows = self.query("SELECT bytes FROM render_totals", Vec::new())?;
+        let rows = self.query(TOTAL_BYTES, Vec::new())?;
         let bytes: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
         Ok(to_u64(bytes))
     }
 
-    /// From the counters row; 0 when the database cannot be read (the figure is for gauges).
+    /// From the organizations' counters; 0 when the database cannot be read (the figure is
+    /// for gauges).
     fn render_count(&self) -> usize {
-        self.query("SELECT renders FROM render_totals", Vec::new())
+        self.query(TOTAL_RENDERS, Vec::new())
             .ok()
             .and_then(|rows| rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()))
             .map_or(0, |n| usize::try_from(n).unwrap_or(0))
