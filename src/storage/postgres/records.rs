@@ -88,8 +88,7 @@ impl Records for PgStore {
         let rows = self.query(
             "SELECT (SELECT count(*) FROM orgs), (SELECT count(*) FROM users), \
              (SELECT count(*) FROM api_keys), (SELECT count(*) FROM images), \
-             (SELECT count(*) FROM stacks), (SELECT count(*) FROM aliases), \
-             (SELECT COALESCE(sum(renders + mezzanines), 0)::bigint FROM org_usage)",
+             (SELECT count(*) FROM stacks), (SELECT count(*) FROM aliases)",
             Vec::new(),
         )?;
         let names = [
@@ -99,7 +98,6 @@ impl Records for PgStore {
             "images",
             "stacks",
             "aliases",
-            "renders",
         ];
         let mut out = Vec::new();
         if let Some(row) = rows.first() {
@@ -109,6 +107,10 @@ impl Records for PgStore {
                     out.push(format!("{n} {name}"));
                 }
             }
+        }
+        let renders = self.total_renders()?;
+        if renders > 0 {
+            out.push(format!("{renders} renders"));
         }
         Ok(out)
     }

@@ -107,11 +107,14 @@ d AS (INSERT INTO day_stats (org, day, space_in_bytes, number_of_files, renders,
     RETURNING 1) \
 SELECT (SELECT ok FROM live)";
 
-/// The renders and mezzanines of every organization, and their bytes: the render store's
-/// totals.
-const TOTAL_RENDERS: &str = "SELECT COALESCE(sum(renders + mezzanines), 0)::bigint FROM org_usage";
-const TOTAL_BYTES: &str =
-    "SELECT COALESCE(sum(render_bytes + mezzanine_bytes), 0)::bigint FROM org_usage";
+impl PgStore {
+    /// The renders and mezzanines of every organization: the render store's count.
+    pub(super) fn total_renders(&self) -> Result<i64> {
+        let sql = "SELECT COALESCE(sum(renders + mezzanines), 0)::bigint FROM org_usage";
+        let rows = self.query(sql, Vec::new())?;
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
+    }
+}
 
 /// Adds one purge's figures to another's.
 fn merge(total: &mut Purged, more: Purged) {
@@ -567,7 +570,8 @@ impl RenderRecords for PgStore {
     }
 
     fn render_bytes(&self) -> Result<u64> {
-        let rows = self.query(TOTAL_BYTES, Vec::new())?;
+        let sql = "SELECT COALESCE(sum(render_bytes + mezzanine_bytes), 0)::bigint FROM org_usage";
+        let rows = self.query(sql, Vec::new())?;
         let bytes: i64 = rows.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
         Ok(to_u64(bytes))
     }
@@ -575,9 +579,7 @@ impl RenderRecords for PgStore {
     /// From the organizations' counters; 0 when the database cannot be read (the figure is
     /// for gauges).
     fn render_count(&self) -> usize {
-        self.query(TOTAL_RENDERS, Vec::new())
-            .ok()
-            .and_then(|rows| rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()))
+        self.total_renders()
             .map_or(0, |n| usize::try_from(n).unwrap_or(0))
     }
 
