@@ -1584,12 +1584,10 @@ impl ListQuery {
         };
         let mut done = false;
         if !in_tail {
-            let hashes = kept(store.index_walk(org, self.deleted, field, &span, reverse))
-                .map(|p| Ok(p?.hash));
+            let mut walk = kept(store.index_walk(org, self.deleted, field, &span, reverse));
             if let (true, Some(probes)) = (check, &probes) {
                 // The filters are checked on index positions, a batch at a time; the page is
                 // read after the walk.
-                let mut walk = kept(store.index_walk(org, self.deleted, field, &span, reverse));
                 let mut size = FIRST_BATCH;
                 'walk: loop {
                     let chunk = walk
@@ -1616,6 +1614,7 @@ impl ListQuery {
                     }
                 }
             } else if check {
+                let hashes = walk.map(|p| Ok(p?.hash));
                 for next in Batched::new(store, org, hashes) {
                     let (hash, rec) = next?;
                     examined += 1;
@@ -1634,8 +1633,8 @@ impl ListQuery {
                     }
                 }
             } else {
-                for hash in hashes {
-                    if !visit(None, &hash?)? {
+                for position in walk {
+                    if !visit(None, &position?.hash)? {
                         done = true;
                         cut = total.is_none();
                         break;
