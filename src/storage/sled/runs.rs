@@ -119,15 +119,44 @@ fn decode_run(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         let len = take_len(bytes, &mut at).ok_or_else(corrupt)?;
         let rest = bytes.get(at..at + len).ok_or_else(corrupt)?;
         at += len;
-        let mut e = match out.last() {
-            Some(before) => before.get(..shared).ok_or_else(corrupt)?.to_vec(),
-            None if shared == 0 => Vec::new(),
+        let mut e = Vec::with_capacity(shared + len);
+        match out.last() {
+            Some(before) => e.extend_from_slice(before.get(..shared).ok_or_else(corrupt)?),
+            None if shared == 0 => {}
             None => return Err(corrupt()),
-        };
+        }
         e.extend_from_slice(rest);
         out.push(e);
     }
     Ok(out)
+}
+
+/// Whether a run holds `key`, read in place: the entries are rebuilt one after the other in
+/// one buffer until one reaches `key`.
+fn run_contains(bytes: &[u8], key: &[u8]) -> Result<bool> {
+    let corrupt = || StorageError::Corrupt {
+        tree: "img_runs",
+        message: "unreadable run".into(),
+    };
+    let mut entry: Vec<u8> = Vec::with_capacity(key.len() + 16);
+    let mut at = 0;
+    while at < bytes.len() {
+        let shared = take_len(bytes, &mut at).ok_or_else(corrupt)?;
+        let len = take_len(bytes, &mut at).ok_or_else(corrupt)?;
+        let rest = bytes.get(at..at + len).ok_or_else(corrupt)?;
+        at += len;
+        if shared > entry.len() {
+            return Err(corrupt());
+        }
+        entry.truncate(shared);
+        entry.extend_from_slice(rest);
+        match entry.as_slice().cmp(key) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return Ok(true),
+            std::cmp::Ordering::Greater => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// Whether `a` comes before `b` in the walk's direction.
@@ -155,16 +184,23 @@ fn keys<'a>(iter: sled::Iter, reverse: bool) -> Keys<'a> {
 struct Head<'a> {
     iter: Keys<'a>,
     next: Option<Vec<u8>>,
+    /// The source ended: it is not asked again.
+    done: bool,
 }
 
 impl<'a> Head<'a> {
     fn new(iter: Keys<'a>) -> Head<'a> {
-        Head { iter, next: None }
+        Head {
+            iter,
+            next: None,
+            done: false,
+        }
     }
 
     fn peek(&mut self) -> Result<Option<&Vec<u8>>> {
-        if self.next.is_none() {
+        if self.next.is_none() && !self.done {
             self.next = self.iter.next().transpose()?;
+            self.done = self.next.is_none();
         }
         Ok(self.next.as_ref())
     }
@@ -366,9 +402,7 @@ impl SledStore {
         else {
             return Ok(false);
         };
-        let entries = decode_run(&run)?;
-        Ok(entries.binary_search_by(|e| e.as_slice().cmp(key)).is_ok()
-            && !self.img_gone.contains_key(key)?)
+        Ok(run_contains(&run, key)? && !self.img_gone.contains_key(key)?)
     }
 
     /// Notes that a committed change wrote `n` listing entries or marks.
@@ -583,12 +617,19 @@ mod tests {
     #[test]
     fn runs_encode_and_decode_back() {
         let entries = vec![
+            vec![7; 300],
             b"acme\0lc1".to_vec(),
             b"acme\0lc2".to_vec(),
             b"acme\0ls".to_vec(),
-            vec![7; 300],
         ];
-        assert_eq!(decode_run(&encode_run(&entries)).unwrap(), entries);
+        let run = encode_run(&entries);
+        assert_eq!(decode_run(&run).unwrap(), entries);
+        for e in &entries {
+            assert!(run_contains(&run, e).unwrap());
+        }
+        assert!(!run_contains(&run, b"acme\0lc").unwrap());
+        assert!(!run_contains(&run, b"acme\0lc3").unwrap());
+        assert!(!run_contains(&run, &[8]).unwrap());
         assert!(decode_run(&[5, 1, b'x']).is_err());
         assert!(decode_run(&[0, 9, b'x']).is_err());
     }
