@@ -113,6 +113,8 @@ pub struct SledStore {
     index_lock: std::sync::RwLock<()>,
     /// Listing entries written or marked since the last pass, roughly (for when one is due).
     index_changes: std::sync::atomic::AtomicU64,
+    /// `index_changes` at the previous turn of the upkeep job.
+    index_seen: std::sync::atomic::AtomicU64,
     /// Whether the entries left unpacked at the open were counted into `index_changes`.
     index_counted: std::sync::atomic::AtomicBool,
 }
@@ -317,6 +319,7 @@ impl SledStore {
             blob_removals: Default::default(),
             index_lock: Default::default(),
             index_changes: Default::default(),
+            index_seen: Default::default(),
             index_counted: Default::default(),
             space,
             meta,

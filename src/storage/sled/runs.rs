@@ -34,11 +34,13 @@ const RUN: usize = 64;
 const RUN_MAX: usize = 96;
 /// Singles (and marks) a pass moves per step: one transaction with the lock held alone.
 const STEP: usize = 512;
-/// A pass is due once this many entries changed since the last one...
-const PACK_MIN: u64 = 4096;
-/// ...and at least one in this many of the packed entries (so the runs are rewritten about
-/// that many times over as the index grows, not once per new entry).
-const PACK_SHARE: u64 = 8;
+/// A pass runs once the index has been quiet for a turn: at most this many entries changed
+/// since the turn before. Packing competes with uploads and deletes for the same cores and
+/// the same lock, so a steady stream of them is left to run at full speed...
+const QUIET: u64 = 1024;
+/// ...until the unpacked entries reach this many and half as many as the packed ones (so the
+/// runs are rewritten a bounded number of times as the index grows under steady writes).
+const PACK_CAP: u64 = 65_536;
 /// How long a step waits for the readers to let go before the pass gives up its turn.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// Where the number of entries held in runs is kept (tree `meta`).
@@ -51,7 +53,10 @@ pub(super) fn tx_add(
     gone: &TransactionalTree,
     key: &[u8],
 ) -> std::result::Result<(), TxError> {
-    if gone.remove(key)?.is_none() {
+    // Read first: a removal of an absent key would still be written.
+    if gone.get(key)?.is_some() {
+        gone.remove(key)?;
+    } else {
         singles.insert(key, &[])?;
     }
     Ok(())
@@ -64,7 +69,9 @@ pub(super) fn tx_remove(
     gone: &TransactionalTree,
     key: &[u8],
 ) -> std::result::Result<(), TxError> {
-    if singles.remove(key)?.is_none() {
+    if singles.get(key)?.is_some() {
+        singles.remove(key)?;
+    } else {
         gone.insert(key, &[])?;
     }
     Ok(())
@@ -430,18 +437,21 @@ impl SledStore {
                 let before = (self.img_index.len() + self.img_gone.len()) as u64;
                 self.index_changes.fetch_add(before, Ordering::Relaxed);
             }
-            let due = PACK_MIN.max(self.packed_entries()? / PACK_SHARE);
-            if self.index_changes.load(Ordering::Relaxed) < due {
+            let pending = self.index_changes.load(Ordering::Relaxed);
+            let recent = pending.saturating_sub(self.index_seen.swap(pending, Ordering::Relaxed));
+            let quiet = pending > 0 && recent <= QUIET;
+            if !quiet && pending < PACK_CAP.max(self.packed_entries()? / 2) {
                 return Ok(0);
             }
         }
+        self.index_seen.store(0, Ordering::Relaxed);
         self.index_changes.store(0, Ordering::Relaxed);
         let mut cursor = Vec::new();
         let mut moved = 0;
         loop {
             let Some(_alone) = self.index_alone() else {
                 log::info!("listing index: readers held the lock; the pass goes on later");
-                self.index_changes.fetch_add(PACK_MIN, Ordering::Relaxed);
+                self.index_changes.fetch_add(1, Ordering::Relaxed);
                 return Ok(moved);
             };
             let step = self.pack_step(&cursor)?;
@@ -696,21 +706,31 @@ mod tests {
         }
     }
 
-    /// A pass is due only once enough has changed; a walk holds the pass off.
+    /// A pass waits while the index changes quickly, runs once it is quiet, and holds off
+    /// while a walk is open.
     #[test]
-    fn a_pass_waits_for_enough_changes_and_for_the_readers() {
+    fn a_pass_waits_for_a_quiet_turn_and_for_the_readers() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 8).unwrap();
         for i in 0..100u32 {
             add(&store, &i.to_be_bytes());
         }
-        store.index_changed(100);
+        store.index_changed(QUIET as usize + 1);
         assert_eq!(store.pack_index(false).unwrap(), 0);
-        store.index_changed(PACK_MIN as usize);
+        store.index_changed(QUIET as usize + 1);
+        assert_eq!(store.pack_index(false).unwrap(), 0);
         let walk = store.index_entries(Vec::new(), None, false);
         assert!(store.index_lock.try_write().is_err());
         drop(walk);
+        // A quiet turn.
         assert_eq!(store.pack_index(false).unwrap(), 100);
         assert_eq!(store.img_index.len(), 0);
+        assert_eq!(store.pack_index(false).unwrap(), 0);
+        // Steady changes are packed once there are enough of them.
+        for i in 100..200u32 {
+            add(&store, &i.to_be_bytes());
+        }
+        store.index_changed(PACK_CAP as usize);
+        assert_eq!(store.pack_index(false).unwrap(), 100);
     }
 }
