@@ -2059,12 +2059,7 @@ mod tests {
             }
             Value::Object(m)
         };
-        // Settled entries are packed into runs now and then, so the answers come from both
-        // tiers of the embedded index, with entries of runs removed and revived.
-        for n in 0..400 {
-            if n % 97 == 96 {
-                store.pack_index(true).unwrap();
-            }
+        for _ in 0..400 {
             let hash = format!("{:040x}", rng.u128(..) >> 1);
             let name = format!(
                 "{}{}.{}",
@@ -2086,10 +2081,7 @@ mod tests {
             model.push(r);
         }
         // Changes after insertion: metadata, deletes, restores and removals.
-        for n in 0..150 {
-            if n % 37 == 36 {
-                store.pack_index(true).unwrap();
-            }
+        for _ in 0..150 {
             let i = rng.usize(..model.len());
             match rng.u8(..4) {
                 0 => {
