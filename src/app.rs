@@ -293,6 +293,18 @@ impl Application {
                 }
             })
         });
+        // The records' own upkeep (the embedded store packs settled listing entries).
+        let services = self.services.clone();
+        let tidy = crate::jobs::every("records upkeep", Duration::from_secs(5), move || {
+            if services.blobs.space().is_low() {
+                return;
+            }
+            match services.store.tidy() {
+                Ok(0) => {}
+                Ok(n) => log::debug!("records upkeep: {n} listing entries packed"),
+                Err(e) => log::warn!("records upkeep failed: {e}"),
+            }
+        });
         // Traffic counters are written every few seconds, not once per request; below the
         // headroom they wait in memory.
         let services = self.services.clone();
@@ -319,6 +331,8 @@ impl Application {
         log::info!("stopped serving; flushing the store");
         traffic.abort();
         let _ = traffic.await;
+        tidy.abort();
+        let _ = tidy.await;
         // Wait for the background loops to be gone so that their handles on the store are
         // released. Queued edge requests stay in the store for the next start.
         for task in [gc, edge, cache, space, watchdog].into_iter().flatten() {

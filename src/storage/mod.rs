@@ -56,7 +56,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(&'static str, u64, Option<u64>);
 
 /// Version of the data layout. Opening a store written by a newer version fails.
 /// 2: the listing indexes (`img_index`, `img_counts`) replace the creation-time index.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: settled listing entries are packed in runs (`img_runs`, `img_gone`); an older binary
+/// would not see them.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Storage failures. Callers treat them as internal errors.
 #[derive(Debug, thiserror::Error)]

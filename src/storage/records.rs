@@ -364,6 +364,12 @@ pub trait Records:
     fn probe_ready(&self) -> Result<()>;
     /// The layout version the records were written with, if any.
     fn schema_version(&self) -> Result<Option<u32>>;
+    /// Upkeep of the records' own structures, run in the background every few seconds: the
+    /// embedded store packs settled listing entries into runs ([`super::sled`]). Returns how
+    /// many entries it moved.
+    fn tidy(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Where the collector's rolling sweeps stand (renders after this key; the next shard),
     /// kept in the records so that they survive restarts.
     fn sweep_position(&self) -> Result<(Option<Vec<u8>>, u8)>;

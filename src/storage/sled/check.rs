@@ -44,8 +44,15 @@ impl SledStore {
                 })
             })
         };
+        let index_digest = || -> Result<Digest> {
+            let mut d = Digest::default();
+            for k in self.index_entries(Vec::new(), None, false) {
+                d.add(&k?);
+            }
+            Ok(d)
+        };
         let (stored_index, stored_binary) = std::thread::scope(|scope| -> Result<_> {
-            let index_scan = scope.spawn(|| digest(&self.img_index));
+            let index_scan = scope.spawn(index_digest);
             let binary_scan = scope.spawn(|| digest(&self.img_binary));
             for v in self.images.iter().values() {
                 let rec: ImageRecord = decode("images", &v?)?;
@@ -318,7 +325,7 @@ impl SledStore {
             let (entries, _) = crate::storage::index::record_keys(&rec);
             let mut missing = 0;
             for k in &entries {
-                if !self.img_index.contains_key(k)? {
+                if !self.index_contains(k)? {
                     missing += 1;
                 }
             }
@@ -423,6 +430,23 @@ mod tests {
         store.img_index.insert(stray, &[]).unwrap();
         let found = problems(&store);
         assert!(found.contains("not the expected ones"), "{found}");
+    }
+
+    #[test]
+    fn an_entry_missing_from_a_run_is_named() {
+        let (_dir, store) = store();
+        store.pack_index(true).unwrap();
+        assert!(problems(&store).is_empty());
+        let (entries, _) = crate::storage::index::record_keys(&image(3));
+        store.img_gone.insert(&entries[1], &[]).unwrap();
+        let found = problems(&store);
+        assert!(
+            found.contains(&format!(
+                "image acme/{} is missing from the listing index (1 of",
+                image(3).hash
+            )),
+            "{found}"
+        );
     }
 
     #[test]

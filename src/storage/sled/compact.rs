@@ -43,6 +43,23 @@ pub fn folder_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Opens the database at `path` once the lock of a handle closed a moment ago is free: sled's
+/// background flusher lets go of it a little after the handle is dropped.
+fn open_when_unlocked(path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Rewrites the database of the data folder `data` into a fresh file; returns its size in
 /// bytes before and after. Fails while another process (the service) holds the database.
 pub fn compact(data: &Path) -> Result<(u64, u64)> {
@@ -55,8 +72,15 @@ pub fn compact(data: &Path) -> Result<(u64, u64)> {
         )));
     }
     let before = folder_bytes(&live);
+    // Every settled listing entry goes into a run first, so the fresh file holds the fewest
+    // keys. The store's own handle is closed before the copy opens the folder again.
     {
-        let source = sled::Config::new().path(&live).open()?;
+        let store = super::SledStore::open(data, 64)?;
+        store.pack_index(true)?;
+        crate::storage::Records::flush_blocking(&store)?;
+    }
+    {
+        let source = open_when_unlocked(&live)?;
         let target = sled::Config::new().path(&fresh).open()?;
         target.import(source.export());
         target.flush()?;
@@ -137,6 +161,9 @@ mod tests {
             .collect();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(store.image_count("acme", false).unwrap(), 2000);
+        // Every listing entry is in a run.
+        assert_eq!(store.img_index.len() + store.img_gone.len(), 0);
+        assert!(store.img_runs.len() > 100);
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! [`ImageRecords`] of the embedded records: image records with their binary-hash and listing
 //! indexes, blob references and usage counters, changed together in one sled transaction.
 
-use super::{
-    adjust_org_blob, decode, index_record, key3, tx_decode, tx_result, BlobRef, SledStore,
-};
+use super::{adjust_org_blob, decode, key3, reindex, tx_decode, tx_result, BlobRef, SledStore};
 use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
 use crate::storage::records::*;
@@ -68,11 +66,13 @@ impl ImageRecords for SledStore {
     fn insert_image(&self, rec: &ImageRecord) -> Result<Inserted> {
         self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
+        let shared = self.index_shared();
         let result = tx_result(
             (
                 &self.images,
                 &self.img_binary,
                 &self.img_index,
+                &self.img_gone,
                 &self.img_counts,
                 &self.blob_refs,
                 &self.org_blobs,
@@ -83,18 +83,22 @@ impl ImageRecords for SledStore {
                         images,
                         img_binary,
                         img_index,
+                        img_gone,
                         img_counts,
                         blob_refs,
                         org_blobs,
                         org_usage,
                     )| {
                         if let Some(existing) = images.get(&k)? {
-                            return Ok(Inserted::Exists(Box::new(tx_decode("images", &existing)?)));
+                            return Ok((
+                                Inserted::Exists(Box::new(tx_decode("images", &existing)?)),
+                                0,
+                            ));
                         }
                         images.insert(k.as_slice(), encode(rec))?;
                         img_binary
                             .insert(key3(&rec.organization, &rec.binary_hash, &rec.hash), &[])?;
-                        index_record(img_index, img_counts, rec, 1)?;
+                        let written = reindex((img_index, img_gone, img_counts), None, Some(rec))?;
                         let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
                             Some(v) => tx_decode("blob_refs", &v)?,
                             None => BlobRef {
@@ -114,10 +118,15 @@ impl ImageRecords for SledStore {
                                 1,
                             )?;
                         }
-                        Ok(Inserted::Created)
+                        Ok((Inserted::Created, written))
                     },
                 ),
-        );
+        )
+        .map(|(inserted, written)| {
+            self.index_changed(written);
+            inserted
+        });
+        drop(shared);
         // Checked after the commit: of two such images inserted at once, the later one to
         // look sees the earlier ([`Records::generation`]).
         let prefix = rec.hash.get(..SHORTEST_PREFIX).unwrap_or(&rec.hash);
@@ -134,22 +143,24 @@ impl ImageRecords for SledStore {
     fn update_image(&self, rec: &ImageRecord) -> Result<bool> {
         self.space.check()?;
         let k = key2(&rec.organization, &rec.hash);
+        let shared = self.index_shared();
         let result = tx_result(
             (
                 &self.images,
                 &self.img_index,
+                &self.img_gone,
                 &self.img_counts,
                 &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(images, img_index, img_counts, org_blobs, org_usage)| {
+                    |(images, img_index, img_gone, img_counts, org_blobs, org_usage)| {
                         let Some(old) = images.get(&k)? else {
-                            return Ok(false);
+                            return Ok((false, 0));
                         };
                         let old: ImageRecord = tx_decode("images", &old)?;
-                        index_record(img_index, img_counts, &old, -1)?;
-                        index_record(img_index, img_counts, rec, 1)?;
+                        let written =
+                            reindex((img_index, img_gone, img_counts), Some(&old), Some(rec))?;
                         if old.deleted != rec.deleted {
                             let delta = if rec.deleted { -1 } else { 1 };
                             adjust_org_blob(
@@ -162,10 +173,15 @@ impl ImageRecords for SledStore {
                             )?;
                         }
                         images.insert(k.as_slice(), encode(rec))?;
-                        Ok(true)
+                        Ok((true, written))
                     },
                 ),
-        );
+        )
+        .map(|(updated, written)| {
+            self.index_changed(written);
+            updated
+        });
+        drop(shared);
         self.changed();
         result
     }
@@ -232,11 +248,13 @@ impl SledStore {
         remove: impl Fn(&ImageRecord) -> bool,
     ) -> Result<Option<String>> {
         let k = key2(org, hash);
+        let shared = self.index_shared();
         let result = tx_result(
             (
                 &self.images,
                 &self.img_binary,
                 &self.img_index,
+                &self.img_gone,
                 &self.img_counts,
                 &self.blob_refs,
                 &self.org_blobs,
@@ -247,21 +265,22 @@ impl SledStore {
                         images,
                         img_binary,
                         img_index,
+                        img_gone,
                         img_counts,
                         blob_refs,
                         org_blobs,
                         org_usage,
                     )| {
                         let Some(old) = images.get(k.as_slice())? else {
-                            return Ok(None);
+                            return Ok((None, 0));
                         };
                         let rec: ImageRecord = tx_decode("images", &old)?;
                         if !remove(&rec) {
-                            return Ok(None);
+                            return Ok((None, 0));
                         }
                         images.remove(k.as_slice())?;
                         img_binary.remove(key3(org, &rec.binary_hash, hash))?;
-                        index_record(img_index, img_counts, &rec, -1)?;
+                        let written = reindex((img_index, img_gone, img_counts), Some(&rec), None)?;
                         if !rec.deleted {
                             adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
                         }
@@ -275,14 +294,19 @@ impl SledStore {
                         r.refs = r.refs.saturating_sub(1);
                         if r.refs == 0 {
                             blob_refs.remove(rec.blob.as_bytes())?;
-                            Ok(Some(rec.blob))
+                            Ok((Some(rec.blob), written))
                         } else {
                             blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
-                            Ok(None)
+                            Ok((None, written))
                         }
                     },
                 ),
-        );
+        )
+        .map(|(blob, written)| {
+            self.index_changed(written);
+            blob
+        });
+        drop(shared);
         self.changed();
         // After the record: an alias made meanwhile found no image, so none is left behind.
         if result.is_ok() {

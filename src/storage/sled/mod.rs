@@ -21,6 +21,7 @@ mod edge;
 mod images;
 mod query;
 mod renders;
+mod runs;
 mod stacks;
 
 use super::{
@@ -77,7 +78,11 @@ pub struct SledStore {
     members: Tree,
     pub(super) images: Tree,
     img_binary: Tree,
+    /// The listing index ([`runs`]): entries one per key, runs of settled entries, and the
+    /// entries of runs that were removed since their run was written.
     img_index: Tree,
+    img_runs: Tree,
+    img_gone: Tree,
     img_counts: Tree,
     blob_refs: Tree,
     org_blobs: Tree,
@@ -103,6 +108,13 @@ pub struct SledStore {
     /// The blob removal lock ([`Records::blob_removal_lock`]): sled opens a folder in one
     /// process only, so a mutex of that process is the whole lock.
     blob_removals: std::sync::Mutex<()>,
+    /// Held shared by walks of the listing index and the transactions that write it, alone
+    /// by a step of [`SledStore::pack_index`].
+    index_lock: std::sync::RwLock<()>,
+    /// Listing entries written or marked since the last pass, roughly (for when one is due).
+    index_changes: std::sync::atomic::AtomicU64,
+    /// Whether the entries left unpacked at the open were counted into `index_changes`.
+    index_counted: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn key3(a: &str, b: &str, c: &str) -> Vec<u8> {
@@ -125,23 +137,34 @@ pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
     })
 }
 
-/// Adds (`delta` 1) or removes (`delta` -1) a record's listing-index entries and counters.
-pub(crate) fn index_record(
-    img_index: &TransactionalTree,
-    img_counts: &TransactionalTree,
-    rec: &ImageRecord,
-    delta: i64,
-) -> std::result::Result<(), TxError> {
-    let (entries, counters) = index::record_keys(rec);
-    for k in entries {
-        if delta > 0 {
-            img_index.insert(k, &[])?;
-        } else {
-            img_index.remove(k)?;
-        }
+/// Moves a record's listing-index entries and counters from what `old` calls for to what
+/// `new` calls for (either may be absent), inside the record's transaction; entries both call
+/// for stay untouched. Returns the number of entries written or marked. The caller holds
+/// [`SledStore::index_shared`].
+pub(crate) fn reindex(
+    index: (&TransactionalTree, &TransactionalTree, &TransactionalTree),
+    old: Option<&ImageRecord>,
+    new: Option<&ImageRecord>,
+) -> std::result::Result<usize, TxError> {
+    let (singles, gone, img_counts) = index;
+    let keys = |rec: Option<&ImageRecord>| rec.map(index::record_keys);
+    let (old_entries, old_counters) = keys(old).unwrap_or_default();
+    let (new_entries, new_counters) = keys(new).unwrap_or_default();
+    let mut written = 0;
+    for k in old_entries.iter().filter(|k| !new_entries.contains(k)) {
+        runs::tx_remove(singles, gone, k)?;
+        written += 1;
     }
-    for k in counters {
-        let before = match img_counts.get(&k)? {
+    for k in new_entries.iter().filter(|k| !old_entries.contains(k)) {
+        runs::tx_add(singles, gone, k)?;
+        written += 1;
+    }
+    let moves = old_counters
+        .iter()
+        .map(|k| (k, -1))
+        .chain(new_counters.iter().map(|k| (k, 1)));
+    for (k, delta) in moves {
+        let before = match img_counts.get(k)? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
             None => 0,
         };
@@ -151,12 +174,12 @@ pub(crate) fn index_record(
             before.saturating_sub(1)
         };
         if after == 0 {
-            img_counts.remove(k)?;
+            img_counts.remove(k.as_slice())?;
         } else {
-            img_counts.insert(k, &after.to_be_bytes())?;
+            img_counts.insert(k.as_slice(), &after.to_be_bytes())?;
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Aborts a transaction with a storage error (decoding failure inside the closure).
@@ -271,6 +294,8 @@ impl SledStore {
             images: db.open_tree("images")?,
             img_binary: db.open_tree("img_binary")?,
             img_index: db.open_tree("img_index")?,
+            img_runs: db.open_tree("img_runs")?,
+            img_gone: db.open_tree("img_gone")?,
             img_counts: db.open_tree("img_counts")?,
             blob_refs: db.open_tree("blob_refs")?,
             org_blobs: db.open_tree("org_blobs")?,
@@ -290,6 +315,9 @@ impl SledStore {
             edge_notify: Default::default(),
             generation: Default::default(),
             blob_removals: Default::default(),
+            index_lock: Default::default(),
+            index_changes: Default::default(),
+            index_counted: Default::default(),
             space,
             meta,
             db,
@@ -380,6 +408,8 @@ impl Records for SledStore {
             &self.images,
             &self.img_binary,
             &self.img_index,
+            &self.img_runs,
+            &self.img_gone,
             &self.img_counts,
             &self.blob_refs,
             &self.org_blobs,
@@ -398,8 +428,13 @@ impl Records for SledStore {
         ] {
             tree.clear()?;
         }
+        self.meta.remove(runs::PACKED_KEY)?;
         self.changed();
         self.flush_blocking()
+    }
+
+    fn tidy(&self) -> Result<u64> {
+        self.pack_index(false)
     }
 
     fn verify_records(&self, each_image: &mut dyn FnMut(&ImageRecord)) -> Result<Vec<String>> {

@@ -56,20 +56,9 @@ impl ImageIndex for SledStore {
             }
             None => next_prefix(&prefix),
         };
-        let iter = match to {
-            // sled refuses a range that ends before it starts.
-            Some(to) if to <= from => self.img_index.range(from.clone()..from),
-            Some(to) => self.img_index.range(from..to),
-            None => self.img_index.range(from..),
-        };
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse {
-            Box::new(iter.rev())
-        } else {
-            Box::new(iter)
-        };
         let plen = prefix.len();
-        Box::new(iter.map(move |item| {
-            let (k, _) = item?;
+        Box::new(self.index_entries(from, to, reverse).map(move |item| {
+            let k = item?;
             Position::parse(field, k.get(plen..).unwrap_or_default()).ok_or_else(|| {
                 crate::storage::StorageError::Corrupt {
                     tree: "img_index",
@@ -97,6 +86,25 @@ impl ImageIndex for SledStore {
             }
         }
         Ok(n)
+    }
+
+    /// Which of these entries of one field exist: a lookup each.
+    fn index_has(
+        &self,
+        org: &str,
+        deleted: bool,
+        field: &IndexField,
+        suffixes: &[Vec<u8>],
+    ) -> Result<Vec<bool>> {
+        let prefix = index::field_prefix(org, deleted, field);
+        suffixes
+            .iter()
+            .map(|suffix| {
+                let mut k = prefix.clone();
+                k.extend_from_slice(suffix);
+                self.index_contains(&k)
+            })
+            .collect()
     }
 
     /// The string values of a counted field with their image counts, most frequent first, at
@@ -133,6 +141,9 @@ impl SledStore {
                 self.images.len()
             );
             self.img_index.clear()?;
+            self.img_runs.clear()?;
+            self.img_gone.clear()?;
+            self.meta.remove(super::runs::PACKED_KEY)?;
             self.img_counts.clear()?;
             for v in self.images.iter().values() {
                 let rec: ImageRecord = decode("images", &v?)?;
