@@ -112,38 +112,14 @@ fn take_len(bytes: &[u8], at: &mut usize) -> Option<usize> {
     None
 }
 
-fn decode_run(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+/// Reads a run's entries in order, rebuilt one after the other in one buffer, until `each`
+/// returns `false`.
+fn read_run(bytes: &[u8], mut each: impl FnMut(&[u8]) -> bool) -> Result<()> {
     let corrupt = || StorageError::Corrupt {
         tree: "img_runs",
         message: "unreadable run".into(),
     };
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let shared = take_len(bytes, &mut at).ok_or_else(corrupt)?;
-        let len = take_len(bytes, &mut at).ok_or_else(corrupt)?;
-        let rest = bytes.get(at..at + len).ok_or_else(corrupt)?;
-        at += len;
-        let mut e = Vec::with_capacity(shared + len);
-        match out.last() {
-            Some(before) => e.extend_from_slice(before.get(..shared).ok_or_else(corrupt)?),
-            None if shared == 0 => {}
-            None => return Err(corrupt()),
-        }
-        e.extend_from_slice(rest);
-        out.push(e);
-    }
-    Ok(out)
-}
-
-/// Whether a run holds `key`, read in place: the entries are rebuilt one after the other in
-/// one buffer until one reaches `key`.
-fn run_contains(bytes: &[u8], key: &[u8]) -> Result<bool> {
-    let corrupt = || StorageError::Corrupt {
-        tree: "img_runs",
-        message: "unreadable run".into(),
-    };
-    let mut entry: Vec<u8> = Vec::with_capacity(key.len() + 16);
+    let mut entry: Vec<u8> = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let shared = take_len(bytes, &mut at).ok_or_else(corrupt)?;
@@ -155,13 +131,37 @@ fn run_contains(bytes: &[u8], key: &[u8]) -> Result<bool> {
         }
         entry.truncate(shared);
         entry.extend_from_slice(rest);
-        match entry.as_slice().cmp(key) {
-            std::cmp::Ordering::Less => {}
-            std::cmp::Ordering::Equal => return Ok(true),
-            std::cmp::Ordering::Greater => return Ok(false),
+        if !each(&entry) {
+            break;
         }
     }
-    Ok(false)
+    Ok(())
+}
+
+fn decode_run(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    read_run(bytes, |e| {
+        out.push(e.to_vec());
+        true
+    })?;
+    Ok(out)
+}
+
+/// Whether a run holds `key`, read in place (its entries are sorted).
+fn run_contains(bytes: &[u8], key: &[u8]) -> Result<bool> {
+    let mut found = false;
+    read_run(bytes, |e| {
+        found = e == key;
+        e < key
+    })?;
+    Ok(found)
+}
+
+/// The number of packed entries as kept in tree `meta`.
+fn packed_count(value: Option<IVec>) -> u64 {
+    value
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0)
 }
 
 /// Whether `a` comes before `b` in the walk's direction.
@@ -417,11 +417,7 @@ impl SledStore {
 
     /// Entries held in runs.
     fn packed_entries(&self) -> Result<u64> {
-        Ok(self
-            .meta
-            .get(PACKED_KEY)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+        Ok(packed_count(self.meta.get(PACKED_KEY)?))
     }
 
     /// Moves the singles and the marks of the listing index into its runs, when enough of
@@ -570,10 +566,7 @@ impl SledStore {
                             stored_runs.insert(first.as_slice(), encode_run(r))?;
                         }
                     }
-                    let packed = meta
-                        .get(PACKED_KEY)?
-                        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                        .unwrap_or(0);
+                    let packed = packed_count(meta.get(PACKED_KEY)?);
                     let packed = (packed + added).saturating_sub(unmarked);
                     meta.insert(PACKED_KEY, &packed.to_be_bytes())?;
                     Ok(())
