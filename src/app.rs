@@ -305,6 +305,12 @@ impl Application {
                 Err(e) => log::warn!("records upkeep failed: {e}"),
             }
         });
+        // Freed memory goes back to the system (glibc keeps it otherwise).
+        let memory = crate::jobs::every(
+            "memory",
+            crate::jobs::memory::INTERVAL,
+            crate::jobs::memory::give_back,
+        );
         // Traffic counters are written every few seconds, not once per request; below the
         // headroom they wait in memory.
         let services = self.services.clone();
@@ -335,7 +341,10 @@ impl Application {
         let _ = tidy.await;
         // Wait for the background loops to be gone so that their handles on the store are
         // released. Queued edge requests stay in the store for the next start.
-        for task in [gc, edge, cache, space, watchdog].into_iter().flatten() {
+        for task in [gc, edge, cache, space, watchdog, Some(memory)]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
             let _ = task.await;
         }
