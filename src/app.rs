@@ -15,6 +15,9 @@ const CACHE_MAINTENANCE: Duration = Duration::from_secs(5);
 /// How often the free space of the data folder is looked at.
 const SPACE_WATCH: Duration = Duration::from_secs(1);
 
+/// How long a stop waits for mezzanines still being stored before it flushes the store.
+const MEZZANINE_WAIT: Duration = Duration::from_secs(5);
+
 /// One line per request: listener, status, bytes, time, method and path, as text or as a
 /// JSON object (`log.format`, see [`crate::logging`]). The query string is left out on
 /// purpose: it carries URL signatures, which must never reach a log.
@@ -350,6 +353,13 @@ impl Application {
         }
         if let Err(e) = self.services.traffic.flush(&*self.services.store) {
             log::warn!("traffic counters were not written: {e}");
+        }
+        // Mezzanines still being stored are cache: wait for them a little, not for ever.
+        let waited = std::time::Instant::now();
+        while crate::service::mezzanine::storing(&self.services.renders)
+            && waited.elapsed() < MEZZANINE_WAIT
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Err(e) = crate::service::renders::maintain_cache(&self.services) {
             log::warn!("render access times were not written: {e}");

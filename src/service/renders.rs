@@ -71,6 +71,9 @@ pub struct RenderState {
     pub(super) reduced: Mutex<std::collections::VecDeque<super::mezzanine::Kept>>,
     /// Sources decoded at full size for renders that share the decode.
     pub full_size_decodes: AtomicU64,
+    /// Bytes of decoded samples waiting to be stored as mezzanines
+    /// ([`super::mezzanine::Keeper`]).
+    pub(super) mezzanines_pending: std::sync::atomic::AtomicUsize,
     /// The latest source files read for renders, most recent first, by blob (see
     /// [`super::mezzanine::SOURCE_KEPT_BYTES`]).
     pub(super) sources: Mutex<std::collections::VecDeque<(String, Arc<Vec<u8>>)>>,
@@ -957,15 +960,17 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
     // the next render. Without a runtime (none here outside a server) it runs in place.
     let runtime = tokio::runtime::Handle::try_current().ok();
     let (records, job_state) = (store.clone(), state.clone());
+    // Mezzanines a render builds are stored the same way, while the render goes on.
+    let keeper = super::mezzanine::Keeper {
+        store,
+        blobs,
+        runtime: runtime.clone(),
+    };
     svc.pool
         .submit(
             class,
             cancel,
-            move |cancel| {
-                render_job(
-                    &*store, &*blobs, &job_state, mezzanines, limits, job, cancel,
-                )
-            },
+            move |cancel| render_job(&keeper, &job_state, mezzanines, limits, job, cancel),
             move |outcome| {
                 let rendered = match outcome {
                     None => Err(RenderError::Cancelled.into()),
@@ -1032,14 +1037,14 @@ struct Rendered {
 /// The CPU part of a miss: read, decode (through the image's mezzanine when `mezzanines`),
 /// operate, encode.
 fn render_job(
-    store: &dyn crate::storage::Records,
-    blobs: &dyn crate::storage::Bytes,
-    state: &RenderState,
+    keeper: &super::mezzanine::Keeper,
+    state: &Arc<RenderState>,
     mezzanines: bool,
     limits: crate::render::limits::Limits,
     job: RenderJob,
     cancel: &Cancel,
 ) -> Result<Rendered> {
+    let blobs = &*keeper.blobs;
     let source =
         super::mezzanine::source(state, blobs, &job.image.blob).map_err(Error::internal)?;
     let (secondaries, layers) = (&job.secondaries, &job.layers);
@@ -1052,9 +1057,7 @@ fn render_job(
     let shared = |denominator: u32, hint| {
         let decode = || crate::render::codecs::decode(&source, &limits, hint);
         match mezzanines {
-            Some(state) => {
-                super::mezzanine::decoded(store, blobs, state, image, denominator, &decode)
-            }
+            Some(state) => super::mezzanine::decoded(keeper, state, image, denominator, &decode),
             None => decode(),
         }
     };

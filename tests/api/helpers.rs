@@ -482,6 +482,16 @@ impl TestApp {
         assert!(a.status == 201 || a.status == 200, "{}", a.text());
     }
 
+    /// Waits until the mezzanines this appliance built are stored: a render stores the one it
+    /// built while it goes on, so a check of the store right after it must wait for that.
+    pub async fn mezzanines_stored(&self) {
+        let started = std::time::Instant::now();
+        while darkroom::service::mezzanine::storing(&self.services.renders) {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30));
+            actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// How many renders organization `acme` has stored (a dry-run purge changes nothing).
     pub async fn stored_renders(&self) -> u64 {
         let a = self

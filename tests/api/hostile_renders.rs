@@ -362,5 +362,6 @@ async fn heavy_renders_of_one_family_leave_a_thread_for_other_renders() {
     drop(heavy);
     wait_until_idle(&app, Duration::from_secs(120)).await;
     // Only the thumbnail, and the mezzanine it started from (the big source's 1/8 decode).
+    app.mezzanines_stored().await;
     assert_eq!(app.services.store.render_count(), 2);
 }

@@ -55,6 +55,7 @@ async fn a_url_gives_the_same_bytes_with_without_and_after_evicting_its_mezzanin
     let urls: Vec<String> = urls.iter().map(|u| u.replace("{h}", &hash)).collect();
     // The first render decodes and keeps the mezzanine, the others start from the stored one.
     let first = render_all(&with, &urls).await;
+    with.mezzanines_stored().await;
     assert_eq!(decodes(&with), 1);
     assert_eq!(
         with.services
@@ -72,6 +73,7 @@ async fn a_url_gives_the_same_bytes_with_without_and_after_evicting_its_mezzanin
     let mut reversed = urls.clone();
     reversed.reverse();
     let mut again = render_all(&with, &reversed).await;
+    with.mezzanines_stored().await;
     again.reverse();
     assert_eq!(decodes(&with), 2);
     assert!(
@@ -141,6 +143,7 @@ async fn deleting_an_image_removes_its_mezzanines() {
     let app = spawn_app().await;
     let hash = setup(&app).await;
     assert_eq!(app.render(&url(&hash, 90, "jpg")).await.status, 200);
+    app.mezzanines_stored().await;
     let key = mezzanine_key(&app, &hash);
     assert!(app.services.store.get_render(&key).unwrap().is_some());
 
@@ -159,6 +162,7 @@ async fn a_mezzanine_counts_in_the_render_store_budget() {
     let hash = setup(&app).await;
     let a = app.render(&url(&hash, 90, "jpg")).await;
     assert_eq!(a.status, 200);
+    app.mezzanines_stored().await;
     let store = &app.services.store;
     let stored = store
         .get_render(&mezzanine_key(&app, &hash))
@@ -202,6 +206,7 @@ async fn purges_stats_and_metrics_count_mezzanines_apart_from_renders() {
     let hash = setup(&app).await;
     let urls = [url(&hash, 90, "jpg"), url(&hash, 50, "jpg")];
     let answers = render_all(&app, &urls).await;
+    app.mezzanines_stored().await;
     let render_bytes: u64 = answers.iter().map(|(b, _)| b.len() as u64).sum();
     let mezzanine = app
         .services
@@ -309,6 +314,7 @@ async fn a_node_renders_from_its_local_copies_with_the_same_bytes() {
         .blob;
 
     let first = render_all(&a, &urls[..1]).await;
+    a.mezzanines_stored().await;
     assert_eq!(decodes(&a), 1);
     let on_a = local_copies(&a);
     assert!(on_a.contains(&format!("m-{key}")), "{on_a:?}");
@@ -333,6 +339,7 @@ async fn a_node_renders_from_its_local_copies_with_the_same_bytes() {
     );
     // A, without a copy, decodes again (B's renders of those URLs are shared hits).
     let fresh = render_all(&a, &[url(&hash, 550, "jpg")]).await;
+    a.mezzanines_stored().await;
     assert_eq!(decodes(&a), 2, "A decoded again");
 
     let plain = spawn_app_with(|c| {
