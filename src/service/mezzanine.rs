@@ -9,8 +9,8 @@
 //! image removes it), never billed, counted in the render-store budget and evicted by recency
 //! like any render, and rebuilt identically when it is gone. The render that built it does
 //! not wait for it to be stored ([`Keeper`]); like a render's, the store is refused once the
-//! image is deleted, so a delete that overtakes it leaves no orphan. Its bytes are exactly what the
-//! decoder returned ([`crate::render::mezzanine`]), so a URL's bytes never depend on whether
+//! image is deleted, so a delete that overtakes it leaves no orphan. Its bytes are exactly
+//! what the decoder returned ([`crate::render::mezzanine`]), so a URL's bytes never depend on whether
 //! a mezzanine existed: a render at that scale starts from the same pixels either way.
 //!
 //! Where the render store's bodies are shared by several nodes (object storage), each node
@@ -307,7 +307,9 @@ fn stored(
 /// render goes on (storing 9 MB of samples at 1/2 scale took about 15 ms that a first render
 /// waited for), or in place when there is no runtime or [`PENDING_KEEP_BYTES`] are already
 /// waiting. Either way the stored bytes are the same; until they are stored, this node has
-/// the pixels in memory and another node decodes them again, identically.
+/// the pixels in memory and another node decodes them again, identically. A purge of the
+/// image's renders that overtakes the store leaves the mezzanine stored: the same pixels,
+/// evicted or collected with the image like any other.
 pub(super) struct Keeper {
     pub store: Arc<dyn crate::storage::Records>,
     pub blobs: Arc<dyn crate::storage::Bytes>,
@@ -342,19 +344,21 @@ impl Keeper {
                 decoded,
             );
         };
-        let (store, blobs) = (self.store.clone(), self.blobs.clone());
-        let (state, image, decoded) = (state.clone(), image.clone(), decoded.clone());
-        drop(runtime.spawn_blocking(move || {
-            // Counted down however the store step ends, a panic included.
-            struct Done(Arc<RenderState>, usize);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0
-                        .mezzanines_pending
-                        .fetch_sub(self.1, Ordering::AcqRel);
-                }
+        // Counted down however the store step ends: done, panicked, or dropped unrun by a
+        // runtime that is shutting down.
+        struct Done(Arc<RenderState>, usize);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0
+                    .mezzanines_pending
+                    .fetch_sub(self.1, Ordering::AcqRel);
             }
-            let _done = Done(state, size);
+        }
+        let done = Done(state.clone(), size);
+        let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let (image, decoded) = (image.clone(), decoded.clone());
+        drop(runtime.spawn_blocking(move || {
+            let _done = done;
             keep(&*store, &*blobs, &image, &key, denominator, &decoded);
         }));
     }
@@ -429,6 +433,7 @@ mod tests {
         let blobs: Arc<dyn Bytes> = Arc::new(FileBytes::open(&dir.path().join("files")).unwrap());
         // One blocking thread, held busy until `release`, so the deferred store waits.
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .max_blocking_threads(1)
             .build()
             .unwrap();
@@ -442,7 +447,9 @@ mod tests {
         let state = Arc::new(RenderState::default());
         let image = fixtures::image(&"a".repeat(40), "blob");
         // A mezzanine, like a render, is stored only while its image exists.
-        store.create_org(&fixtures::org(&image.organization)).unwrap();
+        store
+            .create_org(&fixtures::org(&image.organization))
+            .unwrap();
         store.insert_image(&image).unwrap();
         let decoded = Arc::new(Decoded {
             image: image::DynamicImage::new_rgb8(200, 150),
@@ -471,6 +478,16 @@ mod tests {
             }
         });
         assert!(stored(8));
+
+        // A runtime that is gone drops the store step unrun: it is not counted as waiting.
+        let handle = rt.handle().clone();
+        drop(rt);
+        let keeper = Keeper {
+            runtime: Some(handle),
+            ..keeper
+        };
+        keeper.keep(&state, &image, key(&image, 2), 2, &decoded);
+        assert!(!storing(&state));
     }
 
     #[test]
