@@ -3,7 +3,7 @@
 # (A then B for one image, B then A for the next), against pyvips in-process on one thread:
 # 12 MP JPEG -> 1920 px JPEG, -> 1200 px WebP and -> 300 px JPEG, quality 80, the render
 # store of both purged before each round so that every render decodes. Prints the median
-# wall time per row and side, and each side's ratio to pyvips.
+# wall time per row and side, each side's ratio to pyvips, and each server's memory at the end.
 #
 # Loopback only; both servers are started here and stopped by PID on exit.
 # Usage: A=old-binary B=new-binary bash benches/first_renders_ab.sh   (after benches/compare.sh
@@ -75,3 +75,5 @@ PY
   awk -v w="$w" -v e="$ext" -v a="$a" -v b="$b" -v p="$pv" \
     'BEGIN {printf "-> %s px %s: A %s ms, B %s ms, pyvips %s ms; A/pyvips %.2f, B/pyvips %.2f\n", w, e, a, b, p, a/p, b/p}'
 done
+rss() { awk -v k="$1:" '$1==k {printf "%d MB", $2/1024}' "/proc/$2/status"; }
+echo "memory after the rows: A $(rss VmRSS "${PIDS[0]}") (peak $(rss VmHWM "${PIDS[0]}")), B $(rss VmRSS "${PIDS[1]}") (peak $(rss VmHWM "${PIDS[1]}"))"
