@@ -13,6 +13,7 @@ use crate::render::plan::{self, Plan, SourceShape};
 use image::DynamicImage;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Everything a render needs besides the source bytes.
 pub struct RenderInput<'a> {
@@ -38,12 +39,13 @@ pub struct RenderInput<'a> {
     /// the scale denominator [`codecs::shared_denominator`] gives (1 for full size) and the
     /// hint, it must return exactly what `codecs::decode` returns for them. Every render at
     /// that scale then starts from the same pixels, whether they were decoded just now or
-    /// kept before. `None` decodes the source directly.
+    /// kept before. `None` decodes the source directly. The first operation (a resize, since
+    /// there is a hint) reads the shared pixels in place: they are not copied.
     pub shared_decode: Option<&'a SharedDecode<'a>>,
 }
 
 /// See [`RenderInput::shared_decode`].
-pub type SharedDecode<'a> = dyn Fn(u32, Option<DecodeHint>) -> Result<codecs::Decoded> + 'a;
+pub type SharedDecode<'a> = dyn Fn(u32, Option<DecodeHint>) -> Result<Arc<codecs::Decoded>> + 'a;
 
 /// Works out what rendering `pipeline` on `source` will cost, before anything is decoded;
 /// `secondary` gives the oriented size of another image by hash. Unknown operations and bad
@@ -130,7 +132,7 @@ fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage,
         .and_then(|shared| Some((shared, codecs::shared_denominator(source, hint)?)));
     let decoded = match shared {
         Some((shared, denominator)) => shared(denominator, hint)?,
-        None => codecs::decode(source, &input.limits, hint)?,
+        None => Arc::new(codecs::decode(source, &input.limits, hint)?),
     };
     let (w, h) = (decoded.image.width(), decoded.image.height());
     let mut ctx = OpContext {
@@ -152,12 +154,25 @@ fn decode_and_apply(source: &[u8], input: &RenderInput) -> Result<(DynamicImage,
         secondary: input.secondary,
         font: input.font,
     };
-    let mut image = decoded.image;
-    for op in &operations {
+    let mut operations = operations.iter();
+    // Pixels of our own are taken as they are; shared ones are read by the first operation,
+    // which makes the image the others work on.
+    let (mut image, icc) = match Arc::try_unwrap(decoded) {
+        Ok(own) => (own.image, own.icc),
+        Err(shared) => {
+            input.cancel.check()?;
+            let image = match operations.next() {
+                Some(first) => first.apply_to(&shared.image, &mut ctx)?,
+                None => shared.image.clone(),
+            };
+            (image, shared.icc.clone())
+        }
+    };
+    for op in operations {
         input.cancel.check()?;
         image = op.apply(image, &mut ctx)?;
     }
-    Ok((image, decoded.icc))
+    Ok((image, icc))
 }
 
 /// A reduced-size decode is safe when the first operation is a resize: nothing before it

@@ -71,7 +71,7 @@ pub struct RenderState {
     pub(super) reduced: Mutex<std::collections::VecDeque<super::mezzanine::Kept>>,
     /// Sources decoded at full size for renders that share the decode.
     pub full_size_decodes: AtomicU64,
-    /// Bytes of decoded samples waiting to be stored as mezzanines
+    /// Bytes of encoded mezzanines waiting to be stored
     /// ([`super::mezzanine::Keeper`]).
     pub(super) mezzanines_pending: std::sync::atomic::AtomicUsize,
     /// The latest source files read for renders, most recent first, by blob (see
@@ -983,7 +983,7 @@ fn start_render(svc: &Services, key: RenderKey, flight: Arc<Flight>, job: Render
                     // Off the pool, a panic would leave the flight unanswered: it is an error.
                     let result = rendered.and_then(|r| {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            records.put_render(&key, &r.meta, &r.bytes, &r.served)
+                            records.put_render(&key, &r.meta, r.bytes.into(), &r.served)
                         }))
                         .map_err(|_| Error::internal("storing the render panicked"))?
                         .map_err(Error::from)
@@ -1058,7 +1058,7 @@ fn render_job(
         let decode = || crate::render::codecs::decode(&source, &limits, hint);
         match mezzanines {
             Some(state) => super::mezzanine::decoded(keeper, state, image, denominator, &decode),
-            None => decode(),
+            None => decode().map(Arc::new),
         }
     };
     let input = RenderInput {

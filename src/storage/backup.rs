@@ -1100,7 +1100,7 @@ mod tests {
             .put_render(
                 &[7; 32],
                 &meta,
-                b"RENDERBYTES",
+                bytes::Bytes::from_static(b"RENDERBYTES"),
                 &served("/acme/thumb/h1.jpg"),
             )
             .unwrap();

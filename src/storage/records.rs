@@ -211,11 +211,12 @@ pub trait RenderRecords {
     }
     /// Stores a render with its indexes, unless its organization, image or one of its stacks
     /// changed since it was resolved (the render is then returned but not kept).
+    /// The bytes are taken as they are: the answer shares them rather than copying them.
     fn put_render(
         &self,
         key: &[u8],
         meta: &RenderMeta,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         served: &ServedPath,
     ) -> Result<StoredRender>;
     /// Remembers another URL a stored render was served under (bounded per render).

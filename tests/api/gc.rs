@@ -130,7 +130,12 @@ async fn orphan_blob_files_and_renders_are_collected() {
         path: "/acme/gone/x.jpg".into(),
     };
     store
-        .put_render(&[5; 32], &meta, b"bytes", &served)
+        .put_render(
+            &[5; 32],
+            &meta,
+            bytes::Bytes::from_static(b"bytes"),
+            &served,
+        )
         .unwrap();
     let mut stack = store.get_stack("acme", "gone").unwrap().unwrap();
     stack.revision += 1;

@@ -112,12 +112,13 @@ impl Resize {
         (out(sw, sx), out(sh, sy))
     }
 
-    pub(super) fn apply(&self, img: DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
+    /// Reads `img` in place (any colour type: [`resize_exact`] works in RGB8 or RGBA8).
+    pub(super) fn apply(&self, img: &DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
         let (sw, sh) = (img.width(), img.height());
         let (w, h) = self.target_size(sw, sh, ctx.dpr);
         check_output(&ctx.limits, "resize", w, h)?;
         let (w, h) = (to_u32(w)?, to_u32(h)?);
-        let mut out = resize_exact(&img, w, h)?;
+        let mut out = resize_exact(img, w, h)?;
         let (fx, fy) = (f64::from(w) / f64::from(sw), f64::from(h) / f64::from(sh));
         ctx.map_areas(|a| Some(a.scaled(fx, fy)));
         let downsized = u64::from(w) * u64::from(h) < u64::from(sw) * u64::from(sh);

@@ -53,19 +53,39 @@ fn renders_are_found_and_purged_by_image_stack_and_organization() {
     store.enable_edge(true);
     let m1 = meta("img1", &[("thumb", 1)]);
     store
-        .put_render(&[1; 32], &m1, b"aaaa", &path("/t/img1"))
+        .put_render(
+            &[1; 32],
+            &m1,
+            bytes::Bytes::from_static(b"aaaa"),
+            &path("/t/img1"),
+        )
         .unwrap();
     let m2 = meta("img1", &[("big", 3), ("base", 2)]);
     store
-        .put_render(&[2; 32], &m2, b"bb", &path("/b/img1"))
+        .put_render(
+            &[2; 32],
+            &m2,
+            bytes::Bytes::from_static(b"bb"),
+            &path("/b/img1"),
+        )
         .unwrap();
     let m3 = meta("img2", &[("thumb", 1)]);
     store
-        .put_render(&[3; 32], &m3, b"c", &path("/t/img2"))
+        .put_render(
+            &[3; 32],
+            &m3,
+            bytes::Bytes::from_static(b"c"),
+            &path("/t/img2"),
+        )
         .unwrap();
     // Another node storing the same render at once changes nothing.
     store
-        .put_render(&[3; 32], &m3, b"c", &path("/t/img2"))
+        .put_render(
+            &[3; 32],
+            &m3,
+            bytes::Bytes::from_static(b"c"),
+            &path("/t/img2"),
+        )
         .unwrap();
     assert_eq!(store.render_count(), 3);
     assert_eq!(store.render_bytes().unwrap(), 7);
@@ -105,7 +125,12 @@ fn renders_are_found_and_purged_by_image_stack_and_organization() {
         .unwrap();
     assert_eq!(base.renders, 1, "found through the basestack");
     store
-        .put_render(&[4; 32], &meta("img2", &[]), b"dd", &path("/d"))
+        .put_render(
+            &[4; 32],
+            &meta("img2", &[]),
+            bytes::Bytes::from_static(b"dd"),
+            &path("/d"),
+        )
         .unwrap();
     let all = store.purge_org_renders("acme", false).unwrap();
     assert_eq!(all.renders, 1);
@@ -130,7 +155,12 @@ fn a_render_that_raced_a_stack_change_or_an_image_delete_is_not_stored() {
         return;
     };
     let answer = store
-        .put_render(&[1; 32], &meta("img1", &[("thumb", 0)]), b"a", &path("/a"))
+        .put_render(
+            &[1; 32],
+            &meta("img1", &[("thumb", 0)]),
+            bytes::Bytes::from_static(b"a"),
+            &path("/a"),
+        )
         .unwrap();
     assert_eq!(
         answer.bytes(),
@@ -153,10 +183,20 @@ fn a_render_that_raced_a_stack_change_or_an_image_delete_is_not_stored() {
         )
         .unwrap();
     store
-        .put_render(&[2; 32], &meta("img1", &[("thumb", 1)]), b"b", &path("/b"))
+        .put_render(
+            &[2; 32],
+            &meta("img1", &[("thumb", 1)]),
+            bytes::Bytes::from_static(b"b"),
+            &path("/b"),
+        )
         .unwrap();
     store
-        .put_render(&[3; 32], &meta("nope", &[]), b"c", &path("/c"))
+        .put_render(
+            &[3; 32],
+            &meta("nope", &[]),
+            bytes::Bytes::from_static(b"c"),
+            &path("/c"),
+        )
         .unwrap();
     assert!(store.get_render(&[2; 32]).unwrap().is_none());
     assert!(store.get_render(&[3; 32]).unwrap().is_none());
@@ -189,7 +229,7 @@ fn a_large_render_lives_in_the_bytes_and_goes_with_its_row() {
     let big: Vec<u8> = (0..INLINE_MAX + 10).map(|i| (i % 251) as u8).collect();
     let key = [7u8; 32];
     store
-        .put_render(&key, &meta("img1", &[]), &big, &path("/big"))
+        .put_render(&key, &meta("img1", &[]), big.clone().into(), &path("/big"))
         .unwrap();
     assert!(store.external_render(&key).unwrap());
     assert_eq!(files.render_body(&key).unwrap().unwrap(), big);
@@ -199,7 +239,12 @@ fn a_large_render_lives_in_the_bytes_and_goes_with_its_row() {
     // Not kept (the image is gone): its body does not linger.
     let raced = [8u8; 32];
     store
-        .put_render(&raced, &meta("nope", &[]), &big, &path("/raced"))
+        .put_render(
+            &raced,
+            &meta("nope", &[]),
+            big.clone().into(),
+            &path("/raced"),
+        )
         .unwrap();
     assert!(files.render_body(&raced).unwrap().is_none());
     let purged = store.purge_image_renders("acme", "img1", false).unwrap();
@@ -218,7 +263,7 @@ fn eviction_goes_by_recency_and_headers_page_by_key() {
             .put_render(
                 &[i; 32],
                 &meta("img1", &[]),
-                &[i; 10],
+                bytes::Bytes::copy_from_slice(&[i; 10]),
                 &path(&format!("/{i}")),
             )
             .unwrap();
@@ -247,7 +292,12 @@ fn eviction_goes_by_recency_and_headers_page_by_key() {
 
     for i in 10..15u8 {
         store
-            .put_render(&[i; 32], &meta("img2", &[]), b"x", &path("/x"))
+            .put_render(
+                &[i; 32],
+                &meta("img2", &[]),
+                bytes::Bytes::from_static(b"x"),
+                &path("/x"),
+            )
             .unwrap();
     }
     let first = store.render_headers(None, 4).unwrap();
@@ -266,7 +316,12 @@ fn served_paths_are_recorded_once_and_bounded() {
         return;
     };
     store
-        .put_render(&[9; 32], &meta("img1", &[]), b"x", &path("/a"))
+        .put_render(
+            &[9; 32],
+            &meta("img1", &[]),
+            bytes::Bytes::from_static(b"x"),
+            &path("/a"),
+        )
         .unwrap();
     store.note_served_path(&[9; 32], &path("/a")).unwrap();
     store.note_served_path(&[9; 32], &path("/b")).unwrap();
@@ -309,7 +364,12 @@ fn two_nodes_storing_the_same_render_at_once_keep_it_once() {
                 for i in 0..20u8 {
                     let m = meta("img1", &[("thumb", 1)]);
                     store
-                        .put_render(&[i; 32], &m, &[i; 3], &path("/p"))
+                        .put_render(
+                            &[i; 32],
+                            &m,
+                            bytes::Bytes::copy_from_slice(&[i; 3]),
+                            &path("/p"),
+                        )
                         .unwrap();
                     store.touch_renders(&[([i; 32], 1 << 50)]).unwrap();
                 }

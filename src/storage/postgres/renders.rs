@@ -258,18 +258,18 @@ impl PgStore {
         &self,
         key: &[u8],
         meta: &RenderMeta,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         paths: &[ServedPath],
         restore: bool,
     ) -> Result<StoredRender> {
-        let answer = StoredRender::with_body(meta.clone(), bytes::Bytes::copy_from_slice(bytes));
-        let row = Row::new(key, meta, bytes, paths)?;
+        let row = Row::new(key, meta, &bytes, paths)?;
         let external = row.body.is_none();
+        let answer = StoredRender::with_body(meta.clone(), bytes);
         if external {
             let Some(bodies) = self.bodies.get() else {
                 return Ok(answer);
             };
-            bodies.put_render_body(key, bytes)?;
+            bodies.put_render_body(key, answer.bytes())?;
         }
         let stored = self.run(move |pool| async move {
             let mut client = pool.get().await?;
@@ -472,7 +472,7 @@ impl RenderRecords for PgStore {
         &self,
         key: &[u8],
         meta: &RenderMeta,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         served: &ServedPath,
     ) -> Result<StoredRender> {
         let paths = if served.path.is_empty() {
@@ -515,6 +515,7 @@ impl RenderRecords for PgStore {
         bytes: &[u8],
         paths: &[ServedPath],
     ) -> Result<()> {
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
         self.store_render(key, meta, bytes, paths, true).map(|_| ())
     }
 

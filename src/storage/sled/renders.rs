@@ -177,7 +177,7 @@ impl RenderRecords for SledStore {
         &self,
         key: &[u8],
         meta: &RenderMeta,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         served: &ServedPath,
     ) -> Result<StoredRender> {
         self.store_render(key, meta, bytes, served, true)
@@ -390,6 +390,7 @@ impl SledStore {
         bytes: &[u8],
         served: &ServedPath,
     ) -> Result<StoredRender> {
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
         self.store_render(key, meta, bytes, served, false)
     }
 
@@ -397,7 +398,7 @@ impl SledStore {
         &self,
         key: &[u8],
         meta: &RenderMeta,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
         served: &ServedPath,
         only_if_live: bool,
     ) -> Result<StoredRender> {
@@ -407,14 +408,14 @@ impl SledStore {
             .reserve(if external { 0 } else { bytes.len() as u64 })?;
         let header = encode(meta);
         let value = if external {
-            self.render_bodies.put_render_body(key, bytes)?;
+            self.render_bodies.put_render_body(key, &bytes)?;
             let mut value = Vec::with_capacity(4 + header.len() + 8);
             value.extend_from_slice(&(header.len() as u32 | EXTERNAL).to_be_bytes());
             value.extend_from_slice(&header);
             value.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
             value
         } else {
-            inline_value(meta, bytes)
+            inline_value(meta, &bytes)
         };
         // One buffer serves both the store and the response of the request that rendered it.
         let value = sled::IVec::from(value);
@@ -482,7 +483,7 @@ impl SledStore {
         }
         Ok(StoredRender {
             meta: meta.clone(),
-            raw: bytes::Bytes::copy_from_slice(bytes),
+            raw: bytes,
             body_start: 0,
             external: None,
         })
@@ -839,7 +840,12 @@ mod tests {
         };
         store.create_stack(&stack).unwrap();
         let live = store
-            .put_render(&[1; 32], &meta("img", &[("thumb", 1)]), b"a", &path("/a"))
+            .put_render(
+                &[1; 32],
+                &meta("img", &[("thumb", 1)]),
+                bytes::Bytes::from_static(b"a"),
+                &path("/a"),
+            )
             .unwrap();
         assert_eq!(live.bytes(), b"a");
         assert!(store.get_render(&[1; 32]).unwrap().is_some());
@@ -847,7 +853,12 @@ mod tests {
         stack.revision = 2;
         store.put_stack(&stack).unwrap();
         let raced = store
-            .put_render(&[2; 32], &meta("img", &[("thumb", 1)]), b"b", &path("/b"))
+            .put_render(
+                &[2; 32],
+                &meta("img", &[("thumb", 1)]),
+                bytes::Bytes::from_static(b"b"),
+                &path("/b"),
+            )
             .unwrap();
         assert_eq!(
             raced.bytes(),
@@ -859,7 +870,12 @@ mod tests {
         rec.deleted = true;
         store.update_image(&rec).unwrap();
         store
-            .put_render(&[3; 32], &meta("img", &[("thumb", 2)]), b"c", &path("/c"))
+            .put_render(
+                &[3; 32],
+                &meta("img", &[("thumb", 2)]),
+                bytes::Bytes::from_static(b"c"),
+                &path("/c"),
+            )
             .unwrap();
         assert!(store.get_render(&[3; 32]).unwrap().is_none());
         assert_eq!(store.org_usage("acme").unwrap().renders, 1);
