@@ -314,10 +314,10 @@ fn stored(
 /// waiting. The render encodes it itself, before it hands it over: a copy of the samples at
 /// 1/2 scale, QOI at 1/4 and 1/8. Large buffers made and dropped on the blocking threads
 /// stayed in their allocator arenas: encoded there, first renders of 1920 px JPEGs one at a
-/// time peaked at 157–169 MB of RSS, against 134–150 MB. Either way the stored bytes are the same; until they are stored, this node has
-/// the pixels in memory and another node decodes them again, identically. A purge of the
-/// image's renders that overtakes the store leaves the mezzanine stored: the same pixels,
-/// evicted or collected with the image like any other.
+/// time peaked at 157–169 MB of RSS, against 134–150 MB. Either way the stored bytes are the
+/// same; until they are stored, this node has the pixels in memory and another node decodes
+/// them again, identically. A purge of the image's renders that overtakes the store leaves
+/// the mezzanine stored: the same pixels, evicted or collected with the image like any other.
 pub(super) struct Keeper {
     pub store: Arc<dyn crate::storage::Records>,
     pub blobs: Arc<dyn crate::storage::Bytes>,

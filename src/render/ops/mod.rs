@@ -272,8 +272,6 @@ impl Operation {
         }
     }
 
-    /// Runs the operation. The result is `ImageRgb8` or `ImageRgba8`; geometric operations
-    /// update the areas in `ctx` to the new image's coordinates.
     /// [`Operation::apply`] to an image it does not own: a resize reads it in place, the
     /// other operations work on a copy. The result is the same.
     pub fn apply_to(&self, img: &DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
@@ -283,6 +281,8 @@ impl Operation {
         }
     }
 
+    /// Runs the operation. The result is `ImageRgb8` or `ImageRgba8`; geometric operations
+    /// update the areas in `ctx` to the new image's coordinates.
     pub fn apply(&self, img: DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
         let img = normalize(img);
         match self {
