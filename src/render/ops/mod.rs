@@ -598,6 +598,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_operation_on_a_borrowed_image_gives_what_it_gives_on_its_own() {
+        let gray = DynamicImage::ImageLuma8(image::GrayImage::from_fn(64, 48, |x, y| {
+            image::Luma([(x * 3 + y * 5) as u8])
+        }));
+        let images = [
+            quadrants(64, 48),
+            solid_rgba(64, 48, [10, 20, 30, 128]),
+            gray,
+        ];
+        for (name, options) in [
+            ("resize", json!({"width": 20, "sharpen": true})),
+            ("resize", json!({"width": 64})),
+            (
+                "resize",
+                json!({"width": 100, "height": 30, "mode": "fill"}),
+            ),
+            ("blur", json!({"sigma": 2})),
+        ] {
+            let op = op(name, options.clone());
+            for img in &images {
+                let (mut borrowed_ctx, mut owned_ctx) = (context(2.0), context(2.0));
+                let borrowed = op.apply_to(img, &mut borrowed_ctx).unwrap();
+                let owned = op.apply(img.clone(), &mut owned_ctx).unwrap();
+                let what = format!("{name} {options} on {:?}", img.color());
+                assert_eq!(borrowed.color(), owned.color(), "{what}");
+                assert_eq!(
+                    (borrowed.width(), borrowed.height()),
+                    (owned.width(), owned.height()),
+                    "{what}"
+                );
+                assert_eq!(borrowed.as_bytes(), owned.as_bytes(), "{what}");
+            }
+        }
+    }
+
+    #[test]
     fn from_resolved_accepts_numbers_given_as_url_text() {
         let parsed = op("blur", json!({"sigma": "2.5"}));
 
