@@ -272,11 +272,14 @@ impl Operation {
         }
     }
 
-    /// [`Operation::apply`] to an image it does not own: a resize reads it in place, the
-    /// other operations work on a copy. The result is the same.
+    /// [`Operation::apply`] to an image it does not own: a resize reads an RGB8 or RGBA8
+    /// image in place (nothing to normalize), everything else works on a copy. The result is
+    /// the same.
     pub fn apply_to(&self, img: &DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
-        match self {
-            Operation::Resize(r) => r.apply(img, ctx),
+        match (self, img) {
+            (Operation::Resize(r), DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_)) => {
+                r.apply(img, ctx)
+            }
             _ => self.apply(img.clone(), ctx),
         }
     }
@@ -617,11 +620,11 @@ pub(crate) mod tests {
             ("blur", json!({"sigma": 2})),
         ] {
             let op = op(name, options.clone());
-            for img in &images {
-                let (mut borrowed_ctx, mut owned_ctx) = (context(2.0), context(2.0));
+            for (img, dpr) in images.iter().flat_map(|i| [(i, 1.0), (i, 2.0)]) {
+                let (mut borrowed_ctx, mut owned_ctx) = (context(dpr), context(dpr));
                 let borrowed = op.apply_to(img, &mut borrowed_ctx).unwrap();
                 let owned = op.apply(img.clone(), &mut owned_ctx).unwrap();
-                let what = format!("{name} {options} on {:?}", img.color());
+                let what = format!("{name} {options} at dpr {dpr} on {:?}", img.color());
                 assert_eq!(borrowed.color(), owned.color(), "{what}");
                 assert_eq!(
                     (borrowed.width(), borrowed.height()),

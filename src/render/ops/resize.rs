@@ -112,7 +112,8 @@ impl Resize {
         (out(sw, sx), out(sh, sy))
     }
 
-    /// Reads `img` in place (any colour type: [`resize_exact`] works in RGB8 or RGBA8).
+    /// Reads `img` in place; the caller gives it RGB8 or RGBA8 (a same-size resize returns a
+    /// copy of it as it is).
     pub(super) fn apply(&self, img: &DynamicImage, ctx: &mut OpContext) -> Result<DynamicImage> {
         let (sw, sh) = (img.width(), img.height());
         let (w, h) = self.target_size(sw, sh, ctx.dpr);
