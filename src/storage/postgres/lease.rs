@@ -224,6 +224,7 @@ async fn watch_once(
             "LISTEN \"{edge_channel}\"; LISTEN \"{generation_channel}\""
         ))
         .await?;
+    let statements = Statements::prepare(&client).await?;
     // Jobs may have been queued while this node was not listening.
     edge.notify_one();
     let mut beats = tokio::time::interval(BEAT);
@@ -264,10 +265,7 @@ async fn watch_once(
                     let seen = super::to_i64(held);
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
                         [&watch.id, &seen];
-                    let ack = client.execute(
-                        "UPDATE nodes SET seen = GREATEST(seen, $2) WHERE id = $1",
-                        &params,
-                    );
+                    let ack = client.execute(&statements.ack, &params);
                     match tokio::time::timeout(STALL, ack).await {
                         Ok(done) => {
                             done?;
@@ -281,7 +279,8 @@ async fn watch_once(
                 let started = Instant::now();
                 let forget = count % 240 == 0;
                 count += 1;
-                match tokio::time::timeout(STALL, beat(&mut client, watch, forget)).await {
+                let beat = beat(&mut client, &statements, watch, forget);
+                match tokio::time::timeout(STALL, beat).await {
                     Ok(Ok(seen)) => {
                         acked = acked.max(seen);
                         watch.trust_from(started);
@@ -295,35 +294,59 @@ async fn watch_once(
     }
 }
 
+/// The statements of the lease connection, prepared once when it opens: a beat is then four
+/// round trips (begin, read, renew, commit) with nothing parsed or planned, four times a second
+/// on every node.
+struct Statements {
+    read: tokio_postgres::Statement,
+    renew: tokio_postgres::Statement,
+    forget: tokio_postgres::Statement,
+    ack: tokio_postgres::Statement,
+}
+
+impl Statements {
+    async fn prepare(
+        client: &tokio_postgres::Client,
+    ) -> std::result::Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            read: client
+                .prepare("SELECT value FROM generation FOR SHARE")
+                .await?,
+            renew: client
+                .prepare(&format!(
+                    "INSERT INTO nodes (id, seen, lease_until) VALUES ($1, $2, now() + {LEASE_SQL}) \
+                     ON CONFLICT (id) DO UPDATE SET seen = GREATEST(nodes.seen, EXCLUDED.seen), \
+                     lease_until = EXCLUDED.lease_until"
+                ))
+                .await?,
+            forget: client
+                .prepare(&format!(
+                    "DELETE FROM nodes WHERE lease_until < now() - {FORGET_SQL}"
+                ))
+                .await?,
+            ack: client
+                .prepare("UPDATE nodes SET seen = GREATEST(seen, $2) WHERE id = $1")
+                .await?,
+        })
+    }
+}
+
 /// Renews the node's lease with the generation read under a share lock of its row, applied
 /// before it is written; returns the generation acknowledged.
 async fn beat(
     client: &mut tokio_postgres::Client,
+    statements: &Statements,
     watch: &Watch,
     forget: bool,
 ) -> std::result::Result<u64, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let read: i64 = tx
-        .query_one("SELECT value FROM generation FOR SHARE", &[])
-        .await?
-        .try_get(0)?;
+    let read: i64 = tx.query_one(&statements.read, &[]).await?.try_get(0)?;
     watch.apply(super::to_u64(read));
     let held = watch.held();
-    tx.execute(
-        &format!(
-            "INSERT INTO nodes (id, seen, lease_until) VALUES ($1, $2, now() + {LEASE_SQL}) \
-             ON CONFLICT (id) DO UPDATE SET seen = GREATEST(nodes.seen, EXCLUDED.seen), \
-             lease_until = EXCLUDED.lease_until"
-        ),
-        &[&watch.id, &super::to_i64(held)],
-    )
-    .await?;
-    if forget {
-        tx.execute(
-            &format!("DELETE FROM nodes WHERE lease_until < now() - {FORGET_SQL}"),
-            &[],
-        )
+    tx.execute(&statements.renew, &[&watch.id, &super::to_i64(held)])
         .await?;
+    if forget {
+        tx.execute(&statements.forget, &[]).await?;
     }
     tx.commit().await?;
     Ok(held)
