@@ -8,7 +8,8 @@
 #      short hash and binaryHash, /readyz and /stats; a full cursor walk, checked for
 #      duplicates and gaps; RSS after loading and after the listings;
 #   3. the data folder's bytes (sled part and per image), start-up time on the loaded folder
-#      (until /readyz answers) and RSS after it;
+#      (until /readyz answers) and RSS after it, then the listings of 2. once more on that
+#      restarted process (RESTART_REPEAT, 10, requests per form) and its RSS after them;
 #   4. 10 % of the images deleted, then `darkroom admin gc` (retention 0), `darkroom admin
 #      verify` and `darkroom admin compact`, each timed, with the sled part's size after each.
 # The server is started here on loopback and stopped by its PID on exit.
@@ -18,7 +19,7 @@
 # then skipped.
 #
 # Usage: bash benches/scale.sh   (env: N=100000, REPEAT=50, SKIP_BUILD=1, DARKROOM_BIN,
-#        SCALE_API_PORT=18491, SCALE_RENDER_PORT=18492, KEEP_DATA=1)
+#        SCALE_API_PORT=18491, SCALE_RENDER_PORT=18492, KEEP_DATA=1, RESTART_REPEAT=10)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-100000}
@@ -85,6 +86,11 @@ stop
 echo "data folder: $(du -sb "$WORK/data" | cut -f1) bytes; sled part $(sled_bytes) bytes ($(( $(sled_bytes) / N )) per image)"
 start
 echo "start-up on the loaded folder: $STARTUP s, RSS $(rss)"
+# The listings once more on the restarted process (its caches cold, nothing of the load left
+# in memory): the memory a running appliance holds at this size.
+echo "after the restart, each form ${RESTART_REPEAT:-10} times:"
+API=127.0.0.1:$API_PORT KEY=$KEY N=$N START=$N REPEAT=${RESTART_REPEAT:-10} DARKROOM_PID=$DPID \
+    python3 "$REPO/benches/scale.py" load-and-measure | sed 's/^rss after load/rss after the start/'
 API=127.0.0.1:$API_PORT KEY=$KEY N=$N python3 "$REPO/benches/scale.py" delete
 stop
 sleep 1.1  # deletes of this second are not yet past a retention of 0 days
