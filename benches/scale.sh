@@ -9,7 +9,7 @@
 #      duplicates and gaps; RSS after loading and after the listings;
 #   3. the data folder's bytes (sled part and per image), start-up time on the loaded folder
 #      (until /readyz answers) and RSS after it, then the listings of 2. once more on that
-#      restarted process (RESTART_REPEAT, 10, requests per form) and its RSS after them;
+#      restarted process (RESTART_REPEAT requests per form, 10 by default) and its RSS after;
 #   4. 10 % of the images deleted, then `darkroom admin gc` (retention 0), `darkroom admin
 #      verify` and `darkroom admin compact`, each timed, with the sled part's size after each.
 # The server is started here on loopback and stopped by its PID on exit.
