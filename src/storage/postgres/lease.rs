@@ -279,8 +279,8 @@ async fn watch_once(
                 let started = Instant::now();
                 let forget = count % 240 == 0;
                 count += 1;
-                let beat = beat(&mut client, &statements, watch, forget);
-                match tokio::time::timeout(STALL, beat).await {
+                let renewal = beat(&mut client, &statements, watch, forget);
+                match tokio::time::timeout(STALL, renewal).await {
                     Ok(Ok(seen)) => {
                         acked = acked.max(seen);
                         watch.trust_from(started);
