@@ -28,6 +28,9 @@ pub enum IndexField {
     User(String),
     /// When a soft-deleted image was deleted (unix seconds): the garbage collector's queue.
     DeletedAt,
+    /// The SHA-1 of the bytes (`binaryHash`). Kept by the embedded records only
+    /// ([`embedded_keys`]): PostgreSQL has a column index for it.
+    BinaryHash,
 }
 
 /// One indexed value.
@@ -53,6 +56,7 @@ impl IndexField {
             IndexField::Format => b"f".to_vec(),
             IndexField::Mimetype => b"m".to_vec(),
             IndexField::DeletedAt => b"x".to_vec(),
+            IndexField::BinaryHash => b"b".to_vec(),
             IndexField::User(key) => {
                 let mut t = Vec::with_capacity(key.len() + 2);
                 t.push(b'u');
@@ -90,6 +94,7 @@ impl IndexField {
                 (true, Some(at)) => vec![IndexValue::Num(at as f64)],
                 _ => Vec::new(),
             },
+            IndexField::BinaryHash => vec![IndexValue::Str(rec.binary_hash.clone())],
             IndexField::User(key) => match rec.user_metadata.get(key) {
                 Some(v) => json_values(v),
                 None => Vec::new(),
@@ -312,6 +317,24 @@ pub fn record_keys(rec: &ImageRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             .collect()
     };
     (whole(entries), whole(counters))
+}
+
+/// [`record_keys`] and the [`binary_entry`]: the keys of the embedded records, where the
+/// binary-hash lookup is one more field of the listing index rather than a key of its own
+/// (sled 0.34 keeps memory for every key after an open).
+pub fn embedded_keys(rec: &ImageRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut entries, counters) = record_keys(rec);
+    entries.push(binary_entry(rec));
+    (entries, counters)
+}
+
+/// The entry key of a record's [`IndexField::BinaryHash`].
+pub fn binary_entry(rec: &ImageRecord) -> Vec<u8> {
+    let field = IndexField::BinaryHash;
+    let value = IndexValue::Str(rec.binary_hash.clone());
+    let mut k = field_prefix(&rec.organization, rec.deleted, &field);
+    k.extend_from_slice(&Position::of(&field, Some(&value), rec).suffix());
+    k
 }
 
 /// The entry and counter keys of a record without their `org \0 flag` start ([`org_prefix`]):

@@ -58,7 +58,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(&'static str, u64, Option<u64>);
 /// 2: the listing indexes (`img_index`, `img_counts`) replace the creation-time index.
 /// 3: settled listing entries are packed in runs (`img_runs`, `img_gone`); an older binary
 /// would not see them.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: the embedded records keep the binary-hash lookup in the listing index and the live
+/// references per organization in each blob's references (no `img_binary`, no `org_blobs`).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Storage failures. Callers treat them as internal errors.
 #[derive(Debug, thiserror::Error)]

@@ -26,16 +26,8 @@ impl SledStore {
         // sequential scans costs no lookup per entry; only a mismatch pays for the lookups
         // that say which entries are wrong.
         let mut expected_index = Digest::default();
-        let mut expected_binary = Digest::default();
         let orgs: BTreeSet<String> = self.list_orgs()?.into_iter().map(|o| o.name).collect();
-        // The two indexes are digested on threads of their own while the records are read.
-        let digest = |tree: &sled::Tree| -> Result<Digest> {
-            let mut d = Digest::default();
-            for k in tree.iter().keys() {
-                d.add(&k?);
-            }
-            Ok(d)
-        };
+        // The listing index is digested on a thread of its own while the records are read.
         let joined = |tree: &'static str, h: std::thread::ScopedJoinHandle<'_, Result<Digest>>| {
             h.join().unwrap_or_else(|_| {
                 Err(crate::storage::StorageError::Corrupt {
@@ -51,9 +43,8 @@ impl SledStore {
             }
             Ok(d)
         };
-        let (stored_index, stored_binary) = std::thread::scope(|scope| -> Result<_> {
+        let stored_index = std::thread::scope(|scope| -> Result<_> {
             let index_scan = scope.spawn(index_digest);
-            let binary_scan = scope.spawn(|| digest(&self.img_binary));
             for v in self.images.iter().values() {
                 let rec: ImageRecord = decode("images", &v?)?;
                 each_image(&rec);
@@ -65,8 +56,7 @@ impl SledStore {
                         rec.organization, rec.hash
                     ));
                 }
-                expected_binary.add(&super::key3(&rec.organization, &rec.binary_hash, &rec.hash));
-                let (entries, counters) = crate::storage::index::record_keys(&rec);
+                let (entries, counters) = crate::storage::index::embedded_keys(&rec);
                 for k in &entries {
                     expected_index.add(k);
                 }
@@ -79,14 +69,8 @@ impl SledStore {
                     per_org.entry(rec.blob.clone()).or_insert((rec.size, 0)).1 += 1;
                 }
             }
-            Ok((
-                joined("img_index", index_scan)?,
-                joined("img_binary", binary_scan)?,
-            ))
+            joined("img_index", index_scan)
         })?;
-        if stored_binary != expected_binary {
-            self.explain_binary_index(&mut problems)?;
-        }
         if stored_index != expected_index {
             self.explain_listing_index(&mut problems, stored_index.count, expected_index.count)?;
         }
@@ -107,11 +91,27 @@ impl SledStore {
                 String::from_utf8_lossy(k).replace('\0', "/")
             ));
         }
-        // Blob reference counts.
+        // What the live references come to per organization, for the usage below.
+        let live_space: BTreeMap<String, u64> = live_blobs
+            .iter()
+            .map(|(org, blobs)| (org.clone(), blobs.values().map(|(size, _)| size).sum()))
+            .collect();
+        // Blob references: of every record, and of the live ones per organization.
         for item in self.blob_refs.iter() {
             let (k, v) = item?;
             let id = String::from_utf8_lossy(&k).to_string();
             let stored: BlobRef = decode("blob_refs", &v)?;
+            for (org, n) in &stored.live {
+                let counted = live_blobs
+                    .get_mut(org)
+                    .and_then(|blobs| blobs.remove(&id))
+                    .map_or(0, |(_, n)| n);
+                if *n != counted {
+                    problems.push(format!(
+                        "organization {org}, blob {id}: {n} live references stored, {counted} counted"
+                    ));
+                }
+            }
             match refs.remove(&id) {
                 Some((_, n)) if n == stored.refs => {}
                 Some((_, n)) => problems.push(format!(
@@ -235,13 +235,12 @@ impl SledStore {
         }
         // Usage counters against the recomputed values.
         let mut all_orgs: BTreeSet<String> = orgs.clone();
-        all_orgs.extend(live_blobs.keys().cloned());
+        all_orgs.extend(live_space.keys().cloned());
         all_orgs.extend(render_usage.keys().cloned());
         for org in all_orgs {
             let stored = self.org_usage(&org)?;
-            let blobs = live_blobs.get(&org);
             let expected = OrgUsage {
-                space_in_bytes: blobs.map_or(0, |b| b.values().map(|(size, _)| size).sum()),
+                space_in_bytes: live_space.get(&org).copied().unwrap_or(0),
                 number_of_files: files.get(&org).copied().unwrap_or(0),
                 renders: render_usage.get(&org).map_or(0, |r| r[0]),
                 render_bytes: render_usage.get(&org).map_or(0, |r| r[1]),
@@ -254,19 +253,7 @@ impl SledStore {
                 ));
             }
         }
-        // Live references per organization and blob, in one scan.
-        for item in self.org_blobs.iter() {
-            let (k, v) = item?;
-            let stored = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
-            let (org, blob) = split2(&k);
-            let counted = live_blobs
-                .get_mut(&org)
-                .and_then(|blobs| blobs.remove(&blob))
-                .map_or(0, |(_, n)| n);
-            if stored != counted {
-                problems.push(format!("organization {org}, blob {blob}: {stored} live references stored, {counted} counted"));
-            }
-        }
+        // Live references counted but not stored.
         for (org, blobs) in live_blobs {
             for (blob, (_, n)) in blobs {
                 problems.push(format!(
@@ -275,40 +262,6 @@ impl SledStore {
             }
         }
         Ok(problems)
-    }
-
-    /// Names the images missing from the binary-hash index and the entries of it that have no
-    /// image (called when the digests disagree).
-    fn explain_binary_index(&self, problems: &mut Vec<String>) -> Result<()> {
-        for v in self.images.iter().values() {
-            let rec: ImageRecord = decode("images", &v?)?;
-            let idx = super::key3(&rec.organization, &rec.binary_hash, &rec.hash);
-            if self.img_binary.get(idx)?.is_none() {
-                problems.push(format!(
-                    "image {}/{} is missing from the binary-hash index",
-                    rec.organization, rec.hash
-                ));
-            }
-        }
-        for item in self.img_binary.iter().keys() {
-            let k = item?;
-            let parts: Vec<&[u8]> = k.split(|b| *b == 0).collect();
-            let entry_of_image = match parts.as_slice() {
-                [org, binary_hash, hash] => {
-                    let (org, hash) = (String::from_utf8_lossy(org), String::from_utf8_lossy(hash));
-                    self.get_image(&org, &hash)?
-                        .is_some_and(|rec| rec.binary_hash.as_bytes() == *binary_hash)
-                }
-                _ => false,
-            };
-            if !entry_of_image {
-                problems.push(format!(
-                    "binary-hash index entry {} has no image",
-                    String::from_utf8_lossy(&k).replace('\0', "/")
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Names the images whose listing-index entries are missing, and says how many entries
@@ -322,7 +275,7 @@ impl SledStore {
     ) -> Result<()> {
         for v in self.images.iter().values() {
             let rec: ImageRecord = decode("images", &v?)?;
-            let (entries, _) = crate::storage::index::record_keys(&rec);
+            let (entries, _) = crate::storage::index::embedded_keys(&rec);
             let mut missing = 0;
             for k in &entries {
                 if !self.index_contains(k)? {
@@ -366,21 +319,10 @@ impl Digest {
     }
 }
 
-/// The two parts of a `key2` key.
-fn split2(key: &[u8]) -> (String, String) {
-    let at = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-    let (a, b) = key.split_at(at);
-    (
-        String::from_utf8_lossy(a).into_owned(),
-        String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::key3;
     use super::*;
-    use crate::storage::fixtures;
+    use crate::storage::{encode, fixtures};
 
     fn image(i: usize) -> ImageRecord {
         serde_json::from_value(serde_json::json!({
@@ -450,55 +392,51 @@ mod tests {
     }
 
     #[test]
-    fn binary_hash_entries_are_checked_both_ways() {
+    fn binary_hash_entries_are_checked_with_the_listing_index() {
         let (_dir, store) = store();
         let rec = image(1);
         store
-            .img_binary
-            .remove(key3("acme", &rec.binary_hash, &rec.hash))
-            .unwrap();
-        store
-            .img_binary
-            .insert(key3("acme", "feed", &image(3).hash), &[])
+            .img_index
+            .remove(crate::storage::index::binary_entry(&rec))
             .unwrap();
         let found = problems(&store);
         assert!(
             found.contains(&format!(
-                "image acme/{} is missing from the binary-hash index",
+                "image acme/{} is missing from the listing index (1 of",
                 rec.hash
             )),
             "{found}"
         );
-        assert!(
-            found.contains(&format!(
-                "binary-hash index entry acme/feed/{} has no image",
-                image(3).hash
-            )),
-            "{found}"
-        );
+        assert!(store
+            .images_by_binary("acme", &rec.binary_hash)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn live_references_per_organization_are_checked_both_ways() {
         let (_dir, store) = store();
-        store
-            .org_blobs
-            .remove(key2("acme", &image(1).blob))
-            .unwrap();
-        store
-            .org_blobs
-            .insert(key2("acme", "beef"), &1u64.to_be_bytes())
-            .unwrap();
+        let blob = image(1).blob;
+        let mut r: BlobRef =
+            decode("blob_refs", &store.blob_refs.get(&blob).unwrap().unwrap()).unwrap();
+        r.live.clear();
+        store.blob_refs.insert(blob.as_bytes(), encode(&r)).unwrap();
+        let mut stray = BlobRef {
+            size: 5,
+            refs: 0,
+            ..BlobRef::default()
+        };
+        stray.live.insert("acme".into(), 1);
+        store.blob_refs.insert("beef", encode(&stray)).unwrap();
         let found = problems(&store);
         assert!(
             found.contains(&format!(
-                "blob {}: 0 live references stored, 1 counted",
-                image(1).blob
+                "organization acme, blob {blob}: 0 live references stored, 1 counted"
             )),
             "{found}"
         );
         assert!(
-            found.contains("blob beef: 1 live references stored, 0 counted"),
+            found.contains("organization acme, blob beef: 1 live references stored, 0 counted"),
             "{found}"
         );
     }

@@ -1,9 +1,10 @@
 //! [`ImageRecords`] of the embedded records: image records with their binary-hash and listing
 //! indexes, blob references and usage counters, changed together in one sled transaction.
 
-use super::{adjust_org_blob, decode, key3, reindex, tx_decode, tx_result, BlobRef, SledStore};
+use super::{adjust_live, decode, reindex, tx_blob_ref, tx_decode, tx_result, BlobRef, SledStore};
 use crate::model::ids::SHORTEST_PREFIX;
 use crate::model::image::ImageRecord;
+use crate::storage::index::{IndexField, IndexValue};
 use crate::storage::records::*;
 use crate::storage::{encode, index, key2, query, AliasRecords, Inserted, Result};
 use sled::Transactional;
@@ -46,15 +47,23 @@ impl ImageRecords for SledStore {
         Ok(hash.to_string())
     }
 
-    /// Image records of an organization with this SHA-1.
+    /// Image records of an organization with this SHA-1, deleted or not, by hash: a walk of
+    /// the [`IndexField::BinaryHash`] entries of one value.
     fn images_by_binary(&self, org: &str, binary_hash: &str) -> Result<Vec<ImageRecord>> {
+        let field = IndexField::BinaryHash;
+        let span = query::Span::prefixed(index::encode_value(&IndexValue::Str(
+            binary_hash.to_string(),
+        )));
+        let mut hashes = Vec::new();
+        for deleted in [false, true] {
+            for p in self.index_walk(org, deleted, &field, &span, false) {
+                hashes.push(p?.hash);
+            }
+        }
+        hashes.sort();
         let mut out = Vec::new();
-        for k in self.img_binary.scan_prefix(key2(org, binary_hash)).keys() {
-            let k = k?;
-            let hash = k
-                .get(org.len() + binary_hash.len() + 2..)
-                .unwrap_or_default();
-            if let Some(rec) = self.get_image(org, &String::from_utf8_lossy(hash))? {
+        for hash in hashes {
+            if let Some(rec) = self.get_image(org, &hash)? {
                 out.push(rec);
             }
         }
@@ -70,25 +79,14 @@ impl ImageRecords for SledStore {
         let result = tx_result(
             (
                 &self.images,
-                &self.img_binary,
                 &self.img_index,
                 &self.img_gone,
                 &self.img_counts,
                 &self.blob_refs,
-                &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(
-                        images,
-                        img_binary,
-                        img_index,
-                        img_gone,
-                        img_counts,
-                        blob_refs,
-                        org_blobs,
-                        org_usage,
-                    )| {
+                    |(images, img_index, img_gone, img_counts, blob_refs, org_usage)| {
                         if let Some(existing) = images.get(&k)? {
                             return Ok((
                                 Inserted::Exists(Box::new(tx_decode("images", &existing)?)),
@@ -96,28 +94,13 @@ impl ImageRecords for SledStore {
                             ));
                         }
                         images.insert(k.as_slice(), encode(rec))?;
-                        img_binary
-                            .insert(key3(&rec.organization, &rec.binary_hash, &rec.hash), &[])?;
                         let written = reindex((img_index, img_gone, img_counts), None, Some(rec))?;
-                        let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
-                            Some(v) => tx_decode("blob_refs", &v)?,
-                            None => BlobRef {
-                                size: rec.size,
-                                refs: 0,
-                            },
-                        };
+                        let mut r = tx_blob_ref(blob_refs, &rec.blob, rec.size)?;
                         r.refs += 1;
-                        blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
                         if !rec.deleted {
-                            adjust_org_blob(
-                                org_blobs,
-                                org_usage,
-                                &rec.organization,
-                                &rec.blob,
-                                rec.size,
-                                1,
-                            )?;
+                            adjust_live(&mut r, org_usage, &rec.organization, rec.size, 1)?;
                         }
+                        blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
                         Ok((Inserted::Created, written))
                     },
                 ),
@@ -150,11 +133,11 @@ impl ImageRecords for SledStore {
                 &self.img_index,
                 &self.img_gone,
                 &self.img_counts,
-                &self.org_blobs,
+                &self.blob_refs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(images, img_index, img_gone, img_counts, org_blobs, org_usage)| {
+                    |(images, img_index, img_gone, img_counts, blob_refs, org_usage)| {
                         let Some(old) = images.get(&k)? else {
                             return Ok((false, 0));
                         };
@@ -163,14 +146,9 @@ impl ImageRecords for SledStore {
                             reindex((img_index, img_gone, img_counts), Some(&old), Some(rec))?;
                         if old.deleted != rec.deleted {
                             let delta = if rec.deleted { -1 } else { 1 };
-                            adjust_org_blob(
-                                org_blobs,
-                                org_usage,
-                                &rec.organization,
-                                &rec.blob,
-                                rec.size,
-                                delta,
-                            )?;
+                            let mut r = tx_blob_ref(blob_refs, &rec.blob, rec.size)?;
+                            adjust_live(&mut r, org_usage, &rec.organization, rec.size, delta)?;
+                            blob_refs.insert(rec.blob.as_bytes(), encode(&r))?;
                         }
                         images.insert(k.as_slice(), encode(rec))?;
                         Ok((true, written))
@@ -252,25 +230,14 @@ impl SledStore {
         let result = tx_result(
             (
                 &self.images,
-                &self.img_binary,
                 &self.img_index,
                 &self.img_gone,
                 &self.img_counts,
                 &self.blob_refs,
-                &self.org_blobs,
                 &self.org_usage,
             )
                 .transaction(
-                    |(
-                        images,
-                        img_binary,
-                        img_index,
-                        img_gone,
-                        img_counts,
-                        blob_refs,
-                        org_blobs,
-                        org_usage,
-                    )| {
+                    |(images, img_index, img_gone, img_counts, blob_refs, org_usage)| {
                         let Some(old) = images.get(k.as_slice())? else {
                             return Ok((None, 0));
                         };
@@ -279,18 +246,11 @@ impl SledStore {
                             return Ok((None, 0));
                         }
                         images.remove(k.as_slice())?;
-                        img_binary.remove(key3(org, &rec.binary_hash, hash))?;
                         let written = reindex((img_index, img_gone, img_counts), Some(&rec), None)?;
+                        let mut r = tx_blob_ref(blob_refs, &rec.blob, rec.size)?;
                         if !rec.deleted {
-                            adjust_org_blob(org_blobs, org_usage, org, &rec.blob, rec.size, -1)?;
+                            adjust_live(&mut r, org_usage, org, rec.size, -1)?;
                         }
-                        let mut r: BlobRef = match blob_refs.get(rec.blob.as_bytes())? {
-                            Some(v) => tx_decode("blob_refs", &v)?,
-                            None => BlobRef {
-                                size: rec.size,
-                                refs: 1,
-                            },
-                        };
                         r.refs = r.refs.saturating_sub(1);
                         if r.refs == 0 {
                             blob_refs.remove(rec.blob.as_bytes())?;

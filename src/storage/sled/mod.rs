@@ -54,11 +54,31 @@ pub(crate) fn store_usage(
     Ok(())
 }
 
-/// Reference count of one blob over every image record (deleted or not) of every organization.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The references to one blob: every image record (deleted or not) of every organization
+/// that names it, and of those the live ones per organization, since the blob's size counts
+/// once in an organization's usage while any live image of it refers to it. Both counts share
+/// the blob's one key: sled 0.34 keeps memory for every key after an open ([`runs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct BlobRef {
     size: u64,
     refs: u64,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    live: std::collections::BTreeMap<String, u64>,
+}
+
+/// The references to a blob as stored, or none yet.
+fn tx_blob_ref(
+    blob_refs: &TransactionalTree,
+    blob: &str,
+    size: u64,
+) -> std::result::Result<BlobRef, TxError> {
+    Ok(match blob_refs.get(blob.as_bytes())? {
+        Some(v) => tx_decode("blob_refs", &v)?,
+        None => BlobRef {
+            size,
+            ..BlobRef::default()
+        },
+    })
 }
 
 /// The embedded records: one sled database in the data folder. It keeps a handle on the blob
@@ -77,7 +97,6 @@ pub struct SledStore {
     user_keys: Tree,
     members: Tree,
     pub(super) images: Tree,
-    img_binary: Tree,
     /// The listing index ([`runs`]): entries one per key, runs of settled entries, and the
     /// entries of runs that were removed since their run was written.
     img_index: Tree,
@@ -85,7 +104,6 @@ pub struct SledStore {
     img_gone: Tree,
     img_counts: Tree,
     blob_refs: Tree,
-    org_blobs: Tree,
     org_usage: Tree,
     stacks: Tree,
     aliases: Tree,
@@ -147,7 +165,7 @@ pub(crate) fn reindex(
     new: Option<&ImageRecord>,
 ) -> std::result::Result<usize, TxError> {
     let (singles, gone, img_counts) = index;
-    let keys = |rec: Option<&ImageRecord>| rec.map(index::record_keys);
+    let keys = |rec: Option<&ImageRecord>| rec.map(index::embedded_keys);
     let (old_entries, old_counters) = keys(old).unwrap_or_default();
     let (new_entries, new_counters) = keys(new).unwrap_or_default();
     let mut written = 0;
@@ -200,31 +218,26 @@ pub(crate) fn tx_result<T>(r: std::result::Result<T, TransactionError<StorageErr
     }
 }
 
-/// Adds `delta` (±1) to the organization's reference count of a blob and keeps the usage
+/// Adds `delta` (±1) to the organization's live references to a blob and keeps the usage
 /// counter in step: the blob's size counts once per organization while any live image of it
-/// refers to it.
-fn adjust_org_blob(
-    org_blobs: &TransactionalTree,
+/// refers to it. The caller writes `blob` back.
+fn adjust_live(
+    blob: &mut BlobRef,
     org_usage: &TransactionalTree,
     org: &str,
-    blob: &str,
     size: u64,
     delta: i64,
 ) -> std::result::Result<(), TxError> {
-    let k = key2(org, blob);
-    let before = match org_blobs.get(&k)? {
-        Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
-        None => 0,
-    };
+    let before = blob.live.get(org).copied().unwrap_or(0);
     let after = if delta >= 0 {
         before + delta as u64
     } else {
         before.saturating_sub(delta.unsigned_abs())
     };
     if after == 0 {
-        org_blobs.remove(k)?;
+        blob.live.remove(org);
     } else {
-        org_blobs.insert(k, &after.to_be_bytes())?;
+        blob.live.insert(org.to_string(), after);
     }
     let mut usage: OrgUsage = match org_usage.get(org.as_bytes())? {
         Some(v) => tx_decode("org_usage", &v)?,
@@ -292,13 +305,11 @@ impl SledStore {
             user_keys: db.open_tree("user_keys")?,
             members: db.open_tree("members")?,
             images: db.open_tree("images")?,
-            img_binary: db.open_tree("img_binary")?,
             img_index: db.open_tree("img_index")?,
             img_runs: db.open_tree("img_runs")?,
             img_gone: db.open_tree("img_gone")?,
             img_counts: db.open_tree("img_counts")?,
             blob_refs: db.open_tree("blob_refs")?,
-            org_blobs: db.open_tree("org_blobs")?,
             org_usage: db.open_tree("org_usage")?,
             stacks: db.open_tree("stacks")?,
             aliases: db.open_tree("aliases")?,
@@ -406,13 +417,11 @@ impl Records for SledStore {
             &self.user_keys,
             &self.members,
             &self.images,
-            &self.img_binary,
             &self.img_index,
             &self.img_runs,
             &self.img_gone,
             &self.img_counts,
             &self.blob_refs,
-            &self.org_blobs,
             &self.org_usage,
             &self.stacks,
             &self.aliases,
@@ -545,6 +554,88 @@ mod tests {
             "user_metadata": {}, "opaque": true, "animated": false
         }))
         .unwrap()
+    }
+
+    /// Opens the folder once the lock of a store dropped a moment ago is free.
+    fn reopen(path: &Path) -> SledStore {
+        for _ in 0..200 {
+            match SledStore::open(path, 8) {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the folder stayed locked");
+    }
+
+    /// A folder of schema 3 kept the binary-hash lookup and the live references per
+    /// organization in trees of their own; the open moves both, and the checks find nothing.
+    #[test]
+    fn a_schema_3_folder_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = acme_image();
+        let mut deleted = acme_image();
+        deleted.hash = "d".repeat(40);
+        deleted.deleted = true;
+        deleted.deleted_at = Some(100);
+        {
+            let store = SledStore::open(dir.path(), 8).unwrap();
+            store.create_org(&fixtures::org("acme")).unwrap();
+            store.insert_image(&live).unwrap();
+            store.insert_image(&deleted).unwrap();
+            let img_binary = store.db.open_tree("img_binary").unwrap();
+            let org_blobs = store.db.open_tree("org_blobs").unwrap();
+            for rec in [&live, &deleted] {
+                store.img_index.remove(index::binary_entry(rec)).unwrap();
+                img_binary
+                    .insert(key3("acme", &rec.binary_hash, &rec.hash), &[])
+                    .unwrap();
+            }
+            let stored = store.blob_refs.get(&live.blob).unwrap().unwrap();
+            let mut r: BlobRef = decode("blob_refs", &stored).unwrap();
+            for (org, n) in std::mem::take(&mut r.live) {
+                org_blobs
+                    .insert(key2(&org, &live.blob), &n.to_be_bytes())
+                    .unwrap();
+            }
+            store
+                .blob_refs
+                .insert(live.blob.as_bytes(), encode(&r))
+                .unwrap();
+            store
+                .meta
+                .insert("schema_version", &3u32.to_be_bytes())
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = reopen(dir.path());
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        let names = store.db.tree_names();
+        assert!(!names
+            .iter()
+            .any(|n| n.as_ref() == b"img_binary" || n.as_ref() == b"org_blobs"));
+        assert_eq!(
+            store.check_records(&mut |_| {}).unwrap(),
+            Vec::<String>::new()
+        );
+        let found: Vec<String> = store
+            .images_by_binary("acme", &live.binary_hash)
+            .unwrap()
+            .into_iter()
+            .map(|rec| rec.hash)
+            .collect();
+        assert_eq!(found, vec![live.hash.clone(), deleted.hash.clone()]);
+        // The live reference moved with its count: removing the live image frees the space,
+        // and the deleted image still holds the blob.
+        assert_eq!(store.org_usage("acme").unwrap().space_in_bytes, 1);
+        assert_eq!(store.remove_image("acme", &live.hash).unwrap(), None);
+        assert_eq!(store.org_usage("acme").unwrap().space_in_bytes, 0);
+        assert_eq!(store.blob_refs(&live.blob).unwrap(), 1);
+        assert_eq!(
+            store.check_records(&mut |_| {}).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! ([`ImageIndex`] of [`SledStore`]): ordered walks over one field, bounded counts, counters
 //! and facets; and the migration that builds the indexes for old stores.
 
-use super::{decode, SledStore};
+use super::{decode, BlobRef, SledStore};
 use crate::model::image::ImageRecord;
 use crate::storage::index::{self, IndexField, Position};
 use crate::storage::query::{next_prefix, Span};
 use crate::storage::records::*;
-use crate::storage::{Result, SCHEMA_VERSION};
+use crate::storage::{encode, Result, SCHEMA_VERSION};
 
 fn counter(v: Option<sled::IVec>) -> u64 {
     v.map_or(0, |v| {
@@ -147,7 +147,7 @@ impl SledStore {
             self.img_counts.clear()?;
             for v in self.images.iter().values() {
                 let rec: ImageRecord = decode("images", &v?)?;
-                let (entries, counters) = index::record_keys(&rec);
+                let (entries, counters) = index::embedded_keys(&rec);
                 for k in entries {
                     self.img_index.insert(k, &[])?;
                 }
@@ -157,6 +157,36 @@ impl SledStore {
                 }
             }
             self.db.drop_tree("img_created")?;
+        }
+        if found < 4 {
+            // Schema 3 kept the binary-hash lookup and the live references per organization
+            // and blob in trees of their own, one key per image each.
+            log::info!(
+                "moving the binary-hash lookup of {} image records into the listing index",
+                self.images.len()
+            );
+            for v in self.images.iter().values() {
+                let rec: ImageRecord = decode("images", &v?)?;
+                self.img_index.insert(index::binary_entry(&rec), &[])?;
+            }
+            let org_blobs = self.db.open_tree("org_blobs")?;
+            for item in org_blobs.iter() {
+                let (k, v) = item?;
+                let Some(split) = k.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                let (org, rest) = k.split_at(split);
+                let blob = rest.get(1..).unwrap_or_default();
+                let Some(stored) = self.blob_refs.get(blob)? else {
+                    continue;
+                };
+                let mut r: BlobRef = decode("blob_refs", &stored)?;
+                r.live
+                    .insert(String::from_utf8_lossy(org).to_string(), counter(Some(v)));
+                self.blob_refs.insert(blob, encode(&r))?;
+            }
+            self.db.drop_tree("img_binary")?;
+            self.db.drop_tree("org_blobs")?;
         }
         self.flush_blocking()?;
         self.meta
