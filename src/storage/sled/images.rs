@@ -1,5 +1,6 @@
-//! [`ImageRecords`] of the embedded records: image records with their binary-hash and listing
-//! indexes, blob references and usage counters, changed together in one sled transaction.
+//! [`ImageRecords`] of the embedded records: image records with their listing index (the
+//! binary-hash lookup included), blob references and usage counters, changed together in one
+//! sled transaction.
 
 use super::{adjust_live, decode, reindex, tx_blob_ref, tx_decode, tx_result, BlobRef, SledStore};
 use crate::model::ids::SHORTEST_PREFIX;
@@ -60,7 +61,9 @@ impl ImageRecords for SledStore {
                 hashes.push(p?.hash);
             }
         }
+        // An image deleted or restored between the two walks is met twice.
         hashes.sort();
+        hashes.dedup();
         let mut out = Vec::new();
         for hash in hashes {
             if let Some(rec) = self.get_image(org, &hash)? {

@@ -162,7 +162,8 @@ impl SledStore {
             // Schema 3 kept the binary-hash lookup and the live references per organization
             // and blob in trees of their own, one key per image each.
             log::info!(
-                "moving the binary-hash lookup of {} image records into the listing index",
+                "moving the binary-hash lookup of {} image records into the listing index, \
+                 and the live references per organization into the blob references",
                 self.images.len()
             );
             for v in self.images.iter().values() {
