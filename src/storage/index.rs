@@ -331,9 +331,9 @@ pub fn embedded_keys(rec: &ImageRecord) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 /// The entry key of a record's [`IndexField::BinaryHash`].
 pub fn binary_entry(rec: &ImageRecord) -> Vec<u8> {
     let field = IndexField::BinaryHash;
-    let value = IndexValue::Str(rec.binary_hash.clone());
+    let value = field.values(rec).pop();
     let mut k = field_prefix(&rec.organization, rec.deleted, &field);
-    k.extend_from_slice(&Position::of(&field, Some(&value), rec).suffix());
+    k.extend_from_slice(&Position::of(&field, value.as_ref(), rec).suffix());
     k
 }
 
